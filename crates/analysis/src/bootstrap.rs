@@ -1,0 +1,341 @@
+//! Bootstrap confidence intervals for within- and between-class stiffness.
+//!
+//! Resampling is **stratified by class**: each replicate draws `n_a` examples with
+//! replacement from class `a`, for every class, so class sizes (and so the set of cells) stay
+//! fixed. A replicate is a weight vector `w` (multiplicities). Its class matrix is
+//! `C_w[a,b] = sum_{i in a, j in b, i != j} w_i w_j S_ij / sum_{i in a, j in b, i != j} w_i w_j`:
+//! pairs of draws of the *same* example are left out, just as self-pairs are in the point
+//! estimate (their stiffness is trivially 1). Cosine uses only non-zero-norm examples.
+//!
+//! All replicates are evaluated together: for a block of rows of class `a`, `V = W_a^T S_block`
+//! is one matrix product `(R, m) x (m, N)`; then `sum_j V[r,j] w_rj` grouped by the class of
+//! `j` gives every replicate's numerators. Cost O(R N^2), memory O(R N + block N); no N x N
+//! matrix is allocated.
+
+use ndarray::{s, Array2, Array3, ArrayView2};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::class::{check_square_inputs, class_stiffness, ClassStiffness};
+use crate::error::{AnalysisError, Result};
+use crate::float::Float;
+use crate::settings::{StiffnessSettings, SCHEMA_VERSION};
+
+/// Rows of one class handled per task (bounds the `(rows, N)` scratch blocks).
+const ROW_BLOCK: usize = 128;
+
+/// A bootstrap percentile interval.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Ci {
+    /// Point estimate on the full data.
+    pub estimate: f64,
+    /// Lower percentile bound, quantile `(1 - level) / 2` of the replicates.
+    pub lo: f64,
+    /// Upper percentile bound, quantile `(1 + level) / 2`.
+    pub hi: f64,
+    /// Standard deviation of the replicates (bootstrap standard error).
+    pub se: f64,
+    /// Replicates in which the quantity was defined (had at least one cell with pairs).
+    pub n_valid: usize,
+}
+
+/// Intervals for within, between and their difference (within - between).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WithinBetweenCi {
+    /// Mean of the diagonal of the class matrix.
+    pub within: Ci,
+    /// Mean of the off-diagonal.
+    pub between: Ci,
+    /// `within - between`, per replicate.
+    pub difference: Ci,
+}
+
+/// Bootstrap result for sign and cosine stiffness.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootstrapCi {
+    /// Layout version ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
+    /// Settings that produced the stiffness values.
+    pub settings: StiffnessSettings,
+    /// Number of bootstrap replicates.
+    pub reps: usize,
+    /// Seed of the `ChaCha8Rng` drawing the resamples.
+    pub seed: u64,
+    /// Two-sided coverage, e.g. 0.95.
+    pub level: f64,
+    /// How examples were resampled.
+    pub resampling: String,
+    /// Sign stiffness intervals.
+    pub sign: WithinBetweenCi,
+    /// Cosine stiffness intervals.
+    pub cosine: WithinBetweenCi,
+}
+
+/// Within/between of one replicate; `None` when no cell had pairs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RepStats {
+    pub sign: (Option<f64>, Option<f64>),
+    pub cos: (Option<f64>, Option<f64>),
+}
+
+/// Bootstrap CIs for within- and between-class sign and cosine stiffness.
+///
+/// * `k`: (N, N) Gram matrix; `labels`: (N,).
+/// * `reps`: replicates (>= 2; 100-1000 typical), `seed`: RNG seed (same seed, same result
+///   bit for bit), `level`: coverage in (0, 1), e.g. 0.95.
+///
+/// Resampling is stratified by class (see the module docs).
+#[allow(clippy::too_many_arguments)]
+pub fn bootstrap_within_between<F: Float>(
+    k: ArrayView2<F>,
+    labels: &[u32],
+    num_classes: usize,
+    s: &StiffnessSettings,
+    reps: usize,
+    seed: u64,
+    level: f64,
+) -> Result<BootstrapCi> {
+    if reps < 2 {
+        return Err(AnalysisError::InvalidSetting {
+            what: "reps",
+            reason: format!("need at least 2 bootstrap replicates, got {reps}"),
+        });
+    }
+    if !(level > 0.0 && level < 1.0) {
+        return Err(AnalysisError::InvalidSetting {
+            what: "level",
+            reason: format!("must be in (0, 1), got {level}"),
+        });
+    }
+    let point = class_stiffness(k, labels, num_classes, s)?;
+    let wt = stratified_weights(labels, num_classes, reps, seed);
+    let stats = weighted_stats(k, labels, num_classes, s, &wt)?;
+    Ok(summarise(&point, &stats, reps, seed, level, s))
+}
+
+/// Replicate weights `(reps, N)`: per class, `n_a` draws with replacement among its members.
+pub(crate) fn stratified_weights(
+    labels: &[u32],
+    num_classes: usize,
+    reps: usize,
+    seed: u64,
+) -> Array2<f64> {
+    let mut members = vec![Vec::new(); num_classes];
+    for (i, &l) in labels.iter().enumerate() {
+        members[l as usize].push(i);
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut wt = Array2::<f64>::zeros((reps, labels.len()));
+    for r in 0..reps {
+        for m in members.iter().filter(|m| !m.is_empty()) {
+            for _ in 0..m.len() {
+                wt[[r, m[rng.random_range(0..m.len())]]] += 1.0;
+            }
+        }
+    }
+    wt
+}
+
+/// Within/between of every replicate given weights `wt: (R, N)`.
+pub(crate) fn weighted_stats<F: Float>(
+    k: ArrayView2<F>,
+    labels: &[u32],
+    num_classes: usize,
+    s: &StiffnessSettings,
+    wt: &Array2<f64>,
+) -> Result<Vec<RepStats>> {
+    let inp = check_square_inputs(k, labels, num_classes, s)?;
+    let (n, c, r) = (inp.n, num_classes, wt.nrows());
+    let mut members = vec![Vec::new(); c];
+    for (i, &l) in labels.iter().enumerate() {
+        members[l as usize].push(i);
+    }
+    let tasks: Vec<(usize, &[usize])> = members
+        .iter()
+        .enumerate()
+        .flat_map(|(a, m)| m.chunks(ROW_BLOCK).map(move |ch| (a, ch)))
+        .collect();
+    let inv = &inp.inv;
+    let partials: Vec<(usize, Array2<f64>, Array2<f64>)> = tasks
+        .par_iter()
+        .map(|&(a, rows)| {
+            let m = rows.len();
+            let mut ss = Array2::<f64>::zeros((m, n));
+            let mut sc = Array2::<f64>::zeros((m, n));
+            for (t, &i) in rows.iter().enumerate() {
+                let inv_i = inv[i];
+                let kr = k.row(i);
+                let mut srow = ss.row_mut(t);
+                let mut crow = sc.row_mut(t);
+                for (j, kv) in kr.iter().enumerate() {
+                    if j == i {
+                        continue; // self-pairs excluded
+                    }
+                    let v = kv.to_f64();
+                    srow[j] = s.sign(v);
+                    // Overshoot beyond cos_tol was rejected by the point estimate.
+                    crow[j] = (v * inv_i * inv[j]).clamp(-1.0, 1.0);
+                }
+            }
+            let wa = Array2::from_shape_fn((r, m), |(q, t)| wt[[q, rows[t]]]);
+            let vs = wa.dot(&ss);
+            let vc = wa.dot(&sc);
+            let mut acc_s = Array2::<f64>::zeros((r, c));
+            let mut acc_c = Array2::<f64>::zeros((r, c));
+            for q in 0..r {
+                let w = wt.row(q);
+                for j in 0..n {
+                    let l = labels[j] as usize;
+                    acc_s[[q, l]] += vs[[q, j]] * w[j];
+                    acc_c[[q, l]] += vc[[q, j]] * w[j];
+                }
+            }
+            (a, acc_s, acc_c)
+        })
+        .collect();
+    // Combine in task order so results do not depend on thread scheduling.
+    let mut num_s = Array3::<f64>::zeros((r, c, c));
+    let mut num_c = Array3::<f64>::zeros((r, c, c));
+    for (a, acc_s, acc_c) in &partials {
+        let mut ds = num_s.slice_mut(s![.., *a, ..]);
+        ds += acc_s;
+        let mut dc = num_c.slice_mut(s![.., *a, ..]);
+        dc += acc_c;
+    }
+    let valid: Vec<f64> = inv.iter().map(|&x| f64::from(u8::from(x > 0.0))).collect();
+    let out = (0..r)
+        .map(|q| {
+            let w = wt.row(q);
+            // Per class: total weight and sum of squared weights (all, and valid for cosine).
+            let mut tot = vec![0.0; c];
+            let mut sq = vec![0.0; c];
+            let mut tot_v = vec![0.0; c];
+            let mut sq_v = vec![0.0; c];
+            for i in 0..n {
+                let l = labels[i] as usize;
+                tot[l] += w[i];
+                sq[l] += w[i] * w[i];
+                tot_v[l] += w[i] * valid[i];
+                sq_v[l] += w[i] * w[i] * valid[i];
+            }
+            let means = |num: &Array3<f64>, tot: &[f64], sq: &[f64]| {
+                let (mut ws, mut wn, mut bs, mut bn) = (0.0, 0usize, 0.0, 0usize);
+                for a in 0..c {
+                    for b in 0..c {
+                        let den = if a == b {
+                            tot[a] * tot[a] - sq[a]
+                        } else {
+                            tot[a] * tot[b]
+                        };
+                        if den > 0.0 {
+                            let v = num[[q, a, b]] / den;
+                            if a == b {
+                                ws += v;
+                                wn += 1;
+                            } else {
+                                bs += v;
+                                bn += 1;
+                            }
+                        }
+                    }
+                }
+                (
+                    (wn > 0).then(|| ws / wn as f64),
+                    (bn > 0).then(|| bs / bn as f64),
+                )
+            };
+            RepStats {
+                sign: means(&num_s, &tot, &sq),
+                cos: means(&num_c, &tot_v, &sq_v),
+            }
+        })
+        .collect();
+    Ok(out)
+}
+
+/// Quantile (linear interpolation between order statistics, "type 7") of sorted values.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    let h = (sorted.len() - 1) as f64 * q;
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (h - lo as f64) * (sorted[hi] - sorted[lo])
+}
+
+fn ci(estimate: f64, mut vals: Vec<f64>, level: f64) -> Ci {
+    if vals.is_empty() {
+        // No defined replicate: the interval degenerates to the estimate, flagged by n_valid.
+        return Ci {
+            estimate,
+            lo: estimate,
+            hi: estimate,
+            se: 0.0,
+            n_valid: 0,
+        };
+    }
+    vals.sort_by(f64::total_cmp);
+    let n = vals.len() as f64;
+    let mean = vals.iter().sum::<f64>() / n;
+    let var = if vals.len() > 1 {
+        vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    Ci {
+        estimate,
+        lo: quantile(&vals, (1.0 - level) / 2.0),
+        hi: quantile(&vals, (1.0 + level) / 2.0),
+        se: var.sqrt(),
+        n_valid: vals.len(),
+    }
+}
+
+fn wb_ci(
+    within: f64,
+    between: f64,
+    reps: impl Iterator<Item = (Option<f64>, Option<f64>)> + Clone,
+    level: f64,
+) -> WithinBetweenCi {
+    WithinBetweenCi {
+        within: ci(within, reps.clone().filter_map(|x| x.0).collect(), level),
+        between: ci(between, reps.clone().filter_map(|x| x.1).collect(), level),
+        difference: ci(
+            within - between,
+            reps.filter_map(|(w, b)| Some(w? - b?)).collect(),
+            level,
+        ),
+    }
+}
+
+fn summarise(
+    point: &ClassStiffness,
+    stats: &[RepStats],
+    reps: usize,
+    seed: u64,
+    level: f64,
+    s: &StiffnessSettings,
+) -> BootstrapCi {
+    BootstrapCi {
+        schema_version: SCHEMA_VERSION,
+        settings: *s,
+        reps,
+        seed,
+        level,
+        resampling: "stratified by class: n_a draws with replacement per class; pairs of \
+                     draws of the same example excluded"
+            .to_string(),
+        sign: wb_ci(
+            point.sign.within,
+            point.sign.between,
+            stats.iter().map(|x| x.sign),
+            level,
+        ),
+        cosine: wb_ci(
+            point.cosine.within,
+            point.cosine.between,
+            stats.iter().map(|x| x.cos),
+            level,
+        ),
+    }
+}

@@ -1,0 +1,38 @@
+#![doc = include_str!("../README.md")]
+//!
+//! # Modules
+//! * [`class`]: pairwise and class stiffness (square and rectangular K).
+//! * [`bootstrap`]: stratified bootstrap CIs for within/between-class stiffness.
+//! * [`identity`]: the cosine class matrix through the class-sum identity (cross-check).
+//! * [`superclass`]: super-class block score with a permutation test.
+//! * [`distance`]: stiffness vs dot-product distance, stiff domain size.
+//! * [`io`]: atomic JSON/CSV writers.
+
+pub mod bootstrap;
+pub mod class;
+pub mod distance;
+pub mod error;
+pub mod float;
+pub mod identity;
+pub mod io;
+pub mod settings;
+pub mod superclass;
+mod validate;
+
+pub use bootstrap::{bootstrap_within_between, BootstrapCi, Ci, WithinBetweenCi};
+pub use class::{
+    class_stiffness, pairwise_cosine, pairwise_sign, rectangular_class_stiffness, ClassMatrix,
+    ClassStiffness, PairwiseCosine, RectangularClassStiffness, StiffnessKind,
+};
+pub use distance::{
+    distance_curve, distance_curves, BinMoments, BinSpec, Crossing, DistanceCurve, FitOver,
+    LinearFit, PairFilter,
+};
+pub use error::{AnalysisError, Result};
+pub use float::Float;
+pub use identity::{
+    cosine_class_matrix_from_class_sums, cosine_class_matrix_from_unit_grads, UNIT_NORM_TOL,
+};
+pub use io::{write_atomic, write_class_csv, write_curve_csv, write_json};
+pub use settings::{StiffnessSettings, SCHEMA_VERSION};
+pub use superclass::{superclass_block_score, BlockScore};

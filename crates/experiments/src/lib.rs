@@ -1,0 +1,1 @@
+//! The paper's figure pipelines: sweeps, run ids, resume, results, reports

@@ -1,0 +1,1 @@
+//! Exact per-example gradient Gram matrices (factorised, bounded memory), CPU and CUDA

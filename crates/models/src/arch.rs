@@ -1,0 +1,145 @@
+use serde::{Deserialize, Serialize};
+use std::str::FromStr;
+
+use crate::{ModelError, Result};
+
+/// Shape of one input example: channels, height, width (MNIST: 1x28x28, CIFAR: 3x32x32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputShape {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl InputShape {
+    pub fn new(channels: usize, height: usize, width: usize) -> Self {
+        Self { channels, height, width }
+    }
+    /// Number of input features when flattened (`C*H*W`).
+    pub fn numel(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+}
+
+/// The layer structure of a net, independent of input size and class count.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ArchSpec {
+    /// Fully-connected ReLU net: flatten, then `hidden` widths, then a linear layer to the logits.
+    Mlp { hidden: Vec<usize> },
+    /// Conv net without batch norm: per entry of `channels`, a `kernel`x`kernel` conv (stride 1,
+    /// "same" padding `kernel/2`), ReLU, `pool`x`pool` max pooling (stride = kernel, as candle's
+    /// max-pool backward requires); then flatten and one linear layer to the logits.
+    Cnn { channels: Vec<usize>, kernel: usize, pool: usize },
+}
+
+/// The paper's architectures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// 784-500-300-100-100-100-10: our reading of v1's "6 layer network" (an assumption).
+    Fc6,
+    /// 784-500-300-100-10, as in v3.
+    Fc4,
+    /// v1's CNN: four 3x3 convs with 32, 64, 128, 256 channels, each followed by 2x2 max pooling, then one FC layer.
+    Cnn5,
+    /// v3's CNN: three 3x3 convs with 16, 32, 32 channels, 2x2 max pooling, then one FC layer.
+    Cnn4,
+}
+
+impl Preset {
+    pub const ALL: [Preset; 4] = [Preset::Fc6, Preset::Fc4, Preset::Cnn5, Preset::Cnn4];
+
+    pub fn arch(self) -> ArchSpec {
+        match self {
+            Preset::Fc6 => ArchSpec::Mlp { hidden: vec![500, 300, 100, 100, 100] },
+            Preset::Fc4 => ArchSpec::Mlp { hidden: vec![500, 300, 100] },
+            Preset::Cnn5 => ArchSpec::Cnn { channels: vec![32, 64, 128, 256], kernel: 3, pool: 2 },
+            Preset::Cnn4 => ArchSpec::Cnn { channels: vec![16, 32, 32], kernel: 3, pool: 2 },
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Fc6 => "fc6",
+            Preset::Fc4 => "fc4",
+            Preset::Cnn5 => "cnn5",
+            Preset::Cnn4 => "cnn4",
+        }
+    }
+}
+
+impl std::fmt::Display for Preset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Preset {
+    type Err = ModelError;
+    fn from_str(s: &str) -> Result<Self> {
+        Preset::ALL
+            .into_iter()
+            .find(|p| p.name() == s.to_ascii_lowercase())
+            .ok_or_else(|| ModelError::UnknownPreset(s.to_string()))
+    }
+}
+
+/// A complete description of a model: architecture, input shape and number of classes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub arch: ArchSpec,
+    pub input: InputShape,
+    pub num_classes: usize,
+}
+
+impl ModelConfig {
+    pub fn new(arch: ArchSpec, input: InputShape, num_classes: usize) -> Self {
+        Self { arch, input, num_classes }
+    }
+
+    pub fn preset(preset: Preset, input: InputShape, num_classes: usize) -> Self {
+        Self::new(preset.arch(), input, num_classes)
+    }
+
+    /// Checks that every layer has a positive size and the conv stack does not shrink the image to nothing.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(ModelError::InvalidConfig(m));
+        if self.input.numel() == 0 {
+            return bad(format!("input shape {:?} has a zero dimension", self.input));
+        }
+        if self.num_classes < 2 {
+            return bad(format!("num_classes must be at least 2, got {}", self.num_classes));
+        }
+        match &self.arch {
+            ArchSpec::Mlp { hidden } => {
+                if hidden.contains(&0) {
+                    return bad(format!("hidden widths must be positive, got {hidden:?}"));
+                }
+            }
+            ArchSpec::Cnn { channels, kernel, pool } => {
+                if channels.is_empty() || channels.contains(&0) {
+                    return bad(format!("conv channels must be non-empty and positive, got {channels:?}"));
+                }
+                if *kernel == 0 || kernel % 2 == 0 {
+                    return bad(format!("conv kernel must be odd (same padding), got {kernel}"));
+                }
+                if *pool == 0 {
+                    return bad("pool size must be positive".into());
+                }
+                let (mut h, mut w) = (self.input.height, self.input.width);
+                for (i, _) in channels.iter().enumerate() {
+                    h /= pool;
+                    w /= pool;
+                    if h == 0 || w == 0 {
+                        return bad(format!(
+                            "the image shrinks to nothing after pooling in conv layer {i} (input {}x{}, pool {pool})",
+                            self.input.height, self.input.width
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

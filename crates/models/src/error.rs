@@ -1,0 +1,26 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong building, running, saving or loading a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("invalid model configuration: {0}")]
+    InvalidConfig(String),
+    #[error("unknown model preset `{0}` (expected one of: fc6, fc4, cnn5, cnn4)")]
+    UnknownPreset(String),
+    #[error("input has shape {got:?} but the model expects (N, {expected})")]
+    InputShape { got: Vec<usize>, expected: String },
+    #[error("{path}: missing parameter `{key}`")]
+    MissingKey { path: PathBuf, key: String },
+    #[error("{path}: parameter `{key}` has shape {got:?}, the model expects {expected:?}")]
+    WrongShape { path: PathBuf, key: String, got: Vec<usize>, expected: Vec<usize> },
+    #[error("{path}: unexpected parameter `{key}` (not part of this architecture)")]
+    UnexpectedKey { path: PathBuf, key: String },
+    #[error("{path}: no model configuration stored in the file metadata; pass the preset/config explicitly")]
+    NoConfig { path: PathBuf },
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Candle(#[from] candle::Error),
+}

@@ -1,0 +1,1 @@
+//! Training loop: SGD/Adam, loss thresholds, snapshots, checkpoints, divergence handling
