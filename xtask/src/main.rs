@@ -1,1 +1,118 @@
-fn main() {}
+//! `cargo xtask`: the project's orchestrator. It stays small and quick to build; the numeric work
+//! runs in a release build of the `stiff` CLI (crate `stiff-cli`), which it spawns through `$CARGO`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Reproduce the stiffness paper's figures, manage data, run benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Reproduce a figure of the paper (fig2..fig10, spherical, all); see `cargo xtask list`.
+    /// Options: --quick --data-dir D --out DIR --device cpu|cuda:N --seeds N --resume --list-runs --only ID --shard K/N
+    Reproduce {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Merge the per-run results under --out DIR and redraw every figure and the index.
+    Report {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// List the figures, what each shows and how long quick/full runs take.
+    List,
+    /// Datasets: `data fetch <mnist|fashion-mnist|cifar10|cifar100|all> [--mirror URL] [--data-dir D]`,
+    /// `data verify [--data-dir D]`.
+    Data {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run a crate's benchmarks in release mode: gradkernel, train, analysis, data (or all).
+    Bench {
+        #[arg(default_value = "all")]
+        which: String,
+        /// Extra arguments for criterion (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build the `stiff` binary with `--features cuda` on a machine without a CUDA toolkit: installs
+    /// nvcc and the CUDA 13.0 libraries from PyPI into a venv and links against a libcuda stub
+    /// (scripts/cuda-build-env.sh). Takes ~10 minutes the first time.
+    BuildCuda,
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}
+
+/// Runs the release `stiff` binary with the given arguments (building it first if needed).
+fn stiff(args: &[String]) -> Result<ExitCode> {
+    let mut cmd = Command::new(cargo());
+    cmd.current_dir(workspace_root())
+        .args(["run", "--release", "--quiet", "--package", "stiff-cli", "--bin", "stiff", "--"])
+        .args(args);
+    run(cmd)
+}
+
+fn run(mut cmd: Command) -> Result<ExitCode> {
+    let status = cmd.status().with_context(|| format!("could not start {cmd:?}"))?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(c.clamp(1, 255) as u8),
+        None => ExitCode::FAILURE,
+    })
+}
+
+fn main() -> Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Task::Reproduce { args } => stiff(&[vec!["reproduce".into()], args].concat()),
+        Task::Report { args } => stiff(&[vec!["report".into()], args].concat()),
+        Task::List => stiff(&["list".into()]),
+        Task::Data { args } => stiff(&[vec!["data".into()], args].concat()),
+        Task::Bench { which, args } => {
+            let crates: Vec<&str> = match which.as_str() {
+                "all" => vec!["stiff-gradkernel", "stiff-train", "stiff-analysis", "stiff-data"],
+                "gradkernel" | "train" | "analysis" | "data" => vec![],
+                other => bail!("unknown bench target `{other}` (expected gradkernel, train, analysis, data or all)"),
+            };
+            let owned = format!("stiff-{which}");
+            let crates = if crates.is_empty() { vec![owned.as_str()] } else { crates };
+            for c in crates {
+                let mut cmd = Command::new(cargo());
+                cmd.current_dir(workspace_root()).args(["bench", "--package", c]);
+                if !args.is_empty() {
+                    cmd.arg("--").args(&args);
+                }
+                let code = run(cmd)?;
+                if code != ExitCode::SUCCESS {
+                    return Ok(code);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Task::BuildCuda => {
+            let root = workspace_root();
+            let script = root.join("scripts/cuda-build-env.sh");
+            let mut cmd = Command::new("bash");
+            cmd.current_dir(&root).arg("-c").arg(format!(
+                "source '{}' && \"$CARGO_BIN\" build --release --features cuda --package stiff-cli",
+                script.display()
+            ));
+            cmd.env("CARGO_BIN", cargo());
+            run(cmd)
+        }
+    }
+}

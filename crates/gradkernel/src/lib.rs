@@ -1,1 +1,181 @@
-//! Exact per-example gradient Gram matrices (factorised, bounded memory), CPU and CUDA
+//! # stiff-gradkernel
+//!
+//! Exact Gram matrices of per-example loss gradients, `K[i,j] = g_i . g_j` with
+//! `g_i = dL(f_W(x_i), y_i)/dW` over **all** parameters (weights and biases), without ever
+//! materialising the `N x P` gradient matrix unless asked to.
+//!
+//! * Dense layer `z = W a + b` with per-example delta `d_i = dL_i/dz_i`: its gradient is
+//!   `d_i a_i^T` (and `d_i` for the bias), so it contributes `(D D^T) o (A A^T + 1)` to `K`.
+//!   `A` (layer inputs) and `D` (deltas) come from one batched forward and one batched backward
+//!   of the **summed** cross-entropy, so row `i` of `D` is example `i`'s own delta and no `1/N`
+//!   factor appears. The deltas come either from a hand-written backward (dense nets) or from
+//!   zero "probe" variables on the pre-activations and candle autograd ([`DeltaRoute`]).
+//! * Conv layer: per-example weight gradient `D_i U_i^T` with `U_i` the unfolded input patches
+//!   (im2col) and `D_i` the deltas at every output position; bias gradient `sum_s D_i[:, s]`.
+//!   Either materialised per chunk of examples (`G: (chunk, out*in*k*k + out)`, Gram `G_a G_b^T`)
+//!   or in the pairwise "ghost" form `sum_{s,t} (D_i^T D_j)[s,t] ((U_i^T U_j)[s,t] + 1)`, which is
+//!   cheaper only for tiny spatial maps; [`Method::Auto`] picks per layer by multiply-add count.
+//! * Bounded memory: examples are processed in chunks sized from
+//!   [`GramOptions::memory_budget_bytes`] (default 2 GiB); `K` is assembled blockwise (upper
+//!   blocks only, mirrored) on the host.
+//! * [`reference_gram`] is the oracle: one autograd backward per example and explicit dot products.
+//!
+//! All results are returned on the CPU; the computation runs on the model's device (CPU, or CUDA
+//! with the `cuda` feature).
+//!
+//! ```
+//! use candle::{DType, Device, Tensor};
+//! use stiff_models::{InputShape, Model, ModelConfig, ArchSpec};
+//! use stiff_gradkernel::{gram, GramOptions};
+//!
+//! let cfg = ModelConfig::new(ArchSpec::Mlp { hidden: vec![8] }, InputShape::new(1, 4, 4), 3);
+//! let model = Model::new(&cfg, 0, DType::F32, &Device::Cpu)?;
+//! let x = Tensor::randn(0f32, 1.0, (5, 16), &Device::Cpu)?;          // (N, 16)
+//! let y = Tensor::new(&[0u32, 1, 2, 0, 1], &Device::Cpu)?;           // (N)
+//! let r = gram(&model, &x, &y, &GramOptions::default())?;
+//! assert_eq!(r.k.dims(), &[5, 5]);
+//! assert_eq!(r.per_layer.len(), 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod engine;
+mod error;
+mod factors;
+mod materialise;
+mod pass;
+mod reference;
+
+use candle::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use stiff_models::Model;
+
+pub use error::GradKernelError;
+pub use factors::LayerForm;
+pub use materialise::{logit_jacobians, per_example_gradients};
+pub use reference::{reference_gram, reference_per_example_gradients};
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, GradKernelError>;
+
+/// Default memory budget: 2 GiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
+
+/// How layer contributions are computed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Dense layers factorised; each conv layer materialised or ghost, whichever costs fewer
+    /// multiply-adds (default).
+    #[default]
+    Auto,
+    /// Dense layers factorised, conv layers in the ghost form.
+    Factorised,
+    /// Every layer through materialised per-example gradients (chunked).
+    Materialised,
+}
+
+/// Where the per-example deltas `dL/dz` come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeltaRoute {
+    /// Hand-written backward for dense-only nets, autograd otherwise (default).
+    #[default]
+    Auto,
+    /// Zero probe `Var`s on the pre-activations and candle autograd (any architecture).
+    Autograd,
+    /// Hand-written backward `D_{l-1} = (D_l W_l) o relu'(z_{l-1})` (dense-only nets).
+    Manual,
+}
+
+/// Options for [`gram`], [`cross_gram`], [`per_example_gradients`] and [`logit_jacobians`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GramOptions {
+    /// Working-memory budget in bytes (default [`DEFAULT_MEMORY_BUDGET`], 2 GiB). It sizes the
+    /// example chunks; the per-layer Grams count against it, the total `K` does not.
+    pub memory_budget_bytes: usize,
+    /// Compute the Gram products in f64 (factors are cast up first). Default false: the model's
+    /// dtype. An f64 model always gives f64.
+    pub accumulate_f64: bool,
+    /// Also return each layer's Gram (they sum to `K`). Default true.
+    pub per_layer: bool,
+    /// Default [`Method::Auto`].
+    pub method: Method,
+    /// Default [`DeltaRoute::Auto`].
+    pub delta_route: DeltaRoute,
+}
+
+impl Default for GramOptions {
+    fn default() -> Self {
+        Self {
+            memory_budget_bytes: DEFAULT_MEMORY_BUDGET,
+            accumulate_f64: false,
+            per_layer: true,
+            method: Method::Auto,
+            delta_route: DeltaRoute::Auto,
+        }
+    }
+}
+
+/// Output of [`gram`].
+#[derive(Debug, Clone)]
+pub struct GramResult {
+    /// `(N, N)` on the CPU, f32 (or f64: f64 model or `accumulate_f64`); exactly symmetric.
+    pub k: Tensor,
+    /// `(layer name, (N, N))` per layer in forward order, summing to `k`; empty unless `per_layer`.
+    pub per_layer: Vec<(String, Tensor)>,
+    /// `|g_i| = sqrt(K[i,i])`, length N.
+    pub norms: Vec<f64>,
+    /// Cross-entropy of each example (the summed loss's rows), length N.
+    pub loss_per_example: Vec<f64>,
+    /// Wall time of the whole computation (validation, passes, products, assembly).
+    pub seconds: f64,
+    /// The form used for each layer.
+    pub forms: Vec<(String, LayerForm)>,
+    /// Examples per chunk (block side) chosen from the memory budget.
+    pub chunk: usize,
+}
+
+/// Output of [`cross_gram`].
+#[derive(Debug, Clone)]
+pub struct CrossGramResult {
+    /// `K[i,j] = g^a_i . g^b_j`: `(N, M)` on the CPU.
+    pub k: Tensor,
+    /// `(layer name, (N, M))` per layer; empty unless `per_layer`.
+    pub per_layer: Vec<(String, Tensor)>,
+    /// Gradient norms of set a (length N) and set b (length M).
+    pub norms_a: Vec<f64>,
+    pub norms_b: Vec<f64>,
+    /// Per-example cross-entropy of set a and set b.
+    pub loss_a: Vec<f64>,
+    pub loss_b: Vec<f64>,
+    pub seconds: f64,
+}
+
+/// The Gram matrix of per-example loss gradients of `model` on `(x, y)`.
+///
+/// x: `(N, ...)` in any shape [`Model::prepare_input`] accepts; y: integer labels `(N)` (u8, u32
+/// or i64) in `0..num_classes`.
+pub fn gram(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOptions) -> Result<GramResult> {
+    engine::gram_impl(model, x, y, opts)
+}
+
+/// The `(N, M)` Gram between two example sets (e.g. validation rows, training columns).
+/// x_a: `(N, ...)`, y_a: `(N)`, x_b: `(M, ...)`, y_b: `(M)`.
+pub fn cross_gram(
+    model: &Model,
+    x_a: &Tensor,
+    y_a: &Tensor,
+    x_b: &Tensor,
+    y_b: &Tensor,
+    opts: &GramOptions,
+) -> Result<CrossGramResult> {
+    engine::cross_gram_impl(model, x_a, y_a, x_b, y_b, opts)
+}
+
+/// Copies a 2-D tensor (any float dtype, any device) into an `ndarray::Array2<f64>`.
+pub fn to_ndarray_f64(t: &Tensor) -> Result<ndarray::Array2<f64>> {
+    let (r, c) = t.dims2()?;
+    let v = t.to_dtype(DType::F64)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f64>()?;
+    ndarray::Array2::from_shape_vec((r, c), v)
+        .map_err(|e| GradKernelError::Unsupported(format!("to_ndarray_f64: {e}")))
+}

@@ -41,7 +41,11 @@ pub fn diverging_colour(value: f64, (lo, hi): (f64, f64)) -> RGBColor {
     if value.is_nan() {
         return NAN_GREY;
     }
-    let t = if value >= 0.0 { value / hi } else { -value / lo };
+    let t = if value >= 0.0 {
+        value / hi
+    } else {
+        -value / lo
+    };
     let t = t.clamp(-1.0, 1.0);
     let k = STOPS
         .windows(2)

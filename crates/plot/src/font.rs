@@ -58,12 +58,20 @@ fn read_font(path: &Path) -> Result<&'static [u8], String> {
 
 /// Regular text of `size` pixels in the registered family.
 pub(crate) fn regular(size: f64) -> plotters::style::FontDesc<'static> {
-    plotters::style::FontDesc::new(plotters::style::FontFamily::SansSerif, size, FontStyle::Normal)
+    plotters::style::FontDesc::new(
+        plotters::style::FontFamily::SansSerif,
+        size,
+        FontStyle::Normal,
+    )
 }
 
 /// Bold text of `size` pixels in the registered family.
 pub(crate) fn bold(size: f64) -> plotters::style::FontDesc<'static> {
-    plotters::style::FontDesc::new(plotters::style::FontFamily::SansSerif, size, FontStyle::Bold)
+    plotters::style::FontDesc::new(
+        plotters::style::FontFamily::SansSerif,
+        size,
+        FontStyle::Bold,
+    )
 }
 
 #[cfg(test)]
@@ -88,8 +96,12 @@ mod tests {
     #[test]
     fn embedded_font_is_valid() {
         // The embedded bytes must parse, or every PNG would be text-less.
-        register_font("stiff-plot-test", FontStyle::Normal, dejavu::sans::regular())
-            .map_err(|_| ())
-            .expect("embedded DejaVu Sans parses");
+        register_font(
+            "stiff-plot-test",
+            FontStyle::Normal,
+            dejavu::sans::regular(),
+        )
+        .map_err(|_| ())
+        .expect("embedded DejaVu Sans parses");
     }
 }

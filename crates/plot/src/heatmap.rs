@@ -53,7 +53,10 @@ fn validate_one(h: &Heatmap) -> Result<(), PlotError> {
             expected: cols,
         });
     }
-    for (axis, labels, n) in [("row", &h.row_labels, rows), ("column", &h.col_labels, cols)] {
+    for (axis, labels, n) in [
+        ("row", &h.row_labels, rows),
+        ("column", &h.col_labels, cols),
+    ] {
         if !labels.is_empty() && labels.len() != n {
             return Err(PlotError::LabelCountMismatch {
                 panel: panel(),
@@ -145,7 +148,14 @@ struct Painter<'a, DB: DrawingBackend> {
 }
 
 impl<DB: DrawingBackend> Painter<'_, DB> {
-    fn text(&self, s: &str, at: (i32, i32), font: FontDesc<'_>, pos: Pos, c: RGBColor) -> Result<(), String> {
+    fn text(
+        &self,
+        s: &str,
+        at: (i32, i32),
+        font: FontDesc<'_>,
+        pos: Pos,
+        c: RGBColor,
+    ) -> Result<(), String> {
         let style = font.color(&c).pos(pos);
         self.area
             .draw(&Text::new(s.to_string(), at, style))
@@ -154,7 +164,10 @@ impl<DB: DrawingBackend> Painter<'_, DB> {
 
     fn width(&self, s: &str, font: FontDesc<'_>) -> Result<i32, String> {
         let style = font.into_text_style(self.area);
-        let (w, _) = self.area.estimate_text_size(s, &style).map_err(|e| e.to_string())?;
+        let (w, _) = self
+            .area
+            .estimate_text_size(s, &style)
+            .map_err(|e| e.to_string())?;
         Ok(w as i32)
     }
 
@@ -180,12 +193,22 @@ fn draw_one<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &Heatmap) -> R
     let (step_r, step_c) = (label_step(n_r), label_step(n_c));
     let row_labels = labels(&h.row_labels, n_r);
     let col_labels = labels(&h.col_labels, n_c);
-    let fs = if n_r.max(n_c) <= ALL_LABELS_MAX { 15.0 } else { 13.0 };
+    let fs = if n_r.max(n_c) <= ALL_LABELS_MAX {
+        15.0
+    } else {
+        14.0
+    };
     let black = RGBColor(0, 0, 0);
 
     // Title.
     let top = 56;
-    p.text(&h.title, (w / 2, 26), bold(21.0), Pos::new(HPos::Center, VPos::Center), black)?;
+    p.text(
+        &h.title,
+        (w / 2, 26),
+        bold(21.0),
+        Pos::new(HPos::Center, VPos::Center),
+        black,
+    )?;
 
     // Left margin from the widest shown row label.
     let mut max_rw = 0;
@@ -211,48 +234,58 @@ fn draw_one<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &Heatmap) -> R
         max_cw = max_cw.max(p.width(l, regular(fs))?);
     }
     let text_h = fs as i32 + 4;
+    // Cells are square with a fractional side; edges are rounded to whole pixels.
     let cell_for = |bottom: i32| {
-        let by_w = avail_w / n_c as i32;
-        let by_h = (hgt - top - bottom - 12) / n_r as i32;
-        by_w.min(by_h).max(1)
+        let by_w = f64::from(avail_w) / n_c as f64;
+        let by_h = f64::from(hgt - top - bottom - 12) / n_r as f64;
+        by_w.min(by_h).max(1.0)
     };
     let horizontal_bottom = text_h + 16;
-    let horizontal = max_cw + 8 <= cell_for(horizontal_bottom) * step_c as i32;
+    let horizontal = f64::from(max_cw + 8) <= cell_for(horizontal_bottom) * step_c as f64;
     let bottom = if horizontal {
         horizontal_bottom
     } else {
         max_cw + 18
     };
     let cell = cell_for(bottom);
-    let (mat_w, mat_h) = (cell * n_c as i32, cell * n_r as i32);
+    let px = |k: usize| (k as f64 * cell).round() as i32;
+    let (mat_w, mat_h) = (px(n_c), px(n_r));
     let x0 = left + (avail_w - mat_w) / 2;
     let y0 = top;
 
     // Cells.
-    let annotate = n_r <= ANNOTATE_MAX && n_c <= ANNOTATE_MAX && cell >= 38;
-    let value_font = (cell as f64 / 3.6).min(15.0);
+    let annotate = n_r <= ANNOTATE_MAX && n_c <= ANNOTATE_MAX && cell >= 38.0;
+    let value_font = (cell / 3.6).min(15.0);
     let mut any_nan = false;
     for (i, row) in h.values.iter().enumerate() {
         for (j, &v) in row.iter().enumerate() {
             let c = diverging_colour(v, h.range);
             any_nan |= v.is_nan();
-            let (cx, cy) = (x0 + j as i32 * cell, y0 + i as i32 * cell);
-            p.rect((cx, cy), (cx + cell, cy + cell), c.filled())?;
+            let (cx, cy) = (x0 + px(j), y0 + px(i));
+            p.rect((cx, cy), (x0 + px(j + 1), y0 + px(i + 1)), c.filled())?;
             if annotate && !v.is_nan() {
                 let tc = if is_dark(c) {
                     RGBColor(255, 255, 255)
                 } else {
                     black
                 };
-                let s = format!("{v:.2}");
-                let centre = (cx + cell / 2, cy + cell / 2);
-                p.text(&s, centre, regular(value_font), Pos::new(HPos::Center, VPos::Center), tc)?;
+                // Normalise "-0.00" to "0.00".
+                let s = format!("{:.2}", if v.abs() < 0.005 { 0.0 } else { v });
+                let half = (cell / 2.0).round() as i32;
+                let centre = (cx + half, cy + half);
+                p.text(
+                    &s,
+                    centre,
+                    regular(value_font),
+                    Pos::new(HPos::Center, VPos::Center),
+                    tc,
+                )?;
             }
         }
     }
     p.rect((x0, y0), (x0 + mat_w, y0 + mat_h), black.stroke_width(1))?;
     for &b in &h.group_boundaries {
-        let o = b as i32 * cell;
+        let o = px(b);
         let style = black.stroke_width(2);
         p.line((x0 + o, y0), (x0 + o, y0 + mat_h), style)?;
         p.line((x0, y0 + o), (x0 + mat_w, y0 + o), style)?;
@@ -261,20 +294,38 @@ fn draw_one<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &Heatmap) -> R
     // Axis labels, centred on their cells, with small ticks.
     let tick = RGBColor(60, 60, 60).stroke_width(1);
     for (i, l) in row_labels.iter().enumerate().step_by(step_r) {
-        let yc = y0 + i as i32 * cell + cell / 2;
+        let yc = y0 + ((i as f64 + 0.5) * cell).round() as i32;
         p.line((x0 - 5, yc), (x0, yc), tick)?;
-        p.text(l, (x0 - 8, yc), regular(fs), Pos::new(HPos::Right, VPos::Center), black)?;
+        p.text(
+            l,
+            (x0 - 8, yc),
+            regular(fs),
+            Pos::new(HPos::Right, VPos::Center),
+            black,
+        )?;
     }
     for (j, l) in col_labels.iter().enumerate().step_by(step_c) {
-        let xc = x0 + j as i32 * cell + cell / 2;
+        let xc = x0 + ((j as f64 + 0.5) * cell).round() as i32;
         let yb = y0 + mat_h;
         p.line((xc, yb), (xc, yb + 5), tick)?;
         if horizontal {
-            p.text(l, (xc, yb + 8), regular(fs), Pos::new(HPos::Center, VPos::Top), black)?;
+            p.text(
+                l,
+                (xc, yb + 8),
+                regular(fs),
+                Pos::new(HPos::Center, VPos::Top),
+                black,
+            )?;
         } else {
             // Rotated to read bottom-up, its end next to the matrix.
             let font = regular(fs).transform(FontTransform::Rotate270);
-            p.text(l, (xc, yb + 8), font, Pos::new(HPos::Right, VPos::Center), black)?;
+            p.text(
+                l,
+                (xc, yb + 8),
+                font,
+                Pos::new(HPos::Right, VPos::Center),
+                black,
+            )?;
         }
     }
 
@@ -290,14 +341,26 @@ fn draw_one<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &Heatmap) -> R
         let y = y0 + ((hi - t) / (hi - lo) * mat_h as f64).round() as i32;
         p.line((bx + bar_w, y), (bx + bar_w + 5, y), black.stroke_width(1))?;
         let at = (bx + bar_w + 8, y);
-        p.text(&fmt_linear(*t), at, regular(14.0), Pos::new(HPos::Left, VPos::Center), black)?;
+        p.text(
+            &fmt_linear(*t),
+            at,
+            regular(14.0),
+            Pos::new(HPos::Left, VPos::Center),
+            black,
+        )?;
     }
     if any_nan {
         let y = y0 + mat_h + 14;
         p.rect((bx, y), (bx + bar_w, y + 16), NAN_GREY.filled())?;
         p.rect((bx, y), (bx + bar_w, y + 16), black.stroke_width(1))?;
         let at = (bx + bar_w + 8, y + 8);
-        p.text("no data", at, regular(14.0), Pos::new(HPos::Left, VPos::Center), black)?;
+        p.text(
+            "no data",
+            at,
+            regular(14.0),
+            Pos::new(HPos::Left, VPos::Center),
+            black,
+        )?;
     }
     Ok(())
 }

@@ -77,6 +77,8 @@ pub struct SecondaryAxis {
     pub series: Vec<Series>,
     /// Fixed `(lo, hi)` for the right axis; `None` = fit the data with 5% padding.
     pub y_range: Option<(f64, f64)>,
+    /// Optional dashed horizontal reference line on the right axis (e.g. stiffness 0).
+    pub hline: Option<f64>,
 }
 
 /// Where a panel's legend box goes.

@@ -2,8 +2,7 @@
 
 use plotters::chart::{ChartContext, SeriesLabelPosition};
 use plotters::coord::cartesian::Cartesian2d;
-use plotters::coord::combinators::{BindKeyPoints, WithKeyPoints};
-use plotters::coord::types::RangedCoordf64;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -23,8 +22,38 @@ pub(crate) const TITLE_H: u32 = 60;
 /// Series with at most this many drawable points also get a dot per point.
 const DOT_MAX_POINTS: usize = 40;
 
-type Axis = WithKeyPoints<RangedCoordf64>;
 type Chart<'a, DB> = ChartContext<'a, DB, Cartesian2d<Axis, Axis>>;
+
+/// A linear f64 axis with ticks we choose ourselves (log-x is drawn as linear in log10 space).
+#[derive(Clone)]
+struct Axis {
+    lo: f64,
+    hi: f64,
+    ticks: Vec<f64>,
+}
+
+impl Ranged for Axis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let f = (v - self.lo) / (self.hi - self.lo);
+        limit.0 + (f * f64::from(limit.1 - limit.0)).round() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        // Only bold grid lines, at our ticks.
+        if hint.weight().allow_light_points() {
+            Vec::new()
+        } else {
+            self.ticks.clone()
+        }
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        self.lo..self.hi
+    }
+}
 
 /// Checks shapes and ranges before anything is drawn.
 pub(crate) fn validate(fig: &LineFigure) -> Result<(), PlotError> {
@@ -110,9 +139,15 @@ pub(crate) fn title_band<DB: DrawingBackend>(
     }
     let (band, body) = root.split_vertically(TITLE_H);
     let (w, h) = band.dim_in_pixel();
-    let style = bold(28.0).into_text_style(&band).pos(Pos::new(HPos::Center, VPos::Center));
-    band.draw(&Text::new(title.to_string(), (w as i32 / 2, h as i32 / 2), style))
-        .map_err(|e| e.to_string())?;
+    let style = bold(28.0)
+        .into_text_style(&band)
+        .pos(Pos::new(HPos::Center, VPos::Center));
+    band.draw(&Text::new(
+        title.to_string(),
+        (w as i32 / 2, h as i32 / 2),
+        style,
+    ))
+    .map_err(|e| e.to_string())?;
     Ok(body)
 }
 
@@ -212,7 +247,10 @@ fn rescale(ps: &mut [Prepared], from: (f64, f64), to: (f64, f64)) {
     }
 }
 
-fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<(), String> {
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+) -> Result<(), String> {
     let mut primary: Vec<Prepared> = panel
         .series
         .iter()
@@ -252,8 +290,16 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
     } else {
         nice_ticks(x_lo, x_hi, 7)
     };
-    let x_spec = || (x_lo..x_hi).with_key_points(x_ticks.clone());
-    let y_spec = (y_lo..y_hi).with_key_points(nice_ticks(y_lo, y_hi, 6));
+    let x_spec = || Axis {
+        lo: x_lo,
+        hi: x_hi,
+        ticks: x_ticks.clone(),
+    };
+    let y_spec = Axis {
+        lo: y_lo,
+        hi: y_hi,
+        ticks: nice_ticks(y_lo, y_hi, 6),
+    };
     let log_x = panel.log_x;
     let x_fmt = move |v: &f64| if log_x { fmt_log(*v) } else { fmt_linear(*v) };
     let y_fmt = |v: &f64| fmt_linear(*v);
@@ -272,32 +318,50 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
     let mut chart = builder
         .build_cartesian_2d(x_spec(), y_spec)
         .map_err(|e| e.to_string())?;
-    chart
-        .configure_mesh()
-        .x_desc(panel.x_label.as_str())
-        .y_desc(panel.y_label.as_str())
-        .x_label_formatter(&x_fmt)
-        .y_label_formatter(&y_fmt)
-        .label_style(regular(15.0))
-        .axis_desc_style(regular(17.0))
-        .bold_line_style(RGBColor(222, 222, 222))
-        .light_line_style(TRANSPARENT)
-        .draw()
-        .map_err(|e| e.to_string())?;
+    // The primary mesh is drawn after `set_secondary_coord`, which takes the right label
+    // area away from it; drawn before, the left-axis labels would repeat on the right.
+    let mesh = |chart: &mut Chart<'_, DB>| {
+        chart
+            .configure_mesh()
+            .x_desc(panel.x_label.as_str())
+            .y_desc(panel.y_label.as_str())
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .label_style(regular(15.0))
+            .axis_desc_style(regular(17.0))
+            .bold_line_style(RGBColor(222, 222, 222))
+            .light_line_style(TRANSPARENT)
+            .draw()
+            .map_err(|e| e.to_string())
+    };
 
     let ranges = Ranges {
         x: (x_lo, x_hi),
         y: (y_lo, y_hi),
     };
+    let mut hlines: Vec<f64> = hline.into_iter().collect();
     match &panel.secondary {
-        None => draw_content(&mut chart, &primary, hline, ranges, panel.legend),
+        None => {
+            mesh(&mut chart)?;
+            draw_content(&mut chart, &primary, &hlines, ranges, panel.legend)
+        }
         Some(sec) => {
             let (s_lo, s_hi) = sec
                 .y_range
                 .unwrap_or_else(|| padded_range(y_values(&secondary)));
-            rescale(&mut secondary, (s_lo, s_hi), (y_lo, y_hi));
-            let s_spec = (s_lo..s_hi).with_key_points(nice_ticks(s_lo, s_hi, 6));
+            let (from, to) = ((s_lo, s_hi), (y_lo, y_hi));
+            rescale(&mut secondary, from, to);
+            // The right-axis reference line, mapped onto the left axis like its series.
+            if let Some(h) = sec.hline.filter(|h| h.is_finite()) {
+                hlines.push(to.0 + (h - from.0) * (to.1 - to.0) / (from.1 - from.0));
+            }
+            let s_spec = Axis {
+                lo: s_lo,
+                hi: s_hi,
+                ticks: nice_ticks(s_lo, s_hi, 6),
+            };
             let mut dual = chart.set_secondary_coord(x_spec(), s_spec);
+            mesh(&mut dual)?;
             dual.configure_secondary_axes()
                 .y_desc(sec.label.as_str())
                 .y_label_formatter(&y_fmt)
@@ -306,7 +370,7 @@ fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) 
                 .draw()
                 .map_err(|e| e.to_string())?;
             primary.append(&mut secondary);
-            draw_content(&mut dual, &primary, hline, ranges, panel.legend)
+            draw_content(&mut dual, &primary, &hlines, ranges, panel.legend)
         }
     }
 }
@@ -328,11 +392,7 @@ impl Ranges {
 }
 
 /// Liang-Barsky: the part of segment `a -> b` inside the plot rectangle, if any.
-fn clip_segment(
-    a: (f64, f64),
-    b: (f64, f64),
-    r: &Ranges,
-) -> Option<((f64, f64), (f64, f64))> {
+fn clip_segment(a: (f64, f64), b: (f64, f64), r: &Ranges) -> Option<((f64, f64), (f64, f64))> {
     let (dx, dy) = (b.0 - a.0, b.1 - a.1);
     let (mut t0, mut t1) = (0.0f64, 1.0f64);
     for (p, q) in [
@@ -354,12 +414,10 @@ fn clip_segment(
             }
         }
     }
-    (t0 <= t1).then(|| {
-        (
-            (a.0 + t0 * dx, a.1 + t0 * dy),
-            (a.0 + t1 * dx, a.1 + t1 * dy),
-        )
-    })
+    (t0 <= t1).then_some((
+        (a.0 + t0 * dx, a.1 + t0 * dy),
+        (a.0 + t1 * dx, a.1 + t1 * dy),
+    ))
 }
 
 /// Polylines of `run` clipped to the plot rectangle (plotters does not clip paths itself
@@ -393,7 +451,11 @@ fn clip_polyline(run: &[(f64, f64)], r: &Ranges) -> Vec<Vec<(f64, f64)>> {
     out
 }
 
-fn legend_position(placement: LegendPlacement, ps: &[Prepared], r: &Ranges) -> Option<SeriesLabelPosition> {
+fn legend_position(
+    placement: LegendPlacement,
+    ps: &[Prepared],
+    r: &Ranges,
+) -> Option<SeriesLabelPosition> {
     use SeriesLabelPosition::*;
     match placement {
         LegendPlacement::Hidden => None,
@@ -404,7 +466,12 @@ fn legend_position(placement: LegendPlacement, ps: &[Prepared], r: &Ranges) -> O
         LegendPlacement::Auto => {
             // Count points in each corner (in axis fractions) and take the emptiest,
             // preferring the upper right on ties.
-            let mut counts = [(UpperRight, 0usize), (UpperLeft, 0), (LowerRight, 0), (LowerLeft, 0)];
+            let mut counts = [
+                (UpperRight, 0usize),
+                (UpperLeft, 0),
+                (LowerRight, 0),
+                (LowerLeft, 0),
+            ];
             for &(x, y, _) in ps.iter().flat_map(|p| p.runs.iter().flatten()) {
                 let u = (x - r.x.0) / (r.x.1 - r.x.0);
                 let v = (y - r.y.0) / (r.y.1 - r.y.0);
@@ -417,25 +484,29 @@ fn legend_position(placement: LegendPlacement, ps: &[Prepared], r: &Ranges) -> O
                 };
                 counts[idx].1 += 1;
             }
-            let best = counts.iter().min_by_key(|c| c.1).map(|c| c.0.clone());
-            best
+            counts.iter().min_by_key(|c| c.1).map(|c| c.0.clone())
         }
     }
 }
 
-fn draw_content<DB: DrawingBackend>(
-    chart: &mut Chart<'_, DB>,
+fn draw_content<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
     ps: &[Prepared],
-    hline: Option<f64>,
+    hlines: &[f64],
     r: Ranges,
     legend: LegendPlacement,
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
 
-    if let Some(h) = hline.filter(|h| *h >= r.y.0 && *h <= r.y.1) {
+    for &h in hlines.iter().filter(|h| **h >= r.y.0 && **h <= r.y.1) {
         let style = BLACK.mix(0.7).stroke_width(1);
         chart
-            .draw_series(DashedLineSeries::new(vec![(r.x.0, h), (r.x.1, h)], 8, 5, style))
+            .draw_series(DashedLineSeries::new(
+                vec![(r.x.0, h), (r.x.1, h)],
+                8,
+                5,
+                style,
+            ))
             .map_err(err)?;
     }
 
@@ -459,20 +530,20 @@ fn draw_content<DB: DrawingBackend>(
             .map_err(err)?;
         if !p.label.is_empty() {
             let c = p.colour;
+            // Radius 0 (a dot hidden under the line) keeps one element type for both cases.
+            let radius = if dots { 3 } else { 0 };
             anno.label(p.label.as_str()).legend(move |(x, y)| {
-                let line = EmptyElement::at((x + 12, y))
-                    + PathElement::new(vec![(-12, 0), (12, 0)], c.stroke_width(2));
-                if dots {
-                    (line + Circle::new((0, 0), 3, c.filled())).into_dyn()
-                } else {
-                    line.into_dyn()
-                }
+                EmptyElement::at((x + 12, y))
+                    + PathElement::new(vec![(-12, 0), (12, 0)], c.stroke_width(2))
+                    + Circle::new((0, 0), radius, c.filled())
             });
         }
         for run in &p.runs {
             let pts: Vec<(f64, f64)> = run.iter().map(|t| (t.0, t.1)).collect();
             for line in clip_polyline(&pts, &r) {
-                chart.draw_series(LineSeries::new(line, style)).map_err(err)?;
+                chart
+                    .draw_series(LineSeries::new(line, style))
+                    .map_err(err)?;
             }
             if dots {
                 let inside = pts.into_iter().filter(|q| r.contains(*q));
@@ -502,8 +573,8 @@ fn draw_content<DB: DrawingBackend>(
     Ok(())
 }
 
-fn draw_band<DB: DrawingBackend>(
-    chart: &mut Chart<'_, DB>,
+fn draw_band<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
     colour: RGBColor,
     run: &[(f64, f64, Option<f64>)],
     r: &Ranges,
@@ -513,21 +584,29 @@ fn draw_band<DB: DrawingBackend>(
         if part.len() < 2 {
             continue;
         }
-        let upper = part.iter().map(|&(x, y, e)| (x, r.clamp_y(y + e.unwrap_or(0.0))));
-        let lower = part.iter().rev().map(|&(x, y, e)| (x, r.clamp_y(y - e.unwrap_or(0.0))));
+        let upper = part
+            .iter()
+            .map(|&(x, y, e)| (x, r.clamp_y(y + e.unwrap_or(0.0))));
+        let lower = part
+            .iter()
+            .rev()
+            .map(|&(x, y, e)| (x, r.clamp_y(y - e.unwrap_or(0.0))));
         let poly: Vec<(f64, f64)> = upper
             .chain(lower)
             .filter(|q| q.0 >= r.x.0 && q.0 <= r.x.1)
             .collect();
         chart
-            .draw_series(std::iter::once(Polygon::new(poly, colour.mix(0.22).filled())))
+            .draw_series(std::iter::once(Polygon::new(
+                poly,
+                colour.mix(0.22).filled(),
+            )))
             .map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
-fn draw_error_bars<DB: DrawingBackend>(
-    chart: &mut Chart<'_, DB>,
+fn draw_error_bars<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
     p: &Prepared,
     r: &Ranges,
 ) -> Result<(), String> {
@@ -556,8 +635,8 @@ fn draw_error_bars<DB: DrawingBackend>(
     Ok(())
 }
 
-fn draw_markers<DB: DrawingBackend>(
-    chart: &mut Chart<'_, DB>,
+fn draw_markers<'a, DB: DrawingBackend + 'a>(
+    chart: &mut Chart<'a, DB>,
     ps: &[Prepared],
     r: &Ranges,
 ) -> Result<(), String> {
@@ -571,7 +650,12 @@ fn draw_markers<DB: DrawingBackend>(
             }
             let style = p.colour.stroke_width(2);
             chart
-                .draw_series(DashedLineSeries::new(vec![(x, r.y.0), (x, r.y.1)], 6, 4, style))
+                .draw_series(DashedLineSeries::new(
+                    vec![(x, r.y.0), (x, r.y.1)],
+                    6,
+                    4,
+                    style,
+                ))
                 .map_err(err)?;
             if label.is_empty() {
                 continue;
@@ -581,7 +665,11 @@ fn draw_markers<DB: DrawingBackend>(
             let y = r.y.1 - (0.05 + 0.07 * (k % 5) as f64) * (r.y.1 - r.y.0);
             k += 1;
             let right_side = (x - r.x.0) / (r.x.1 - r.x.0) < 0.7;
-            let (h, dx) = if right_side { (HPos::Left, 6) } else { (HPos::Right, -6) };
+            let (h, dx) = if right_side {
+                (HPos::Left, 6)
+            } else {
+                (HPos::Right, -6)
+            };
             let text = regular(14.0)
                 .color(&p.colour)
                 .pos(Pos::new(h, VPos::Center));

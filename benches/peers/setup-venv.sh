@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Creates a throwaway venv with CPU JAX for the side-by-side peer benchmarks (benches/peers/*.py).
+# Usage: bash benches/peers/setup-venv.sh   (prints the python to use)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+venv="${PEERS_VENV:-$here/.venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv" >&2
+fi
+"$venv/bin/python" -c 'import jax' 2>/dev/null || "$venv/bin/pip" install -q "jax[cpu]" numpy >&2
+echo "$venv/bin/python"

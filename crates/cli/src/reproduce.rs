@@ -1,0 +1,87 @@
+//! `stiff reproduce`, `stiff report`, `stiff list`: the paper's figures.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use stiff_experiments::lr_sweep::OptimizerKind;
+use stiff_experiments::runner::{self, ReproduceOptions};
+use stiff_experiments::sweep::RunSelection;
+
+#[derive(clap::Args)]
+pub struct ReproduceArgs {
+    /// fig8, fig9, fig10 or all (see `stiff list`).
+    figure: String,
+    /// The same pipeline scaled down (fewer rates, one seed, higher loss thresholds): minutes, not quarter hours.
+    #[arg(long)]
+    quick: bool,
+    /// Dataset root (overrides STIFF_DATA_DIR and the user cache).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Results folder.
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+    /// cpu or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Seeds per learning rate (default 3; 1 with --quick).
+    #[arg(long)]
+    seeds: Option<usize>,
+    /// sgd or adam (constant learning rate).
+    #[arg(long, default_value = "sgd")]
+    optimizer: String,
+    /// Skip runs already finished in --out (the default).
+    #[arg(long, default_value_t = true, overrides_with = "fresh")]
+    resume: bool,
+    /// Redo every selected run even if finished.
+    #[arg(long)]
+    fresh: bool,
+    /// Print the run ids of the sweep (with done/pending) and exit.
+    #[arg(long)]
+    list_runs: bool,
+    /// Run only these ids (repeatable).
+    #[arg(long)]
+    only: Vec<String>,
+    /// Run the K-th of N shards (0-based K), e.g. a Slurm array task: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
+    #[arg(long)]
+    shard: Option<String>,
+}
+
+pub fn run(args: ReproduceArgs) -> Result<()> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let opts = ReproduceOptions {
+        figure: args.figure,
+        quick: args.quick,
+        data_dir: args.data_dir,
+        out: args.out,
+        device: runner::parse_device(&args.device)?,
+        seeds: args.seeds,
+        optimizer: args.optimizer.parse::<OptimizerKind>()?,
+        resume: args.resume && !args.fresh,
+        list_runs: args.list_runs,
+        selection: RunSelection {
+            only: args.only,
+            shard: args.shard.as_deref().map(RunSelection::parse_shard).transpose()?,
+        },
+        command,
+    };
+    runner::reproduce(&opts)?;
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// Results folder filled by `reproduce` (possibly by many shards).
+    #[arg(long, default_value = "results")]
+    out: PathBuf,
+}
+
+pub fn report(args: ReportArgs) -> Result<()> {
+    runner::report(&args.out)?;
+    eprintln!("wrote {}", args.out.join("index.md").display());
+    Ok(())
+}
+
+pub fn list() -> Result<()> {
+    print!("{}", stiff_experiments::registry::table());
+    Ok(())
+}

@@ -1,0 +1,3 @@
+//! Figure writers.
+
+pub mod lr;

@@ -1,0 +1,207 @@
+//! One stiffness measurement of a model snapshot on a fixed set of examples: the Gram matrix of
+//! per-example gradients (gradient kernel), class stiffness with bootstrap intervals, and
+//! stiffness-vs-distance curves in input space and in every hidden layer's representation.
+
+use std::time::Instant;
+
+use candle::{DType, Device, Tensor};
+use ndarray::{Array2, ArrayView2};
+use serde::{Deserialize, Serialize};
+use stiff_analysis::{
+    bootstrap_within_between, class_stiffness, distance_curves, BinSpec, Crossing, DistanceCurve, FitOver, PairFilter,
+    StiffnessKind, StiffnessSettings, WithinBetweenCi,
+};
+use stiff_models::Model;
+
+use crate::Result;
+
+/// What to measure and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MeasureSettings {
+    /// Distance bins for the curves. Default: 40 bins over dot-product distance [0, 2].
+    pub bins: BinSpec,
+    /// Pairs entering the distance curves. Default: all pairs.
+    pub pair_filter: PairFilter,
+    /// Bootstrap replicates for the within/between intervals (0 = none). Default 200.
+    pub bootstrap_reps: usize,
+    /// Seed of the bootstrap resampling. Default 0.
+    pub bootstrap_seed: u64,
+    /// Whether to compute distance curves (costs one representation Gram per space). Default true.
+    pub distance_curves: bool,
+    /// Memory budget of the gradient kernel in bytes. Default 2 GiB.
+    pub memory_budget_bytes: usize,
+}
+
+impl Default for MeasureSettings {
+    fn default() -> Self {
+        Self {
+            bins: BinSpec::default(),
+            pair_filter: PairFilter::All,
+            bootstrap_reps: 200,
+            bootstrap_seed: 0,
+            distance_curves: true,
+            memory_budget_bytes: 2 << 30,
+        }
+    }
+}
+
+/// Within/between summary of one stiffness kind, with bootstrap intervals when requested.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KindSummary {
+    pub within: f64,
+    pub between: f64,
+    pub ci: Option<WithinBetweenCi>,
+}
+
+/// Stiff domain sizes of one space read from its curve, by both methods and both kinds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpaceCurve {
+    /// "input", "layer1", ... (1-based hidden layer index).
+    pub space: String,
+    /// v1: first zero crossing of the binned sign-stiffness curve.
+    pub sign_first_crossing: Crossing,
+    /// v3: zero of the least-squares line of sign stiffness vs distance, over pairs.
+    pub sign_fit_crossing: Crossing,
+    pub cos_first_crossing: Crossing,
+    pub cos_fit_crossing: Crossing,
+    pub curve: DistanceCurve,
+}
+
+/// Everything measured at one snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Measurement {
+    pub n: usize,
+    pub sign: KindSummary,
+    pub cosine: KindSummary,
+    /// Class matrices (rows: class of example 1, columns: class of example 2); `None` = no pairs.
+    pub class_sign: Vec<Vec<Option<f64>>>,
+    pub class_cosine: Vec<Vec<Option<f64>>>,
+    pub zero_norm_examples: Vec<usize>,
+    pub curves: Vec<SpaceCurve>,
+    /// Wall time of the Gram computation alone.
+    pub gram_seconds: f64,
+    /// Wall time of the analysis (class matrices, bootstrap, curves).
+    pub analysis_seconds: f64,
+}
+
+impl Measurement {
+    pub fn kind(&self, kind: StiffnessKind) -> &KindSummary {
+        match kind {
+            StiffnessKind::Sign => &self.sign,
+            StiffnessKind::Cosine => &self.cosine,
+        }
+    }
+}
+
+/// A candle matrix as an ndarray (f64 copy on the CPU).
+pub fn to_array2_f64(t: &Tensor) -> Result<Array2<f64>> {
+    let (r, c) = t.dims2()?;
+    let v: Vec<f64> = t.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+    Ok(Array2::from_shape_vec((r, c), v).expect("shape matches element count"))
+}
+
+/// A candle tensor `(N, ...)` flattened to an `(N, D)` f32 ndarray on the CPU.
+pub fn to_array2_f32(t: &Tensor) -> Result<Array2<f32>> {
+    let n = t.dim(0)?;
+    let flat = t.to_device(&Device::Cpu)?.to_dtype(DType::F32)?.flatten_from(1)?;
+    let d = flat.dim(1)?;
+    let v: Vec<f32> = flat.flatten_all()?.to_vec1()?;
+    Ok(Array2::from_shape_vec((n, d), v).expect("shape matches element count"))
+}
+
+fn matrix_cells(m: &stiff_analysis::ClassMatrix) -> Vec<Vec<Option<f64>>> {
+    (0..m.num_classes()).map(|a| (0..m.num_classes()).map(|b| m.get(a, b)).collect()).collect()
+}
+
+/// Measures stiffness of `model` on `(x, labels)`.
+///
+/// * `x`: `(N, C, H, W)` preprocessed inputs (on the model's device), `labels`: `(N)`.
+pub fn measure(
+    model: &Model,
+    x: &Tensor,
+    labels: &[u32],
+    num_classes: usize,
+    settings: &MeasureSettings,
+) -> Result<Measurement> {
+    let y = Tensor::new(labels, model.device())?;
+    let opts = stiff_gradkernel::GramOptions {
+        memory_budget_bytes: settings.memory_budget_bytes,
+        per_layer: false,
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let gram = stiff_gradkernel::gram(model, x, &y, &opts)?;
+    let k = to_array2_f64(&gram.k)?;
+    let gram_seconds = t0.elapsed().as_secs_f64();
+
+    let t1 = Instant::now();
+    let s = StiffnessSettings::default();
+    let cs = class_stiffness(k.view(), labels, num_classes, &s)?;
+    let boot = if settings.bootstrap_reps >= 2 {
+        Some(bootstrap_within_between(
+            k.view(),
+            labels,
+            num_classes,
+            &s,
+            settings.bootstrap_reps,
+            settings.bootstrap_seed,
+            0.95,
+        )?)
+    } else {
+        None
+    };
+    let curves = if settings.distance_curves { space_curves(model, x, k.view(), labels, settings, &s)? } else { vec![] };
+    Ok(Measurement {
+        n: labels.len(),
+        sign: KindSummary { within: cs.sign.within, between: cs.sign.between, ci: boot.as_ref().map(|b| b.sign) },
+        cosine: KindSummary {
+            within: cs.cosine.within,
+            between: cs.cosine.between,
+            ci: boot.as_ref().map(|b| b.cosine),
+        },
+        class_sign: matrix_cells(&cs.sign),
+        class_cosine: matrix_cells(&cs.cosine),
+        zero_norm_examples: cs.zero_norm_examples.clone(),
+        curves,
+        gram_seconds,
+        analysis_seconds: t1.elapsed().as_secs_f64(),
+    })
+}
+
+/// Curves in input space and every hidden layer's representation (one forward pass).
+fn space_curves(
+    model: &Model,
+    x: &Tensor,
+    k: ArrayView2<f64>,
+    labels: &[u32],
+    settings: &MeasureSettings,
+    s: &StiffnessSettings,
+) -> Result<Vec<SpaceCurve>> {
+    let taps = model.forward_taps(x, false)?;
+    let mut reps = vec![("input".to_string(), to_array2_f32(x)?)];
+    for (i, r) in taps.representations.iter().enumerate() {
+        reps.push((format!("layer{}", i + 1), to_array2_f32(r)?));
+    }
+    let spaces: Vec<(&str, ArrayView2<f32>)> = reps.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
+    let curves = distance_curves(k, &spaces, labels, settings.pair_filter, &settings.bins, s)?;
+    Ok(curves
+        .into_iter()
+        .zip(&reps)
+        .map(|(curve, (name, _))| SpaceCurve {
+            space: name.clone(),
+            sign_first_crossing: curve.first_zero_crossing(StiffnessKind::Sign),
+            sign_fit_crossing: curve.linear_fit_crossing(StiffnessKind::Sign, FitOver::Pairs),
+            cos_first_crossing: curve.first_zero_crossing(StiffnessKind::Cosine),
+            cos_fit_crossing: curve.linear_fit_crossing(StiffnessKind::Cosine, FitOver::Pairs),
+            curve,
+        })
+        .collect())
+}
+
+/// The distance of a crossing, `None` when there is none (the reason stays in the record).
+pub fn crossing_distance(c: &Crossing) -> Option<f64> {
+    match c {
+        Crossing::Found { distance } => Some(*distance),
+        _ => None,
+    }
+}

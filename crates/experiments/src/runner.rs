@@ -1,0 +1,248 @@
+//! `reproduce` and `report`: run the selected runs of a figure's sweep (resuming by default),
+//! then draw the figure from every finished run.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle::Device;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use stiff_data::DatasetName;
+
+use crate::figures::lr::{fig9_run, write_fig10, write_fig8, write_fig9};
+use crate::lr_sweep::{run_one, LrRunRecord, LrRunSpec, LrSweepConfig, OptimizerKind, RunEnd};
+use crate::prepare::{prepare, DataSettings, Prepared};
+use crate::report::write_index;
+use crate::store::read_json;
+use crate::sweep::RunSelection;
+use crate::{ExperimentError, Result};
+
+/// Everything `reproduce` takes from the command line.
+#[derive(Debug, Clone)]
+pub struct ReproduceOptions {
+    /// fig8, fig9, fig10 or all.
+    pub figure: String,
+    pub quick: bool,
+    pub data_dir: Option<PathBuf>,
+    pub out: PathBuf,
+    pub device: Device,
+    /// Seeds per configuration; default 3 (full) or 1 (quick).
+    pub seeds: Option<usize>,
+    pub optimizer: OptimizerKind,
+    /// Skip runs already finished in `out` (default true).
+    pub resume: bool,
+    pub list_runs: bool,
+    pub selection: RunSelection,
+    /// The command line, recorded in each figure's config.
+    pub command: String,
+}
+
+/// Parses `cpu` or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let Some(n) = s.strip_prefix("cuda:").or(if s == "cuda" { Some("0") } else { None }) else {
+        return Err(ExperimentError::InvalidArgument(format!("--device `{s}`: expected cpu or cuda:N")));
+    };
+    let n: usize = n.parse().map_err(|_| ExperimentError::InvalidArgument(format!("--device `{s}`: bad GPU index")))?;
+    if !candle::utils::cuda_is_available() {
+        return Err(ExperimentError::InvalidArgument(format!(
+            "--device {s}: this build has no CUDA support; build with the `cuda` feature (`cargo xtask build-cuda`)"
+        )));
+    }
+    Ok(Device::new_cuda(n)?)
+}
+
+const FIGS: [&str; 3] = ["fig8", "fig9", "fig10"];
+
+/// The runs a figure needs.
+fn figure_runs(figure: &str, cfg: &LrSweepConfig) -> Vec<LrRunSpec> {
+    match figure {
+        "fig9" => fig9_run(cfg).into_iter().collect(),
+        _ => cfg.runs(),
+    }
+}
+
+/// Runs (or resumes) the selected runs of `opts.figure`, then writes its outputs.
+pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
+    let figs: Vec<&str> = match opts.figure.as_str() {
+        "all" => FIGS.to_vec(),
+        f if FIGS.contains(&f) => vec![f],
+        f => {
+            return Err(ExperimentError::InvalidArgument(format!(
+                "unknown figure `{f}`: expected one of {}, all (see `cargo xtask list`)",
+                FIGS.join(", ")
+            )))
+        }
+    };
+    let seeds = opts.seeds.unwrap_or(if opts.quick { 1 } else { 3 });
+    if seeds == 0 {
+        return Err(ExperimentError::InvalidArgument("--seeds must be at least 1".into()));
+    }
+    let cfg = LrSweepConfig::new(opts.quick, opts.optimizer, seeds);
+    let store = cfg.store(&opts.out);
+    let mut specs: Vec<LrRunSpec> = Vec::new();
+    for f in &figs {
+        for s in figure_runs(f, &cfg) {
+            if !specs.contains(&s) {
+                specs.push(s);
+            }
+        }
+    }
+    let ids: Vec<String> = specs.iter().map(LrRunSpec::id).collect();
+    let done = |s: &LrRunSpec| store.get::<LrRunRecord>(&s.id()).is_some_and(|r| &r.spec == s);
+    if opts.list_runs {
+        for s in &specs {
+            println!("{}\t{}", s.id(), if done(s) { "done" } else { "pending" });
+        }
+        return Ok(());
+    }
+    let selected = opts.selection.select(&ids)?;
+    let todo: Vec<&LrRunSpec> =
+        specs.iter().filter(|s| selected.contains(&&s.id()) && !(opts.resume && done(s))).collect();
+    let skipped = selected.len() - todo.len();
+    eprintln!(
+        "{}: {} runs in the sweep, {} selected, {} already finished, {} to run; results in {}",
+        figs.join("+"),
+        specs.len(),
+        selected.len(),
+        skipped,
+        todo.len(),
+        opts.out.display()
+    );
+    run_specs(&todo, opts, &store)?;
+
+    if !opts.selection.is_everything() {
+        eprintln!("selected runs finished; once every shard is done, draw the figures with `cargo xtask report --out {}`", opts.out.display());
+        return Ok(());
+    }
+    for f in &figs {
+        draw(f, &cfg, &opts.out, &opts.command)?;
+        eprintln!("wrote {}", opts.out.join(f).display());
+    }
+    write_index(&opts.out)
+}
+
+fn run_specs(todo: &[&LrRunSpec], opts: &ReproduceOptions, store: &crate::store::RunStore) -> Result<()> {
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let multi = MultiProgress::new();
+    let sweep_bar = multi.add(ProgressBar::new(todo.len() as u64));
+    sweep_bar.set_style(
+        ProgressStyle::with_template("sweep {bar:30} {pos}/{len} runs, {elapsed} elapsed, eta {eta}")
+            .expect("valid template"),
+    );
+    let mut data: BTreeMap<DatasetName, Prepared> = BTreeMap::new();
+    for spec in todo {
+        if !data.contains_key(&spec.dataset) {
+            let mut s = spec.data.clone();
+            if s.stiffness_subset == 0 {
+                s = DataSettings::for_dataset(spec.dataset);
+            }
+            let p = prepare(spec.dataset, opts.data_dir.as_deref(), &s, &opts.device)?;
+            data.insert(spec.dataset, p);
+        }
+        let run_bar = multi.add(ProgressBar::new(spec.max_steps));
+        run_bar.set_prefix(spec.id());
+        let t = Instant::now();
+        let record = run_one(spec, &data[&spec.dataset], &opts.device, Some(run_bar.clone()))?;
+        run_bar.finish_and_clear();
+        multi.remove(&run_bar);
+        store.put(&record.id, &record)?;
+        let end = match &record.end {
+            RunEnd::Completed => "completed".to_string(),
+            RunEnd::StepBudget { steps } => format!("out of steps at {steps}"),
+            RunEnd::Diverged { step, reason } => format!("DIVERGED at step {step}: {reason}"),
+        };
+        let line = format!(
+            "run {} {end}: {} thresholds reached in {} steps, {:.1}s ({})",
+            record.id,
+            record.points.len(),
+            record.steps,
+            t.elapsed().as_secs_f64(),
+            record
+                .points
+                .iter()
+                .map(|p| format!("<{}: between sign {:.3}, cos {:.3}", p.threshold, p.measurement.sign.between, p.measurement.cosine.between))
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        // A hidden MultiProgress (not a terminal) drops println: log lines must still appear.
+        if multi.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            let _ = multi.println(line);
+        }
+        sweep_bar.inc(1);
+    }
+    sweep_bar.finish_and_clear();
+    Ok(())
+}
+
+/// Draws one figure from the finished runs of the sweep `cfg` in `out`.
+fn draw(figure: &str, cfg: &LrSweepConfig, out: &Path, command: &str) -> Result<()> {
+    let store = cfg.store(out);
+    let specs = figure_runs(figure, cfg);
+    let records: Vec<LrRunRecord> = specs
+        .iter()
+        .filter_map(|s| store.get::<LrRunRecord>(&s.id()).filter(|r| &r.spec == s))
+        .collect();
+    let missing = specs.len() - records.len();
+    if missing > 0 {
+        eprintln!("{figure}: {missing} of {} runs are not finished yet; drawing from the rest", specs.len());
+    }
+    let dir = out.join(figure);
+    match figure {
+        "fig8" => write_fig8(&dir, cfg, &records, command),
+        "fig10" => write_fig10(&dir, cfg, &records, command),
+        "fig9" => match records.first() {
+            Some(r) => write_fig9(&dir, cfg, r, command),
+            None => Err(ExperimentError::InvalidArgument(format!("fig9: its run is not finished in {}", out.display()))),
+        },
+        _ => unreachable!("figure names are checked by the caller"),
+    }
+}
+
+/// `report --out DIR`: redraws every figure whose config is in `out`, from the finished runs.
+pub fn report(out: &Path) -> Result<()> {
+    let mut drawn = 0;
+    for f in FIGS {
+        let cfg_path = out.join(f).join("config.json");
+        let sweep_cfg = if cfg_path.is_file() {
+            let v: serde_json::Value = read_json(&cfg_path)?;
+            let cfg: LrSweepConfig = serde_json::from_value(v["sweep"].clone())
+                .map_err(|e| ExperimentError::Format(format!("{}: {e}", cfg_path.display())))?;
+            let command = v["command"].as_str().unwrap_or("").to_string();
+            Some((cfg, command))
+        } else {
+            // Shards never draw; find the sweep from the stored runs instead.
+            sweep_from_runs(out)?.map(|c| (c, "cargo xtask report".to_string()))
+        };
+        if let Some((cfg, command)) = sweep_cfg {
+            draw(f, &cfg, out, &command)?;
+            drawn += 1;
+        }
+    }
+    if drawn == 0 {
+        return Err(ExperimentError::InvalidArgument(format!("{}: no finished runs or figures found", out.display())));
+    }
+    write_index(out)
+}
+
+/// Rebuilds a sweep configuration from stored runs (for folders filled by shards).
+fn sweep_from_runs(out: &Path) -> Result<Option<LrSweepConfig>> {
+    for (sweep, quick) in [("lr-sweep", false), ("lr-sweep-quick", true)] {
+        let records: Vec<LrRunRecord> = crate::store::RunStore::new(out, sweep).all()?;
+        let Some(first) = records.first() else { continue };
+        let opt = if first.spec.optimizer.name() == "adam" { OptimizerKind::Adam } else { OptimizerKind::Sgd };
+        let mut seeds: Vec<u64> = records.iter().map(|r| r.spec.seed).collect();
+        seeds.sort();
+        seeds.dedup();
+        let mut cfg = LrSweepConfig::new(quick, opt, seeds.len());
+        cfg.seeds = seeds;
+        return Ok(Some(cfg));
+    }
+    Ok(None)
+}
