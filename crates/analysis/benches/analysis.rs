@@ -7,8 +7,7 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stiff_analysis::{
-    bootstrap_within_between, class_stiffness, distance_curves, BinSpec, PairFilter,
-    StiffnessSettings,
+    bootstrap_within_between, class_stiffness, distance_curves, BinSpec, PairFilter, StiffnessSettings,
 };
 
 const WIDTHS: [usize; 6] = [784, 500, 300, 100, 100, 100];
@@ -26,33 +25,17 @@ fn data(n: usize) -> Data {
     let g = Array2::from_shape_fn((n, 64), |_| rng.random_range(-1.0f32..1.0));
     let k = g.dot(&g.t());
     let labels = (0..n).map(|i| (i % CLASSES) as u32).collect();
-    let reps = WIDTHS
-        .iter()
-        .map(|&d| Array2::from_shape_fn((n, d), |_| rng.random_range(0.0f32..1.0)))
-        .collect();
+    let reps = WIDTHS.iter().map(|&d| Array2::from_shape_fn((n, d), |_| rng.random_range(0.0f32..1.0))).collect();
     Data { k, labels, reps }
 }
 
 fn full(d: &Data) {
     let s = StiffnessSettings::default();
     let c = class_stiffness(d.k.view(), &d.labels, CLASSES, &s).unwrap();
-    let b = bootstrap_within_between(d.k.view(), &d.labels, CLASSES, &s, BOOT_REPS, 1, 0.95)
-        .unwrap();
+    let b = bootstrap_within_between(d.k.view(), &d.labels, CLASSES, &s, BOOT_REPS, 1, 0.95).unwrap();
     let names = ["input", "l1", "l2", "l3", "l4", "l5"];
-    let spaces: Vec<_> = names
-        .iter()
-        .zip(&d.reps)
-        .map(|(n, r)| (*n, r.view()))
-        .collect();
-    let curves = distance_curves(
-        d.k.view(),
-        &spaces,
-        &d.labels,
-        PairFilter::All,
-        &BinSpec::default(),
-        &s,
-    )
-    .unwrap();
+    let spaces: Vec<_> = names.iter().zip(&d.reps).map(|(n, r)| (*n, r.view())).collect();
+    let curves = distance_curves(d.k.view(), &spaces, &d.labels, PairFilter::All, &BinSpec::default(), &s).unwrap();
     std::hint::black_box((c, b, curves));
 }
 
@@ -68,14 +51,9 @@ fn bench(cr: &mut Criterion) {
     let s = StiffnessSettings::default();
     let mut g = cr.benchmark_group("parts_n3000");
     g.sample_size(10);
-    g.bench_function("class_stiffness", |b| {
-        b.iter(|| class_stiffness(d.k.view(), &d.labels, CLASSES, &s).unwrap())
-    });
+    g.bench_function("class_stiffness", |b| b.iter(|| class_stiffness(d.k.view(), &d.labels, CLASSES, &s).unwrap()));
     g.bench_function("bootstrap_50", |b| {
-        b.iter(|| {
-            bootstrap_within_between(d.k.view(), &d.labels, CLASSES, &s, BOOT_REPS, 1, 0.95)
-                .unwrap()
-        })
+        b.iter(|| bootstrap_within_between(d.k.view(), &d.labels, CLASSES, &s, BOOT_REPS, 1, 0.95).unwrap())
     });
     g.bench_function("distance_curve_784", |b| {
         b.iter(|| {

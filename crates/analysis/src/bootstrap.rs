@@ -104,10 +104,7 @@ pub fn bootstrap_within_between<F: Float>(
         });
     }
     if !(level > 0.0 && level < 1.0) {
-        return Err(AnalysisError::InvalidSetting {
-            what: "level",
-            reason: format!("must be in (0, 1), got {level}"),
-        });
+        return Err(AnalysisError::InvalidSetting { what: "level", reason: format!("must be in (0, 1), got {level}") });
     }
     let point = class_stiffness(k, labels, num_classes, s)?;
     let wt = stratified_weights(labels, num_classes, reps, seed);
@@ -116,12 +113,7 @@ pub fn bootstrap_within_between<F: Float>(
 }
 
 /// Replicate weights `(reps, N)`: per class, `n_a` draws with replacement among its members.
-pub(crate) fn stratified_weights(
-    labels: &[u32],
-    num_classes: usize,
-    reps: usize,
-    seed: u64,
-) -> Array2<f64> {
+pub(crate) fn stratified_weights(labels: &[u32], num_classes: usize, reps: usize, seed: u64) -> Array2<f64> {
     let mut members = vec![Vec::new(); num_classes];
     for (i, &l) in labels.iter().enumerate() {
         members[l as usize].push(i);
@@ -152,11 +144,8 @@ pub(crate) fn weighted_stats<F: Float>(
     for (i, &l) in labels.iter().enumerate() {
         members[l as usize].push(i);
     }
-    let tasks: Vec<(usize, &[usize])> = members
-        .iter()
-        .enumerate()
-        .flat_map(|(a, m)| m.chunks(ROW_BLOCK).map(move |ch| (a, ch)))
-        .collect();
+    let tasks: Vec<(usize, &[usize])> =
+        members.iter().enumerate().flat_map(|(a, m)| m.chunks(ROW_BLOCK).map(move |ch| (a, ch))).collect();
     let inv = &inp.inv;
     let partials: Vec<(usize, Array2<f64>, Array2<f64>)> = tasks
         .par_iter()
@@ -224,11 +213,7 @@ pub(crate) fn weighted_stats<F: Float>(
                 let (mut ws, mut wn, mut bs, mut bn) = (0.0, 0usize, 0.0, 0usize);
                 for a in 0..c {
                     for b in 0..c {
-                        let den = if a == b {
-                            tot[a] * tot[a] - sq[a]
-                        } else {
-                            tot[a] * tot[b]
-                        };
+                        let den = if a == b { tot[a] * tot[a] - sq[a] } else { tot[a] * tot[b] };
                         if den > 0.0 {
                             let v = num[[q, a, b]] / den;
                             if a == b {
@@ -241,15 +226,9 @@ pub(crate) fn weighted_stats<F: Float>(
                         }
                     }
                 }
-                (
-                    (wn > 0).then(|| ws / wn as f64),
-                    (bn > 0).then(|| bs / bn as f64),
-                )
+                ((wn > 0).then(|| ws / wn as f64), (bn > 0).then(|| bs / bn as f64))
             };
-            RepStats {
-                sign: means(&num_s, &tot, &sq),
-                cos: means(&num_c, &tot_v, &sq_v),
-            }
+            RepStats { sign: means(&num_s, &tot, &sq), cos: means(&num_c, &tot_v, &sq_v) }
         })
         .collect();
     Ok(out)
@@ -266,22 +245,12 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 fn ci(estimate: f64, mut vals: Vec<f64>, level: f64) -> Ci {
     if vals.is_empty() {
         // No defined replicate: the interval degenerates to the estimate, flagged by n_valid.
-        return Ci {
-            estimate,
-            lo: estimate,
-            hi: estimate,
-            se: 0.0,
-            n_valid: 0,
-        };
+        return Ci { estimate, lo: estimate, hi: estimate, se: 0.0, n_valid: 0 };
     }
     vals.sort_by(f64::total_cmp);
     let n = vals.len() as f64;
     let mean = vals.iter().sum::<f64>() / n;
-    let var = if vals.len() > 1 {
-        vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
+    let var = if vals.len() > 1 { vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
     Ci {
         estimate,
         lo: quantile(&vals, (1.0 - level) / 2.0),
@@ -300,11 +269,7 @@ fn wb_ci(
     WithinBetweenCi {
         within: ci(within, reps.clone().filter_map(|x| x.0).collect(), level),
         between: ci(between, reps.clone().filter_map(|x| x.1).collect(), level),
-        difference: ci(
-            within - between,
-            reps.filter_map(|(w, b)| Some(w? - b?)).collect(),
-            level,
-        ),
+        difference: ci(within - between, reps.filter_map(|(w, b)| Some(w? - b?)).collect(), level),
     }
 }
 
@@ -325,17 +290,138 @@ fn summarise(
         resampling: "stratified by class: n_a draws with replacement per class; pairs of \
                      draws of the same example excluded"
             .to_string(),
-        sign: wb_ci(
-            point.sign.within,
-            point.sign.between,
-            stats.iter().map(|x| x.sign),
-            level,
-        ),
-        cosine: wb_ci(
-            point.cosine.within,
-            point.cosine.between,
-            stats.iter().map(|x| x.cos),
-            level,
-        ),
+        sign: wb_ci(point.sign.within, point.sign.between, stats.iter().map(|x| x.sign), level),
+        cosine: wb_ci(point.cosine.within, point.cosine.between, stats.iter().map(|x| x.cos), level),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::Rng;
+
+    /// Sums of a few hundred f64 terms in different orders: rounding ~1e-14.
+    const ORACLE_TOL: f64 = 1e-10;
+
+    fn data(n: usize, c: usize, seed: u64) -> (Array2<f64>, Vec<u32>) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut g = Array2::from_shape_fn((n, 3), |_| rng.random_range(-1.0..1.0));
+        g.row_mut(1).fill(0.0); // one zero-norm gradient
+        let k = g.dot(&g.t());
+        let labels = (0..n).map(|i| (i % c) as u32).collect();
+        (k, labels)
+    }
+
+    /// Oracle: expand each replicate into its list of draws and average over pairs of draws
+    /// of distinct examples, cell by cell, straight from the definition.
+    fn naive(k: &Array2<f64>, labels: &[u32], c: usize, w: ndarray::ArrayView1<f64>) -> RepStats {
+        let draws: Vec<usize> = (0..w.len()).flat_map(|i| std::iter::repeat_n(i, w[i] as usize)).collect();
+        let cell = |cos: bool| {
+            let mut sum = vec![vec![0.0; c]; c];
+            let mut cnt = vec![vec![0.0; c]; c];
+            for &i in &draws {
+                for &j in &draws {
+                    if i == j || (cos && (k[[i, i]] == 0.0 || k[[j, j]] == 0.0)) {
+                        continue;
+                    }
+                    let (a, b) = (labels[i] as usize, labels[j] as usize);
+                    sum[a][b] += if cos {
+                        k[[i, j]] / (k[[i, i]] * k[[j, j]]).sqrt()
+                    } else {
+                        k[[i, j]].signum() * f64::from(u8::from(k[[i, j]] != 0.0))
+                    };
+                    cnt[a][b] += 1.0;
+                }
+            }
+            let (mut w, mut wn, mut b, mut bn) = (0.0, 0, 0.0, 0);
+            for x in 0..c {
+                for y in 0..c {
+                    if cnt[x][y] > 0.0 {
+                        if x == y {
+                            w += sum[x][y] / cnt[x][y];
+                            wn += 1;
+                        } else {
+                            b += sum[x][y] / cnt[x][y];
+                            bn += 1;
+                        }
+                    }
+                }
+            }
+            ((wn > 0).then(|| w / wn as f64), (bn > 0).then(|| b / bn as f64))
+        };
+        RepStats { sign: cell(false), cos: cell(true) }
+    }
+
+    fn close(a: Option<f64>, b: Option<f64>) -> bool {
+        match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() <= ORACLE_TOL,
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn replicates_match_naive_oracle() {
+        let (k, labels) = data(23, 3, 11);
+        let s = StiffnessSettings::default();
+        let wt = stratified_weights(&labels, 3, 12, 5);
+        let stats = weighted_stats(k.view(), &labels, 3, &s, &wt).unwrap();
+        for (q, st) in stats.iter().enumerate() {
+            let o = naive(&k, &labels, 3, wt.row(q));
+            assert!(close(st.sign.0, o.sign.0) && close(st.sign.1, o.sign.1), "{st:?} {o:?}");
+            assert!(close(st.cos.0, o.cos.0) && close(st.cos.1, o.cos.1), "{st:?} {o:?}");
+        }
+    }
+
+    #[test]
+    fn unit_weights_reproduce_point_estimate() {
+        let (k, labels) = data(30, 4, 2);
+        let s = StiffnessSettings::default();
+        let point = class_stiffness(k.view(), &labels, 4, &s).unwrap();
+        let wt = Array2::<f64>::ones((1, 30));
+        let st = weighted_stats(k.view(), &labels, 4, &s, &wt).unwrap()[0];
+        assert!(close(st.sign.0, Some(point.sign.within)));
+        assert!(close(st.sign.1, Some(point.sign.between)));
+        assert!(close(st.cos.0, Some(point.cosine.within)));
+        assert!(close(st.cos.1, Some(point.cosine.between)));
+    }
+
+    #[test]
+    fn stratified_weights_keep_class_sizes() {
+        let labels: Vec<u32> = (0..17).map(|i| (i % 3) as u32).collect();
+        let wt = stratified_weights(&labels, 3, 20, 9);
+        for row in wt.outer_iter() {
+            for a in 0..3u32 {
+                let tot: f64 = (0..17).filter(|&i| labels[i] == a).map(|i| row[i]).sum();
+                let n_a = labels.iter().filter(|&&l| l == a).count() as f64;
+                assert_eq!(tot, n_a);
+            }
+        }
+    }
+
+    #[test]
+    fn seeded_and_sensible() {
+        let (k, labels) = data(40, 4, 3);
+        let s = StiffnessSettings::default();
+        let a = bootstrap_within_between(k.view(), &labels, 4, &s, 50, 7, 0.9).unwrap();
+        let b = bootstrap_within_between(k.view(), &labels, 4, &s, 50, 7, 0.9).unwrap();
+        assert_eq!(a, b); // bit-identical with the same seed
+        let c = bootstrap_within_between(k.view(), &labels, 4, &s, 50, 8, 0.9).unwrap();
+        assert_ne!(a.sign.within.lo, c.sign.within.lo);
+        for ci in [a.sign.within, a.sign.between, a.cosine.within, a.cosine.difference] {
+            assert!(ci.lo <= ci.hi && ci.se > 0.0 && ci.n_valid == 50, "{ci:?}");
+        }
+    }
+
+    #[test]
+    fn identical_gradients_per_class_give_degenerate_interval() {
+        // Class 0 gradients all (1,0), class 1 all (0,1): every within pair has sign and cosine
+        // 1, every between pair 0, in every replicate, so each interval is a point.
+        let g = Array2::from_shape_fn((10, 2), |(i, d)| f64::from(u8::from(i % 2 == d)));
+        let k = g.dot(&g.t());
+        let labels: Vec<u32> = (0..10).map(|i| (i % 2) as u32).collect();
+        let r = bootstrap_within_between(k.view(), &labels, 2, &StiffnessSettings::default(), 20, 1, 0.95).unwrap();
+        assert_eq!((r.sign.within.lo, r.sign.within.hi), (1.0, 1.0));
+        assert_eq!((r.cosine.between.lo, r.cosine.between.hi), (0.0, 0.0));
     }
 }

@@ -66,11 +66,7 @@ impl ClassMatrix {
         for a in 0..c {
             for b in 0..c {
                 let n = counts[[a, b]];
-                let v = if n > 0 {
-                    values[[a, b]] / n as f64
-                } else {
-                    0.0
-                };
+                let v = if n > 0 { values[[a, b]] / n as f64 } else { 0.0 };
                 values[[a, b]] = v;
                 if n > 0 {
                     if a == b {
@@ -84,9 +80,7 @@ impl ClassMatrix {
             }
         }
         if wn == 0 {
-            return Err(AnalysisError::NoData {
-                what: format!("within-class {what} stiffness: no class has a pair"),
-            });
+            return Err(AnalysisError::NoData { what: format!("within-class {what} stiffness: no class has a pair") });
         }
         if bn == 0 {
             return Err(AnalysisError::NoData {
@@ -121,12 +115,7 @@ impl From<ClassMatrix> for ClassMatrixRepr {
             .values
             .outer_iter()
             .zip(m.counts.outer_iter())
-            .map(|(v, c)| {
-                v.iter()
-                    .zip(c.iter())
-                    .map(|(&v, &c)| (c > 0).then_some(v))
-                    .collect()
-            })
+            .map(|(v, c)| v.iter().zip(c.iter()).map(|(&v, &c)| (c > 0).then_some(v)).collect())
             .collect();
         let counts = m.counts.outer_iter().map(|r| r.to_vec()).collect();
         Self {
@@ -144,9 +133,7 @@ impl TryFrom<ClassMatrixRepr> for ClassMatrix {
     type Error = String;
     fn try_from(r: ClassMatrixRepr) -> std::result::Result<Self, String> {
         let c = r.values.len();
-        if r.counts.len() != c
-            || r.values.iter().any(|row| row.len() != c)
-            || r.counts.iter().any(|row| row.len() != c)
+        if r.counts.len() != c || r.values.iter().any(|row| row.len() != c) || r.counts.iter().any(|row| row.len() != c)
         {
             return Err(format!("class matrix must be {c} x {c} in values and counts"));
         }
@@ -269,10 +256,7 @@ pub(crate) fn row_class_sums<F: Float>(
             }
             worst
         })
-        .reduce(
-            || (0.0, 0, 0, 0.0),
-            |a, b| if b.0 > a.0 { b } else { a },
-        );
+        .reduce(|| (0.0, 0, 0, 0.0), |a, b| if b.0 > a.0 { b } else { a });
     (sign, cos, worst)
 }
 
@@ -292,13 +276,7 @@ fn inv_vec(inv: &[Option<f64>]) -> Vec<f64> {
 
 fn check_cos_excess(what: &'static str, worst: (f64, usize, usize, f64), tol: f64) -> Result<()> {
     if worst.0 > tol {
-        return Err(AnalysisError::CosineOutOfBounds {
-            what,
-            row: worst.1,
-            col: worst.2,
-            value: worst.3,
-            tol,
-        });
+        return Err(AnalysisError::CosineOutOfBounds { what, row: worst.1, col: worst.2, value: worst.3, tol });
     }
     Ok(())
 }
@@ -330,14 +308,7 @@ pub(crate) fn check_square_inputs<F: Float>(
     for &i in &zero_norm {
         valid_sizes[labels[i] as usize] -= 1;
     }
-    Ok(SquareInputs {
-        n,
-        sizes,
-        empty,
-        inv: inv_vec(&inv),
-        zero_norm,
-        valid_sizes,
-    })
+    Ok(SquareInputs { n, sizes, empty, inv: inv_vec(&inv), zero_norm, valid_sizes })
 }
 
 /// Ordered-pair counts per cell: `n_a n_b`, or `n_a (n_a - 1)` on the diagonal when self-pairs
@@ -372,16 +343,8 @@ pub fn class_stiffness<F: Float>(
     check_cos_excess("k", worst, s.cos_tol)?;
     let sign_sums = sum_rows_by_class(&ts, labels, num_classes);
     let cos_sums = sum_rows_by_class(&tc, labels, num_classes);
-    let sign = ClassMatrix::from_sums(
-        "sign",
-        sign_sums,
-        pair_counts(&inp.sizes, &inp.sizes, true),
-    )?;
-    let cosine = ClassMatrix::from_sums(
-        "cosine",
-        cos_sums,
-        pair_counts(&inp.valid_sizes, &inp.valid_sizes, true),
-    )?;
+    let sign = ClassMatrix::from_sums("sign", sign_sums, pair_counts(&inp.sizes, &inp.sizes, true))?;
+    let cosine = ClassMatrix::from_sums("cosine", cos_sums, pair_counts(&inp.valid_sizes, &inp.valid_sizes, true))?;
     Ok(ClassStiffness {
         schema_version: SCHEMA_VERSION,
         settings: *s,
@@ -416,25 +379,14 @@ pub fn rectangular_class_stiffness<F: Float>(
     s.validate()?;
     let (m, n) = k.dim();
     if m == 0 || n == 0 {
-        return Err(AnalysisError::TooFewExamples {
-            what: "k (rectangular: rows and columns)",
-            n: m.min(n),
-        });
+        return Err(AnalysisError::TooFewExamples { what: "k (rectangular: rows and columns)", n: m.min(n) });
     }
     validate::check_finite("k", k)?;
     if row_sq_norms.len() != m {
-        return Err(AnalysisError::LengthMismatch {
-            what: "row_sq_norms",
-            expected: m,
-            got: row_sq_norms.len(),
-        });
+        return Err(AnalysisError::LengthMismatch { what: "row_sq_norms", expected: m, got: row_sq_norms.len() });
     }
     if col_sq_norms.len() != n {
-        return Err(AnalysisError::LengthMismatch {
-            what: "col_sq_norms",
-            expected: n,
-            got: col_sq_norms.len(),
-        });
+        return Err(AnalysisError::LengthMismatch { what: "col_sq_norms", expected: n, got: col_sq_norms.len() });
     }
     validate::check_labels("row_labels", row_labels, m, num_classes)?;
     validate::check_labels("col_labels", col_labels, n, num_classes)?;
@@ -442,14 +394,9 @@ pub fn rectangular_class_stiffness<F: Float>(
     row_labels.iter().for_each(|&l| row_sizes[l as usize] += 1);
     let mut col_sizes = vec![0usize; num_classes];
     col_labels.iter().for_each(|&l| col_sizes[l as usize] += 1);
-    let empty: Vec<usize> = (0..num_classes)
-        .filter(|&c| row_sizes[c] == 0 || col_sizes[c] == 0)
-        .collect();
+    let empty: Vec<usize> = (0..num_classes).filter(|&c| row_sizes[c] == 0 || col_sizes[c] == 0).collect();
     if !empty.is_empty() && !s.allow_empty_classes {
-        return Err(AnalysisError::EmptyClass {
-            what: "row_labels/col_labels",
-            classes: empty,
-        });
+        return Err(AnalysisError::EmptyClass { what: "row_labels/col_labels", classes: empty });
     }
     let (rinv, zr) = validate::inv_norms("row_sq_norms", row_sq_norms)?;
     let (cinv, zc) = validate::inv_norms("col_sq_norms", col_sq_norms)?;
@@ -506,10 +453,7 @@ pub struct PairwiseCosine {
 
 /// All pairwise cosine stiffnesses `K[i,j] / sqrt(K[i,i] K[j,j])`. Allocates N^2 f64: meant
 /// for small N and inspection.
-pub fn pairwise_cosine<F: Float>(
-    k: ArrayView2<F>,
-    s: &StiffnessSettings,
-) -> Result<PairwiseCosine> {
+pub fn pairwise_cosine<F: Float>(k: ArrayView2<F>, s: &StiffnessSettings) -> Result<PairwiseCosine> {
     s.validate()?;
     validate::check_square(k)?;
     let (inv, zero) = validate::inv_norms("diagonal of k", k.diag())?;
@@ -524,8 +468,5 @@ pub fn pairwise_cosine<F: Float>(
         *v = c.clamp(-1.0, 1.0);
     }
     check_cos_excess("k", worst, s.cos_tol)?;
-    Ok(PairwiseCosine {
-        values,
-        zero_norm_examples: zero,
-    })
+    Ok(PairwiseCosine { values, zero_norm_examples: zero })
 }

@@ -37,11 +37,7 @@ pub struct BinSpec {
 
 impl Default for BinSpec {
     fn default() -> Self {
-        Self {
-            bins: 40,
-            lo: 0.0,
-            hi: 2.0,
-        }
+        Self { bins: 40, lo: 0.0, hi: 2.0 }
     }
 }
 
@@ -66,16 +62,12 @@ impl BinSpec {
 
     /// The `bins + 1` edges.
     pub fn edges(&self) -> Vec<f64> {
-        (0..=self.bins)
-            .map(|b| self.lo + b as f64 * self.width())
-            .collect()
+        (0..=self.bins).map(|b| self.lo + b as f64 * self.width()).collect()
     }
 
     /// The `bins` centres.
     pub fn centres(&self) -> Vec<f64> {
-        (0..self.bins)
-            .map(|b| self.lo + (b as f64 + 0.5) * self.width())
-            .collect()
+        (0..self.bins).map(|b| self.lo + (b as f64 + 0.5) * self.width()).collect()
     }
 
     /// Bin of distance `d`, `None` outside `[lo, hi]`.
@@ -279,11 +271,7 @@ impl DistanceCurve {
         bins.validate()?;
         for (what, m) in [("sign_moments", &sign_moments), ("cos_moments", &cos_moments)] {
             if m.len() != bins.bins {
-                return Err(AnalysisError::LengthMismatch {
-                    what,
-                    expected: bins.bins,
-                    got: m.len(),
-                });
+                return Err(AnalysisError::LengthMismatch { what, expected: bins.bins, got: m.len() });
             }
         }
         let centres = bins.centres();
@@ -329,21 +317,12 @@ impl DistanceCurve {
     /// centre and the previous non-empty bin's centre.
     pub fn first_zero_crossing(&self, kind: StiffnessKind) -> Crossing {
         let centres = self.bins.centres();
-        let mut pts = self
-            .moments(kind)
-            .iter()
-            .zip(&centres)
-            .filter_map(|(m, &c)| m.mean().map(|y| (c, y)));
+        let mut pts = self.moments(kind).iter().zip(&centres).filter_map(|(m, &c)| m.mean().map(|y| (c, y)));
         let Some((c0, y0)) = pts.next() else {
-            return Crossing::NoData {
-                reason: "no non-empty bin".to_string(),
-            };
+            return Crossing::NoData { reason: "no non-empty bin".to_string() };
         };
         if y0 < 0.0 {
-            return Crossing::StartsNegative {
-                distance: c0,
-                value: y0,
-            };
+            return Crossing::StartsNegative { distance: c0, value: y0 };
         }
         if y0 == 0.0 {
             return Crossing::Found { distance: c0 };
@@ -352,9 +331,7 @@ impl DistanceCurve {
         for (c, y) in pts {
             seen += 1;
             if y <= 0.0 {
-                return Crossing::Found {
-                    distance: cp + (c - cp) * yp / (yp - y),
-                };
+                return Crossing::Found { distance: cp + (c - cp) * yp / (yp - y) };
             }
             (cp, yp) = (c, y);
         }
@@ -403,11 +380,7 @@ impl DistanceCurve {
             return None;
         }
         let slope = (sxy / n - mx * my) / vxx;
-        Some(LinearFit {
-            slope,
-            intercept: my - slope * mx,
-            weight: w,
-        })
+        Some(LinearFit { slope, intercept: my - slope * mx, weight: w })
     }
 
     /// v3 stiff domain size / critical length: the zero of the least-squares line. Reported
@@ -416,23 +389,15 @@ impl DistanceCurve {
     /// the reason, not as a number).
     pub fn linear_fit_crossing(&self, kind: StiffnessKind, over: FitOver) -> Crossing {
         let Some(f) = self.linear_fit(kind, over) else {
-            return Crossing::NoData {
-                reason: "fewer than two distinct distances with pairs".to_string(),
-            };
+            return Crossing::NoData { reason: "fewer than two distinct distances with pairs".to_string() };
         };
         let at_lo = f.intercept + f.slope * self.bins.lo;
         if at_lo <= 0.0 {
-            return Crossing::StartsNegative {
-                distance: self.bins.lo,
-                value: at_lo,
-            };
+            return Crossing::StartsNegative { distance: self.bins.lo, value: at_lo };
         }
         if f.slope >= 0.0 {
             return Crossing::NeverCrosses {
-                reason: format!(
-                    "fitted slope {} >= 0 with value {at_lo} > 0 at d = {}",
-                    f.slope, self.bins.lo
-                ),
+                reason: format!("fitted slope {} >= 0 with value {at_lo} > 0 at d = {}", f.slope, self.bins.lo),
             };
         }
         let x0 = -f.intercept / f.slope;
@@ -459,19 +424,11 @@ fn check_k<F: Float>(k: ArrayView2<F>, labels: &[u32], s: &StiffnessSettings) ->
     s.validate()?;
     let n = validate::check_square(k)?;
     if labels.len() != n {
-        return Err(AnalysisError::LengthMismatch {
-            what: "labels",
-            expected: n,
-            got: labels.len(),
-        });
+        return Err(AnalysisError::LengthMismatch { what: "labels", expected: n, got: labels.len() });
     }
     let (inv, zero_norm) = validate::inv_norms("diagonal of k", k.diag())?;
     validate::check_symmetric(k, &inv, s.sym_tol)?;
-    Ok(KInputs {
-        n,
-        inv: inv.iter().map(|x| x.unwrap_or(0.0)).collect(),
-        zero_norm,
-    })
+    Ok(KInputs { n, inv: inv.iter().map(|x| x.unwrap_or(0.0)).collect(), zero_norm })
 }
 
 /// Row-normalised copy of `reps` in f32 (norms in f64); zero rows stay zero and are listed.
@@ -480,11 +437,7 @@ fn normalise_rows(reps: ArrayView2<f32>) -> (Array2<f32>, Vec<bool>, Vec<usize>)
     let mut valid = vec![true; reps.nrows()];
     let mut zero = Vec::new();
     for (i, mut row) in xn.outer_iter_mut().enumerate() {
-        let norm = row
-            .iter()
-            .map(|&v| f64::from(v) * f64::from(v))
-            .sum::<f64>()
-            .sqrt();
+        let norm = row.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
         if norm == 0.0 {
             valid[i] = false;
             zero.push(i);
@@ -511,11 +464,7 @@ fn curve_for_space<F: Float>(
 ) -> Result<DistanceCurve> {
     let n = ki.n;
     if reps.nrows() != n {
-        return Err(AnalysisError::LengthMismatch {
-            what: "rows of reps",
-            expected: n,
-            got: reps.nrows(),
-        });
+        return Err(AnalysisError::LengthMismatch { what: "rows of reps", expected: n, got: reps.nrows() });
     }
     validate::check_finite("reps", reps)?;
     let (xn, valid, zero_reps) = normalise_rows(reps);
@@ -631,8 +580,5 @@ pub fn distance_curves<F: Float>(
 ) -> Result<Vec<DistanceCurve>> {
     bins.validate()?;
     let ki = check_k(k, labels, s)?;
-    spaces
-        .iter()
-        .map(|(name, reps)| curve_for_space(k, &ki, *reps, Some(name), labels, filter, bins, s))
-        .collect()
+    spaces.iter().map(|(name, reps)| curve_for_space(k, &ki, *reps, Some(name), labels, filter, bins, s)).collect()
 }

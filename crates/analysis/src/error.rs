@@ -16,11 +16,7 @@ pub enum AnalysisError {
 
     /// Two inputs that must agree in length do not.
     #[error("length mismatch: `{what}` has {got} entries, expected {expected}")]
-    LengthMismatch {
-        what: &'static str,
-        expected: usize,
-        got: usize,
-    },
+    LengthMismatch { what: &'static str, expected: usize, got: usize },
 
     /// `num_classes` is zero.
     #[error("`num_classes` must be at least 1")]
@@ -28,12 +24,7 @@ pub enum AnalysisError {
 
     /// A label is `>= num_classes`.
     #[error("`{what}`[{index}] = {label} is out of range for num_classes = {num_classes}")]
-    LabelOutOfRange {
-        what: &'static str,
-        index: usize,
-        label: u32,
-        num_classes: usize,
-    },
+    LabelOutOfRange { what: &'static str, index: usize, label: u32, num_classes: usize },
 
     /// Only one class occurs among the examples: between-class stiffness is undefined.
     #[error("only class {class} is present in `{what}`; between-class stiffness is undefined")]
@@ -42,10 +33,7 @@ pub enum AnalysisError {
     /// Classes in `0..num_classes` with no example (an error unless
     /// `StiffnessSettings::allow_empty_classes` is set).
     #[error("classes {classes:?} have no examples in `{what}` (set allow_empty_classes to skip them)")]
-    EmptyClass {
-        what: &'static str,
-        classes: Vec<usize>,
-    },
+    EmptyClass { what: &'static str, classes: Vec<usize> },
 
     /// Every example has a zero gradient: cosine stiffness is undefined for all pairs.
     #[error("all {n} examples in `{what}` have zero-norm gradients (diagonal of K is all 0)")]
@@ -53,49 +41,24 @@ pub enum AnalysisError {
 
     /// NaN or infinity in an input matrix.
     #[error("non-finite value {value} in `{what}` at [{row}, {col}]")]
-    NonFinite {
-        what: &'static str,
-        row: usize,
-        col: usize,
-        value: f64,
-    },
+    NonFinite { what: &'static str, row: usize, col: usize, value: f64 },
 
     /// A squared norm (diagonal of a Gram matrix) is negative: not a Gram matrix.
     #[error("`{what}`[{index}] = {value} is a negative squared norm; not a Gram matrix")]
-    NegativeDiagonal {
-        what: &'static str,
-        index: usize,
-        value: f64,
-    },
+    NegativeDiagonal { what: &'static str, index: usize, value: f64 },
 
     /// `k[i,j]` and `k[j,i]` differ by more than `sym_tol * |g_i| |g_j|`.
     #[error("gram matrix `k` is not symmetric: k[{row},{col}] = {a}, k[{col},{row}] = {b}")]
-    NotSymmetric {
-        row: usize,
-        col: usize,
-        a: f64,
-        b: f64,
-    },
+    NotSymmetric { row: usize, col: usize, a: f64, b: f64 },
 
     /// A cosine `k[i,j] / (|g_i| |g_j|)` exceeds 1 in magnitude by more than `cos_tol`: the
     /// matrix is not positive semi-definite (or the norms passed do not belong to it).
     #[error("cosine {value} at [{row}, {col}] of `{what}` is outside [-1, 1] beyond tolerance {tol}; K is not a Gram matrix or the norms do not match it")]
-    CosineOutOfBounds {
-        what: &'static str,
-        row: usize,
-        col: usize,
-        value: f64,
-        tol: f64,
-    },
+    CosineOutOfBounds { what: &'static str, row: usize, col: usize, value: f64, tol: f64 },
 
     /// A row of a unit-gradient matrix is neither unit-norm nor exactly zero.
     #[error("row {row} of `{what}` has norm {norm}, expected 1 (within {tol}) or exactly 0")]
-    NotUnitNorm {
-        what: &'static str,
-        row: usize,
-        norm: f64,
-        tol: f64,
-    },
+    NotUnitNorm { what: &'static str, row: usize, norm: f64, tol: f64 },
 
     /// A setting is outside its domain.
     #[error("invalid setting `{what}`: {reason}")]

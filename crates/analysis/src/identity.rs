@@ -41,12 +41,7 @@ pub fn cosine_class_matrix_from_unit_grads(
             continue;
         }
         if (norm - 1.0).abs() > UNIT_NORM_TOL {
-            return Err(AnalysisError::NotUnitNorm {
-                what: "h",
-                row: i,
-                norm,
-                tol: UNIT_NORM_TOL,
-            });
+            return Err(AnalysisError::NotUnitNorm { what: "h", row: i, norm, tol: UNIT_NORM_TOL });
         }
         let mut dst = sums.row_mut(labels[i] as usize);
         dst += &row;
@@ -62,17 +57,10 @@ pub fn cosine_class_matrix_from_unit_grads(
 ///
 /// * `sums`: (num_classes, P) `s_c = sum_{i in c} h_i`.
 /// * `counts`: (num_classes,) `n_c`, the number of unit gradients summed into `s_c`.
-pub fn cosine_class_matrix_from_class_sums(
-    sums: ArrayView2<f64>,
-    counts: &[usize],
-) -> Result<ClassMatrix> {
+pub fn cosine_class_matrix_from_class_sums(sums: ArrayView2<f64>, counts: &[usize]) -> Result<ClassMatrix> {
     let c = sums.nrows();
     if counts.len() != c {
-        return Err(AnalysisError::LengthMismatch {
-            what: "counts",
-            expected: c,
-            got: counts.len(),
-        });
+        return Err(AnalysisError::LengthMismatch { what: "counts", expected: c, got: counts.len() });
     }
     validate::check_finite("sums", sums)?;
     let gram = sums.dot(&sums.t());

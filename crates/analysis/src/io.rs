@@ -14,10 +14,7 @@ use crate::distance::DistanceCurve;
 use crate::error::{AnalysisError, Result};
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AnalysisError + '_ {
-    move |source| AnalysisError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| AnalysisError::Io { path: path.to_path_buf(), source }
 }
 
 /// Writes `bytes` to `path` atomically (temp file in the same directory, then rename).
@@ -29,19 +26,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(path))?;
     tmp.write_all(bytes).map_err(io_err(path))?;
     tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| AnalysisError::Io {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
+    tmp.persist(path).map_err(|e| AnalysisError::Io { path: path.to_path_buf(), source: e.error })?;
     Ok(())
 }
 
 /// Any result as pretty JSON, atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|source| AnalysisError::Json {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|source| AnalysisError::Json { path: path.to_path_buf(), source })?;
     write_atomic(path, &bytes)
 }
 
@@ -52,16 +44,10 @@ fn meta_path(path: &Path) -> PathBuf {
 }
 
 fn csv_bytes(path: &Path, rows: impl FnOnce(&mut csv::Writer<Vec<u8>>) -> csv::Result<()>) -> Result<Vec<u8>> {
-    let err = |source| AnalysisError::Csv {
-        path: path.to_path_buf(),
-        source,
-    };
+    let err = |source| AnalysisError::Csv { path: path.to_path_buf(), source };
     let mut w = csv::Writer::from_writer(Vec::new());
     rows(&mut w).map_err(err)?;
-    w.into_inner().map_err(|e| AnalysisError::Io {
-        path: path.to_path_buf(),
-        source: e.into_error(),
-    })
+    w.into_inner().map_err(|e| AnalysisError::Io { path: path.to_path_buf(), source: e.into_error() })
 }
 
 fn opt(v: Option<f64>) -> String {

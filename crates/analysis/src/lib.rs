@@ -21,18 +21,15 @@ mod validate;
 
 pub use bootstrap::{bootstrap_within_between, BootstrapCi, Ci, WithinBetweenCi};
 pub use class::{
-    class_stiffness, pairwise_cosine, pairwise_sign, rectangular_class_stiffness, ClassMatrix,
-    ClassStiffness, PairwiseCosine, RectangularClassStiffness, StiffnessKind,
+    class_stiffness, pairwise_cosine, pairwise_sign, rectangular_class_stiffness, ClassMatrix, ClassStiffness,
+    PairwiseCosine, RectangularClassStiffness, StiffnessKind,
 };
 pub use distance::{
-    distance_curve, distance_curves, BinMoments, BinSpec, Crossing, DistanceCurve, FitOver,
-    LinearFit, PairFilter,
+    distance_curve, distance_curves, BinMoments, BinSpec, Crossing, DistanceCurve, FitOver, LinearFit, PairFilter,
 };
 pub use error::{AnalysisError, Result};
 pub use float::Float;
-pub use identity::{
-    cosine_class_matrix_from_class_sums, cosine_class_matrix_from_unit_grads, UNIT_NORM_TOL,
-};
+pub use identity::{cosine_class_matrix_from_class_sums, cosine_class_matrix_from_unit_grads, UNIT_NORM_TOL};
 pub use io::{write_atomic, write_class_csv, write_curve_csv, write_json};
 pub use settings::{StiffnessSettings, SCHEMA_VERSION};
 pub use superclass::{superclass_block_score, BlockScore};

@@ -29,12 +29,7 @@ pub struct StiffnessSettings {
 
 impl Default for StiffnessSettings {
     fn default() -> Self {
-        Self {
-            zero_tol: 0.0,
-            cos_tol: 1e-3,
-            sym_tol: 1e-4,
-            allow_empty_classes: false,
-        }
+        Self { zero_tol: 0.0, cos_tol: 1e-3, sym_tol: 1e-4, allow_empty_classes: false }
     }
 }
 
@@ -44,10 +39,7 @@ impl StiffnessSettings {
             if v.is_finite() && v >= 0.0 {
                 Ok(())
             } else {
-                Err(AnalysisError::InvalidSetting {
-                    what,
-                    reason: format!("must be finite and >= 0, got {v}"),
-                })
+                Err(AnalysisError::InvalidSetting { what, reason: format!("must be finite and >= 0, got {v}") })
             }
         };
         check("zero_tol", self.zero_tol)?;

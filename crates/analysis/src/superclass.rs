@@ -77,15 +77,10 @@ pub fn superclass_block_score(
 ) -> Result<BlockScore> {
     let k = c.num_classes();
     if fine_to_coarse.len() != k {
-        return Err(AnalysisError::LengthMismatch {
-            what: "fine_to_coarse",
-            expected: k,
-            got: fine_to_coarse.len(),
-        });
+        return Err(AnalysisError::LengthMismatch { what: "fine_to_coarse", expected: k, got: fine_to_coarse.len() });
     }
     let (same, cross, sn, xn) = score(c, fine_to_coarse).ok_or_else(|| AnalysisError::NoData {
-        what: "super-class block score: need cells both within and across super-classes"
-            .to_string(),
+        what: "super-class block score: need cells both within and across super-classes".to_string(),
     })?;
     let observed = same - cross;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -106,11 +101,7 @@ pub fn superclass_block_score(
         }
     }
     let m = null.len() as f64;
-    let null_mean = if null.is_empty() {
-        0.0
-    } else {
-        null.iter().sum::<f64>() / m
-    };
+    let null_mean = if null.is_empty() { 0.0 } else { null.iter().sum::<f64>() / m };
     let null_sd = if null.len() > 1 {
         (null.iter().map(|v| (v - null_mean).powi(2)).sum::<f64>() / (m - 1.0)).sqrt()
     } else {

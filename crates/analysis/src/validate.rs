@@ -10,54 +10,26 @@ use crate::settings::StiffnessSettings;
 
 /// No NaN/inf anywhere in `m`; checked in parallel over rows.
 pub(crate) fn check_finite<F: Float>(what: &'static str, m: ArrayView2<F>) -> Result<()> {
-    let bad = m
-        .axis_iter(Axis(0))
-        .into_par_iter()
-        .enumerate()
-        .find_map_first(|(i, row)| {
-            row.iter()
-                .position(|v| !v.to_f64().is_finite())
-                .map(|j| (i, j, row[j].to_f64()))
+    let bad =
+        m.axis_iter(Axis(0)).into_par_iter().enumerate().find_map_first(|(i, row)| {
+            row.iter().position(|v| !v.to_f64().is_finite()).map(|j| (i, j, row[j].to_f64()))
         });
     match bad {
-        Some((row, col, value)) => Err(AnalysisError::NonFinite {
-            what,
-            row,
-            col,
-            value,
-        }),
+        Some((row, col, value)) => Err(AnalysisError::NonFinite { what, row, col, value }),
         None => Ok(()),
     }
 }
 
 /// Labels: right length, in range.
-pub(crate) fn check_labels(
-    what: &'static str,
-    labels: &[u32],
-    n: usize,
-    num_classes: usize,
-) -> Result<()> {
+pub(crate) fn check_labels(what: &'static str, labels: &[u32], n: usize, num_classes: usize) -> Result<()> {
     if num_classes == 0 {
         return Err(AnalysisError::NoClasses);
     }
     if labels.len() != n {
-        return Err(AnalysisError::LengthMismatch {
-            what,
-            expected: n,
-            got: labels.len(),
-        });
+        return Err(AnalysisError::LengthMismatch { what, expected: n, got: labels.len() });
     }
-    if let Some((index, &label)) = labels
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l as usize >= num_classes)
-    {
-        return Err(AnalysisError::LabelOutOfRange {
-            what,
-            index,
-            label,
-            num_classes,
-        });
+    if let Some((index, &label)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
+        return Err(AnalysisError::LabelOutOfRange { what, index, label, num_classes });
     }
     Ok(())
 }
@@ -76,45 +48,27 @@ pub(crate) fn class_sizes(
     }
     let present: Vec<usize> = (0..num_classes).filter(|&c| sizes[c] > 0).collect();
     if present.len() == 1 {
-        return Err(AnalysisError::SingleClass {
-            what,
-            class: present[0],
-        });
+        return Err(AnalysisError::SingleClass { what, class: present[0] });
     }
     let empty: Vec<usize> = (0..num_classes).filter(|&c| sizes[c] == 0).collect();
     if !empty.is_empty() && !s.allow_empty_classes {
-        return Err(AnalysisError::EmptyClass {
-            what,
-            classes: empty,
-        });
+        return Err(AnalysisError::EmptyClass { what, classes: empty });
     }
     Ok((sizes, empty))
 }
 
 /// Reciprocal norms from squared norms; zero-norm examples get `None` (reported, never divided
 /// by). Errors on negative squared norms and when all are zero.
-pub(crate) fn inv_norms<F: Float>(
-    what: &'static str,
-    diag: ArrayView1<F>,
-) -> Result<(Vec<Option<f64>>, Vec<usize>)> {
+pub(crate) fn inv_norms<F: Float>(what: &'static str, diag: ArrayView1<F>) -> Result<(Vec<Option<f64>>, Vec<usize>)> {
     let mut inv = Vec::with_capacity(diag.len());
     let mut zero = Vec::new();
     for (i, v) in diag.iter().enumerate() {
         let v = v.to_f64();
         if !v.is_finite() {
-            return Err(AnalysisError::NonFinite {
-                what,
-                row: i,
-                col: i,
-                value: v,
-            });
+            return Err(AnalysisError::NonFinite { what, row: i, col: i, value: v });
         }
         if v < 0.0 {
-            return Err(AnalysisError::NegativeDiagonal {
-                what,
-                index: i,
-                value: v,
-            });
+            return Err(AnalysisError::NegativeDiagonal { what, index: i, value: v });
         }
         if v == 0.0 {
             zero.push(i);
@@ -124,10 +78,7 @@ pub(crate) fn inv_norms<F: Float>(
         }
     }
     if !inv.is_empty() && zero.len() == inv.len() {
-        return Err(AnalysisError::AllZeroGradients {
-            what,
-            n: inv.len(),
-        });
+        return Err(AnalysisError::AllZeroGradients { what, n: inv.len() });
     }
     Ok((inv, zero))
 }
@@ -147,11 +98,7 @@ pub(crate) fn check_square<F: Float>(k: ArrayView2<F>) -> Result<usize> {
 
 /// Symmetry within `sym_tol * |g_i||g_j|` (a tolerance in cosine units), scanned in tiles so
 /// the transposed reads stay in cache. Zero-norm rows must match exactly.
-pub(crate) fn check_symmetric<F: Float>(
-    k: ArrayView2<F>,
-    inv: &[Option<f64>],
-    sym_tol: f64,
-) -> Result<()> {
+pub(crate) fn check_symmetric<F: Float>(k: ArrayView2<F>, inv: &[Option<f64>], sym_tol: f64) -> Result<()> {
     const TILE: usize = 64;
     let n = k.nrows();
     let tiles = n.div_ceil(TILE);

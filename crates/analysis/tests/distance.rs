@@ -31,13 +31,11 @@ fn matches_naive_oracle_all_filters() {
     // (checked below), so the f32 and f64 distances fall into the same bins.
     let bins = BinSpec { bins: 7, lo: 0.0, hi: 2.0 };
     for filter in [PairFilter::All, PairFilter::WithinClass, PairFilter::BetweenClass] {
-        let curve = distance_curve(
-            k.view(), x32.view(), &labels, filter, &bins, &StiffnessSettings::default(),
-        )
-        .unwrap();
+        let curve =
+            distance_curve(k.view(), x32.view(), &labels, filter, &bins, &StiffnessSettings::default()).unwrap();
         let mut cnt = vec![0u64; 7];
-        let mut ssum = vec![0.0; 7];
-        let mut csum = vec![0.0; 7];
+        let mut ssum = [0.0; 7];
+        let mut csum = [0.0; 7];
         for i in 0..n {
             for j in (i + 1)..n {
                 let keep = match filter {
@@ -84,7 +82,11 @@ fn cosine_stiffness_of_the_representation_itself_is_one_minus_distance() {
     let x32 = x.mapv(|v| v as f32);
     let labels = vec![0u32; n];
     let curve = distance_curve(
-        k.view(), x32.view(), &labels, PairFilter::All, &BinSpec::default(),
+        k.view(),
+        x32.view(),
+        &labels,
+        PairFilter::All,
+        &BinSpec::default(),
         &StiffnessSettings::default(),
     )
     .unwrap();
@@ -104,7 +106,11 @@ fn cosine_stiffness_of_the_representation_itself_is_one_minus_distance() {
     // Sign stiffness is +1 below d = 1 and -1 above.
     for (m, c) in curve.sign_mean.iter().zip(&curve.centres) {
         if let Some(m) = m {
-            if *c < 0.95 { assert_eq!(*m, 1.0) } else if *c > 1.05 { assert_eq!(*m, -1.0) }
+            if *c < 0.95 {
+                assert_eq!(*m, 1.0)
+            } else if *c > 1.05 {
+                assert_eq!(*m, -1.0)
+            }
         }
     }
     assert_eq!(curve.cos_centres[0], 1.0 - curve.centres[0]);
@@ -123,8 +129,7 @@ fn one_pair_per_bin(bins: &BinSpec, ys: &[Option<f64>]) -> DistanceCurve {
             m
         })
         .collect();
-    DistanceCurve::from_moments(*bins, PairFilter::All, StiffnessSettings::default(), m.clone(), m)
-        .unwrap()
+    DistanceCurve::from_moments(*bins, PairFilter::All, StiffnessSettings::default(), m.clone(), m).unwrap()
 }
 
 proptest! {
@@ -145,7 +150,7 @@ proptest! {
             .enumerate()
             .map(|(b, &c)| {
                 let keep = b == 0 || (c - beta).abs() <= bins.width() || !holes[b];
-                keep.then(|| alpha * (beta - c))
+                keep.then_some(alpha * (beta - c))
             })
             .collect();
         let curve = one_pair_per_bin(&bins, &ys);
@@ -196,20 +201,14 @@ proptest! {
 fn crossing_edge_cases() {
     let bins = BinSpec { bins: 4, lo: 0.0, hi: 2.0 }; // centres 0.25, 0.75, 1.25, 1.75
     let c = one_pair_per_bin(&bins, &[Some(-0.2), Some(0.3), None, None]);
-    assert_eq!(
-        c.first_zero_crossing(StiffnessKind::Sign),
-        Crossing::StartsNegative { distance: 0.25, value: -0.2 }
-    );
+    assert_eq!(c.first_zero_crossing(StiffnessKind::Sign), Crossing::StartsNegative { distance: 0.25, value: -0.2 });
     let c = one_pair_per_bin(&bins, &[Some(0.5), Some(0.4), None, Some(0.1)]);
     assert!(matches!(c.first_zero_crossing(StiffnessKind::Sign), Crossing::NeverCrosses { .. }));
     // Slowly decreasing line y = 0.5 - 0.1 d: zero at d = 5, beyond hi = 2: not reported as
     // a number.
     let ys: Vec<Option<f64>> = bins.centres().iter().map(|c| Some(0.5 - 0.1 * c)).collect();
     let c = one_pair_per_bin(&bins, &ys);
-    assert!(matches!(
-        c.linear_fit_crossing(StiffnessKind::Sign, FitOver::Bins),
-        Crossing::NeverCrosses { .. }
-    ));
+    assert!(matches!(c.linear_fit_crossing(StiffnessKind::Sign, FitOver::Bins), Crossing::NeverCrosses { .. }));
     let c = one_pair_per_bin(&bins, &[None, None, None, None]);
     assert!(matches!(c.first_zero_crossing(StiffnessKind::Sign), Crossing::NoData { .. }));
     assert!(matches!(c.linear_fit_crossing(StiffnessKind::Sign, FitOver::Pairs), Crossing::NoData { .. }));
@@ -229,8 +228,12 @@ fn several_spaces_and_zero_representation_rows() {
     let labels = vec![0u32; n];
     let s = StiffnessSettings::default();
     let curves = distance_curves(
-        k.view(), &[("input", x.view()), ("l1", y.view())], &labels, PairFilter::All,
-        &BinSpec::default(), &s,
+        k.view(),
+        &[("input", x.view()), ("l1", y.view())],
+        &labels,
+        PairFilter::All,
+        &BinSpec::default(),
+        &s,
     )
     .unwrap();
     assert_eq!(curves[0].space.as_deref(), Some("input"));

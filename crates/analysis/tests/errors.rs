@@ -15,19 +15,13 @@ fn k3() -> Array2<f64> {
 #[test]
 fn non_square() {
     let k = Array2::<f64>::zeros((2, 3));
-    assert!(matches!(
-        class_stiffness(k.view(), &[0, 1], 2, &s()),
-        Err(AnalysisError::NotSquare { rows: 2, cols: 3 })
-    ));
+    assert!(matches!(class_stiffness(k.view(), &[0, 1], 2, &s()), Err(AnalysisError::NotSquare { rows: 2, cols: 3 })));
 }
 
 #[test]
 fn too_few_examples() {
     let k = array![[1.0f32]];
-    assert!(matches!(
-        class_stiffness(k.view(), &[0], 2, &s()),
-        Err(AnalysisError::TooFewExamples { n: 1, .. })
-    ));
+    assert!(matches!(class_stiffness(k.view(), &[0], 2, &s()), Err(AnalysisError::TooFewExamples { n: 1, .. })));
 }
 
 #[test]
@@ -151,10 +145,7 @@ fn bad_settings() {
 #[test]
 fn no_within_pairs() {
     // Every class a singleton: no within-class pair exists.
-    assert!(matches!(
-        class_stiffness(k3().view(), &[0, 1, 2], 3, &s()),
-        Err(AnalysisError::NoData { .. })
-    ));
+    assert!(matches!(class_stiffness(k3().view(), &[0, 1, 2], 3, &s()), Err(AnalysisError::NoData { .. })));
 }
 
 #[test]
@@ -174,10 +165,7 @@ fn superclass_mismatch_and_no_cells() {
         Err(AnalysisError::LengthMismatch { what: "fine_to_coarse", .. })
     ));
     // Each fine class its own super-class: no same-super off-diagonal cell.
-    assert!(matches!(
-        superclass_block_score(&c.sign, &[0, 1], 10, 0),
-        Err(AnalysisError::NoData { .. })
-    ));
+    assert!(matches!(superclass_block_score(&c.sign, &[0, 1], 10, 0), Err(AnalysisError::NoData { .. })));
 }
 
 #[test]
@@ -185,8 +173,13 @@ fn rectangular_norm_lengths() {
     let k = Array2::<f64>::ones((2, 3));
     assert!(matches!(
         rectangular_class_stiffness(
-            k.view(), array![1.0, 1.0].view(), array![1.0, 1.0].view(),
-            &[0, 1], &[0, 1, 1], 2, &s()
+            k.view(),
+            array![1.0, 1.0].view(),
+            array![1.0, 1.0].view(),
+            &[0, 1],
+            &[0, 1, 1],
+            2,
+            &s()
         ),
         Err(AnalysisError::LengthMismatch { what: "col_sq_norms", expected: 3, got: 2 })
     ));

@@ -16,12 +16,7 @@ fn close(a: f64, b: f64) -> bool {
 ///      [0, 0, 9, 3],
 ///      [-1,-2,3, 2]]
 fn k4() -> Array2<f64> {
-    array![
-        [1.0, 2.0, 0.0, -1.0],
-        [2.0, 4.0, 0.0, -2.0],
-        [0.0, 0.0, 9.0, 3.0],
-        [-1.0, -2.0, 3.0, 2.0]
-    ]
+    array![[1.0, 2.0, 0.0, -1.0], [2.0, 4.0, 0.0, -2.0], [0.0, 0.0, 9.0, 3.0], [-1.0, -2.0, 3.0, 2.0]]
 }
 
 #[test]
@@ -111,10 +106,7 @@ fn f32_and_f64_inputs_agree() {
 fn zero_tol_is_applied_and_recorded() {
     // With zero_tol = 1.5, |K01| = 2 keeps sign +1 but |K03| = 1 becomes 0:
     // C_sign[0,1] = (0 + 0 + 0 - 1)/4 = -1/4 (only K13 = -2 survives).
-    let s = StiffnessSettings {
-        zero_tol: 1.5,
-        ..Default::default()
-    };
+    let s = StiffnessSettings { zero_tol: 1.5, ..Default::default() };
     let c = class_stiffness(k4().view(), &[0, 0, 1, 1], 2, &s).unwrap();
     assert!(close(c.sign.values[[0, 1]], -0.25));
     assert_eq!(c.settings.zero_tol, 1.5);
@@ -164,10 +156,7 @@ fn superclass_strong_blocks_and_null() {
     assert_eq!(b.cross_super_cells, k * (k - 1) - 60);
     assert!(close(b.p_value, 1.0 / 1000.0));
     // Flat matrix: every shuffle scores exactly 0 >= observed 0, so p = 1.
-    let flat = ClassMatrix {
-        values: Array2::from_elem((k, k), 0.3),
-        ..m
-    };
+    let flat = ClassMatrix { values: Array2::from_elem((k, k), 0.3), ..m };
     let b = superclass_block_score(&flat, &coarse, 99, 3).unwrap();
     assert!(close(b.observed, 0.0));
     assert!(close(b.p_value, 1.0));

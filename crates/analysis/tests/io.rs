@@ -42,7 +42,11 @@ fn curve_json_and_csv() {
     let k = array![[1.0f32, 0.5, -0.2], [0.5, 1.0, 0.1], [-0.2, 0.1, 1.0]];
     let x = array![[1.0f32, 0.0], [1.0, 1.0], [0.0, 1.0]];
     let curve = distance_curve(
-        k.view(), x.view(), &[0, 1, 1], PairFilter::All, &BinSpec::default(),
+        k.view(),
+        x.view(),
+        &[0, 1, 1],
+        PairFilter::All,
+        &BinSpec::default(),
         &StiffnessSettings::default(),
     )
     .unwrap()

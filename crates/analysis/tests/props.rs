@@ -12,17 +12,13 @@ use stiff_analysis::*;
 fn case() -> impl Strategy<Value = (Array2<f64>, Vec<u32>, usize)> {
     (2usize..5, 0usize..12, 1usize..5).prop_flat_map(|(c, extra, p)| {
         let n = c + extra.max(1);
-        (
-            proptest::collection::vec(-2i32..=2, n * p),
-            proptest::collection::vec(0u32..c as u32, n),
-        )
+        (proptest::collection::vec(-2i32..=2, n * p), proptest::collection::vec(0u32..c as u32, n))
             .prop_map(move |(gv, mut labels)| {
                 // Every class present: the first c examples take classes 0..c.
                 for (a, l) in labels.iter_mut().take(c).enumerate() {
                     *l = a as u32;
                 }
-                let g = Array2::from_shape_vec((n, p), gv.into_iter().map(f64::from).collect())
-                    .unwrap();
+                let g = Array2::from_shape_vec((n, p), gv.into_iter().map(f64::from).collect()).unwrap();
                 (g, labels, c)
             })
             // All-zero G is the AllZeroGradients error, tested separately.

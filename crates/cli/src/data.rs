@@ -33,10 +33,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             } else {
                 vec![dataset.parse::<DatasetName>()?]
             };
-            let root = match data_dir.or_else(|| std::env::var_os(stiff_data::DATA_DIR_ENV).map(PathBuf::from)) {
-                Some(d) => d,
-                None => stiff_data::default_cache_dir().context("no user cache directory; pass --data-dir")?,
-            };
+            let root = fetch_root(data_dir.as_deref())?;
             for name in names {
                 let report = stiff_data::download::fetch(name, &root, mirror.as_deref(), true)?;
                 for f in &report.files {
@@ -58,4 +55,26 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Where downloads go: `--data-dir`, else `STIFF_DATA_DIR`, else the user cache.
+fn fetch_root(data_dir: Option<&std::path::Path>) -> Result<PathBuf> {
+    match data_dir.map(PathBuf::from).or_else(|| std::env::var_os(stiff_data::DATA_DIR_ENV).map(PathBuf::from)) {
+        Some(d) => Ok(d),
+        None => stiff_data::default_cache_dir().context("no user cache directory; pass --data-dir"),
+    }
+}
+
+/// Downloads each dataset in `names` that cannot be found (so the main job works on a fresh machine).
+pub fn fetch_missing(names: &[DatasetName], data_dir: Option<&std::path::Path>) -> Result<()> {
+    for &name in names {
+        if stiff_data::locate(name, data_dir).is_ok() {
+            continue;
+        }
+        let root = fetch_root(data_dir)?;
+        eprintln!("{name} not found; downloading it into {} (use --no-fetch to skip)", root.display());
+        stiff_data::download::fetch(name, &root, None, true)
+            .with_context(|| format!("{name} is needed and could not be downloaded"))?;
+    }
+    Ok(())
 }

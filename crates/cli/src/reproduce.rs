@@ -41,6 +41,9 @@ pub struct ReproduceArgs {
     /// Run only these ids (repeatable).
     #[arg(long)]
     only: Vec<String>,
+    /// Do not download missing datasets (by default they are fetched into the data dir or the user cache).
+    #[arg(long)]
+    no_fetch: bool,
     /// Run the K-th of N shards (0-based K), e.g. a Slurm array task: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
     #[arg(long)]
     shard: Option<String>,
@@ -48,6 +51,10 @@ pub struct ReproduceArgs {
 
 pub fn run(args: ReproduceArgs) -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
+    if !args.no_fetch && !args.list_runs {
+        let needed = stiff_experiments::registry::datasets_for(&args.figure);
+        crate::data::fetch_missing(&needed, args.data_dir.as_deref())?;
+    }
     let opts = ReproduceOptions {
         figure: args.figure,
         quick: args.quick,

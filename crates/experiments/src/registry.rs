@@ -52,3 +52,13 @@ pub fn table() -> String {
     s.push_str("\n`all` runs every figure whose data is present. Figs 8-10 share one learning-rate sweep.\n");
     s
 }
+
+/// The datasets a figure (or `all`) needs.
+pub fn datasets_for(figure: &str) -> Vec<stiff_data::DatasetName> {
+    use stiff_data::DatasetName::{FashionMnist, Mnist};
+    match figure {
+        "fig9" => vec![Mnist],
+        "fig8" | "fig10" | "all" => vec![Mnist, FashionMnist],
+        _ => vec![],
+    }
+}

@@ -116,29 +116,29 @@ pub(crate) fn plan(model: &Model, opts: &GramOptions, n_total: usize, n_max: usi
     if outputs >= budget {
         return Err(GradKernelError::OverBudget { what: "the per-layer Gram matrices".into(), needed: outputs, budget });
     }
-    let mut avail = budget - outputs;
-    let cache = n_total.saturating_mul(factor_pe) <= avail / 2;
-    if cache {
-        avail -= n_total * factor_pe;
-    }
+    let avail_all = budget - outputs;
     let pass_pe = pass_bytes(model) + transient_pe;
     // Block temporaries: two products, their elementwise product, the running sum, the host copy.
     let per_c2 = ae * 6;
-    let fits = |c: usize| {
-        let factors = if cache { 0 } else { 2 * c * factor_pe };
+    let fits = |c: usize, cache: bool| {
+        let (avail, factors) =
+            if cache { (avail_all.saturating_sub(n_total * factor_pe), 0) } else { (avail_all, 2 * c * factor_pe) };
         c * pass_pe + factors + c * c * per_c2 <= avail
     };
+    // Keep every chunk's factors when they take at most half the budget and one example still fits.
+    let cache = n_total.saturating_mul(factor_pe) <= avail_all / 2 && fits(1, true);
     let mut c = n_max.max(1);
-    while c > 1 && !fits(c) {
+    while c > 1 && !fits(c, cache) {
         c = (c * 9 / 10).min(c - 1);
     }
-    if !fits(c) {
+    if !fits(c, cache) {
         return Err(GradKernelError::OverBudget {
             what: "one example's forward/backward pass and factors".into(),
-            needed: pass_pe + 2 * factor_pe + per_c2,
-            budget: avail,
+            needed: pass_pe + 2 * factor_pe + per_c2 + outputs,
+            budget,
         });
     }
+    let avail = if cache { avail_all - n_total * factor_pe } else { avail_all };
     // Ghost products hold (rows*S)^2 temporaries, three at a time.
     let max_s = layers
         .iter()

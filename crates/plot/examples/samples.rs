@@ -6,9 +6,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use stiff_plot::{
-    heatmap_figure, line_figure, Heatmap, HeatmapFigure, LineFigure, Panel, SecondaryAxis, Series,
-};
+use stiff_plot::{heatmap_figure, line_figure, Heatmap, HeatmapFigure, LineFigure, Panel, SecondaryAxis, Series};
 
 /// Deterministic stand-in for noise in [-1, 1] (no RNG needed for a picture).
 fn wiggle(i: usize, k: f64) -> f64 {
@@ -17,25 +15,14 @@ fn wiggle(i: usize, k: f64) -> f64 {
 
 fn fig2() -> LineFigure {
     let x: Vec<f64> = (0..120).map(|i| i as f64 * 5_000.0).collect();
-    let train: Vec<f64> = x
-        .iter()
-        .map(|v| 2.3 * (-v / 80_000.0).exp() + 0.02)
-        .collect();
-    let val: Vec<f64> = x
-        .iter()
-        .map(|v| 2.3 * (-v / 80_000.0).exp() + 0.1 + (v / 600_000.0).powi(2) * 0.6)
-        .collect();
-    let within: Vec<f64> = x
-        .iter()
-        .map(|v| 0.35 + 0.3 * (1.0 - (-v / 50_000.0).exp()) - 0.4 * (v / 600_000.0).powi(2))
-        .collect();
+    let train: Vec<f64> = x.iter().map(|v| 2.3 * (-v / 80_000.0).exp() + 0.02).collect();
+    let val: Vec<f64> = x.iter().map(|v| 2.3 * (-v / 80_000.0).exp() + 0.1 + (v / 600_000.0).powi(2) * 0.6).collect();
+    let within: Vec<f64> =
+        x.iter().map(|v| 0.35 + 0.3 * (1.0 - (-v / 50_000.0).exp()) - 0.4 * (v / 600_000.0).powi(2)).collect();
     let between: Vec<f64> = x
         .iter()
         .enumerate()
-        .map(|(i, v)| {
-            0.25 * (1.0 - (-v / 60_000.0).exp()) - 0.3 * (v / 600_000.0).powi(2)
-                + 0.01 * wiggle(i, 1.0)
-        })
+        .map(|(i, v)| 0.25 * (1.0 - (-v / 60_000.0).exp()) - 0.3 * (v / 600_000.0).powi(2) + 0.01 * wiggle(i, 1.0))
         .collect();
     LineFigure {
         title: "Fig 2 (sample): FC on MNIST".into(),
@@ -46,15 +33,11 @@ fn fig2() -> LineFigure {
             y_label: "cross-entropy loss".into(),
             series: vec![
                 Series::new("train loss", x.clone(), train),
-                Series::new("val loss", x.clone(), val)
-                    .with_marker(290_000.0, "onset of overfitting"),
+                Series::new("val loss", x.clone(), val).with_marker(290_000.0, "onset of overfitting"),
             ],
             secondary: Some(SecondaryAxis {
                 label: "sign stiffness".into(),
-                series: vec![
-                    Series::new("within-class", x.clone(), within),
-                    Series::new("between-class", x, between),
-                ],
+                series: vec![Series::new("within-class", x.clone(), within), Series::new("between-class", x, between)],
                 y_range: Some((-0.2, 1.0)),
                 hline: Some(0.0),
             }),
@@ -96,32 +79,18 @@ fn fig8() -> LineFigure {
             });
         }
     }
-    LineFigure {
-        title: "Fig 8 (sample): between-class stiffness vs learning rate".into(),
-        panels,
-        columns: 2,
-    }
+    LineFigure { title: "Fig 8 (sample): between-class stiffness vs learning rate".into(), panels, columns: 2 }
 }
 
 fn fig9() -> LineFigure {
     let d: Vec<f64> = (0..60).map(|i| i as f64 / 59.0 * 2.0).collect();
     let mut series = Vec::new();
-    for (k, name) in ["input", "layer 1", "layer 2", "layer 3"]
-        .iter()
-        .enumerate()
-    {
+    for (k, name) in ["input", "layer 1", "layer 2", "layer 3"].iter().enumerate() {
         let xi = 1.2 - 0.25 * k as f64;
-        let y: Vec<f64> = d
-            .iter()
-            .enumerate()
-            .map(|(i, x)| 0.8 * (xi - x) / (1.0 + x) + 0.02 * wiggle(i, k as f64))
-            .collect();
+        let y: Vec<f64> =
+            d.iter().enumerate().map(|(i, x)| 0.8 * (xi - x) / (1.0 + x) + 0.02 * wiggle(i, k as f64)).collect();
         let e: Vec<f64> = d.iter().map(|x| 0.03 + 0.04 * x).collect();
-        series.push(
-            Series::new(*name, d.clone(), y)
-                .with_err(e)
-                .with_marker(xi, format!("xi = {xi:.2}")),
-        );
+        series.push(Series::new(*name, d.clone(), y).with_err(e).with_marker(xi, format!("xi = {xi:.2}")));
     }
     LineFigure {
         title: String::new(),
@@ -159,12 +128,7 @@ fn class_matrix(n: usize, stage: f64, block: usize) -> Vec<Vec<f64>> {
 
 fn fig3() -> HeatmapFigure {
     let names: Vec<String> = (0..10).map(|i| i.to_string()).collect();
-    let stages = [
-        ("initialisation", 0.0),
-        ("early", 0.5),
-        ("late", 1.0),
-        ("overfit", 0.3),
-    ];
+    let stages = [("initialisation", 0.0), ("early", 0.5), ("late", 1.0), ("overfit", 0.3)];
     let panels = stages
         .iter()
         .map(|(name, s)| {
@@ -173,7 +137,7 @@ fn fig3() -> HeatmapFigure {
                 values[3][7] = f64::NAN; // a class pair with no data
             }
             Heatmap {
-                title: format!("{name}"),
+                title: name.to_string(),
                 values,
                 row_labels: names.clone(),
                 col_labels: names.clone(),
@@ -182,11 +146,7 @@ fn fig3() -> HeatmapFigure {
             }
         })
         .collect();
-    HeatmapFigure {
-        title: "Fig 3 (sample): class stiffness, FC on MNIST".into(),
-        panels,
-        columns: 2,
-    }
+    HeatmapFigure { title: "Fig 3 (sample): class stiffness, FC on MNIST".into(), panels, columns: 2 }
 }
 
 fn fig7() -> HeatmapFigure {
@@ -214,29 +174,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::env::args()
         .nth(1)
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/plot-samples")
-        });
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/plot-samples"));
     std::fs::create_dir_all(&out)?;
+    let out = out.canonicalize()?;
     let t = Instant::now();
     let lines = [("fig2", fig2()), ("fig8", fig8()), ("fig9", fig9())];
     for (name, fig) in lines {
         let t0 = Instant::now();
         let files = line_figure(&fig, &out.join(name))?;
-        println!(
-            "{:>7.1} ms  {}",
-            t0.elapsed().as_secs_f64() * 1e3,
-            files[0].display()
-        );
+        println!("{:>7.1} ms  {}", t0.elapsed().as_secs_f64() * 1e3, files[0].display());
     }
     for (name, fig) in [("fig3", fig3()), ("fig7", fig7())] {
         let t0 = Instant::now();
         let files = heatmap_figure(&fig, &out.join(name))?;
-        println!(
-            "{:>7.1} ms  {}",
-            t0.elapsed().as_secs_f64() * 1e3,
-            files[0].display()
-        );
+        println!("{:>7.1} ms  {}", t0.elapsed().as_secs_f64() * 1e3, files[0].display());
     }
     println!("total {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     Ok(())

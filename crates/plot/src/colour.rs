@@ -41,16 +41,9 @@ pub fn diverging_colour(value: f64, (lo, hi): (f64, f64)) -> RGBColor {
     if value.is_nan() {
         return NAN_GREY;
     }
-    let t = if value >= 0.0 {
-        value / hi
-    } else {
-        -value / lo
-    };
+    let t = if value >= 0.0 { value / hi } else { -value / lo };
     let t = t.clamp(-1.0, 1.0);
-    let k = STOPS
-        .windows(2)
-        .position(|w| t <= w[1].0)
-        .unwrap_or(STOPS.len() - 2);
+    let k = STOPS.windows(2).position(|w| t <= w[1].0).unwrap_or(STOPS.len() - 2);
     let (t0, c0) = STOPS[k];
     let (t1, c1) = STOPS[k + 1];
     let f = (t - t0) / (t1 - t0);
@@ -81,14 +74,8 @@ mod tests {
 
     #[test]
     fn out_of_range_clamps_and_nan_is_grey() {
-        assert_eq!(
-            diverging_colour(7.0, (-1.0, 1.0)),
-            diverging_colour(1.0, (-1.0, 1.0))
-        );
-        assert_eq!(
-            diverging_colour(-7.0, (-1.0, 1.0)),
-            diverging_colour(-1.0, (-1.0, 1.0))
-        );
+        assert_eq!(diverging_colour(7.0, (-1.0, 1.0)), diverging_colour(1.0, (-1.0, 1.0)));
+        assert_eq!(diverging_colour(-7.0, (-1.0, 1.0)), diverging_colour(-1.0, (-1.0, 1.0)));
         assert_eq!(diverging_colour(f64::NAN, (-1.0, 1.0)), NAN_GREY);
     }
 

@@ -24,12 +24,7 @@ pub enum PlotError {
 
     /// A confidence half-width is negative.
     #[error("panel `{panel}`, series `{series}`: y_err[{index}] = {value} is negative (half-widths must be >= 0)")]
-    NegativeError {
-        panel: String,
-        series: String,
-        index: usize,
-        value: f64,
-    },
+    NegativeError { panel: String, series: String, index: usize, value: f64 },
 
     /// An axis or colour range is not finite or not increasing (or, for a heatmap, does not
     /// contain 0).
@@ -45,20 +40,11 @@ pub enum PlotError {
 
     /// A heatmap has no rows or no columns.
     #[error("heatmap `{panel}` has no values ({rows} rows, {cols} columns)")]
-    EmptyHeatmap {
-        panel: String,
-        rows: usize,
-        cols: usize,
-    },
+    EmptyHeatmap { panel: String, rows: usize, cols: usize },
 
     /// A heatmap row has a different length from row 0.
     #[error("heatmap `{panel}`: row {row} has {got} values, row 0 has {expected}")]
-    RaggedHeatmap {
-        panel: String,
-        row: usize,
-        got: usize,
-        expected: usize,
-    },
+    RaggedHeatmap { panel: String, row: usize, got: usize, expected: usize },
 
     /// The number of row or column labels does not match the matrix.
     #[error("heatmap `{panel}`: {got} {axis} labels for {expected} {axis}s")]
@@ -72,11 +58,7 @@ pub enum PlotError {
 
     /// A group boundary is 0 or not inside the matrix.
     #[error("heatmap `{panel}`: group boundary {boundary} must satisfy 0 < b < {limit}")]
-    BadGroupBoundary {
-        panel: String,
-        boundary: usize,
-        limit: usize,
-    },
+    BadGroupBoundary { panel: String, boundary: usize, limit: usize },
 
     /// The output stem has no file name.
     #[error("output stem `{path}` has no file name")]

@@ -40,8 +40,7 @@ pub(crate) fn ensure_font() -> Result<(), PlotError> {
 fn register_family(regular: &'static [u8], bold: &'static [u8]) -> Result<(), String> {
     register_font(FONT_FAMILY, FontStyle::Normal, regular)
         .map_err(|_| "not a valid TrueType/OpenType font".to_string())?;
-    register_font(FONT_FAMILY, FontStyle::Bold, bold)
-        .map_err(|_| "not a valid TrueType/OpenType font".to_string())
+    register_font(FONT_FAMILY, FontStyle::Bold, bold).map_err(|_| "not a valid TrueType/OpenType font".to_string())
 }
 
 /// Reads and checks a font file; the bytes are leaked because plotters keeps them for the
@@ -58,20 +57,12 @@ fn read_font(path: &Path) -> Result<&'static [u8], String> {
 
 /// Regular text of `size` pixels in the registered family.
 pub(crate) fn regular(size: f64) -> plotters::style::FontDesc<'static> {
-    plotters::style::FontDesc::new(
-        plotters::style::FontFamily::SansSerif,
-        size,
-        FontStyle::Normal,
-    )
+    plotters::style::FontDesc::new(plotters::style::FontFamily::SansSerif, size, FontStyle::Normal)
 }
 
 /// Bold text of `size` pixels in the registered family.
 pub(crate) fn bold(size: f64) -> plotters::style::FontDesc<'static> {
-    plotters::style::FontDesc::new(
-        plotters::style::FontFamily::SansSerif,
-        size,
-        FontStyle::Bold,
-    )
+    plotters::style::FontDesc::new(plotters::style::FontFamily::SansSerif, size, FontStyle::Bold)
 }
 
 #[cfg(test)]
@@ -96,12 +87,8 @@ mod tests {
     #[test]
     fn embedded_font_is_valid() {
         // The embedded bytes must parse, or every PNG would be text-less.
-        register_font(
-            "stiff-plot-test",
-            FontStyle::Normal,
-            dejavu::sans::regular(),
-        )
-        .map_err(|_| ())
-        .expect("embedded DejaVu Sans parses");
+        register_font("stiff-plot-test", FontStyle::Normal, dejavu::sans::regular())
+            .map_err(|_| ())
+            .expect("embedded DejaVu Sans parses");
     }
 }

@@ -22,14 +22,10 @@ const LABEL_MAX_CHARS: usize = 18;
 
 pub(crate) fn validate(fig: &HeatmapFigure) -> Result<(), PlotError> {
     if fig.panels.is_empty() {
-        return Err(PlotError::EmptyFigure {
-            figure: fig.title.clone(),
-        });
+        return Err(PlotError::EmptyFigure { figure: fig.title.clone() });
     }
     if fig.columns == 0 {
-        return Err(PlotError::ZeroColumns {
-            figure: fig.title.clone(),
-        });
+        return Err(PlotError::ZeroColumns { figure: fig.title.clone() });
     }
     fig.panels.iter().try_for_each(validate_one)
 }
@@ -39,31 +35,14 @@ fn validate_one(h: &Heatmap) -> Result<(), PlotError> {
     let rows = h.values.len();
     let cols = h.values.first().map_or(0, Vec::len);
     if rows == 0 || cols == 0 {
-        return Err(PlotError::EmptyHeatmap {
-            panel: panel(),
-            rows,
-            cols,
-        });
+        return Err(PlotError::EmptyHeatmap { panel: panel(), rows, cols });
     }
     if let Some((row, r)) = h.values.iter().enumerate().find(|(_, r)| r.len() != cols) {
-        return Err(PlotError::RaggedHeatmap {
-            panel: panel(),
-            row,
-            got: r.len(),
-            expected: cols,
-        });
+        return Err(PlotError::RaggedHeatmap { panel: panel(), row, got: r.len(), expected: cols });
     }
-    for (axis, labels, n) in [
-        ("row", &h.row_labels, rows),
-        ("column", &h.col_labels, cols),
-    ] {
+    for (axis, labels, n) in [("row", &h.row_labels, rows), ("column", &h.col_labels, cols)] {
         if !labels.is_empty() && labels.len() != n {
-            return Err(PlotError::LabelCountMismatch {
-                panel: panel(),
-                axis,
-                got: labels.len(),
-                expected: n,
-            });
+            return Err(PlotError::LabelCountMismatch { panel: panel(), axis, got: labels.len(), expected: n });
         }
     }
     let (lo, hi) = h.range;
@@ -78,29 +57,18 @@ fn validate_one(h: &Heatmap) -> Result<(), PlotError> {
     }
     let limit = rows.min(cols);
     if let Some(&b) = h.group_boundaries.iter().find(|&&b| b == 0 || b >= limit) {
-        return Err(PlotError::BadGroupBoundary {
-            panel: panel(),
-            boundary: b,
-            limit,
-        });
+        return Err(PlotError::BadGroupBoundary { panel: panel(), boundary: b, limit });
     }
     Ok(())
 }
 
 pub(crate) fn figure_size(fig: &HeatmapFigure) -> (u32, u32) {
     let (rows, cols) = grid_shape(fig.panels.len(), fig.columns);
-    let title = if fig.title.is_empty() {
-        0
-    } else {
-        crate::line::TITLE_H
-    };
+    let title = if fig.title.is_empty() { 0 } else { crate::line::TITLE_H };
     (cols as u32 * PANEL, rows as u32 * PANEL + title)
 }
 
-pub(crate) fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    fig: &HeatmapFigure,
-) -> Result<(), String> {
+pub(crate) fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &HeatmapFigure) -> Result<(), String> {
     let body = title_band(root, &fig.title)?;
     let (rows, cols) = grid_shape(fig.panels.len(), fig.columns);
     for (h, area) in fig.panels.iter().zip(body.split_evenly((rows, cols))) {
@@ -148,39 +116,23 @@ struct Painter<'a, DB: DrawingBackend> {
 }
 
 impl<DB: DrawingBackend> Painter<'_, DB> {
-    fn text(
-        &self,
-        s: &str,
-        at: (i32, i32),
-        font: FontDesc<'_>,
-        pos: Pos,
-        c: RGBColor,
-    ) -> Result<(), String> {
+    fn text(&self, s: &str, at: (i32, i32), font: FontDesc<'_>, pos: Pos, c: RGBColor) -> Result<(), String> {
         let style = font.color(&c).pos(pos);
-        self.area
-            .draw(&Text::new(s.to_string(), at, style))
-            .map_err(|e| e.to_string())
+        self.area.draw(&Text::new(s.to_string(), at, style)).map_err(|e| e.to_string())
     }
 
     fn width(&self, s: &str, font: FontDesc<'_>) -> Result<i32, String> {
         let style = font.into_text_style(self.area);
-        let (w, _) = self
-            .area
-            .estimate_text_size(s, &style)
-            .map_err(|e| e.to_string())?;
+        let (w, _) = self.area.estimate_text_size(s, &style).map_err(|e| e.to_string())?;
         Ok(w as i32)
     }
 
     fn rect(&self, a: (i32, i32), b: (i32, i32), style: ShapeStyle) -> Result<(), String> {
-        self.area
-            .draw(&Rectangle::new([a, b], style))
-            .map_err(|e| e.to_string())
+        self.area.draw(&Rectangle::new([a, b], style)).map_err(|e| e.to_string())
     }
 
     fn line(&self, a: (i32, i32), b: (i32, i32), style: ShapeStyle) -> Result<(), String> {
-        self.area
-            .draw(&PathElement::new(vec![a, b], style))
-            .map_err(|e| e.to_string())
+        self.area.draw(&PathElement::new(vec![a, b], style)).map_err(|e| e.to_string())
     }
 }
 
@@ -193,22 +145,12 @@ fn draw_one<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &Heatmap) -> R
     let (step_r, step_c) = (label_step(n_r), label_step(n_c));
     let row_labels = labels(&h.row_labels, n_r);
     let col_labels = labels(&h.col_labels, n_c);
-    let fs = if n_r.max(n_c) <= ALL_LABELS_MAX {
-        15.0
-    } else {
-        14.0
-    };
+    let fs = if n_r.max(n_c) <= ALL_LABELS_MAX { 15.0 } else { 14.0 };
     let black = RGBColor(0, 0, 0);
 
     // Title.
     let top = 56;
-    p.text(
-        &h.title,
-        (w / 2, 26),
-        bold(21.0),
-        Pos::new(HPos::Center, VPos::Center),
-        black,
-    )?;
+    p.text(&h.title, (w / 2, 26), bold(21.0), Pos::new(HPos::Center, VPos::Center), black)?;
 
     // Left margin from the widest shown row label.
     let mut max_rw = 0;
@@ -242,11 +184,7 @@ fn draw_one<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &Heatmap) -> R
     };
     let horizontal_bottom = text_h + 16;
     let horizontal = f64::from(max_cw + 8) <= cell_for(horizontal_bottom) * step_c as f64;
-    let bottom = if horizontal {
-        horizontal_bottom
-    } else {
-        max_cw + 18
-    };
+    let bottom = if horizontal { horizontal_bottom } else { max_cw + 18 };
     let cell = cell_for(bottom);
     let px = |k: usize| (k as f64 * cell).round() as i32;
     let (mat_w, mat_h) = (px(n_c), px(n_r));
@@ -264,22 +202,12 @@ fn draw_one<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &Heatmap) -> R
             let (cx, cy) = (x0 + px(j), y0 + px(i));
             p.rect((cx, cy), (x0 + px(j + 1), y0 + px(i + 1)), c.filled())?;
             if annotate && !v.is_nan() {
-                let tc = if is_dark(c) {
-                    RGBColor(255, 255, 255)
-                } else {
-                    black
-                };
+                let tc = if is_dark(c) { RGBColor(255, 255, 255) } else { black };
                 // Normalise "-0.00" to "0.00".
                 let s = format!("{:.2}", if v.abs() < 0.005 { 0.0 } else { v });
                 let half = (cell / 2.0).round() as i32;
                 let centre = (cx + half, cy + half);
-                p.text(
-                    &s,
-                    centre,
-                    regular(value_font),
-                    Pos::new(HPos::Center, VPos::Center),
-                    tc,
-                )?;
+                p.text(&s, centre, regular(value_font), Pos::new(HPos::Center, VPos::Center), tc)?;
             }
         }
     }
@@ -296,36 +224,18 @@ fn draw_one<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &Heatmap) -> R
     for (i, l) in row_labels.iter().enumerate().step_by(step_r) {
         let yc = y0 + ((i as f64 + 0.5) * cell).round() as i32;
         p.line((x0 - 5, yc), (x0, yc), tick)?;
-        p.text(
-            l,
-            (x0 - 8, yc),
-            regular(fs),
-            Pos::new(HPos::Right, VPos::Center),
-            black,
-        )?;
+        p.text(l, (x0 - 8, yc), regular(fs), Pos::new(HPos::Right, VPos::Center), black)?;
     }
     for (j, l) in col_labels.iter().enumerate().step_by(step_c) {
         let xc = x0 + ((j as f64 + 0.5) * cell).round() as i32;
         let yb = y0 + mat_h;
         p.line((xc, yb), (xc, yb + 5), tick)?;
         if horizontal {
-            p.text(
-                l,
-                (xc, yb + 8),
-                regular(fs),
-                Pos::new(HPos::Center, VPos::Top),
-                black,
-            )?;
+            p.text(l, (xc, yb + 8), regular(fs), Pos::new(HPos::Center, VPos::Top), black)?;
         } else {
             // Rotated to read bottom-up, its end next to the matrix.
             let font = regular(fs).transform(FontTransform::Rotate270);
-            p.text(
-                l,
-                (xc, yb + 8),
-                font,
-                Pos::new(HPos::Right, VPos::Center),
-                black,
-            )?;
+            p.text(l, (xc, yb + 8), font, Pos::new(HPos::Right, VPos::Center), black)?;
         }
     }
 
@@ -341,26 +251,14 @@ fn draw_one<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, h: &Heatmap) -> R
         let y = y0 + ((hi - t) / (hi - lo) * mat_h as f64).round() as i32;
         p.line((bx + bar_w, y), (bx + bar_w + 5, y), black.stroke_width(1))?;
         let at = (bx + bar_w + 8, y);
-        p.text(
-            &fmt_linear(*t),
-            at,
-            regular(14.0),
-            Pos::new(HPos::Left, VPos::Center),
-            black,
-        )?;
+        p.text(&fmt_linear(*t), at, regular(14.0), Pos::new(HPos::Left, VPos::Center), black)?;
     }
     if any_nan {
         let y = y0 + mat_h + 14;
         p.rect((bx, y), (bx + bar_w, y + 16), NAN_GREY.filled())?;
         p.rect((bx, y), (bx + bar_w, y + 16), black.stroke_width(1))?;
         let at = (bx + bar_w + 8, y + 8);
-        p.text(
-            "no data",
-            at,
-            regular(14.0),
-            Pos::new(HPos::Left, VPos::Center),
-            black,
-        )?;
+        p.text("no data", at, regular(14.0), Pos::new(HPos::Left, VPos::Center), black)?;
     }
     Ok(())
 }

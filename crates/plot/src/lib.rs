@@ -40,13 +40,7 @@ pub struct Series {
 impl Series {
     /// A series without error bars or markers.
     pub fn new(label: impl Into<String>, x: Vec<f64>, y: Vec<f64>) -> Self {
-        Self {
-            label: label.into(),
-            x,
-            y,
-            y_err: None,
-            markers: Vec::new(),
-        }
+        Self { label: label.into(), x, y, y_err: None, markers: Vec::new() }
     }
 
     /// Adds symmetric confidence half-widths (same length as `y`).

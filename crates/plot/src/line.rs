@@ -10,9 +10,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::colour::palette_colour;
 use crate::font::{bold, regular};
 use crate::ticks::{fmt_linear, fmt_log, log_ticks, nice_ticks, padded_range};
-use crate::{
-    grid_shape, LegendPlacement, LineFigure, Panel, PlotError, Series, ERROR_BAR_MAX_POINTS,
-};
+use crate::{grid_shape, LegendPlacement, LineFigure, Panel, PlotError, Series, ERROR_BAR_MAX_POINTS};
 
 /// Pixels per panel.
 const PANEL_W: u32 = 800;
@@ -58,14 +56,10 @@ impl Ranged for Axis {
 /// Checks shapes and ranges before anything is drawn.
 pub(crate) fn validate(fig: &LineFigure) -> Result<(), PlotError> {
     if fig.panels.is_empty() {
-        return Err(PlotError::EmptyFigure {
-            figure: fig.title.clone(),
-        });
+        return Err(PlotError::EmptyFigure { figure: fig.title.clone() });
     }
     if fig.columns == 0 {
-        return Err(PlotError::ZeroColumns {
-            figure: fig.title.clone(),
-        });
+        return Err(PlotError::ZeroColumns { figure: fig.title.clone() });
     }
     for p in &fig.panels {
         let secondary = p.secondary.iter().flat_map(|s| s.series.iter());
@@ -98,12 +92,7 @@ fn validate_series(panel: &str, s: &Series) -> Result<(), PlotError> {
             return Err(mismatch("y_err", e.len()));
         }
         if let Some((index, &value)) = e.iter().enumerate().find(|(_, v)| **v < 0.0) {
-            return Err(PlotError::NegativeError {
-                panel: panel.to_string(),
-                series: s.label.clone(),
-                index,
-                value,
-            });
+            return Err(PlotError::NegativeError { panel: panel.to_string(), series: s.label.clone(), index, value });
         }
     }
     Ok(())
@@ -139,22 +128,12 @@ pub(crate) fn title_band<DB: DrawingBackend>(
     }
     let (band, body) = root.split_vertically(TITLE_H);
     let (w, h) = band.dim_in_pixel();
-    let style = bold(28.0)
-        .into_text_style(&band)
-        .pos(Pos::new(HPos::Center, VPos::Center));
-    band.draw(&Text::new(
-        title.to_string(),
-        (w as i32 / 2, h as i32 / 2),
-        style,
-    ))
-    .map_err(|e| e.to_string())?;
+    let style = bold(28.0).into_text_style(&band).pos(Pos::new(HPos::Center, VPos::Center));
+    band.draw(&Text::new(title.to_string(), (w as i32 / 2, h as i32 / 2), style)).map_err(|e| e.to_string())?;
     Ok(body)
 }
 
-pub(crate) fn draw<DB: DrawingBackend>(
-    root: &DrawingArea<DB, Shift>,
-    fig: &LineFigure,
-) -> Result<(), String> {
+pub(crate) fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, fig: &LineFigure) -> Result<(), String> {
     let body = title_band(root, &fig.title)?;
     let (rows, cols) = grid_shape(fig.panels.len(), fig.columns);
     for (panel, area) in fig.panels.iter().zip(body.split_evenly((rows, cols))) {
@@ -207,33 +186,17 @@ fn prepare(s: &Series, colour: RGBColor, log_x: bool, suffix: &str) -> Prepared 
     if !run.is_empty() {
         runs.push(run);
     }
-    let markers = s
-        .markers
-        .iter()
-        .filter_map(|(x, l)| map_x(*x, log_x).map(|px| (px, l.clone())))
-        .collect();
-    let label = if s.label.is_empty() {
-        String::new()
-    } else {
-        format!("{}{suffix}", s.label)
-    };
-    Prepared {
-        label,
-        colour,
-        n_points: runs.iter().map(Vec::len).sum(),
-        runs,
-        markers,
-    }
+    let markers = s.markers.iter().filter_map(|(x, l)| map_x(*x, log_x).map(|px| (px, l.clone()))).collect();
+    let label = if s.label.is_empty() { String::new() } else { format!("{}{suffix}", s.label) };
+    Prepared { label, colour, n_points: runs.iter().map(Vec::len).sum(), runs, markers }
 }
 
 /// y extent of the points and their CIs.
 fn y_values(ps: &[Prepared]) -> impl Iterator<Item = f64> + '_ {
-    ps.iter()
-        .flat_map(|p| p.runs.iter().flatten())
-        .flat_map(|&(_, y, e)| {
-            let e = e.unwrap_or(0.0);
-            [y - e, y + e]
-        })
+    ps.iter().flat_map(|p| p.runs.iter().flatten()).flat_map(|&(_, y, e)| {
+        let e = e.unwrap_or(0.0);
+        [y - e, y + e]
+    })
 }
 
 /// Rescales the y values (and half-widths) of `ps` from `from` to `to`.
@@ -247,16 +210,9 @@ fn rescale(ps: &mut [Prepared], from: (f64, f64), to: (f64, f64)) {
     }
 }
 
-fn draw_panel<DB: DrawingBackend>(
-    area: &DrawingArea<DB, Shift>,
-    panel: &Panel,
-) -> Result<(), String> {
-    let mut primary: Vec<Prepared> = panel
-        .series
-        .iter()
-        .enumerate()
-        .map(|(i, s)| prepare(s, palette_colour(i), panel.log_x, ""))
-        .collect();
+fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<(), String> {
+    let mut primary: Vec<Prepared> =
+        panel.series.iter().enumerate().map(|(i, s)| prepare(s, palette_colour(i), panel.log_x, "")).collect();
     let n_primary = primary.len();
     let mut secondary: Vec<Prepared> = panel
         .secondary
@@ -281,25 +237,11 @@ fn draw_panel<DB: DrawingBackend>(
         padded_range(xs.into_iter())
     };
     let hline = panel.hline.filter(|h| h.is_finite());
-    let (y_lo, y_hi) = panel
-        .y_range
-        .unwrap_or_else(|| padded_range(y_values(&primary).chain(hline)));
+    let (y_lo, y_hi) = panel.y_range.unwrap_or_else(|| padded_range(y_values(&primary).chain(hline)));
 
-    let x_ticks = if panel.log_x {
-        log_ticks(x_lo, x_hi)
-    } else {
-        nice_ticks(x_lo, x_hi, 7)
-    };
-    let x_spec = || Axis {
-        lo: x_lo,
-        hi: x_hi,
-        ticks: x_ticks.clone(),
-    };
-    let y_spec = Axis {
-        lo: y_lo,
-        hi: y_hi,
-        ticks: nice_ticks(y_lo, y_hi, 6),
-    };
+    let x_ticks = if panel.log_x { log_ticks(x_lo, x_hi) } else { nice_ticks(x_lo, x_hi, 7) };
+    let x_spec = || Axis { lo: x_lo, hi: x_hi, ticks: x_ticks.clone() };
+    let y_spec = Axis { lo: y_lo, hi: y_hi, ticks: nice_ticks(y_lo, y_hi, 6) };
     let log_x = panel.log_x;
     let x_fmt = move |v: &f64| if log_x { fmt_log(*v) } else { fmt_linear(*v) };
     let y_fmt = |v: &f64| fmt_linear(*v);
@@ -308,16 +250,11 @@ fn draw_panel<DB: DrawingBackend>(
     if !panel.title.is_empty() {
         builder.caption(&panel.title, bold(21.0));
     }
-    builder
-        .margin(12)
-        .x_label_area_size(52)
-        .y_label_area_size(78);
+    builder.margin(12).x_label_area_size(52).y_label_area_size(78);
     if panel.secondary.is_some() {
         builder.right_y_label_area_size(78);
     }
-    let mut chart = builder
-        .build_cartesian_2d(x_spec(), y_spec)
-        .map_err(|e| e.to_string())?;
+    let mut chart = builder.build_cartesian_2d(x_spec(), y_spec).map_err(|e| e.to_string())?;
     // The primary mesh is drawn after `set_secondary_coord`, which takes the right label
     // area away from it; drawn before, the left-axis labels would repeat on the right.
     let mesh = |chart: &mut Chart<'_, DB>| {
@@ -335,10 +272,7 @@ fn draw_panel<DB: DrawingBackend>(
             .map_err(|e| e.to_string())
     };
 
-    let ranges = Ranges {
-        x: (x_lo, x_hi),
-        y: (y_lo, y_hi),
-    };
+    let ranges = Ranges { x: (x_lo, x_hi), y: (y_lo, y_hi) };
     let mut hlines: Vec<f64> = hline.into_iter().collect();
     match &panel.secondary {
         None => {
@@ -346,20 +280,14 @@ fn draw_panel<DB: DrawingBackend>(
             draw_content(&mut chart, &primary, &hlines, ranges, panel.legend)
         }
         Some(sec) => {
-            let (s_lo, s_hi) = sec
-                .y_range
-                .unwrap_or_else(|| padded_range(y_values(&secondary)));
+            let (s_lo, s_hi) = sec.y_range.unwrap_or_else(|| padded_range(y_values(&secondary)));
             let (from, to) = ((s_lo, s_hi), (y_lo, y_hi));
             rescale(&mut secondary, from, to);
             // The right-axis reference line, mapped onto the left axis like its series.
             if let Some(h) = sec.hline.filter(|h| h.is_finite()) {
                 hlines.push(to.0 + (h - from.0) * (to.1 - to.0) / (from.1 - from.0));
             }
-            let s_spec = Axis {
-                lo: s_lo,
-                hi: s_hi,
-                ticks: nice_ticks(s_lo, s_hi, 6),
-            };
+            let s_spec = Axis { lo: s_lo, hi: s_hi, ticks: nice_ticks(s_lo, s_hi, 6) };
             let mut dual = chart.set_secondary_coord(x_spec(), s_spec);
             mesh(&mut dual)?;
             dual.configure_secondary_axes()
@@ -395,12 +323,7 @@ impl Ranges {
 fn clip_segment(a: (f64, f64), b: (f64, f64), r: &Ranges) -> Option<((f64, f64), (f64, f64))> {
     let (dx, dy) = (b.0 - a.0, b.1 - a.1);
     let (mut t0, mut t1) = (0.0f64, 1.0f64);
-    for (p, q) in [
-        (-dx, a.0 - r.x.0),
-        (dx, r.x.1 - a.0),
-        (-dy, a.1 - r.y.0),
-        (dy, r.y.1 - a.1),
-    ] {
+    for (p, q) in [(-dx, a.0 - r.x.0), (dx, r.x.1 - a.0), (-dy, a.1 - r.y.0), (dy, r.y.1 - a.1)] {
         if p == 0.0 {
             if q < 0.0 {
                 return None;
@@ -414,10 +337,7 @@ fn clip_segment(a: (f64, f64), b: (f64, f64), r: &Ranges) -> Option<((f64, f64),
             }
         }
     }
-    (t0 <= t1).then_some((
-        (a.0 + t0 * dx, a.1 + t0 * dy),
-        (a.0 + t1 * dx, a.1 + t1 * dy),
-    ))
+    (t0 <= t1).then_some(((a.0 + t0 * dx, a.1 + t0 * dy), (a.0 + t1 * dx, a.1 + t1 * dy)))
 }
 
 /// Polylines of `run` clipped to the plot rectangle (plotters does not clip paths itself
@@ -451,11 +371,7 @@ fn clip_polyline(run: &[(f64, f64)], r: &Ranges) -> Vec<Vec<(f64, f64)>> {
     out
 }
 
-fn legend_position(
-    placement: LegendPlacement,
-    ps: &[Prepared],
-    r: &Ranges,
-) -> Option<SeriesLabelPosition> {
+fn legend_position(placement: LegendPlacement, ps: &[Prepared], r: &Ranges) -> Option<SeriesLabelPosition> {
     use SeriesLabelPosition::*;
     match placement {
         LegendPlacement::Hidden => None,
@@ -466,12 +382,7 @@ fn legend_position(
         LegendPlacement::Auto => {
             // Count points in each corner (in axis fractions) and take the emptiest,
             // preferring the upper right on ties.
-            let mut counts = [
-                (UpperRight, 0usize),
-                (UpperLeft, 0),
-                (LowerRight, 0),
-                (LowerLeft, 0),
-            ];
+            let mut counts = [(UpperRight, 0usize), (UpperLeft, 0), (LowerRight, 0), (LowerLeft, 0)];
             for &(x, y, _) in ps.iter().flat_map(|p| p.runs.iter().flatten()) {
                 let u = (x - r.x.0) / (r.x.1 - r.x.0);
                 let v = (y - r.y.0) / (r.y.1 - r.y.0);
@@ -500,14 +411,7 @@ fn draw_content<'a, DB: DrawingBackend + 'a>(
 
     for &h in hlines.iter().filter(|h| **h >= r.y.0 && **h <= r.y.1) {
         let style = BLACK.mix(0.7).stroke_width(1);
-        chart
-            .draw_series(DashedLineSeries::new(
-                vec![(r.x.0, h), (r.x.1, h)],
-                8,
-                5,
-                style,
-            ))
-            .map_err(err)?;
+        chart.draw_series(DashedLineSeries::new(vec![(r.x.0, h), (r.x.1, h)], 8, 5, style)).map_err(err)?;
     }
 
     // CIs first so lines stay on top.
@@ -525,9 +429,7 @@ fn draw_content<'a, DB: DrawingBackend + 'a>(
         let style = p.colour.stroke_width(2);
         let dots = p.n_points <= DOT_MAX_POINTS;
         // The labelled (empty) draw gives every series one legend entry, even an empty one.
-        let anno = chart
-            .draw_series(std::iter::empty::<PathElement<(f64, f64)>>())
-            .map_err(err)?;
+        let anno = chart.draw_series(std::iter::empty::<PathElement<(f64, f64)>>()).map_err(err)?;
         if !p.label.is_empty() {
             let c = p.colour;
             // Radius 0 (a dot hidden under the line) keeps one element type for both cases.
@@ -541,15 +443,11 @@ fn draw_content<'a, DB: DrawingBackend + 'a>(
         for run in &p.runs {
             let pts: Vec<(f64, f64)> = run.iter().map(|t| (t.0, t.1)).collect();
             for line in clip_polyline(&pts, &r) {
-                chart
-                    .draw_series(LineSeries::new(line, style))
-                    .map_err(err)?;
+                chart.draw_series(LineSeries::new(line, style)).map_err(err)?;
             }
             if dots {
                 let inside = pts.into_iter().filter(|q| r.contains(*q));
-                chart
-                    .draw_series(inside.map(|q| Circle::new(q, 3, p.colour.filled())))
-                    .map_err(err)?;
+                chart.draw_series(inside.map(|q| Circle::new(q, 3, p.colour.filled()))).map_err(err)?;
             }
         }
     }
@@ -584,23 +482,10 @@ fn draw_band<'a, DB: DrawingBackend + 'a>(
         if part.len() < 2 {
             continue;
         }
-        let upper = part
-            .iter()
-            .map(|&(x, y, e)| (x, r.clamp_y(y + e.unwrap_or(0.0))));
-        let lower = part
-            .iter()
-            .rev()
-            .map(|&(x, y, e)| (x, r.clamp_y(y - e.unwrap_or(0.0))));
-        let poly: Vec<(f64, f64)> = upper
-            .chain(lower)
-            .filter(|q| q.0 >= r.x.0 && q.0 <= r.x.1)
-            .collect();
-        chart
-            .draw_series(std::iter::once(Polygon::new(
-                poly,
-                colour.mix(0.22).filled(),
-            )))
-            .map_err(|e| e.to_string())?;
+        let upper = part.iter().map(|&(x, y, e)| (x, r.clamp_y(y + e.unwrap_or(0.0))));
+        let lower = part.iter().rev().map(|&(x, y, e)| (x, r.clamp_y(y - e.unwrap_or(0.0))));
+        let poly: Vec<(f64, f64)> = upper.chain(lower).filter(|q| q.0 >= r.x.0 && q.0 <= r.x.1).collect();
+        chart.draw_series(std::iter::once(Polygon::new(poly, colour.mix(0.22).filled()))).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -621,9 +506,9 @@ fn draw_error_bars<'a, DB: DrawingBackend + 'a>(
         .collect();
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     chart
-        .draw_series(bars.iter().map(|&(x, lo, hi)| {
-            PathElement::new(vec![(x, r.clamp_y(lo)), (x, r.clamp_y(hi))], style)
-        }))
+        .draw_series(
+            bars.iter().map(|&(x, lo, hi)| PathElement::new(vec![(x, r.clamp_y(lo)), (x, r.clamp_y(hi))], style)),
+        )
         .map_err(err)?;
     // Caps only where the bar end is inside the plot (a clamped end has no cap).
     let caps = bars
@@ -649,14 +534,7 @@ fn draw_markers<'a, DB: DrawingBackend + 'a>(
                 continue;
             }
             let style = p.colour.stroke_width(2);
-            chart
-                .draw_series(DashedLineSeries::new(
-                    vec![(x, r.y.0), (x, r.y.1)],
-                    6,
-                    4,
-                    style,
-                ))
-                .map_err(err)?;
+            chart.draw_series(DashedLineSeries::new(vec![(x, r.y.0), (x, r.y.1)], 6, 4, style)).map_err(err)?;
             if label.is_empty() {
                 continue;
             }
@@ -665,18 +543,10 @@ fn draw_markers<'a, DB: DrawingBackend + 'a>(
             let y = r.y.1 - (0.05 + 0.07 * (k % 5) as f64) * (r.y.1 - r.y.0);
             k += 1;
             let right_side = (x - r.x.0) / (r.x.1 - r.x.0) < 0.7;
-            let (h, dx) = if right_side {
-                (HPos::Left, 6)
-            } else {
-                (HPos::Right, -6)
-            };
-            let text = regular(14.0)
-                .color(&p.colour)
-                .pos(Pos::new(h, VPos::Center));
+            let (h, dx) = if right_side { (HPos::Left, 6) } else { (HPos::Right, -6) };
+            let text = regular(14.0).color(&p.colour).pos(Pos::new(h, VPos::Center));
             chart
-                .draw_series(std::iter::once(
-                    EmptyElement::at((x, y)) + Text::new(label.clone(), (dx, 0), text),
-                ))
+                .draw_series(std::iter::once(EmptyElement::at((x, y)) + Text::new(label.clone(), (dx, 0), text)))
                 .map_err(err)?;
         }
     }
@@ -687,18 +557,12 @@ fn draw_markers<'a, DB: DrawingBackend + 'a>(
 mod tests {
     use super::*;
 
-    const R: Ranges = Ranges {
-        x: (0.0, 10.0),
-        y: (0.0, 1.0),
-    };
+    const R: Ranges = Ranges { x: (0.0, 10.0), y: (0.0, 1.0) };
 
     #[test]
     fn clipping_keeps_inside_and_cuts_at_the_border() {
         // Fully inside: unchanged.
-        assert_eq!(
-            clip_segment((1.0, 0.2), (2.0, 0.4), &R),
-            Some(((1.0, 0.2), (2.0, 0.4)))
-        );
+        assert_eq!(clip_segment((1.0, 0.2), (2.0, 0.4), &R), Some(((1.0, 0.2), (2.0, 0.4))));
         // Crosses y = 1 at x = 1.5 (line from (1, 0.5) to (2, 1.5)).
         let (a, b) = clip_segment((1.0, 0.5), (2.0, 1.5), &R).unwrap();
         assert_eq!(a, (1.0, 0.5));
@@ -718,11 +582,7 @@ mod tests {
 
     #[test]
     fn non_finite_points_split_runs_and_log_drops_non_positive_x() {
-        let s = Series::new(
-            "s",
-            vec![0.0, 0.1, 0.2, 0.3, 1.0],
-            vec![1.0, 2.0, f64::NAN, 3.0, 4.0],
-        );
+        let s = Series::new("s", vec![0.0, 0.1, 0.2, 0.3, 1.0], vec![1.0, 2.0, f64::NAN, 3.0, 4.0]);
         let p = prepare(&s, palette_colour(0), true, "");
         // x = 0 cannot be drawn on log x; NaN y splits the rest into [0.1] and [0.3, 1.0].
         assert_eq!(p.runs.len(), 2);

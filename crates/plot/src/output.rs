@@ -14,18 +14,13 @@ use crate::PlotError;
 /// Fails if the stem has no file name or its directory does not exist.
 pub(crate) fn paths(stem: &Path) -> Result<(PathBuf, PathBuf), PlotError> {
     if stem.file_name().is_none() {
-        return Err(PlotError::BadOutputPath {
-            path: stem.to_path_buf(),
-        });
+        return Err(PlotError::BadOutputPath { path: stem.to_path_buf() });
     }
     let dir = parent_dir(stem);
     if !dir.is_dir() {
         return Err(PlotError::Io {
             path: dir.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::NotFound,
-                "output directory does not exist",
-            ),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "output directory does not exist"),
         });
     }
     Ok((with_suffix(stem, ".png"), with_suffix(stem, ".svg")))
@@ -49,31 +44,19 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
 fn temp_path(target: &Path) -> PathBuf {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = target
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let ext = target
-        .extension()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = target.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = target.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
     parent_dir(target).join(format!(".{name}.{}-{n}.tmp.{ext}", std::process::id()))
 }
 
 fn render_err(path: &Path, message: String) -> PlotError {
-    PlotError::Render {
-        path: path.to_path_buf(),
-        message,
-    }
+    PlotError::Render { path: path.to_path_buf(), message }
 }
 
 fn rename_into_place(tmp: &Path, path: &Path) -> Result<(), PlotError> {
     std::fs::rename(tmp, path).map_err(|source| {
         let _ = std::fs::remove_file(tmp);
-        PlotError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        PlotError::Io { path: path.to_path_buf(), source }
     })
 }
 
@@ -85,17 +68,12 @@ where
     let mut buf = String::new();
     {
         let root = SVGBackend::with_string(&mut buf, size).into_drawing_area();
-        root.fill(&WHITE)
-            .map_err(|e| render_err(path, e.to_string()))?;
+        root.fill(&WHITE).map_err(|e| render_err(path, e.to_string()))?;
         draw(&root).map_err(|m| render_err(path, m))?;
-        root.present()
-            .map_err(|e| render_err(path, e.to_string()))?;
+        root.present().map_err(|e| render_err(path, e.to_string()))?;
     }
     let tmp = temp_path(path);
-    let io = |source| PlotError::Io {
-        path: tmp.clone(),
-        source,
-    };
+    let io = |source| PlotError::Io { path: tmp.clone(), source };
     let written = std::fs::File::create(&tmp).and_then(|mut f| {
         f.write_all(buf.as_bytes())?;
         f.sync_all()

@@ -39,11 +39,7 @@ pub(crate) fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
             cands.push(d as f64 + 2f64.log10());
             cands.push(d as f64 + 5f64.log10());
         }
-        out.extend(
-            cands
-                .into_iter()
-                .filter(|v| *v >= lo - 1e-9 && *v <= hi + 1e-9),
-        );
+        out.extend(cands.into_iter().filter(|v| *v >= lo - 1e-9 && *v <= hi + 1e-9));
     }
     out
 }

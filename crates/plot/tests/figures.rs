@@ -5,8 +5,8 @@ use std::collections::HashSet;
 use std::path::Path;
 
 use stiff_plot::{
-    diverging_colour, heatmap_figure, line_figure, Heatmap, HeatmapFigure, LineFigure, Panel,
-    PlotError, SecondaryAxis, Series, NAN_GREY,
+    diverging_colour, heatmap_figure, line_figure, Heatmap, HeatmapFigure, LineFigure, Panel, PlotError, SecondaryAxis,
+    Series, NAN_GREY,
 };
 
 /// A decoded RGB(A) image.
@@ -37,7 +37,7 @@ impl Image {
     }
 
     fn contains_colour(&self, c: [u8; 3]) -> bool {
-        self.rgb.iter().any(|p| *p == c)
+        self.rgb.contains(&c)
     }
 }
 
@@ -52,15 +52,8 @@ fn read_png(path: &Path) -> Image {
         png::ColorType::Rgba => 4,
         other => panic!("unexpected colour type {other:?}"),
     };
-    let rgb = buf[..info.buffer_size()]
-        .chunks_exact(channels)
-        .map(|p| [p[0], p[1], p[2]])
-        .collect();
-    Image {
-        width: info.width,
-        height: info.height,
-        rgb,
-    }
+    let rgb = buf[..info.buffer_size()].chunks_exact(channels).map(|p| [p[0], p[1], p[2]]).collect();
+    Image { width: info.width, height: info.height, rgb }
 }
 
 /// All character data of `<text>` elements in the SVG (which must parse as XML).
@@ -78,10 +71,7 @@ fn svg_texts(path: &Path) -> Vec<String> {
 }
 
 fn assert_has_text(texts: &[String], want: &str) {
-    assert!(
-        texts.iter().any(|t| t == want),
-        "SVG has no text `{want}`; it has {texts:?}"
-    );
+    assert!(texts.iter().any(|t| t == want), "SVG has no text `{want}`; it has {texts:?}");
 }
 
 /// Distinct colours, to tell a drawn figure from a blank or flat image.
@@ -100,12 +90,8 @@ fn lr_panel(title: &str) -> Panel {
         series: vec![
             Series::new("loss 0.1", lrs.clone(), y).with_err(vec![0.01; 7]),
             Series::new("empty series", vec![], vec![]),
-            Series::new(
-                "loss 0.5",
-                lrs,
-                vec![0.0, -0.01, 0.02, 0.05, 0.04, 0.01, -0.02],
-            )
-            .with_marker(0.05, "zero crossing"),
+            Series::new("loss 0.5", lrs, vec![0.0, -0.01, 0.02, 0.05, 0.04, 0.01, -0.02])
+                .with_marker(0.05, "zero crossing"),
         ],
         hline: Some(0.0),
         ..Default::default()
@@ -126,10 +112,7 @@ fn two_by_two_line_figure_png_and_svg() {
         columns: 2,
     };
     let files = line_figure(&fig, &dir.path().join("fig8")).unwrap();
-    assert_eq!(
-        files,
-        [dir.path().join("fig8.png"), dir.path().join("fig8.svg")]
-    );
+    assert_eq!(files, [dir.path().join("fig8.png"), dir.path().join("fig8.svg")]);
 
     let img = read_png(&files[0]);
     // 2 x 2 panels of 800 x 500 plus the 60-pixel title band (documented size).
@@ -177,8 +160,7 @@ fn secondary_axis_panel_labels_both_axes() {
             series: vec![Series::new("train loss", x.clone(), loss)],
             secondary: Some(SecondaryAxis {
                 label: "stiffness".into(),
-                series: vec![Series::new("between-class", x, stiff)
-                    .with_marker(30_000.0, "onset of overfitting")],
+                series: vec![Series::new("between-class", x, stiff).with_marker(30_000.0, "onset of overfitting")],
                 y_range: Some((-1.0, 1.0)),
                 hline: Some(0.0),
             }),
@@ -211,17 +193,11 @@ fn secondary_axis_panel_labels_both_axes() {
 fn heatmap_figure_small_and_cifar100_sized() {
     let dir = tempfile::tempdir().unwrap();
     let names: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
-    let mut small: Vec<Vec<f64>> = (0..10)
-        .map(|a| (0..10).map(|b| if a == b { 1.0 } else { -0.2 }).collect())
-        .collect();
+    let mut small: Vec<Vec<f64>> =
+        (0..10).map(|a| (0..10).map(|b| if a == b { 1.0 } else { -0.2 }).collect()).collect();
     small[2][3] = f64::NAN;
-    let big: Vec<Vec<f64>> = (0..100)
-        .map(|a| {
-            (0..100)
-                .map(|b| if a / 5 == b / 5 { 0.4 } else { 0.0 })
-                .collect()
-        })
-        .collect();
+    let big: Vec<Vec<f64>> =
+        (0..100).map(|a| (0..100).map(|b| if a / 5 == b / 5 { 0.4 } else { 0.0 }).collect()).collect();
     let fig = HeatmapFigure {
         title: "Class stiffness".into(),
         columns: 2,
@@ -254,41 +230,18 @@ fn heatmap_figure_small_and_cifar100_sized() {
         let k = diverging_colour(v, r);
         [k.0, k.1, k.2]
     };
-    assert!(
-        img.contains_colour(c(1.0, (-1.0, 1.0))),
-        "diagonal colour missing"
-    );
-    assert!(
-        img.contains_colour(c(-0.2, (-1.0, 1.0))),
-        "off-diagonal colour missing"
-    );
-    assert!(
-        img.contains_colour(c(0.4, (-0.5, 0.5))),
-        "block colour missing"
-    );
-    assert!(
-        img.contains_colour([NAN_GREY.0, NAN_GREY.1, NAN_GREY.2]),
-        "NaN cell not grey"
-    );
+    assert!(img.contains_colour(c(1.0, (-1.0, 1.0))), "diagonal colour missing");
+    assert!(img.contains_colour(c(-0.2, (-1.0, 1.0))), "off-diagonal colour missing");
+    assert!(img.contains_colour(c(0.4, (-0.5, 0.5))), "block colour missing");
+    assert!(img.contains_colour([NAN_GREY.0, NAN_GREY.1, NAN_GREY.2]), "NaN cell not grey");
 
     let texts = svg_texts(&files[1]);
-    for want in [
-        "Class stiffness",
-        "ten classes",
-        "hundred classes",
-        "c0",
-        "c9",
-        "no data",
-        "0",
-    ] {
+    for want in ["Class stiffness", "ten classes", "hundred classes", "c0", "c9", "no data", "0"] {
         assert_has_text(&texts, want);
     }
     // 100 classes: every 5th index is labelled, the others are not.
     assert_has_text(&texts, "95");
-    assert!(
-        !texts.iter().any(|t| t == "97"),
-        "label for class 97 should be skipped"
-    );
+    assert!(!texts.iter().any(|t| t == "97"), "label for class 97 should be skipped");
 }
 
 #[test]
@@ -319,29 +272,16 @@ fn one_series(s: Series) -> LineFigure {
     LineFigure {
         title: "bad".into(),
         columns: 1,
-        panels: vec![Panel {
-            title: "p".into(),
-            series: vec![s],
-            ..Default::default()
-        }],
+        panels: vec![Panel { title: "p".into(), series: vec![s], ..Default::default() }],
     }
 }
 
 fn one_heatmap(h: Heatmap) -> HeatmapFigure {
-    HeatmapFigure {
-        title: "bad".into(),
-        columns: 1,
-        panels: vec![h],
-    }
+    HeatmapFigure { title: "bad".into(), columns: 1, panels: vec![h] }
 }
 
 fn square(n: usize) -> Heatmap {
-    Heatmap {
-        title: "h".into(),
-        values: vec![vec![0.0; n]; n],
-        range: (-1.0, 1.0),
-        ..Default::default()
-    }
+    Heatmap { title: "h".into(), values: vec![vec![0.0; n]; n], range: (-1.0, 1.0), ..Default::default() }
 }
 
 #[test]
@@ -356,11 +296,7 @@ fn bad_line_inputs_are_typed_errors_and_write_nothing() {
     let err = line_figure(&fig, &stem).unwrap_err();
     assert!(matches!(err, PlotError::ZeroColumns { .. }), "{err}");
 
-    let err = line_figure(
-        &one_series(Series::new("s", vec![1.0, 2.0], vec![1.0])),
-        &stem,
-    )
-    .unwrap_err();
+    let err = line_figure(&one_series(Series::new("s", vec![1.0, 2.0], vec![1.0])), &stem).unwrap_err();
     assert!(
         matches!(&err, PlotError::LengthMismatch { what: "x", got: 2, expected: 1, series, .. } if series == "s"),
         "{err}"
@@ -368,31 +304,16 @@ fn bad_line_inputs_are_typed_errors_and_write_nothing() {
 
     let s = Series::new("s", vec![1.0], vec![1.0]).with_err(vec![0.1, 0.2]);
     let err = line_figure(&one_series(s), &stem).unwrap_err();
-    assert!(
-        matches!(err, PlotError::LengthMismatch { what: "y_err", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, PlotError::LengthMismatch { what: "y_err", .. }), "{err}");
 
     let s = Series::new("s", vec![1.0, 2.0], vec![1.0, 2.0]).with_err(vec![0.1, -0.2]);
     let err = line_figure(&one_series(s), &stem).unwrap_err();
-    assert!(
-        matches!(err, PlotError::NegativeError { index: 1, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, PlotError::NegativeError { index: 1, .. }), "{err}");
 
     let mut fig = one_series(Series::new("s", vec![1.0], vec![1.0]));
     fig.panels[0].y_range = Some((1.0, 1.0));
     let err = line_figure(&fig, &stem).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PlotError::InvalidRange {
-                what: "y_range",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, PlotError::InvalidRange { what: "y_range", .. }), "{err}");
 
     let fig = one_series(Series::new("s", vec![1.0], vec![1.0]));
     let err = line_figure(&fig, &dir.path().join("missing-dir").join("x")).unwrap_err();
@@ -410,42 +331,17 @@ fn bad_heatmap_inputs_are_typed_errors() {
     let mut h = square(3);
     h.values[1].pop();
     let err = heatmap_figure(&one_heatmap(h), &stem).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PlotError::RaggedHeatmap {
-                row: 1,
-                got: 2,
-                expected: 3,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, PlotError::RaggedHeatmap { row: 1, got: 2, expected: 3, .. }), "{err}");
 
     let mut h = square(3);
     h.row_labels = vec!["a".into(), "b".into()];
     let err = heatmap_figure(&one_heatmap(h), &stem).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PlotError::LabelCountMismatch {
-                axis: "row",
-                got: 2,
-                expected: 3,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, PlotError::LabelCountMismatch { axis: "row", got: 2, expected: 3, .. }), "{err}");
 
     let mut h = square(3);
     h.col_labels = vec!["a".into(); 4];
     let err = heatmap_figure(&one_heatmap(h), &stem).unwrap_err();
-    assert!(
-        matches!(err, PlotError::LabelCountMismatch { axis: "column", .. }),
-        "{err}"
-    );
+    assert!(matches!(err, PlotError::LabelCountMismatch { axis: "column", .. }), "{err}");
 
     let err = heatmap_figure(&one_heatmap(square(0)), &stem).unwrap_err();
     assert!(matches!(err, PlotError::EmptyHeatmap { .. }), "{err}");
@@ -453,31 +349,12 @@ fn bad_heatmap_inputs_are_typed_errors() {
     let mut h = square(3);
     h.range = (0.0, 1.0);
     let err = heatmap_figure(&one_heatmap(h), &stem).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PlotError::InvalidRange {
-                what: "colour range",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, PlotError::InvalidRange { what: "colour range", .. }), "{err}");
 
     let mut h = square(3);
     h.group_boundaries = vec![3];
     let err = heatmap_figure(&one_heatmap(h), &stem).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            PlotError::BadGroupBoundary {
-                boundary: 3,
-                limit: 3,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, PlotError::BadGroupBoundary { boundary: 3, limit: 3, .. }), "{err}");
 
     let err = heatmap_figure(&HeatmapFigure::default(), &stem).unwrap_err();
     assert!(matches!(err, PlotError::EmptyFigure { .. }), "{err}");
@@ -501,4 +378,33 @@ fn rewriting_a_figure_replaces_it() {
     assert_has_text(&texts, "second title");
     assert!(!texts.iter().any(|t| t == "first title"));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+}
+
+/// Runs in a child process (see `bad_font_env_is_a_typed_error`), because the font is
+/// registered once per process and `$STIFF_FONT` is read at that moment.
+#[test]
+#[ignore = "run by bad_font_env_is_a_typed_error in a child process with STIFF_FONT set"]
+fn child_bad_font_env() {
+    let Some(font) = std::env::var_os(stiff_plot::FONT_ENV) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let fig = one_series(Series::new("s", vec![1.0], vec![1.0]));
+    let err = line_figure(&fig, &dir.path().join("f")).unwrap_err();
+    match &err {
+        PlotError::Font { path, .. } => assert_eq!(path.as_os_str(), font),
+        e => panic!("expected a font error, got {e}"),
+    }
+    assert!(err.to_string().contains("STIFF_FONT"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing may be written");
+}
+
+#[test]
+fn bad_font_env_is_a_typed_error() {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "child_bad_font_env", "--nocapture"])
+        .env(stiff_plot::FONT_ENV, "/nonexistent/stiff-plot/font.ttf")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "child failed:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("1 passed"), "child test did not run:\n{stdout}");
 }

@@ -9,9 +9,7 @@ pub const TOL: f64 = 1e-12;
 /// K = G G^T by explicit loops (the oracle never calls the crate or ndarray's dot).
 pub fn gram(g: &Array2<f64>) -> Array2<f64> {
     let n = g.nrows();
-    Array2::from_shape_fn((n, n), |(i, j)| {
-        g.row(i).iter().zip(g.row(j).iter()).map(|(a, b)| a * b).sum()
-    })
+    Array2::from_shape_fn((n, n), |(i, j)| g.row(i).iter().zip(g.row(j).iter()).map(|(a, b)| a * b).sum())
 }
 
 /// Naive class matrices (sums and counts) from gradients: every ordered pair i != j.
@@ -23,9 +21,7 @@ pub fn naive_class(
     c: usize,
 ) -> (Vec<Vec<Option<f64>>>, Vec<Vec<u64>>, Vec<Vec<Option<f64>>>, Vec<Vec<u64>>) {
     let n = g.nrows();
-    let dot = |i: usize, j: usize| -> f64 {
-        g.row(i).iter().zip(g.row(j).iter()).map(|(a, b)| a * b).sum()
-    };
+    let dot = |i: usize, j: usize| -> f64 { g.row(i).iter().zip(g.row(j).iter()).map(|(a, b)| a * b).sum() };
     let mut ss = vec![vec![0.0; c]; c];
     let mut sn = vec![vec![0u64; c]; c];
     let mut cs = vec![vec![0.0; c]; c];
@@ -53,13 +49,7 @@ pub fn naive_class(
         }
     }
     let mean = |s: &Vec<Vec<f64>>, n: &Vec<Vec<u64>>| {
-        (0..c)
-            .map(|a| {
-                (0..c)
-                    .map(|b| (n[a][b] > 0).then(|| s[a][b] / n[a][b] as f64))
-                    .collect()
-            })
-            .collect()
+        (0..c).map(|a| (0..c).map(|b| (n[a][b] > 0).then(|| s[a][b] / n[a][b] as f64)).collect()).collect()
     };
     (mean(&ss, &sn), sn, mean(&cs, &cn), cn)
 }

@@ -456,22 +456,28 @@ pub fn write_fig9(dir: &Path, cfg: &LrSweepConfig, record: &LrRunRecord, command
         },
         &dir.join("fig9"),
     )?;
-    let first: Vec<Option<f64>> = curves.iter().map(|c| crossing_distance(&c.sign_first_crossing)).collect();
-    let hidden: Vec<f64> = first.iter().skip(1).flatten().copied().collect();
-    let shrinking = hidden.len() >= 2 && hidden.windows(2).all(|w| w[1] <= w[0]);
+    // Depth trend over the hidden layers that have a crossing: Spearman rho of (depth, size).
+    let hidden: Vec<(f64, f64)> = curves
+        .iter()
+        .skip(1)
+        .enumerate()
+        .filter_map(|(i, c)| crossing_distance(&c.sign_first_crossing).map(|d| (i as f64 + 1.0, d)))
+        .collect();
+    let (depths, sizes): (Vec<f64>, Vec<f64>) = hidden.iter().copied().unzip();
+    let rho = spearman(&depths, &sizes);
+    let judgement = match rho {
+        None => "too few hidden-layer crossings to judge the depth trend".to_string(),
+        Some(r) if r < 0.0 => format!(
+            "stiff domains shrink with depth (Spearman rho between depth and first-crossing distance = {r:.2}; supports the claim)"
+        ),
+        Some(r) => format!(
+            "stiff domains do not shrink with depth (Spearman rho between depth and first-crossing distance = {r:.2}; does not support the claim)"
+        ),
+    };
     let _ = writeln!(
         md,
-        "**This run** ({}, training loss {:.4} at step {}): hidden-layer crossings {} with depth.\n",
-        record.id,
-        point.train_loss,
-        point.step,
-        if hidden.len() < 2 {
-            "are too few to judge".to_string()
-        } else if shrinking {
-            "shrink monotonically (supports the claim)".into()
-        } else {
-            "do not shrink monotonically (does not support the claim)".into()
-        }
+        "**This run** ({}, training loss {:.4} at step {}): {judgement}.\n",
+        record.id, point.train_loss, point.step
     );
     let _ = writeln!(md, "![fig9](fig9.png)\n");
     let _ = writeln!(md, "| space | sign: first crossing (v1) | sign: line-fit zero (v3) | cosine: first crossing | cosine: line-fit zero |\n|---|---|---|---|---|");
