@@ -4,11 +4,13 @@
 //! models (stiff-models), training to loss thresholds (stiff-train), the per-example gradient
 //! Gram (stiff-gradkernel), stiffness analysis (stiff-analysis) and plots (stiff-plot).
 //!
+//! * [`dynamics`]: training dynamics behind Figs 2-7 (stiffness measured along training).
 //! * [`lr_sweep`]: the learning-rate sweep behind Figs 8-10 (runs with stable ids, records).
 //! * [`measure`]: one stiffness measurement of a model snapshot.
 //! * [`runner`]: `reproduce` (resume, shards, progress) and `report`.
 //! * [`figures`]: figure outputs (config, JSON, CSV, PNG, SVG, summary.md).
 
+pub mod dynamics;
 mod error;
 pub mod figures;
 pub mod lr_sweep;

@@ -63,7 +63,19 @@ impl Prepared {
 
 /// Loads `name` from `data_dir` (flag > `STIFF_DATA_DIR` > cache) and prepares it on `device`.
 pub fn prepare(name: DatasetName, data_dir: Option<&Path>, s: &DataSettings, device: &Device) -> Result<Prepared> {
-    let ds = stiff_data::load(name, data_dir)?;
+    prepare_with(name, data_dir, s, device, &stiff_data::LoadOptions::default())
+}
+
+/// [`prepare`] with load options (e.g. [`stiff_data::LoadOptions::lenient`] for small generated
+/// files in the official format, as the `--quick` CIFAR figures accept).
+pub fn prepare_with(
+    name: DatasetName,
+    data_dir: Option<&Path>,
+    s: &DataSettings,
+    device: &Device,
+    load: &stiff_data::LoadOptions,
+) -> Result<Prepared> {
+    let ds = stiff_data::load_with(name, data_dir, load)?;
     let (c, h, w) = ds.input_shape();
     let k = ds.num_classes();
     let (train_x, train_y) = match s.train_subset {

@@ -55,6 +55,7 @@ pub fn parse_device(s: &str) -> Result<Device> {
 }
 
 const FIGS: [&str; 3] = ["fig8", "fig9", "fig10"];
+use crate::dynamics::DYN_FIGURES;
 
 /// The runs a figure needs.
 fn figure_runs(figure: &str, cfg: &LrSweepConfig) -> Vec<LrRunSpec> {
@@ -64,18 +65,108 @@ fn figure_runs(figure: &str, cfg: &LrSweepConfig) -> Vec<LrRunSpec> {
     }
 }
 
-/// Runs (or resumes) the selected runs of `opts.figure`, then writes its outputs.
+/// Runs (or resumes) the selected runs of `opts.figure`, then writes its outputs. `all` runs
+/// every figure whose data is present and lists the others, with the reason, in `OUT/skipped.md`.
 pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
-    let figs: Vec<&str> = match opts.figure.as_str() {
-        "all" => FIGS.to_vec(),
-        f if FIGS.contains(&f) => vec![f],
+    let all = opts.figure == "all";
+    let requested: Vec<&str> = match opts.figure.as_str() {
+        "all" => DYN_FIGURES.iter().chain(FIGS.iter()).copied().collect(),
+        f if FIGS.contains(&f) || DYN_FIGURES.contains(&f) => vec![f],
         f => {
             return Err(ExperimentError::InvalidArgument(format!(
-                "unknown figure `{f}`: expected one of {}, all (see `cargo xtask list`)",
+                "unknown figure `{f}`: expected one of {}, {}, all (see `cargo xtask list`)",
+                DYN_FIGURES.join(", "),
                 FIGS.join(", ")
             )))
         }
     };
+    let mut skipped: Vec<(&str, String)> = Vec::new();
+    let figs: Vec<&str> = if all && !opts.list_runs {
+        requested
+            .into_iter()
+            .filter(|f| {
+                let missing: Vec<String> = crate::registry::datasets_for(f)
+                    .into_iter()
+                    .filter(|d| stiff_data::locate(*d, opts.data_dir.as_deref()).is_err())
+                    .map(|d| d.to_string())
+                    .collect();
+                if !missing.is_empty() {
+                    let fetch = missing.iter().map(|d| format!("`cargo xtask data fetch {d}`")).collect::<Vec<_>>();
+                    skipped.push((f, format!("{} not found; fetch with {}", missing.join(", "), fetch.join(", "))));
+                }
+                missing.is_empty()
+            })
+            .collect()
+    } else {
+        requested
+    };
+    if all && !opts.list_runs {
+        write_skipped(&opts.out, &skipped)?;
+        for (f, why) in &skipped {
+            eprintln!("skipping {f}: {why}");
+        }
+    }
+    let lr_figs: Vec<&str> = figs.iter().copied().filter(|f| FIGS.contains(f)).collect();
+    let dyn_figs: Vec<&str> = figs.iter().copied().filter(|f| DYN_FIGURES.contains(f)).collect();
+    // `--only` ids may belong to either sweep; each sweep gets the ids that are its own.
+    let lr_ids: Vec<String> = if lr_figs.is_empty() {
+        vec![]
+    } else {
+        let cfg = LrSweepConfig::new(opts.quick, opts.optimizer, opts.seeds.unwrap_or(if opts.quick { 1 } else { 3 }).max(1));
+        lr_figs.iter().flat_map(|f| figure_runs(f, &cfg)).map(|s| s.id()).collect()
+    };
+    let dyn_ids = crate::dynamics::run_ids(&dyn_figs, opts)?;
+    let part = |ids: &[String]| -> Result<Option<ReproduceOptions>> {
+        let only = &opts.selection.only;
+        if only.is_empty() {
+            return Ok(Some(opts.clone()));
+        }
+        if let Some(bad) = only.iter().find(|o| !lr_ids.contains(o) && !dyn_ids.contains(o)) {
+            return Err(ExperimentError::InvalidArgument(format!("--only {bad}: no such run (see --list-runs)")));
+        }
+        let mine: Vec<String> = only.iter().filter(|o| ids.contains(o)).cloned().collect();
+        Ok((!mine.is_empty()).then(|| {
+            let mut o = opts.clone();
+            o.selection.only = mine;
+            o
+        }))
+    };
+    if !dyn_figs.is_empty() {
+        if let Some(o) = part(&dyn_ids)? {
+            crate::dynamics::reproduce(&dyn_figs, &o)?;
+        }
+    }
+    if !lr_figs.is_empty() {
+        if let Some(o) = part(&lr_ids)? {
+            reproduce_lr(&lr_figs, &o)?;
+        }
+    }
+    if opts.list_runs || !opts.selection.is_everything() {
+        return Ok(());
+    }
+    write_index(&opts.out)
+}
+
+/// `OUT/skipped.md`: the figures `all` skipped and why (removed when none was skipped).
+fn write_skipped(out: &Path, skipped: &[(&str, String)]) -> Result<()> {
+    let path = out.join("skipped.md");
+    if skipped.is_empty() {
+        if path.is_file() {
+            std::fs::remove_file(&path).map_err(|e| ExperimentError::io(&path, e))?;
+        }
+        return Ok(());
+    }
+    let mut md = String::from(
+        "# Skipped figures\n\n`reproduce all` skipped these figures because their data is missing.\n\n| figure | reason |\n|---|---|\n",
+    );
+    for (f, why) in skipped {
+        md.push_str(&format!("| {f} | {why} |\n"));
+    }
+    crate::store::write_atomic(&path, md.as_bytes())
+}
+
+/// The learning-rate sweep part of `reproduce` (Figs 8-10).
+fn reproduce_lr(figs: &[&str], opts: &ReproduceOptions) -> Result<()> {
     let seeds = opts.seeds.unwrap_or(if opts.quick { 1 } else { 3 });
     if seeds == 0 {
         return Err(ExperimentError::InvalidArgument("--seeds must be at least 1".into()));
@@ -83,7 +174,7 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
     let cfg = LrSweepConfig::new(opts.quick, opts.optimizer, seeds);
     let store = cfg.store(&opts.out);
     let mut specs: Vec<LrRunSpec> = Vec::new();
-    for f in &figs {
+    for f in figs {
         for s in figure_runs(f, &cfg) {
             if !specs.contains(&s) {
                 specs.push(s);
@@ -117,11 +208,11 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
         eprintln!("selected runs finished; once every shard is done, draw the figures with `cargo xtask report --out {}`", opts.out.display());
         return Ok(());
     }
-    for f in &figs {
+    for f in figs {
         draw(f, &cfg, &opts.out, &opts.command)?;
         eprintln!("wrote {}", opts.out.join(f).display());
     }
-    write_index(&opts.out)
+    Ok(())
 }
 
 fn run_specs(todo: &[&LrRunSpec], opts: &ReproduceOptions, store: &crate::store::RunStore) -> Result<()> {
@@ -225,6 +316,7 @@ pub fn report(out: &Path) -> Result<()> {
             drawn += 1;
         }
     }
+    drawn += crate::dynamics::report(out)?;
     if drawn == 0 {
         return Err(ExperimentError::InvalidArgument(format!("{}: no finished runs or figures found", out.display())));
     }

@@ -1,3 +1,4 @@
 //! Figure writers.
 
+pub mod dynamics;
 pub mod lr;
