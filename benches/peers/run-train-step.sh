@@ -13,7 +13,7 @@ declare -A ms
 for threads in 1 2; do
   if [ "$threads" = 1 ]; then pin="taskset -c 0"; else pin=""; fi
   # criterion's middle estimate, converted to ms.
-  out=$(RAYON_NUM_THREADS=$threads $pin cargo bench -p stiff-train --bench step -- --noplot 2>/dev/null)
+  out=$(RAYON_NUM_THREADS=$threads $pin cargo bench -p stiff-train --bench step -- --noplot --warm-up-time 1 --measurement-time 3 2>/dev/null)
   while read -r name; do
     line=$(printf '%s\n' "$out" | grep -A2 "^$name" | grep -m1 'time:')
     val=$(printf '%s\n' "$line" | sed -E 's/.*\[[^ ]+ [^ ]+ ([0-9.]+) ([a-zµ]+) .*/\1 \2/')

@@ -7,18 +7,20 @@
 //! pairs of draws of the *same* example are left out, just as self-pairs are in the point
 //! estimate (their stiffness is trivially 1). Cosine uses only non-zero-norm examples.
 //!
-//! All replicates are evaluated together: for a block of rows of class `a`, `V = W_a^T S_block`
-//! is one matrix product `(R, m) x (m, N)`; then `sum_j V[r,j] w_rj` grouped by the class of
-//! `j` gives every replicate's numerators. Cost O(R N^2), memory O(R N + block N); no N x N
-//! matrix is allocated.
+//! All replicates are evaluated together. Only the means of the diagonal and of the
+//! off-diagonal are needed, so with scaled weights `w'_j = w_j / W_class(j)` (W = a class's
+//! total weight) the whole off-diagonal sum for a block of rows of class `a` is one tall
+//! product `S_block (m, N) x W' (N, R)`, minus the class-`a` columns, which a small product
+//! `S_block[:, a] (m, n_a) x W_a (n_a, R)` gives along with the diagonal numerator. Cost
+//! O(R N^2) in efficient matrix products, memory O(R N + block N); no N x N matrix.
 
-use ndarray::{s, Array2, Array3, ArrayView2};
+use ndarray::{Array2, ArrayView2};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::class::{check_square_inputs, class_stiffness, ClassStiffness};
+use crate::class::{check_square_inputs, class_stiffness_checked, ClassStiffness};
 use crate::error::{AnalysisError, Result};
 use crate::float::Float;
 use crate::settings::{StiffnessSettings, SCHEMA_VERSION};
@@ -106,9 +108,12 @@ pub fn bootstrap_within_between<F: Float>(
     if !(level > 0.0 && level < 1.0) {
         return Err(AnalysisError::InvalidSetting { what: "level", reason: format!("must be in (0, 1), got {level}") });
     }
-    let point = class_stiffness(k, labels, num_classes, s)?;
+    let inp = check_square_inputs(k, labels, num_classes, s)?;
+    let inv = inp.inv.clone();
+    // The point estimate also rejects cosines beyond cos_tol before any replicate.
+    let point = class_stiffness_checked(k, labels, num_classes, s, inp)?;
     let wt = stratified_weights(labels, num_classes, reps, seed);
-    let stats = weighted_stats(k, labels, num_classes, s, &wt)?;
+    let stats = weighted_stats_checked(k, labels, num_classes, s, &inv, &wt);
     Ok(summarise(&point, &stats, reps, seed, level, s))
 }
 
@@ -130,7 +135,8 @@ pub(crate) fn stratified_weights(labels: &[u32], num_classes: usize, reps: usize
     wt
 }
 
-/// Within/between of every replicate given weights `wt: (R, N)`.
+/// Within/between of every replicate given weights `wt: (R, N)` (checks the inputs).
+#[cfg(test)]
 pub(crate) fn weighted_stats<F: Float>(
     k: ArrayView2<F>,
     labels: &[u32],
@@ -139,15 +145,58 @@ pub(crate) fn weighted_stats<F: Float>(
     wt: &Array2<f64>,
 ) -> Result<Vec<RepStats>> {
     let inp = check_square_inputs(k, labels, num_classes, s)?;
-    let (n, c, r) = (inp.n, num_classes, wt.nrows());
+    Ok(weighted_stats_checked(k, labels, num_classes, s, &inp.inv, wt))
+}
+
+/// Within/between of every replicate; `inv`: (N,) `1/|g_i|`, 0 for zero-norm examples.
+fn weighted_stats_checked<F: Float>(
+    k: ArrayView2<F>,
+    labels: &[u32],
+    num_classes: usize,
+    s: &StiffnessSettings,
+    inv: &[f64],
+    wt: &Array2<f64>,
+) -> Vec<RepStats> {
+    let (n, c, r) = (labels.len(), num_classes, wt.nrows());
     let mut members = vec![Vec::new(); c];
     for (i, &l) in labels.iter().enumerate() {
         members[l as usize].push(i);
     }
+    let valid: Vec<f64> = inv.iter().map(|&x| f64::from(u8::from(x > 0.0))).collect();
+    // Per replicate and class: total weight W_ra and sum of squared weights, for all examples
+    // (sign) and for non-zero-norm ones (cosine).
+    let mut tot = Array2::<f64>::zeros((r, c));
+    let mut sq = Array2::<f64>::zeros((r, c));
+    let mut tot_v = Array2::<f64>::zeros((r, c));
+    let mut sq_v = Array2::<f64>::zeros((r, c));
+    for q in 0..r {
+        for i in 0..n {
+            let (l, w) = (labels[i] as usize, wt[[q, i]]);
+            tot[[q, l]] += w;
+            sq[[q, l]] += w * w;
+            tot_v[[q, l]] += w * valid[i];
+            sq_v[[q, l]] += w * w * valid[i];
+        }
+    }
+    // Scaled weights w'_rj = w_rj / W_{r, class(j)} (0 where W = 0), as (N, R) so that one
+    // tall product S_block W' gives sum_b num[a,b] / W_rb for every replicate at once.
+    let scaled = |tot: &Array2<f64>| {
+        Array2::from_shape_fn((n, r), |(j, q)| {
+            let t = tot[[q, labels[j] as usize]];
+            if t > 0.0 {
+                wt[[q, j]] / t
+            } else {
+                0.0
+            }
+        })
+    };
+    let (ws, wc) = (scaled(&tot), scaled(&tot_v));
     let tasks: Vec<(usize, &[usize])> =
         members.iter().enumerate().flat_map(|(a, m)| m.chunks(ROW_BLOCK).map(move |ch| (a, ch))).collect();
-    let inv = &inp.inv;
-    let partials: Vec<(usize, Array2<f64>, Array2<f64>)> = tasks
+    // Per task, per replicate: (sum_i w_i (T_i - U_i / W_a), sum_i w_i U_i) for sign and cosine,
+    // where T_i = sum_j S_ij w'_j over all j and U_i = sum_{j in a} S_ij w_j.
+    type Part = (usize, [Vec<f64>; 4]);
+    let partials: Vec<Part> = tasks
         .par_iter()
         .map(|&(a, rows)| {
             let m = rows.len();
@@ -155,10 +204,9 @@ pub(crate) fn weighted_stats<F: Float>(
             let mut sc = Array2::<f64>::zeros((m, n));
             for (t, &i) in rows.iter().enumerate() {
                 let inv_i = inv[i];
-                let kr = k.row(i);
                 let mut srow = ss.row_mut(t);
                 let mut crow = sc.row_mut(t);
-                for (j, kv) in kr.iter().enumerate() {
+                for (j, kv) in k.row(i).iter().enumerate() {
                     if j == i {
                         continue; // self-pairs excluded
                     }
@@ -168,70 +216,61 @@ pub(crate) fn weighted_stats<F: Float>(
                     crow[j] = (v * inv_i * inv[j]).clamp(-1.0, 1.0);
                 }
             }
-            let wa = Array2::from_shape_fn((r, m), |(q, t)| wt[[q, rows[t]]]);
-            let vs = wa.dot(&ss);
-            let vc = wa.dot(&sc);
-            let mut acc_s = Array2::<f64>::zeros((r, c));
-            let mut acc_c = Array2::<f64>::zeros((r, c));
+            let ts = ss.dot(&ws); // (m, R)
+            let tc = sc.dot(&wc);
+            let own = &members[a];
+            let wa = Array2::from_shape_fn((own.len(), r), |(t, q)| wt[[q, own[t]]]);
+            let cols_a = |sm: &Array2<f64>| Array2::from_shape_fn((m, own.len()), |(t, u)| sm[[t, own[u]]]);
+            let us = cols_a(&ss).dot(&wa); // (m, R)
+            let uc = cols_a(&sc).dot(&wa);
+            let mut out = [vec![0.0; r], vec![0.0; r], vec![0.0; r], vec![0.0; r]];
             for q in 0..r {
-                let w = wt.row(q);
-                for j in 0..n {
-                    let l = labels[j] as usize;
-                    acc_s[[q, l]] += vs[[q, j]] * w[j];
-                    acc_c[[q, l]] += vc[[q, j]] * w[j];
+                let (wa_s, wa_c) = (tot[[q, a]], tot_v[[q, a]]);
+                for (t, &i) in rows.iter().enumerate() {
+                    let w = wt[[q, i]];
+                    if wa_s > 0.0 {
+                        out[0][q] += w * (ts[[t, q]] - us[[t, q]] / wa_s);
+                    }
+                    out[1][q] += w * us[[t, q]];
+                    if wa_c > 0.0 {
+                        out[2][q] += w * (tc[[t, q]] - uc[[t, q]] / wa_c);
+                    }
+                    out[3][q] += w * uc[[t, q]];
                 }
             }
-            (a, acc_s, acc_c)
+            (a, out)
         })
         .collect();
     // Combine in task order so results do not depend on thread scheduling.
-    let mut num_s = Array3::<f64>::zeros((r, c, c));
-    let mut num_c = Array3::<f64>::zeros((r, c, c));
-    for (a, acc_s, acc_c) in &partials {
-        let mut ds = num_s.slice_mut(s![.., *a, ..]);
-        ds += acc_s;
-        let mut dc = num_c.slice_mut(s![.., *a, ..]);
-        dc += acc_c;
+    let mut between_num = [Array2::<f64>::zeros((r, c)), Array2::<f64>::zeros((r, c))];
+    let mut within_num = [Array2::<f64>::zeros((r, c)), Array2::<f64>::zeros((r, c))];
+    for (a, out) in &partials {
+        for q in 0..r {
+            between_num[0][[q, *a]] += out[0][q];
+            within_num[0][[q, *a]] += out[1][q];
+            between_num[1][[q, *a]] += out[2][q];
+            within_num[1][[q, *a]] += out[3][q];
+        }
     }
-    let valid: Vec<f64> = inv.iter().map(|&x| f64::from(u8::from(x > 0.0))).collect();
-    let out = (0..r)
-        .map(|q| {
-            let w = wt.row(q);
-            // Per class: total weight and sum of squared weights (all, and valid for cosine).
-            let mut tot = vec![0.0; c];
-            let mut sq = vec![0.0; c];
-            let mut tot_v = vec![0.0; c];
-            let mut sq_v = vec![0.0; c];
-            for i in 0..n {
-                let l = labels[i] as usize;
-                tot[l] += w[i];
-                sq[l] += w[i] * w[i];
-                tot_v[l] += w[i] * valid[i];
-                sq_v[l] += w[i] * w[i] * valid[i];
+    let summarise = |q: usize, kind: usize, tot: &Array2<f64>, sq: &Array2<f64>| {
+        let (mut ws, mut wn, mut bs, mut kr) = (0.0, 0usize, 0.0, 0usize);
+        for a in 0..c {
+            let w = tot[[q, a]];
+            if w <= 0.0 {
+                continue;
             }
-            let means = |num: &Array3<f64>, tot: &[f64], sq: &[f64]| {
-                let (mut ws, mut wn, mut bs, mut bn) = (0.0, 0usize, 0.0, 0usize);
-                for a in 0..c {
-                    for b in 0..c {
-                        let den = if a == b { tot[a] * tot[a] - sq[a] } else { tot[a] * tot[b] };
-                        if den > 0.0 {
-                            let v = num[[q, a, b]] / den;
-                            if a == b {
-                                ws += v;
-                                wn += 1;
-                            } else {
-                                bs += v;
-                                bn += 1;
-                            }
-                        }
-                    }
-                }
-                ((wn > 0).then(|| ws / wn as f64), (bn > 0).then(|| bs / bn as f64))
-            };
-            RepStats { sign: means(&num_s, &tot, &sq), cos: means(&num_c, &tot_v, &sq_v) }
-        })
-        .collect();
-    Ok(out)
+            kr += 1;
+            // sum_{b != a} C[a,b] = (1 / W_a) sum_i w_i (T_i - U_i / W_a).
+            bs += between_num[kind][[q, a]] / w;
+            let den = w * w - sq[[q, a]];
+            if den > 0.0 {
+                ws += within_num[kind][[q, a]] / den;
+                wn += 1;
+            }
+        }
+        ((wn > 0).then(|| ws / wn as f64), (kr > 1).then(|| bs / (kr * (kr - 1)) as f64))
+    };
+    (0..r).map(|q| RepStats { sign: summarise(q, 0, &tot, &sq), cos: summarise(q, 1, &tot_v, &sq_v) }).collect()
 }
 
 /// Quantile (linear interpolation between order statistics, "type 7") of sorted values.
@@ -298,6 +337,7 @@ fn summarise(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::class::class_stiffness;
     use rand::Rng;
 
     /// Sums of a few hundred f64 terms in different orders: rounding ~1e-14.
@@ -421,7 +461,13 @@ mod tests {
         let k = g.dot(&g.t());
         let labels: Vec<u32> = (0..10).map(|i| (i % 2) as u32).collect();
         let r = bootstrap_within_between(k.view(), &labels, 2, &StiffnessSettings::default(), 20, 1, 0.95).unwrap();
-        assert_eq!((r.sign.within.lo, r.sign.within.hi), (1.0, 1.0));
-        assert_eq!((r.cosine.between.lo, r.cosine.between.hi), (0.0, 0.0));
+        // The between sum is formed as (all columns) - (own class): exact 0 up to rounding.
+        const DEGENERATE_TOL: f64 = 1e-12;
+        for ci in [r.sign.within, r.cosine.within] {
+            assert!((ci.lo - 1.0).abs() <= DEGENERATE_TOL && (ci.hi - 1.0).abs() <= DEGENERATE_TOL);
+        }
+        for ci in [r.sign.between, r.cosine.between] {
+            assert!(ci.lo.abs() <= DEGENERATE_TOL && ci.hi.abs() <= DEGENERATE_TOL, "{ci:?}");
+        }
     }
 }

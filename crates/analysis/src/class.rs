@@ -283,6 +283,7 @@ fn check_cos_excess(what: &'static str, worst: (f64, usize, usize, f64), tol: f6
 
 /// Checked inputs of a square analysis: `(n, class sizes, empty classes, 1/|g| or 0,
 /// zero-norm examples, valid-per-class counts)`.
+#[derive(Clone)]
 pub(crate) struct SquareInputs {
     pub n: usize,
     pub sizes: Vec<usize>,
@@ -339,6 +340,17 @@ pub fn class_stiffness<F: Float>(
     s: &StiffnessSettings,
 ) -> Result<ClassStiffness> {
     let inp = check_square_inputs(k, labels, num_classes, s)?;
+    class_stiffness_checked(k, labels, num_classes, s, inp)
+}
+
+/// [`class_stiffness`] on inputs already checked by [`check_square_inputs`].
+pub(crate) fn class_stiffness_checked<F: Float>(
+    k: ArrayView2<F>,
+    labels: &[u32],
+    num_classes: usize,
+    s: &StiffnessSettings,
+    inp: SquareInputs,
+) -> Result<ClassStiffness> {
     let (ts, tc, worst) = row_class_sums(k, &inp.inv, &inp.inv, labels, num_classes, true, s);
     check_cos_excess("k", worst, s.cos_tol)?;
     let sign_sums = sum_rows_by_class(&ts, labels, num_classes);

@@ -76,7 +76,7 @@ impl BinSpec {
         if !(d >= self.lo && d <= self.hi) {
             return None;
         }
-        let b = ((d - self.lo) / self.width()) as usize;
+        let b = ((d - self.lo) * (self.bins as f64 / (self.hi - self.lo))) as usize;
         Some(b.min(self.bins - 1))
     }
 }

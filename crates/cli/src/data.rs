@@ -28,11 +28,8 @@ pub enum DataCommand {
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Fetch { dataset, mirror, data_dir } => {
-            let names: Vec<DatasetName> = if dataset == "all" {
-                DatasetName::ALL.to_vec()
-            } else {
-                vec![dataset.parse::<DatasetName>()?]
-            };
+            let names: Vec<DatasetName> =
+                if dataset == "all" { DatasetName::ALL.to_vec() } else { vec![dataset.parse::<DatasetName>()?] };
             let root = fetch_root(data_dir.as_deref())?;
             for name in names {
                 let report = stiff_data::download::fetch(name, &root, mirror.as_deref(), true)?;

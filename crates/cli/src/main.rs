@@ -6,6 +6,7 @@
 
 mod data;
 mod gram;
+mod measure;
 mod reproduce;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +25,8 @@ enum Command {
     /// Datasets: fetch and verify.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Stiffness of your own checkpoint on a dataset subset: class matrices, distance curves, figures.
+    Measure(measure::MeasureArgs),
     /// Reproduce a figure of the paper (resumable, shardable).
     Reproduce(reproduce::ReproduceArgs),
     /// Redraw every figure and the index from the finished runs in a results folder.
@@ -37,6 +40,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Gram(args) => gram::run(args),
         Command::Data(cmd) => data::run(cmd),
+        Command::Measure(args) => measure::run(args),
         Command::Reproduce(args) => reproduce::run(args),
         Command::Report(args) => reproduce::report(args),
         Command::List => reproduce::list(),

@@ -40,8 +40,7 @@ fn gram_writes_parseable_outputs() {
     let sum = (&t["K.layers.0"] + &t["K.layers.1"]).unwrap();
     let diff: f32 = (sum - &t["K"]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
     assert!(diff < 1e-5);
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("stiffness.json")).unwrap()).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("stiffness.json")).unwrap()).unwrap();
     assert_eq!(json["n"], 6);
     assert!(json["timing"]["gram_seconds"].as_f64().unwrap() > 0.0);
     let w = json["within_sign"].as_f64().unwrap();

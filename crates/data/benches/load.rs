@@ -9,18 +9,15 @@ use stiff_data::preprocess::Preprocess;
 use stiff_data::{load, locate, DatasetName};
 
 fn data_dir() -> PathBuf {
-    std::env::var_os("STIFF_DATA_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            let project_sibling = crate_dir.join("../../../shared/datasets");
-            if project_sibling.is_dir() {
-                project_sibling
-            } else {
-                crate_dir.join("../../shared/datasets")
-            }
-        })
+    std::env::var_os("STIFF_DATA_DIR").filter(|d| !d.is_empty()).map(PathBuf::from).unwrap_or_else(|| {
+        let crate_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let project_sibling = crate_dir.join("../../../shared/datasets");
+        if project_sibling.is_dir() {
+            project_sibling
+        } else {
+            crate_dir.join("../../shared/datasets")
+        }
+    })
 }
 
 fn bench_load(c: &mut Criterion) {

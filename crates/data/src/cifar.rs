@@ -48,12 +48,7 @@ pub(crate) struct CifarRecords {
 ///
 /// Checks: length is a non-zero multiple of the record size; labels in range; for CIFAR-100 the
 /// coarse label equals `CIFAR100_FINE_TO_COARSE[fine]`.
-pub(crate) fn parse_batch(
-    path: &Path,
-    bytes: &[u8],
-    kind: CifarKind,
-    out: &mut CifarRecords,
-) -> Result<usize> {
+pub(crate) fn parse_batch(path: &Path, bytes: &[u8], kind: CifarKind, out: &mut CifarRecords) -> Result<usize> {
     let rec = kind.record_bytes();
     if bytes.is_empty() {
         return Err(DataError::bad_size(path, "file is empty"));
@@ -77,12 +72,7 @@ pub(crate) fn parse_batch(
             CifarKind::Ten => {
                 let label = u32::from(record[0]);
                 if label >= 10 {
-                    return Err(DataError::LabelOutOfRange {
-                        path: path.to_path_buf(),
-                        index,
-                        label,
-                        num_classes: 10,
-                    });
+                    return Err(DataError::LabelOutOfRange { path: path.to_path_buf(), index, label, num_classes: 10 });
                 }
                 out.labels.push(label);
             }
@@ -130,16 +120,9 @@ pub(crate) fn read_tar_members(archive: &Path, names: &[&str]) -> Result<Vec<(Pa
         }
         magic == GZIP_MAGIC
     };
-    let stream: Box<dyn Read> = if is_gz {
-        Box::new(flate2::read::GzDecoder::new(reader))
-    } else {
-        Box::new(reader)
-    };
+    let stream: Box<dyn Read> = if is_gz { Box::new(flate2::read::GzDecoder::new(reader)) } else { Box::new(reader) };
     // Errors from the stream may come from gzip or from tar; name both.
-    let tar_err = |e: std::io::Error| DataError::Tar {
-        path: archive.to_path_buf(),
-        reason: e.to_string(),
-    };
+    let tar_err = |e: std::io::Error| DataError::Tar { path: archive.to_path_buf(), reason: e.to_string() };
     let mut found: Vec<Option<(PathBuf, Vec<u8>)>> = vec![None; names.len()];
     let mut tar = tar::Archive::new(stream);
     for entry in tar.entries().map_err(tar_err)? {
@@ -162,12 +145,7 @@ pub(crate) fn read_tar_members(archive: &Path, names: &[&str]) -> Result<Vec<(Pa
     }
     // Read to the end so the gzip CRC and length are checked: corruption must not pass silently.
     std::io::copy(&mut tar.into_inner(), &mut std::io::sink()).map_err(tar_err)?;
-    let missing: Vec<&str> = names
-        .iter()
-        .zip(&found)
-        .filter(|(_, f)| f.is_none())
-        .map(|(n, _)| *n)
-        .collect();
+    let missing: Vec<&str> = names.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(n, _)| *n).collect();
     if !missing.is_empty() {
         return Err(DataError::Tar {
             path: archive.to_path_buf(),

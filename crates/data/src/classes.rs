@@ -5,32 +5,12 @@
 pub const MNIST_CLASSES: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// Fashion-MNIST class names in label order (Zalando's README).
-pub const FASHION_MNIST_CLASSES: [&str; 10] = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
-    "Ankle boot",
-];
+pub const FASHION_MNIST_CLASSES: [&str; 10] =
+    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
 /// CIFAR-10 class names in label order (`batches.meta.txt`).
-pub const CIFAR10_CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+pub const CIFAR10_CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// CIFAR-100 fine class names in label order (alphabetical, `fine_label_names.txt`).
 pub const CIFAR100_FINE_CLASSES: [&str; 100] = [
@@ -221,10 +201,7 @@ mod tests {
                     .iter()
                     .position(|n| n == fine)
                     .unwrap_or_else(|| panic!("{fine} not a fine class"));
-                assert_eq!(
-                    CIFAR100_FINE_TO_COARSE[fine_idx] as usize, coarse_idx,
-                    "{fine} should be in {coarse_name}"
-                );
+                assert_eq!(CIFAR100_FINE_TO_COARSE[fine_idx] as usize, coarse_idx, "{fine} should be in {coarse_name}");
             }
         }
         // Every super-class has exactly five members.

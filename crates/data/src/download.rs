@@ -74,25 +74,15 @@ impl FetchSpec {
                 .collect()
         };
         let tar = |file: &str, md5: &str| {
-            vec![RemoteFile {
-                name: file.to_string(),
-                checksum: Checksum::Md5(md5.to_string()),
-            }]
+            vec![RemoteFile { name: file.to_string(), checksum: Checksum::Md5(md5.to_string()) }]
         };
         let (base_url, files) = match name {
             DatasetName::Mnist => (MNIST_URL, idx_files(&checksums::MNIST_SHA256_UNCOMPRESSED)),
-            DatasetName::FashionMnist => (
-                FASHION_MNIST_URL,
-                idx_files(&checksums::FASHION_MNIST_SHA256_UNCOMPRESSED),
-            ),
+            DatasetName::FashionMnist => (FASHION_MNIST_URL, idx_files(&checksums::FASHION_MNIST_SHA256_UNCOMPRESSED)),
             DatasetName::Cifar10 => (CIFAR_URL, tar(CIFAR10_TAR, checksums::CIFAR10_TAR_MD5)),
             DatasetName::Cifar100 => (CIFAR_URL, tar(CIFAR100_TAR, checksums::CIFAR100_TAR_MD5)),
         };
-        FetchSpec {
-            dataset: name,
-            base_url: base_url.to_string(),
-            files,
-        }
+        FetchSpec { dataset: name, base_url: base_url.to_string(), files }
     }
 }
 
@@ -133,22 +123,12 @@ pub struct FetchReport {
 /// (a base URL, `http(s)://...` or `file:///folder`, holding the files under their official
 /// names). Verifies checksums; files already present and valid are skipped. `progress` shows a
 /// progress bar on stderr when it is a terminal.
-pub fn fetch(
-    name: DatasetName,
-    dest_root: &Path,
-    mirror: Option<&str>,
-    progress: bool,
-) -> Result<FetchReport> {
+pub fn fetch(name: DatasetName, dest_root: &Path, mirror: Option<&str>, progress: bool) -> Result<FetchReport> {
     fetch_spec(&FetchSpec::official(name), dest_root, mirror, progress)
 }
 
 /// [`fetch`] for an explicit list of files and checksums.
-pub fn fetch_spec(
-    spec: &FetchSpec,
-    dest_root: &Path,
-    mirror: Option<&str>,
-    progress: bool,
-) -> Result<FetchReport> {
+pub fn fetch_spec(spec: &FetchSpec, dest_root: &Path, mirror: Option<&str>, progress: bool) -> Result<FetchReport> {
     let dir = dest_root.join(spec.dataset.as_str());
     std::fs::create_dir_all(&dir).map_err(|e| DataError::io(&dir, e))?;
     let base = mirror.unwrap_or(&spec.base_url).trim_end_matches('/').to_string();
@@ -192,18 +172,9 @@ pub fn fetch_spec(
             });
         };
         std::fs::rename(&part, &path).map_err(|e| DataError::io(&path, e))?;
-        files.push(FetchedFile {
-            name: file.name.clone(),
-            path,
-            action,
-            bytes_transferred: bytes,
-        });
+        files.push(FetchedFile { name: file.name.clone(), path, action, bytes_transferred: bytes });
     }
-    Ok(FetchReport {
-        dataset: spec.dataset,
-        dir,
-        files,
-    })
+    Ok(FetchReport { dataset: spec.dataset, dir, files })
 }
 
 /// Checks `bytes` (the content of `path`) against `checksum`.
@@ -219,13 +190,7 @@ fn check(path: &Path, bytes: &[u8], checksum: &Checksum) -> Result<()> {
     if actual.eq_ignore_ascii_case(expected) {
         Ok(())
     } else {
-        Err(DataError::ChecksumMismatch {
-            path: path.to_path_buf(),
-            algo,
-            what,
-            expected: expected.clone(),
-            actual,
-        })
+        Err(DataError::ChecksumMismatch { path: path.to_path_buf(), algo, what, expected: expected.clone(), actual })
     }
 }
 
@@ -262,18 +227,8 @@ fn download_verified(
 
 /// Streams `url` into `part`, appending with a `Range` request when `part` already has bytes.
 /// Returns (whether it resumed, bytes received). A network error leaves `part` for a later resume.
-fn download_to_part(
-    agent: &ureq::Agent,
-    url: &str,
-    part: &Path,
-    progress: bool,
-    hint: &str,
-) -> Result<(bool, u64)> {
-    let net_err = |reason: String| DataError::Download {
-        url: url.to_string(),
-        reason,
-        hint: hint.to_string(),
-    };
+fn download_to_part(agent: &ureq::Agent, url: &str, part: &Path, progress: bool, hint: &str) -> Result<(bool, u64)> {
+    let net_err = |reason: String| DataError::Download { url: url.to_string(), reason, hint: hint.to_string() };
     let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     // Identity encoding: a transparently gunzipped body would break byte ranges and checksums.
     let mut req = agent.get(url).header("Accept-Encoding", "identity");
@@ -282,17 +237,9 @@ fn download_to_part(
     }
     let resp = req.call().map_err(|e| net_err(e.to_string()))?;
     let status = resp.status().as_u16();
-    let content_range = resp
-        .headers()
-        .get("content-range")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+    let content_range = resp.headers().get("content-range").and_then(|v| v.to_str().ok()).map(str::to_string);
     let (append, start) = match status {
-        206 if have > 0
-            && content_range
-                .as_deref()
-                .is_some_and(|r| r.starts_with(&format!("bytes {have}-"))) =>
-        {
+        206 if have > 0 && content_range.as_deref().is_some_and(|r| r.starts_with(&format!("bytes {have}-"))) => {
             (true, have)
         }
         // Server sent a different range than asked: start again without one.
@@ -307,17 +254,13 @@ fn download_to_part(
         _ => return Err(net_err(format!("HTTP status {status}"))),
     };
     let total = resp.body().content_length().map(|n| n + start);
-    let mut out = if append {
-        OpenOptions::new().append(true).open(part)
-    } else {
-        File::create(part)
-    }
-    .map_err(|e| DataError::io(part, e))?;
+    let mut out = if append { OpenOptions::new().append(true).open(part) } else { File::create(part) }
+        .map_err(|e| DataError::io(part, e))?;
     let bar = if progress && std::io::stderr().is_terminal() {
         let bar = total.map_or_else(ProgressBar::no_length, ProgressBar::new);
-        if let Ok(style) = ProgressStyle::with_template(
-            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        ) {
+        if let Ok(style) =
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+        {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.set_message(url.rsplit('/').next().unwrap_or(url).to_string());

@@ -32,10 +32,7 @@ fn header_u32(path: &Path, bytes: &[u8], offset: usize, what: &str) -> Result<u3
     be_u32(bytes, offset).ok_or_else(|| {
         DataError::bad_size(
             path,
-            format!(
-                "truncated header: {} bytes, cannot read the {what} at byte {offset}",
-                bytes.len()
-            ),
+            format!("truncated header: {} bytes, cannot read the {what} at byte {offset}", bytes.len()),
         )
     })
 }
@@ -43,21 +40,16 @@ fn header_u32(path: &Path, bytes: &[u8], offset: usize, what: &str) -> Result<u3
 fn check_magic(path: &Path, bytes: &[u8], expected: u32, what: &'static str) -> Result<()> {
     let found = header_u32(path, bytes, 0, "magic number")?;
     if found != expected {
-        return Err(DataError::BadMagic {
-            path: path.to_path_buf(),
-            found,
-            expected,
-            what,
-        });
+        return Err(DataError::BadMagic { path: path.to_path_buf(), found, expected, what });
     }
     Ok(())
 }
 
 /// Checks that `bytes` has exactly `header + payload` bytes.
 fn check_len(path: &Path, actual: usize, header: u64, payload: Option<u64>, what: &str) -> Result<()> {
-    let expected = payload.and_then(|p| p.checked_add(header)).ok_or_else(|| {
-        DataError::bad_size(path, format!("header promises an impossible number of {what}"))
-    })?;
+    let expected = payload
+        .and_then(|p| p.checked_add(header))
+        .ok_or_else(|| DataError::bad_size(path, format!("header promises an impossible number of {what}")))?;
     let actual = actual as u64;
     if actual < expected {
         return Err(DataError::bad_size(
@@ -68,10 +60,7 @@ fn check_len(path: &Path, actual: usize, header: u64, payload: Option<u64>, what
     if actual > expected {
         return Err(DataError::bad_size(
             path,
-            format!(
-                "{} trailing bytes after the last of the {what} the header promises",
-                actual - expected
-            ),
+            format!("{} trailing bytes after the last of the {what} the header promises", actual - expected),
         ));
     }
     Ok(())
@@ -85,12 +74,7 @@ pub(crate) fn parse_images(path: &Path, bytes: Vec<u8>) -> Result<IdxImages> {
     let cols = header_u32(path, &bytes, 12, "column count")? as u64;
     let payload = n.checked_mul(rows).and_then(|x| x.checked_mul(cols));
     check_len(path, bytes.len(), 16, payload, "images")?;
-    Ok(IdxImages {
-        n: n as usize,
-        rows: rows as usize,
-        cols: cols as usize,
-        bytes,
-    })
+    Ok(IdxImages { n: n as usize, rows: rows as usize, cols: cols as usize, bytes })
 }
 
 /// Parses (already decompressed) IDX label bytes, checking every label is `< num_classes`.
@@ -106,12 +90,7 @@ pub(crate) fn parse_labels(path: &Path, bytes: &[u8], num_classes: usize) -> Res
             if (label as usize) < num_classes {
                 Ok(label)
             } else {
-                Err(DataError::LabelOutOfRange {
-                    path: path.to_path_buf(),
-                    index,
-                    label,
-                    num_classes,
-                })
+                Err(DataError::LabelOutOfRange { path: path.to_path_buf(), index, label, num_classes })
             }
         })
         .collect()

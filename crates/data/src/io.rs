@@ -40,10 +40,7 @@ pub(crate) fn maybe_gunzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(hint);
     flate2::read::GzDecoder::new(raw.as_slice())
         .read_to_end(&mut out)
-        .map_err(|source| DataError::Gzip {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        .map_err(|source| DataError::Gzip { path: path.to_path_buf(), source })?;
     Ok(out)
 }
 

@@ -15,18 +15,18 @@
 pub mod checksums;
 mod cifar;
 pub mod classes;
-#[cfg(feature = "candle-datasets")]
-mod interop;
+#[cfg(feature = "download")]
+pub mod download;
 mod error;
 mod idx;
+#[cfg(feature = "candle-datasets")]
+mod interop;
 mod io;
-mod locate;
 mod load;
+mod locate;
 pub mod preprocess;
 pub mod sampling;
 pub mod verify;
-#[cfg(feature = "download")]
-pub mod download;
 
 use std::fmt;
 use std::str::FromStr;
@@ -55,12 +55,8 @@ pub enum DatasetName {
 
 impl DatasetName {
     /// All four, in the paper's order.
-    pub const ALL: [DatasetName; 4] = [
-        DatasetName::Mnist,
-        DatasetName::FashionMnist,
-        DatasetName::Cifar10,
-        DatasetName::Cifar100,
-    ];
+    pub const ALL: [DatasetName; 4] =
+        [DatasetName::Mnist, DatasetName::FashionMnist, DatasetName::Cifar10, DatasetName::Cifar100];
 
     /// The canonical name, also the dataset's folder name inside a data dir.
     pub fn as_str(self) -> &'static str {
@@ -126,9 +122,7 @@ impl FromStr for DatasetName {
             "cifar100" | "cifar-100" | "cifar_100" => Ok(DatasetName::Cifar100),
             _ => Err(DataError::InvalidArgument {
                 arg: "dataset",
-                reason: format!(
-                    "unknown dataset {s:?}; expected one of mnist, fashion-mnist, cifar10, cifar100"
-                ),
+                reason: format!("unknown dataset {s:?}; expected one of mnist, fashion-mnist, cifar10, cifar100"),
             }),
         }
     }
@@ -159,10 +153,7 @@ impl Split {
         if want != Some(pixels.len()) {
             return Err(DataError::InvalidArgument {
                 arg: "pixels",
-                reason: format!(
-                    "{} bytes do not make {n} images of shape {c}x{h}x{w}",
-                    pixels.len()
-                ),
+                reason: format!("{} bytes do not make {n} images of shape {c}x{h}x{w}", pixels.len()),
             });
         }
         if let Some(coarse) = &coarse_labels {
@@ -180,11 +171,7 @@ impl Split {
         }
         let data: Vec<f32> = pixels.iter().map(|&b| lut[b as usize]).collect();
         let images = Tensor::from_vec(data, (n, c, h, w), &Device::Cpu)?;
-        Ok(Split {
-            images,
-            labels,
-            coarse_labels,
-        })
+        Ok(Split { images, labels, coarse_labels })
     }
 
     /// Number of examples.
@@ -215,15 +202,8 @@ impl Split {
         let idx_t = Tensor::from_vec(idx_u32, idx.len(), self.images.device())?;
         let images = self.images.index_select(&idx_t, 0)?;
         let labels = idx.iter().map(|&i| self.labels[i]).collect();
-        let coarse_labels = self
-            .coarse_labels
-            .as_ref()
-            .map(|c| idx.iter().map(|&i| c[i]).collect());
-        Ok(Split {
-            images,
-            labels,
-            coarse_labels,
-        })
+        let coarse_labels = self.coarse_labels.as_ref().map(|c| idx.iter().map(|&i| c[i]).collect());
+        Ok(Split { images, labels, coarse_labels })
     }
 
     /// Examples per class: `hist[c]` = number of labels equal to `c`, for `c < num_classes`.

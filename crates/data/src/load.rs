@@ -7,8 +7,8 @@ use crate::error::{DataError, Result};
 use crate::idx;
 use crate::io::{read_file, read_maybe_gz};
 use crate::locate::{
-    locate_source, manual_hint, probe, IdxFiles, Probe, Source, CIFAR100_TEST, CIFAR100_TRAIN,
-    CIFAR10_TEST, CIFAR10_TRAIN,
+    locate_source, manual_hint, probe, IdxFiles, Probe, Source, CIFAR100_TEST, CIFAR100_TRAIN, CIFAR10_TEST,
+    CIFAR10_TRAIN,
 };
 use crate::{classes, Dataset, DatasetName, Split};
 
@@ -23,18 +23,14 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        LoadOptions {
-            check_official_counts: true,
-        }
+        LoadOptions { check_official_counts: true }
     }
 }
 
 impl LoadOptions {
     /// Accept any number of (well-formed) examples, e.g. for small test files.
     pub fn lenient() -> Self {
-        LoadOptions {
-            check_official_counts: false,
-        }
+        LoadOptions { check_official_counts: false }
     }
 }
 
@@ -55,11 +51,9 @@ pub fn load_with(name: DatasetName, data_dir: Option<&Path>, opts: &LoadOptions)
 pub fn load_from_dir(name: DatasetName, dir: &Path, opts: &LoadOptions) -> Result<Dataset> {
     match probe(name, dir) {
         Probe::Complete(src) => load_source(name, &src, opts),
-        Probe::Partial(missing) => Err(DataError::Incomplete {
-            dataset: name.to_string(),
-            dir: dir.to_path_buf(),
-            missing,
-        }),
+        Probe::Partial(missing) => {
+            Err(DataError::Incomplete { dataset: name.to_string(), dir: dir.to_path_buf(), missing })
+        }
         Probe::Absent => Err(DataError::NotFound {
             dataset: name.to_string(),
             searched: vec![dir.to_path_buf()],
@@ -166,40 +160,24 @@ pub(crate) fn read_cifar_files(name: DatasetName, src: &Source) -> Result<Vec<(P
         DatasetName::Cifar10 => CIFAR10_TRAIN.to_vec(),
         _ => vec![CIFAR100_TRAIN],
     };
-    names.push(if name == DatasetName::Cifar10 {
-        CIFAR10_TEST
-    } else {
-        CIFAR100_TEST
-    });
+    names.push(if name == DatasetName::Cifar10 { CIFAR10_TEST } else { CIFAR100_TEST });
     match src {
         Source::CifarTar(tar) => cifar::read_tar_members(tar, &names),
-        Source::CifarBins { train, test } => train
-            .iter()
-            .chain(std::iter::once(test))
-            .map(|p| Ok((p.clone(), read_file(p)?)))
-            .collect(),
-        Source::Idx(_) => Err(DataError::InvalidArgument {
-            arg: "source",
-            reason: format!("{name} is not stored as IDX files"),
-        }),
+        Source::CifarBins { train, test } => {
+            train.iter().chain(std::iter::once(test)).map(|p| Ok((p.clone(), read_file(p)?))).collect()
+        }
+        Source::Idx(_) => {
+            Err(DataError::InvalidArgument { arg: "source", reason: format!("{name} is not stored as IDX files") })
+        }
     }
 }
 
 /// Parses CIFAR batch files (train files then the test file) into a dataset.
-pub(crate) fn build_cifar(
-    name: DatasetName,
-    files: Vec<(PathBuf, Vec<u8>)>,
-    opts: &LoadOptions,
-) -> Result<Dataset> {
+pub(crate) fn build_cifar(name: DatasetName, files: Vec<(PathBuf, Vec<u8>)>, opts: &LoadOptions) -> Result<Dataset> {
     let kind = match name {
         DatasetName::Cifar10 => CifarKind::Ten,
         DatasetName::Cifar100 => CifarKind::Hundred,
-        _ => {
-            return Err(DataError::InvalidArgument {
-                arg: "name",
-                reason: format!("{name} is not a CIFAR dataset"),
-            })
-        }
+        _ => return Err(DataError::InvalidArgument { arg: "name", reason: format!("{name} is not a CIFAR dataset") }),
     };
     let (official_train, official_test) = name.official_counts();
     let n_train_files = files.len().saturating_sub(1);
@@ -208,19 +186,11 @@ pub(crate) fn build_cifar(
     let mut test = CifarRecords::default();
     for (i, (path, bytes)) in files.iter().enumerate() {
         let is_test = i == n_train_files;
-        let (out, expected, split) = if is_test {
-            (&mut test, official_test, "test")
-        } else {
-            (&mut train, per_train_file, "train")
-        };
+        let (out, expected, split) =
+            if is_test { (&mut test, official_test, "test") } else { (&mut train, per_train_file, "train") };
         let n = cifar::parse_batch(path, bytes, kind, out)?;
         if opts.check_official_counts && n != expected {
-            return Err(DataError::UnofficialCount {
-                path: path.clone(),
-                split,
-                found: n,
-                expected,
-            });
+            return Err(DataError::UnofficialCount { path: path.clone(), split, found: n, expected });
         }
     }
     let shape = name.input_shape();
@@ -235,11 +205,7 @@ pub(crate) fn build_cifar(
         train,
         test,
         class_names: name.class_names().iter().map(|s| s.to_string()).collect(),
-        coarse_class_names: (kind == CifarKind::Hundred).then(|| {
-            classes::CIFAR100_COARSE_CLASSES
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        }),
+        coarse_class_names: (kind == CifarKind::Hundred)
+            .then(|| classes::CIFAR100_COARSE_CLASSES.iter().map(|s| s.to_string()).collect()),
     })
 }

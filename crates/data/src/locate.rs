@@ -13,22 +13,13 @@ pub const DATA_DIR_ENV: &str = "STIFF_DATA_DIR";
 const DEBIAN_FASHION_MNIST: &str = "/usr/share/datasets/fashion-mnist";
 
 /// The IDX file stems, in the order train images, train labels, test images, test labels.
-pub(crate) const IDX_STEMS: [&str; 4] = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-];
+pub(crate) const IDX_STEMS: [&str; 4] =
+    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
 pub(crate) const CIFAR10_TAR: &str = "cifar-10-binary.tar.gz";
 pub(crate) const CIFAR10_SUBDIR: &str = "cifar-10-batches-bin";
-pub(crate) const CIFAR10_TRAIN: [&str; 5] = [
-    "data_batch_1.bin",
-    "data_batch_2.bin",
-    "data_batch_3.bin",
-    "data_batch_4.bin",
-    "data_batch_5.bin",
-];
+pub(crate) const CIFAR10_TRAIN: [&str; 5] =
+    ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
 pub(crate) const CIFAR10_TEST: &str = "test_batch.bin";
 pub(crate) const CIFAR100_TAR: &str = "cifar-100-binary.tar.gz";
 pub(crate) const CIFAR100_SUBDIR: &str = "cifar-100-binary";
@@ -61,10 +52,7 @@ pub fn search_roots(data_dir: Option<&Path>) -> Vec<PathBuf> {
 
 /// The dataset folders searched for `name`, in priority order.
 pub(crate) fn candidate_dirs(name: DatasetName, data_dir: Option<&Path>) -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = search_roots(data_dir)
-        .into_iter()
-        .map(|r| r.join(name.as_str()))
-        .collect();
+    let mut dirs: Vec<PathBuf> = search_roots(data_dir).into_iter().map(|r| r.join(name.as_str())).collect();
     if name == DatasetName::FashionMnist {
         dirs.push(PathBuf::from(DEBIAN_FASHION_MNIST));
     }
@@ -119,8 +107,7 @@ pub(crate) fn probe(name: DatasetName, dir: &Path) -> Probe {
     }
     match name {
         DatasetName::Mnist | DatasetName::FashionMnist => {
-            let found: Vec<Option<PathBuf>> =
-                IDX_STEMS.iter().map(|s| find_idx_file(dir, s)).collect();
+            let found: Vec<Option<PathBuf>> = IDX_STEMS.iter().map(|s| find_idx_file(dir, s)).collect();
             if found.iter().all(Option::is_some) {
                 let p: Vec<PathBuf> = found.into_iter().flatten().collect();
                 Probe::Complete(Source::Idx(IdxFiles {
@@ -128,12 +115,7 @@ pub(crate) fn probe(name: DatasetName, dir: &Path) -> Probe {
                 }))
             } else if found.iter().any(Option::is_some) {
                 Probe::Partial(
-                    IDX_STEMS
-                        .iter()
-                        .zip(&found)
-                        .filter(|(_, f)| f.is_none())
-                        .map(|(s, _)| format!("{s}.gz"))
-                        .collect(),
+                    IDX_STEMS.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(s, _)| format!("{s}.gz")).collect(),
                 )
             } else {
                 Probe::Absent
@@ -144,11 +126,7 @@ pub(crate) fn probe(name: DatasetName, dir: &Path) -> Probe {
                 DatasetName::Cifar10 => (CIFAR10_SUBDIR, CIFAR10_TAR, CIFAR10_TRAIN.to_vec()),
                 _ => (CIFAR100_SUBDIR, CIFAR100_TAR, vec![CIFAR100_TRAIN]),
             };
-            names.push(if name == DatasetName::Cifar10 {
-                CIFAR10_TEST
-            } else {
-                CIFAR100_TEST
-            });
+            names.push(if name == DatasetName::Cifar10 { CIFAR10_TEST } else { CIFAR100_TEST });
             let dirs = [dir.join(subdir), dir.to_path_buf()];
             if let Some((_, mut paths)) = find_all(&dirs, &names) {
                 let test = paths.pop().unwrap_or_default();
@@ -158,9 +136,7 @@ pub(crate) fn probe(name: DatasetName, dir: &Path) -> Probe {
             if tar_path.is_file() {
                 return Probe::Complete(Source::CifarTar(tar_path));
             }
-            let some_bin = dirs
-                .iter()
-                .any(|d| names.iter().any(|n| d.join(n).is_file()));
+            let some_bin = dirs.iter().any(|d| names.iter().any(|n| d.join(n).is_file()));
             if some_bin {
                 // Report against whichever folder holds more of the batch files.
                 let best = dirs
@@ -168,11 +144,7 @@ pub(crate) fn probe(name: DatasetName, dir: &Path) -> Probe {
                     .max_by_key(|d| names.iter().filter(|n| d.join(n).is_file()).count())
                     .unwrap_or(&dirs[0]);
                 Probe::Partial(
-                    names
-                        .iter()
-                        .filter(|n| !best.join(n).is_file())
-                        .map(|n| format!("{subdir}/{n}"))
-                        .collect(),
+                    names.iter().filter(|n| !best.join(n).is_file()).map(|n| format!("{subdir}/{n}")).collect(),
                 )
             } else {
                 Probe::Absent
@@ -197,21 +169,10 @@ pub(crate) fn locate_source(name: DatasetName, data_dir: Option<&Path>) -> Resul
         }
     }
     if let Some((dir, missing)) = first_partial {
-        return Err(DataError::Incomplete {
-            dataset: name.to_string(),
-            dir,
-            missing,
-        });
+        return Err(DataError::Incomplete { dataset: name.to_string(), dir, missing });
     }
-    let target = dirs
-        .first()
-        .cloned()
-        .unwrap_or_else(|| PathBuf::from("<data-dir>").join(name.as_str()));
-    Err(DataError::NotFound {
-        dataset: name.to_string(),
-        searched: dirs,
-        hint: manual_hint(name, &target),
-    })
+    let target = dirs.first().cloned().unwrap_or_else(|| PathBuf::from("<data-dir>").join(name.as_str()));
+    Err(DataError::NotFound { dataset: name.to_string(), searched: dirs, hint: manual_hint(name, &target) })
 }
 
 /// The folder holding `name`'s files, searching `data_dir` (the `--data-dir` flag), then
@@ -224,18 +185,16 @@ pub fn locate(name: DatasetName, data_dir: Option<&Path>) -> Result<PathBuf> {
 /// The file names the user must put in place by hand, and where.
 pub(crate) fn manual_hint(name: DatasetName, dir: &Path) -> String {
     let files = match name {
-        DatasetName::Mnist | DatasetName::FashionMnist => IDX_STEMS
-            .iter()
-            .map(|s| format!("{s}.gz"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        DatasetName::Mnist | DatasetName::FashionMnist => {
+            IDX_STEMS.iter().map(|s| format!("{s}.gz")).collect::<Vec<_>>().join(", ")
+        }
         DatasetName::Cifar10 => format!(
             "{CIFAR10_TAR} (or its extracted {CIFAR10_SUBDIR}/ with {} and {CIFAR10_TEST})",
             CIFAR10_TRAIN.join(", ")
         ),
-        DatasetName::Cifar100 => format!(
-            "{CIFAR100_TAR} (or its extracted {CIFAR100_SUBDIR}/ with {CIFAR100_TRAIN} and {CIFAR100_TEST})"
-        ),
+        DatasetName::Cifar100 => {
+            format!("{CIFAR100_TAR} (or its extracted {CIFAR100_SUBDIR}/ with {CIFAR100_TRAIN} and {CIFAR100_TEST})")
+        }
     };
     format!(
         "To provide {name} by hand, put {files} into {}; or run `stiff data fetch {name}` (with \

@@ -23,11 +23,7 @@ pub struct Preprocess {
 
 impl Default for Preprocess {
     fn default() -> Self {
-        Preprocess {
-            per_example_standardise: true,
-            dataset_standardise: false,
-            unit_length: false,
-        }
+        Preprocess { per_example_standardise: true, dataset_standardise: false, unit_length: false }
     }
 }
 
@@ -51,10 +47,7 @@ fn dims4(images: &Tensor) -> Result<(usize, usize, usize, usize)> {
 }
 
 fn host_f32(images: &Tensor) -> Result<Vec<f32>> {
-    Ok(images
-        .to_dtype(candle::DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?)
+    Ok(images.to_dtype(candle::DType::F32)?.flatten_all()?.to_vec1::<f32>()?)
 }
 
 impl ChannelStats {
@@ -70,24 +63,13 @@ impl ChannelStats {
             sum[ch] += chunk.iter().map(|&x| f64::from(x)).sum::<f64>();
             count[ch] += chunk.len();
         }
-        let mean: Vec<f64> = sum
-            .iter()
-            .zip(&count)
-            .map(|(s, &k)| if k == 0 { 0.0 } else { s / k as f64 })
-            .collect();
+        let mean: Vec<f64> = sum.iter().zip(&count).map(|(s, &k)| if k == 0 { 0.0 } else { s / k as f64 }).collect();
         let mut sq = vec![0f64; c];
         for (i, chunk) in data.chunks(plane.max(1)).enumerate() {
             let ch = i % c.max(1);
-            sq[ch] += chunk
-                .iter()
-                .map(|&x| (f64::from(x) - mean[ch]).powi(2))
-                .sum::<f64>();
+            sq[ch] += chunk.iter().map(|&x| (f64::from(x) - mean[ch]).powi(2)).sum::<f64>();
         }
-        let std = sq
-            .iter()
-            .zip(&count)
-            .map(|(s, &k)| if k == 0 { 0.0 } else { (s / k as f64).sqrt() })
-            .collect();
+        let std = sq.iter().zip(&count).map(|(s, &k)| if k == 0 { 0.0 } else { (s / k as f64).sqrt() }).collect();
         Ok(ChannelStats { mean, std })
     }
 }
@@ -95,11 +77,7 @@ impl ChannelStats {
 impl Preprocess {
     /// No preprocessing at all.
     pub fn none() -> Self {
-        Preprocess {
-            per_example_standardise: false,
-            dataset_standardise: false,
-            unit_length: false,
-        }
+        Preprocess { per_example_standardise: false, dataset_standardise: false, unit_length: false }
     }
 
     /// Applies the enabled steps. images: (N, C, H, W) → (N, C, H, W) f32, same device.
@@ -126,10 +104,7 @@ impl Preprocess {
             if stats.mean.len() != c || stats.std.len() != c {
                 return Err(DataError::InvalidArgument {
                     arg: "stats",
-                    reason: format!(
-                        "statistics for {} channels, images have {c}",
-                        stats.mean.len()
-                    ),
+                    reason: format!("statistics for {} channels, images have {c}", stats.mean.len()),
                 });
             }
             let plane = (h * w).max(1);
@@ -143,18 +118,36 @@ impl Preprocess {
                 }
             }
         }
-        if d > 0 {
-            for row in data.chunks_mut(d) {
+        if d > 0 && (self.per_example_standardise || self.unit_length) {
+            par_rows(&mut data, d, |row| {
                 if self.per_example_standardise {
                     standardise_row(row);
                 }
                 if self.unit_length {
                     unit_length_row(row);
                 }
-            }
+            });
         }
         Ok(Tensor::from_vec(data, (n, c, h, w), images.device())?)
     }
+}
+
+/// Applies `f` to each row of length `d`, splitting the rows over the available cores. Each row
+/// is processed independently, so the result does not depend on the thread count.
+fn par_rows(data: &mut [f32], d: usize, f: impl Fn(&mut [f32]) + Sync) {
+    let rows = data.len() / d;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
+    if threads <= 1 || rows < 2048 {
+        data.chunks_mut(d).for_each(&f);
+        return;
+    }
+    let per_thread = rows.div_ceil(threads) * d;
+    let f = &f;
+    std::thread::scope(|s| {
+        for chunk in data.chunks_mut(per_thread) {
+            s.spawn(move || chunk.chunks_mut(d).for_each(f));
+        }
+    });
 }
 
 /// Zero mean, unit population variance; a constant row becomes zeros.
@@ -166,11 +159,7 @@ fn standardise_row(row: &mut [f32]) {
     }
     let len = row.len() as f64;
     let mean = row.iter().map(|&x| f64::from(x)).sum::<f64>() / len;
-    let var = row
-        .iter()
-        .map(|&x| (f64::from(x) - mean).powi(2))
-        .sum::<f64>()
-        / len;
+    let var = row.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / len;
     // var > 0 because the row has two distinct values.
     let inv = 1.0 / var.sqrt();
     for x in row {
@@ -180,11 +169,7 @@ fn standardise_row(row: &mut [f32]) {
 
 /// Euclidean norm 1; an all-zero row stays zero.
 fn unit_length_row(row: &mut [f32]) {
-    let norm = row
-        .iter()
-        .map(|&x| f64::from(x).powi(2))
-        .sum::<f64>()
-        .sqrt();
+    let norm = row.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
     if norm > 0.0 {
         let inv = 1.0 / norm;
         for x in row {

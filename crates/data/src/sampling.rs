@@ -48,10 +48,8 @@ pub fn balanced_subset(labels: &[u32], num_classes: usize, total: usize, seed: u
                 needed: per_class,
             });
         }
-        let mut picked: Vec<usize> = index::sample(&mut rng, members.len(), per_class)
-            .into_iter()
-            .map(|j| members[j])
-            .collect();
+        let mut picked: Vec<usize> =
+            index::sample(&mut rng, members.len(), per_class).into_iter().map(|j| members[j]).collect();
         picked.sort_unstable();
         out.extend(picked);
     }
@@ -90,17 +88,9 @@ impl Batcher {
     /// [`drop_last`](Self::drop_last) is set.
     pub fn new(n: usize, batch_size: usize, seed: u64) -> Result<Batcher> {
         if batch_size == 0 {
-            return Err(DataError::InvalidArgument {
-                arg: "batch_size",
-                reason: "must be positive".into(),
-            });
+            return Err(DataError::InvalidArgument { arg: "batch_size", reason: "must be positive".into() });
         }
-        Ok(Batcher {
-            n,
-            batch_size,
-            seed,
-            drop_last: false,
-        })
+        Ok(Batcher { n, batch_size, seed, drop_last: false })
     }
 
     /// Drop the last batch of an epoch when it is shorter than `batch_size`.

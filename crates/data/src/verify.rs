@@ -54,10 +54,7 @@ impl VerifyRow {
 
     /// Column titles matching the `Display` layout.
     pub fn header() -> String {
-        format!(
-            "{:<14} {:<9} {:<9} {}",
-            "dataset", "status", "checksum", "details"
-        )
+        format!("{:<14} {:<9} {:<9} {}", "dataset", "status", "checksum", "details")
     }
 }
 
@@ -108,13 +105,7 @@ pub fn verify(data_dir: Option<&Path>) -> Vec<VerifyRow> {
                 VerifyStatus::Missing,
                 None,
                 "-",
-                format!(
-                    "not found in {}",
-                    dirs.iter()
-                        .map(|d| d.display().to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                format!("not found in {}", dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")),
             )
         })
         .collect()
@@ -124,25 +115,15 @@ pub fn verify(data_dir: Option<&Path>) -> Vec<VerifyRow> {
 pub fn verify_dir(name: DatasetName, dir: &Path) -> VerifyRow {
     match probe(name, dir) {
         Probe::Absent => row(name, VerifyStatus::Missing, None, "-", format!("not found in {}", dir.display())),
-        Probe::Partial(missing) => row(
-            name,
-            VerifyStatus::Broken,
-            Some(dir),
-            "-",
-            format!("incomplete: missing {}", missing.join(", ")),
-        ),
+        Probe::Partial(missing) => {
+            row(name, VerifyStatus::Broken, Some(dir), "-", format!("incomplete: missing {}", missing.join(", ")))
+        }
         Probe::Complete(src) => verify_source(name, dir, &src),
     }
 }
 
 fn row(name: DatasetName, status: VerifyStatus, dir: Option<&Path>, checksum: &str, message: String) -> VerifyRow {
-    VerifyRow {
-        dataset: name,
-        status,
-        location: dir.map(Path::to_path_buf),
-        checksum: checksum.to_string(),
-        message,
-    }
+    VerifyRow { dataset: name, status, location: dir.map(Path::to_path_buf), checksum: checksum.to_string(), message }
 }
 
 fn verify_source(name: DatasetName, dir: &Path, src: &Source) -> VerifyRow {
@@ -220,11 +201,7 @@ fn check(name: DatasetName, src: &Source) -> Result<(String, Vec<String>, String
 fn check_contents(ds: &Dataset) -> Vec<String> {
     let mut problems = Vec::new();
     if ds.input_shape() != ds.name.input_shape() {
-        problems.push(format!(
-            "image shape {:?}, expected {:?}",
-            ds.input_shape(),
-            ds.name.input_shape()
-        ));
+        problems.push(format!("image shape {:?}, expected {:?}", ds.input_shape(), ds.name.input_shape()));
     }
     let (want_train, want_test) = checksums::class_histograms(ds.name);
     for (split, s, want) in [("train", &ds.train, want_train), ("test", &ds.test, want_test)] {

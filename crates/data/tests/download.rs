@@ -26,7 +26,10 @@ enum Reply {
     /// Honour a Range request with 206 (200 when there is none).
     Ranged(Vec<u8>),
     /// Announce the whole length, send only `send` bytes, then close.
-    Drop { body: Vec<u8>, send: usize },
+    Drop {
+        body: Vec<u8>,
+        send: usize,
+    },
     Status(u16),
 }
 
@@ -88,28 +91,19 @@ fn respond(mut s: TcpStream, req: &Req, reply: Reply) {
         format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\n{extra}\r\n")
     };
     let _ = match reply {
-        Reply::Full(body) => s
-            .write_all(head("200 OK", body.len(), "").as_bytes())
-            .and_then(|_| s.write_all(&body)),
+        Reply::Full(body) => s.write_all(head("200 OK", body.len(), "").as_bytes()).and_then(|_| s.write_all(&body)),
         Reply::Ranged(body) => match req.range_start {
             Some(start) if (start as usize) < body.len() => {
                 let part = &body[start as usize..];
-                let cr = format!(
-                    "Content-Range: bytes {start}-{}/{}\r\n",
-                    body.len() - 1,
-                    body.len()
-                );
-                s.write_all(head("206 Partial Content", part.len(), &cr).as_bytes())
-                    .and_then(|_| s.write_all(part))
+                let cr = format!("Content-Range: bytes {start}-{}/{}\r\n", body.len() - 1, body.len());
+                s.write_all(head("206 Partial Content", part.len(), &cr).as_bytes()).and_then(|_| s.write_all(part))
             }
             Some(_) => s.write_all(head("416 Range Not Satisfiable", 0, "").as_bytes()),
-            None => s
-                .write_all(head("200 OK", body.len(), "").as_bytes())
-                .and_then(|_| s.write_all(&body)),
+            None => s.write_all(head("200 OK", body.len(), "").as_bytes()).and_then(|_| s.write_all(&body)),
         },
-        Reply::Drop { body, send } => s
-            .write_all(head("200 OK", body.len(), "").as_bytes())
-            .and_then(|_| s.write_all(&body[..send])),
+        Reply::Drop { body, send } => {
+            s.write_all(head("200 OK", body.len(), "").as_bytes()).and_then(|_| s.write_all(&body[..send]))
+        }
         Reply::Status(code) => s.write_all(head(&format!("{code} Nope"), 0, "").as_bytes()),
     };
     let _ = s.flush();
@@ -127,10 +121,7 @@ fn spec(base: &str, name: &str, checksum: Checksum) -> FetchSpec {
     FetchSpec {
         dataset: DatasetName::Mnist,
         base_url: base.to_string(),
-        files: vec![RemoteFile {
-            name: name.to_string(),
-            checksum,
-        }],
+        files: vec![RemoteFile { name: name.to_string(), checksum }],
     }
 }
 
@@ -196,10 +187,7 @@ fn md5_checked_tarball() {
 
     let tmp2 = tempfile::tempdir().unwrap();
     s.files[0].checksum = Checksum::Md5("0".repeat(32));
-    assert!(matches!(
-        fetch_spec(&s, tmp2.path(), None, false),
-        Err(DataError::ChecksumMismatch { algo: "MD5", .. })
-    ));
+    assert!(matches!(fetch_spec(&s, tmp2.path(), None, false), Err(DataError::ChecksumMismatch { algo: "MD5", .. })));
 }
 
 #[test]
@@ -294,8 +282,7 @@ fn file_mirror_copies_and_verifies() {
     // A mirror folder without the file says how to provide it.
     let empty = tempfile::tempdir().unwrap();
     let tmp2 = tempfile::tempdir().unwrap();
-    let err = fetch_spec(&s, tmp2.path(), Some(&format!("file://{}", empty.path().display())), false)
-        .unwrap_err();
+    let err = fetch_spec(&s, tmp2.path(), Some(&format!("file://{}", empty.path().display())), false).unwrap_err();
     assert!(err.to_string().contains("--mirror"), "{err}");
 }
 

@@ -56,10 +56,7 @@ fn wrong_magic() {
     // Swap images and labels files: each has the other's magic.
     f.swap(0, 1);
     let err = load_idx(&f, true).unwrap_err();
-    assert!(
-        matches!(err, DataError::BadMagic { found: 2049, expected: 2051, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::BadMagic { found: 2049, expected: 2051, .. }), "{err}");
     mentions(&err, "train-images-idx3-ubyte.gz");
 }
 
@@ -68,10 +65,7 @@ fn count_mismatch() {
     let mut f = good_idx();
     f[1] = idx_labels(&[1, 2, 3]);
     let err = load_idx(&f, false).unwrap_err();
-    assert!(
-        matches!(err, DataError::CountMismatch { images: 8, labels: 3, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::CountMismatch { images: 8, labels: 3, .. }), "{err}");
 }
 
 #[test]
@@ -79,10 +73,7 @@ fn label_out_of_range() {
     let mut f = good_idx();
     f[3] = idx_labels(&[0, 1, 10, 2]);
     let err = load_idx(&f, false).unwrap_err();
-    assert!(
-        matches!(err, DataError::LabelOutOfRange { index: 2, label: 10, num_classes: 10, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::LabelOutOfRange { index: 2, label: 10, num_classes: 10, .. }), "{err}");
     mentions(&err, "t10k-labels-idx1-ubyte");
 }
 
@@ -159,10 +150,7 @@ fn cifar10_label_out_of_range() {
         }
     });
     let err = load_from_dir(DatasetName::Cifar10, tmp.path(), &LoadOptions::lenient()).unwrap_err();
-    assert!(
-        matches!(err, DataError::LabelOutOfRange { index: 1, label: 10, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::LabelOutOfRange { index: 1, label: 10, .. }), "{err}");
     mentions(&err, "test_batch.bin");
 }
 
@@ -185,10 +173,7 @@ fn cifar100_coarse_mismatch_and_fine_out_of_range() {
     train[1] = 100;
     std::fs::write(tmp.path().join("train.bin"), &train).unwrap();
     let err = load_from_dir(DatasetName::Cifar100, tmp.path(), &LoadOptions::lenient()).unwrap_err();
-    assert!(
-        matches!(err, DataError::LabelOutOfRange { index: 0, label: 100, num_classes: 100, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::LabelOutOfRange { index: 0, label: 100, num_classes: 100, .. }), "{err}");
 }
 
 #[test]
@@ -217,10 +202,7 @@ fn tar_missing_member_and_corrupt_tar() {
 fn cifar100_tar() -> Vec<u8> {
     let (train, _) = cifar100_records(3, 0);
     let (test, _) = cifar100_records(2, 1);
-    tar_gz(&[
-        ("cifar-100-binary/train.bin".into(), train),
-        ("cifar-100-binary/test.bin".into(), test),
-    ])
+    tar_gz(&[("cifar-100-binary/train.bin".into(), train), ("cifar-100-binary/test.bin".into(), test)])
 }
 
 fn no_panic_message(r: &Result<stiff_data::Dataset, DataError>) -> bool {

@@ -34,10 +34,7 @@ fn mnist_gz_loads_exactly() {
     let want: Vec<u32> = train.labels.iter().map(|&l| u32::from(l)).collect();
     assert_eq!(ds.train.labels, want);
     assert!(ds.train.coarse_labels.is_none());
-    assert_eq!(
-        stiff_data::locate(DatasetName::Mnist, Some(tmp.path())).unwrap(),
-        tmp.path().join("mnist")
-    );
+    assert_eq!(stiff_data::locate(DatasetName::Mnist, Some(tmp.path())).unwrap(), tmp.path().join("mnist"));
 }
 
 #[test]
@@ -66,10 +63,7 @@ fn official_counts_are_enforced_by_default() {
     let tmp = tempfile::tempdir().unwrap();
     write_idx_dir(tmp.path(), &idx_files(&idx_split(5, 1), &idx_split(5, 2)), true, false);
     let err = load_from_dir(DatasetName::Mnist, tmp.path(), &LoadOptions::default()).unwrap_err();
-    assert!(
-        matches!(err, DataError::UnofficialCount { found: 5, expected: 60_000, .. }),
-        "{err}"
-    );
+    assert!(matches!(err, DataError::UnofficialCount { found: 5, expected: 60_000, .. }), "{err}");
 }
 
 fn assert_cifar10(ds: &stiff_data::Dataset, batches: &[(String, Vec<u8>, Vec<u8>)]) {
@@ -77,15 +71,10 @@ fn assert_cifar10(ds: &stiff_data::Dataset, batches: &[(String, Vec<u8>, Vec<u8>
     assert_eq!(ds.train.images.dims(), &[5 * per, 3, 32, 32]);
     assert_eq!(ds.test.images.dims(), &[per, 3, 32, 32]);
     // Record layout: label byte then R, G, B planes; the (C,H,W) tensor is the bytes after it.
-    let train_pixels: Vec<u8> = batches[..5]
-        .iter()
-        .flat_map(|(_, bytes, _)| bytes.chunks(3073).flat_map(|r| r[1..].to_vec()))
-        .collect();
+    let train_pixels: Vec<u8> =
+        batches[..5].iter().flat_map(|(_, bytes, _)| bytes.chunks(3073).flat_map(|r| r[1..].to_vec())).collect();
     expect_pixels(&ds.train.images, &train_pixels);
-    let train_labels: Vec<u32> = batches[..5]
-        .iter()
-        .flat_map(|(_, _, l)| l.iter().map(|&x| u32::from(x)))
-        .collect();
+    let train_labels: Vec<u32> = batches[..5].iter().flat_map(|(_, _, l)| l.iter().map(|&x| u32::from(x))).collect();
     assert_eq!(ds.train.labels, train_labels);
     assert_eq!(ds.class_names[9], "truck");
     // Spot check one value by coordinates: example 1 of batch 1, channel G (1), row 2, col 3.
@@ -98,10 +87,8 @@ fn assert_cifar10(ds: &stiff_data::Dataset, batches: &[(String, Vec<u8>, Vec<u8>
 fn cifar10_tar_gz_loads() {
     let tmp = tempfile::tempdir().unwrap();
     let batches = cifar10_batches(4);
-    let members: Vec<(String, Vec<u8>)> = batches
-        .iter()
-        .map(|(n, b, _)| (format!("cifar-10-batches-bin/{n}"), b.clone()))
-        .collect();
+    let members: Vec<(String, Vec<u8>)> =
+        batches.iter().map(|(n, b, _)| (format!("cifar-10-batches-bin/{n}"), b.clone())).collect();
     let dir = tmp.path().join("cifar10");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cifar-10-binary.tar.gz"), tar_gz(&members)).unwrap();
@@ -134,22 +121,16 @@ fn cifar10_official_counts_checked() {
     assert!(matches!(err, DataError::UnofficialCount { found: 2, expected: 10_000, .. }), "{err}");
 }
 
-fn cifar100_members(n_train: usize, n_test: usize) -> (Vec<(String, Vec<u8>)>, Vec<u8>, Vec<u8>) {
+/// Tar members (path, bytes) and the train fine labels.
+fn cifar100_members(n_train: usize, n_test: usize) -> (Vec<(String, Vec<u8>)>, Vec<u8>) {
     let (train, train_fine) = cifar100_records(n_train, 5);
     let (test, _) = cifar100_records(n_test, 6);
-    (
-        vec![
-            ("cifar-100-binary/train.bin".into(), train),
-            ("cifar-100-binary/test.bin".into(), test),
-        ],
-        train_fine,
-        vec![],
-    )
+    (vec![("cifar-100-binary/train.bin".into(), train), ("cifar-100-binary/test.bin".into(), test)], train_fine)
 }
 
 #[test]
 fn cifar100_tar_gz_and_extracted_load_with_coarse_labels() {
-    let (members, train_fine, _) = cifar100_members(9, 4);
+    let (members, train_fine) = cifar100_members(9, 4);
     let tmp = tempfile::tempdir().unwrap();
     let tar_dir = tmp.path().join("tar");
     std::fs::create_dir_all(&tar_dir).unwrap();
@@ -185,10 +166,7 @@ fn select_and_labels_tensor() {
     let sub = ds.train.select(&[4, 0, 4]).unwrap();
     assert_eq!(sub.images.dims(), &[3, 1, 28, 28]);
     assert_eq!(sub.labels, vec![ds.train.labels[4], ds.train.labels[0], ds.train.labels[4]]);
-    let want: Vec<u8> = [4usize, 0, 4]
-        .iter()
-        .flat_map(|&i| train.pixels[i * 784..(i + 1) * 784].to_vec())
-        .collect();
+    let want: Vec<u8> = [4usize, 0, 4].iter().flat_map(|&i| train.pixels[i * 784..(i + 1) * 784].to_vec()).collect();
     expect_pixels(&sub.images, &want);
     let lt = sub.labels_tensor(&candle::Device::Cpu).unwrap();
     assert_eq!(lt.dtype(), candle::DType::U32);
@@ -206,4 +184,24 @@ fn dataset_name_round_trips() {
     }
     assert_eq!("CIFAR-10".parse::<DatasetName>().unwrap(), DatasetName::Cifar10);
     assert!("svhn".parse::<DatasetName>().is_err());
+}
+
+#[test]
+fn verify_dir_reports_missing_incomplete_and_broken() {
+    use stiff_data::{verify_dir, VerifyStatus};
+    let tmp = tempfile::tempdir().unwrap();
+    let row = verify_dir(DatasetName::Mnist, tmp.path());
+    assert_eq!(row.status, VerifyStatus::Missing);
+    assert!(!row.is_broken());
+
+    // Well-formed but not the official counts: present and broken.
+    write_idx_dir(tmp.path(), &idx_files(&idx_split(5, 1), &idx_split(5, 2)), true, false);
+    let row = verify_dir(DatasetName::Mnist, tmp.path());
+    assert!(row.is_broken(), "{row}");
+    assert!(row.message.contains("60000"), "{row}");
+    assert!(row.to_string().starts_with("mnist"), "{row}");
+
+    std::fs::remove_file(tmp.path().join("t10k-labels-idx1-ubyte.gz")).unwrap();
+    let row = verify_dir(DatasetName::Mnist, tmp.path());
+    assert!(row.is_broken() && row.message.contains("incomplete"), "{row}");
 }

@@ -29,21 +29,14 @@ fn per_example_standardise_by_hand() {
     let y = Preprocess::default().apply(&x).unwrap();
     assert_eq!(y.dims(), &[2, 1, 2, 2]);
     let s = 1.25f64.sqrt();
-    close(
-        &vals(&y),
-        &[-1.5 / s, -0.5 / s, 0.5 / s, 1.5 / s, 0., 0., 0., 0.],
-    );
+    close(&vals(&y), &[-1.5 / s, -0.5 / s, 0.5 / s, 1.5 / s, 0., 0., 0., 0.]);
 }
 
 #[test]
 fn unit_length_by_hand() {
     // [3,4] has norm 5; the zero image stays zero.
     let x = t(&[3., 4., 0., 0.], (2, 1, 1, 2));
-    let p = Preprocess {
-        per_example_standardise: false,
-        dataset_standardise: false,
-        unit_length: true,
-    };
+    let p = Preprocess { per_example_standardise: false, dataset_standardise: false, unit_length: true };
     close(&vals(&p.apply(&x).unwrap()), &[0.6, 0.8, 0., 0.]);
 }
 
@@ -51,10 +44,7 @@ fn unit_length_by_hand() {
 fn standardise_then_unit_length_has_norm_one() {
     let data: Vec<f32> = (0..3 * 2 * 4 * 4).map(|i| ((i * 37) % 11) as f32 / 10.0).collect();
     let x = t(&data, (3, 2, 4, 4));
-    let p = Preprocess {
-        unit_length: true,
-        ..Preprocess::default()
-    };
+    let p = Preprocess { unit_length: true, ..Preprocess::default() };
     let y = vals(&p.apply(&x).unwrap());
     for row in y.chunks(32) {
         let norm: f64 = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
@@ -71,11 +61,7 @@ fn dataset_standardise_per_channel() {
     let stats = ChannelStats::compute(&x).unwrap();
     assert_eq!(stats.mean, vec![1.0, 5.0]);
     assert_eq!(stats.std, vec![1.0, 0.0]);
-    let p = Preprocess {
-        per_example_standardise: false,
-        dataset_standardise: true,
-        unit_length: false,
-    };
+    let p = Preprocess { per_example_standardise: false, dataset_standardise: true, unit_length: false };
     close(&vals(&p.apply(&x).unwrap()), &[-1., 0., 1., 0.]);
     // Stats from another set are applied as given: (v - 1) / 1 on channel 0.
     let z = t(&[3., 5.], (1, 2, 1, 1));

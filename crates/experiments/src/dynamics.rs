@@ -46,8 +46,9 @@ pub const DYN_FIGURES: [&str; 6] = ["fig2", "fig3", "fig4", "fig5", "fig6", "fig
 #[serde(rename_all = "snake_case")]
 pub enum StageRule {
     /// init = step 0; late 1 = the measured step nearest the best-validation step of the
-    /// overfitting onset (the middle of the run if no onset was detected); early = the measured
-    /// step nearest a tenth of late 1 (log scale); late 2 = the last measured step.
+    /// overfitting onset (the middle of the run if no onset was detected); early = the first
+    /// measured step whose training loss has fallen a quarter of the way from its initial value
+    /// to its value at late 1 (a tenth of late 1 if none); late 2 = the last measured step.
     AroundOnset,
     /// init = step 0; early, late 1, late 2 = the measured steps nearest 2%, 50% and 100% of
     /// the run (used with permuted labels, where "overfitting" starts at once).
@@ -113,7 +114,11 @@ impl DynConfig {
             OptimizerKind::Sgd => 0.05,
             OptimizerKind::Adam => 1e-3,
         };
-        let mut measure = MeasureSettings { distance_curves: false, bootstrap_reps: if quick { 20 } else { 50 }, ..Default::default() };
+        let mut measure = MeasureSettings {
+            distance_curves: false,
+            bootstrap_reps: if quick { 20 } else { 50 },
+            ..Default::default()
+        };
         measure.bootstrap_seed = 0;
         let (dataset, preset) = match figure {
             "fig2" | "fig3" | "fig4" => (DatasetName::Mnist, Preset::Fc6),
@@ -335,7 +340,18 @@ pub fn stages(record: &DynRunRecord, rule: StageRule) -> Vec<Stage> {
     let (early_t, late1_t) = match rule {
         StageRule::AroundOnset => {
             let l1 = record.onset.as_ref().map_or(run_len / 2, |o| o.best_step);
-            ((l1 / 10).max(1), l1)
+            // Early: training has clearly started, i.e. the training loss has covered a quarter of
+            // its way from initialisation to late 1 (a fixed fraction of steps would land in the
+            // initial plateau of plain SGD).
+            let l1_loss = record.nearest_point(l1).map_or(f64::NAN, |p| p.train_loss);
+            let l0_loss = record.points[0].train_loss;
+            let goal = l0_loss - 0.25 * (l0_loss - l1_loss);
+            let early = record
+                .points
+                .iter()
+                .find(|p| p.step > 0 && p.step <= l1 && p.train_loss <= goal)
+                .map_or((l1 / 10).max(1), |p| p.step);
+            (early, l1)
         }
         StageRule::Fractions => (((run_len as f64) * 0.02).round().max(1.0) as u64, run_len / 2),
     };
@@ -352,12 +368,7 @@ pub fn stages(record: &DynRunRecord, rule: StageRule) -> Vec<Stage> {
 }
 
 /// Trains one spec on prepared data, measuring stiffness at every scheduled step.
-pub fn run_one(
-    spec: &DynRunSpec,
-    data: &Prepared,
-    device: &Device,
-    bar: Option<ProgressBar>,
-) -> Result<DynRunRecord> {
+pub fn run_one(spec: &DynRunSpec, data: &Prepared, device: &Device, bar: Option<ProgressBar>) -> Result<DynRunRecord> {
     let t0 = Instant::now();
     let cfg = ModelConfig::preset(spec.preset, data.input, data.num_classes());
     let model = Model::new(&cfg, spec.seed, DType::F32, device)?;
@@ -404,8 +415,11 @@ pub fn run_one(
         }
         Ok(())
     };
-    let labels =
-        if spec.permute_labels { stiff_data::sampling::permuted_labels(&data.train_y, spec.seed) } else { data.train_y.clone() };
+    let labels = if spec.permute_labels {
+        stiff_data::sampling::permuted_labels(&data.train_y, spec.seed)
+    } else {
+        data.train_y.clone()
+    };
     let train = LabelledData::new(data.train_x.clone(), labels)?;
     let val_idx = stiff_train::eval_subset(data.val_y.len(), spec.eval_subset, 1);
     let val = LabelledData::new(data.val_x.clone(), data.val_y.clone())?.select(&val_idx, device)?;
@@ -586,7 +600,12 @@ pub fn draw(cfg: &DynConfig, out: &Path, command: &str) -> Result<()> {
         )));
     }
     if records.len() < specs.len() {
-        eprintln!("{}: {} of {} runs are not finished yet; drawing from the rest", cfg.figure, specs.len() - records.len(), specs.len());
+        eprintln!(
+            "{}: {} of {} runs are not finished yet; drawing from the rest",
+            cfg.figure,
+            specs.len() - records.len(),
+            specs.len()
+        );
     }
     let dir = out.join(&cfg.figure);
     use crate::figures::dynamics as f;

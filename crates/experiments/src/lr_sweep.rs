@@ -85,9 +85,15 @@ impl LrSweepConfig {
             (OptimizerKind::Adam, true) => vec![3e-4, 3e-3],
         };
         let thresholds = if quick {
-            BTreeMap::from([(DatasetName::Mnist, vec![1.0, 0.6, 0.4]), (DatasetName::FashionMnist, vec![1.2, 0.9, 0.7])])
+            BTreeMap::from([
+                (DatasetName::Mnist, vec![1.0, 0.6, 0.4]),
+                (DatasetName::FashionMnist, vec![1.2, 0.9, 0.7]),
+            ])
         } else {
-            BTreeMap::from([(DatasetName::Mnist, vec![0.5, 0.2, 0.1]), (DatasetName::FashionMnist, vec![0.7, 0.5, 0.4])])
+            BTreeMap::from([
+                (DatasetName::Mnist, vec![0.5, 0.2, 0.1]),
+                (DatasetName::FashionMnist, vec![0.7, 0.5, 0.4]),
+            ])
         };
         let mut measure = MeasureSettings::default();
         let mut data = DataSettings::for_dataset(DatasetName::Mnist);

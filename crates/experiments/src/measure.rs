@@ -150,7 +150,8 @@ pub fn measure(
     } else {
         None
     };
-    let curves = if settings.distance_curves { space_curves(model, x, k.view(), labels, settings, &s)? } else { vec![] };
+    let curves =
+        if settings.distance_curves { space_curves(model, x, k.view(), labels, settings, &s)? } else { vec![] };
     Ok(Measurement {
         n: labels.len(),
         sign: KindSummary { within: cs.sign.within, between: cs.sign.between, ci: boot.as_ref().map(|b| b.sign) },

@@ -112,7 +112,8 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
     let lr_ids: Vec<String> = if lr_figs.is_empty() {
         vec![]
     } else {
-        let cfg = LrSweepConfig::new(opts.quick, opts.optimizer, opts.seeds.unwrap_or(if opts.quick { 1 } else { 3 }).max(1));
+        let cfg =
+            LrSweepConfig::new(opts.quick, opts.optimizer, opts.seeds.unwrap_or(if opts.quick { 1 } else { 3 }).max(1));
         lr_figs.iter().flat_map(|f| figure_runs(f, &cfg)).map(|s| s.id()).collect()
     };
     let dyn_ids = crate::dynamics::run_ids(&dyn_figs, opts)?;
@@ -205,7 +206,10 @@ fn reproduce_lr(figs: &[&str], opts: &ReproduceOptions) -> Result<()> {
     run_specs(&todo, opts, &store)?;
 
     if !opts.selection.is_everything() {
-        eprintln!("selected runs finished; once every shard is done, draw the figures with `cargo xtask report --out {}`", opts.out.display());
+        eprintln!(
+            "selected runs finished; once every shard is done, draw the figures with `cargo xtask report --out {}`",
+            opts.out.display()
+        );
         return Ok(());
     }
     for f in figs {
@@ -256,7 +260,10 @@ fn run_specs(todo: &[&LrRunSpec], opts: &ReproduceOptions, store: &crate::store:
             record
                 .points
                 .iter()
-                .map(|p| format!("<{}: between sign {:.3}, cos {:.3}", p.threshold, p.measurement.sign.between, p.measurement.cosine.between))
+                .map(|p| format!(
+                    "<{}: between sign {:.3}, cos {:.3}",
+                    p.threshold, p.measurement.sign.between, p.measurement.cosine.between
+                ))
                 .collect::<Vec<_>>()
                 .join("; "),
         );
@@ -276,10 +283,8 @@ fn run_specs(todo: &[&LrRunSpec], opts: &ReproduceOptions, store: &crate::store:
 fn draw(figure: &str, cfg: &LrSweepConfig, out: &Path, command: &str) -> Result<()> {
     let store = cfg.store(out);
     let specs = figure_runs(figure, cfg);
-    let records: Vec<LrRunRecord> = specs
-        .iter()
-        .filter_map(|s| store.get::<LrRunRecord>(&s.id()).filter(|r| &r.spec == s))
-        .collect();
+    let records: Vec<LrRunRecord> =
+        specs.iter().filter_map(|s| store.get::<LrRunRecord>(&s.id()).filter(|r| &r.spec == s)).collect();
     let missing = specs.len() - records.len();
     if missing > 0 {
         eprintln!("{figure}: {missing} of {} runs are not finished yet; drawing from the rest", specs.len());
@@ -290,7 +295,9 @@ fn draw(figure: &str, cfg: &LrSweepConfig, out: &Path, command: &str) -> Result<
         "fig10" => write_fig10(&dir, cfg, &records, command),
         "fig9" => match records.first() {
             Some(r) => write_fig9(&dir, cfg, r, command),
-            None => Err(ExperimentError::InvalidArgument(format!("fig9: its run is not finished in {}", out.display()))),
+            None => {
+                Err(ExperimentError::InvalidArgument(format!("fig9: its run is not finished in {}", out.display())))
+            }
         },
         _ => unreachable!("figure names are checked by the caller"),
     }

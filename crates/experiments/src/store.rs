@@ -28,7 +28,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Serialises `value` as pretty JSON to `path`, atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| ExperimentError::Format(format!("{}: {e}", path.display())))?;
+    let bytes =
+        serde_json::to_vec_pretty(value).map_err(|e| ExperimentError::Format(format!("{}: {e}", path.display())))?;
     write_atomic(path, &bytes)
 }
 

@@ -1,6 +1,7 @@
 //! Prints Gram timings and peak RSS: `cargo run --release -p stiff-gradkernel --example gram_bench -- fc6 500 [reps] [method]`.
 //! Presets fc6/fc4 use MNIST-shaped inputs, cnn5/cnn4 CIFAR-shaped; `method` is auto, factorised,
-//! materialised, manual-vs-autograd cross-check (`autograd`) or `reference` (one backward per example).
+//! materialised, `autograd` (probe deltas), `tensor` (device-generic path), `pergrad` (per-example
+//! gradients then G G^T) or `reference` (one backward per example).
 
 use candle::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -10,7 +11,11 @@ use stiff_models::{InputShape, Model, ModelConfig, Preset};
 fn vm_hwm_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0)))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0))
+        })
         .unwrap_or(0)
 }
 
@@ -34,12 +39,24 @@ fn main() -> anyhow::Result<()> {
         "factorised" => opts.method = Method::Factorised,
         "materialised" => opts.method = Method::Materialised,
         "autograd" => opts.delta_route = DeltaRoute::Autograd,
+        "tensor" => opts.cpu_fast_path = false,
         _ => {}
     }
     let mut times = Vec::new();
     let mut chunk = 0;
     for _ in 0..reps {
-        if method == "reference" {
+        if method == "pergrad" {
+            // The materialised route: per-example gradients (N, P), then G G^T.
+            let t = std::time::Instant::now();
+            let g = stiff_gradkernel::per_example_gradients(
+                &model,
+                &x,
+                &y,
+                &GramOptions { memory_budget_bytes: 8 << 30, ..opts.clone() },
+            )?;
+            let _k = g.matmul(&g.t()?)?;
+            times.push(t.elapsed().as_secs_f64());
+        } else if method == "reference" {
             let t = std::time::Instant::now();
             reference_gram(&model, &x, &y)?;
             times.push(t.elapsed().as_secs_f64());

@@ -5,6 +5,7 @@ use std::time::Instant;
 use candle::{DType, Device, Tensor};
 use stiff_models::Model;
 
+use crate::cpu_fast::{dense_gram, dense_gram_bytes, DenseLayer};
 use crate::factors::{choose_form, factor_bytes, make_factor, Factor, LayerForm};
 use crate::pass::{forward_backward, per_example_loss, Seed};
 use crate::{CrossGramResult, GradKernelError, GramOptions, GramResult, Method, Result};
@@ -114,7 +115,11 @@ pub(crate) fn plan(model: &Model, opts: &GramOptions, n_total: usize, n_max: usi
     // Per-layer Gram outputs count against the budget (K itself does not).
     let outputs = if opts.per_layer { out_elems * ae * layers.len() } else { 0 };
     if outputs >= budget {
-        return Err(GradKernelError::OverBudget { what: "the per-layer Gram matrices".into(), needed: outputs, budget });
+        return Err(GradKernelError::OverBudget {
+            what: "the per-layer Gram matrices".into(),
+            needed: outputs,
+            budget,
+        });
     }
     let avail_all = budget - outputs;
     let pass_pe = pass_bytes(model) + transient_pe;
@@ -152,8 +157,14 @@ pub(crate) fn plan(model: &Model, opts: &GramOptions, n_total: usize, n_max: usi
 }
 
 /// Factors of every layer for examples `start..start+len` of `set`, plus their per-example loss.
-fn chunk_factors(model: &Model, set: &Set, start: usize, len: usize, plan: &Plan, opts: &GramOptions)
-    -> Result<(Vec<Factor>, Vec<f64>)> {
+fn chunk_factors(
+    model: &Model,
+    set: &Set,
+    start: usize,
+    len: usize,
+    plan: &Plan,
+    opts: &GramOptions,
+) -> Result<(Vec<Factor>, Vec<f64>)> {
     let x = set.x.narrow(0, start, len)?;
     let y = set.y.narrow(0, start, len)?;
     let pass = forward_backward(model, &x, Seed::CrossEntropy(&y), opts.delta_route)?;
@@ -188,7 +199,17 @@ impl HostMat {
     fn put(&mut self, block: &Tensor, r0: usize, c0: usize, cols: usize, mirror: bool, upper_only: bool) -> Result<()> {
         let (nr, nc) = block.dims2()?;
         let b = block.to_device(&Device::Cpu)?;
-        fn put_t<T: Copy>(dst: &mut [T], src: &[T], nr: usize, nc: usize, r0: usize, c0: usize, cols: usize, mirror: bool, upper: bool) {
+        fn put_t<T: Copy>(
+            dst: &mut [T],
+            src: &[T],
+            nr: usize,
+            nc: usize,
+            r0: usize,
+            c0: usize,
+            cols: usize,
+            mirror: bool,
+            upper: bool,
+        ) {
             for r in 0..nr {
                 let from = if upper { r } else { 0 };
                 for c in from..nc {
@@ -249,10 +270,76 @@ fn block_sum(fa: &[Factor], fb: &[Factor], plan: &Plan, keep: bool) -> Result<(T
     Ok((total.expect("a model has at least one layer"), parts))
 }
 
+/// The hand-written CPU kernel's inputs in dtype `T`: layers, x `(n, in)` row-major, labels.
+fn fast_inputs<T: crate::cpu_fast::Elem + candle::WithDType>(
+    model: &Model,
+    set: &Set,
+    dtype: DType,
+) -> Result<(Vec<DenseLayer<T>>, Vec<T>, Vec<u32>)> {
+    let host = |t: &Tensor| -> Result<Vec<T>> { Ok(t.to_dtype(dtype)?.flatten_all()?.to_vec1::<T>()?) };
+    let layers = model
+        .layers()
+        .iter()
+        .map(|l| {
+            Ok(DenseLayer {
+                w: host(l.weight.as_tensor())?,
+                b: host(l.bias.as_tensor())?,
+                inp: l.in_dims[0],
+                out: l.out_dims[0],
+                relu: l.relu,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((layers, host(&set.x)?, set.y.to_vec1::<u32>()?))
+}
+
+/// Whether [`crate::cpu_fast`] handles this call: a dense net on the CPU, factorised, hand backward.
+fn fast_applies(model: &Model, opts: &GramOptions) -> bool {
+    opts.cpu_fast_path
+        && model.device().is_cpu()
+        && crate::pass::manual_supported(model)
+        && opts.method != Method::Materialised
+        && opts.delta_route != crate::DeltaRoute::Autograd
+        && matches!(model.dtype(), DType::F32 | DType::F64)
+}
+
+fn fast_gram(
+    model: &Model,
+    set: &Set,
+    opts: &GramOptions,
+    acc: DType,
+) -> Result<Option<(HostMat, Vec<HostMat>, Vec<f64>)>> {
+    let threads = rayon::current_num_threads();
+    Ok(match acc {
+        DType::F64 => {
+            let (layers, x, y) = fast_inputs::<f64>(model, set, acc)?;
+            if dense_gram_bytes(&layers, set.n, opts.per_layer, threads) > opts.memory_budget_bytes {
+                return Ok(None);
+            }
+            let r = dense_gram(&layers, &x, &y, opts.per_layer);
+            Some((HostMat::F64(r.k), r.per_layer.into_iter().map(HostMat::F64).collect(), r.loss))
+        }
+        _ => {
+            let (layers, x, y) = fast_inputs::<f32>(model, set, DType::F32)?;
+            if dense_gram_bytes(&layers, set.n, opts.per_layer, threads) > opts.memory_budget_bytes {
+                return Ok(None);
+            }
+            let r = dense_gram(&layers, &x, &y, opts.per_layer);
+            Some((HostMat::F32(r.k), r.per_layer.into_iter().map(HostMat::F32).collect(), r.loss))
+        }
+    })
+}
+
 pub(crate) fn gram_impl(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOptions) -> Result<GramResult> {
     let start = Instant::now();
     let set = validate(model, x, Some(y), "gram inputs")?;
     let n = set.n;
+    let acc = acc_dtype(model, opts);
+    if fast_applies(model, opts) {
+        if let Some((k, per, loss)) = fast_gram(model, &set, opts, acc)? {
+            return finish(model, k, per, loss, n, start, vec![LayerForm::DenseFactorised; model.layers().len()], n);
+        }
+    }
     let plan = plan(model, opts, n, n, n * n)?;
     let spans = chunks(n, plan.chunk);
     let nl = model.layers().len();
@@ -296,6 +383,20 @@ pub(crate) fn gram_impl(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOption
             }
         }
     }
+    finish(model, k, per, loss, n, start, plan.forms, plan.chunk)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    model: &Model,
+    k: HostMat,
+    per: Vec<HostMat>,
+    loss: Vec<f64>,
+    n: usize,
+    start: Instant,
+    forms: Vec<LayerForm>,
+    chunk: usize,
+) -> Result<GramResult> {
     let norms = k.diag(n).iter().map(|&v| v.max(0.0).sqrt()).collect();
     let per_layer = model
         .layers()
@@ -303,7 +404,7 @@ pub(crate) fn gram_impl(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOption
         .zip(per)
         .map(|(l, m)| Ok((l.name.clone(), m.into_tensor(n, n)?)))
         .collect::<Result<Vec<_>>>()?;
-    let forms = model.layers().iter().map(|l| l.name.clone()).zip(plan.forms.iter().copied()).collect();
+    let forms = model.layers().iter().map(|l| l.name.clone()).zip(forms).collect();
     Ok(GramResult {
         k: k.into_tensor(n, n)?,
         per_layer,
@@ -311,7 +412,7 @@ pub(crate) fn gram_impl(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOption
         loss_per_example: loss,
         seconds: start.elapsed().as_secs_f64(),
         forms,
-        chunk: plan.chunk,
+        chunk,
     })
 }
 

@@ -38,6 +38,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod cpu_fast;
 mod engine;
 mod error;
 mod factors;
@@ -102,6 +103,10 @@ pub struct GramOptions {
     pub method: Method,
     /// Default [`DeltaRoute::Auto`].
     pub delta_route: DeltaRoute,
+    /// For dense nets on the CPU (with `Auto`/`Factorised` and a non-autograd route), use the
+    /// hand-written `gemm` kernel; false forces the device-generic candle-tensor path (the
+    /// cross-check). Default true.
+    pub cpu_fast_path: bool,
 }
 
 impl Default for GramOptions {
@@ -112,6 +117,7 @@ impl Default for GramOptions {
             per_layer: true,
             method: Method::Auto,
             delta_route: DeltaRoute::Auto,
+            cpu_fast_path: true,
         }
     }
 }
@@ -176,6 +182,5 @@ pub fn cross_gram(
 pub fn to_ndarray_f64(t: &Tensor) -> Result<ndarray::Array2<f64>> {
     let (r, c) = t.dims2()?;
     let v = t.to_dtype(DType::F64)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f64>()?;
-    ndarray::Array2::from_shape_vec((r, c), v)
-        .map_err(|e| GradKernelError::Unsupported(format!("to_ndarray_f64: {e}")))
+    ndarray::Array2::from_shape_vec((r, c), v).map_err(|e| GradKernelError::Unsupported(format!("to_ndarray_f64: {e}")))
 }

@@ -79,9 +79,11 @@ pub fn logit_jacobians(model: &Model, x: &Tensor, opts: &GramOptions) -> Result<
         let mut per_class = Vec::with_capacity(classes);
         for k in 0..classes {
             // Seed e_k on every row: the summed objective's deltas are each example's d logit_k.
-            let w = Tensor::ones(len, model.dtype(), model.device())?
-                .unsqueeze(1)?
-                .pad_with_zeros(1, k, classes - 1 - k)?;
+            let w = Tensor::ones(len, model.dtype(), model.device())?.unsqueeze(1)?.pad_with_zeros(
+                1,
+                k,
+                classes - 1 - k,
+            )?;
             let pass = forward_backward(model, &xc, Seed::Fixed(&w), opts.delta_route)?;
             per_class.push(pass_grads(model, &pass, acc)?);
         }

@@ -82,11 +82,7 @@ fn autograd_pass(model: &Model, x: &Tensor, seed: Seed) -> Result<Pass> {
             grads.get(p.as_tensor()).map(|g| g.detach()).ok_or_else(|| GradKernelError::MissingGradient(l.name.clone()))
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Pass {
-        inputs: taps.inputs.iter().map(Tensor::detach).collect(),
-        deltas,
-        logits: taps.logits.detach(),
-    })
+    Ok(Pass { inputs: taps.inputs.iter().map(Tensor::detach).collect(), deltas, logits: taps.logits.detach() })
 }
 
 /// Hand-written backward for dense nets: `D_L = dObj/dlogits`,

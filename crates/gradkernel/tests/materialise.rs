@@ -120,8 +120,10 @@ fn bad_inputs_are_typed_errors() {
     // fc4 has ~648k parameters: 3 examples need ~7.8 MB of f32 gradients.
     let tight = GramOptions { memory_budget_bytes: 1 << 20, ..Default::default() };
     assert!(matches!(per_example_gradients(&model, &x, &y, &tight), Err(GradKernelError::OverBudget { .. })));
-    assert!(matches!(gram(&model, &x, &y, &GramOptions { memory_budget_bytes: 1000, ..Default::default() }),
-        Err(GradKernelError::OverBudget { .. })));
+    assert!(matches!(
+        gram(&model, &x, &y, &GramOptions { memory_budget_bytes: 1000, ..Default::default() }),
+        Err(GradKernelError::OverBudget { .. })
+    ));
     let manual = GramOptions { delta_route: stiff_gradkernel::DeltaRoute::Manual, ..Default::default() };
     let cnn = Model::new(&ModelConfig::preset(Preset::Cnn4, MNIST, 10), 0, DType::F32, &dev).unwrap();
     assert!(matches!(gram(&cnn, &x, &y, &manual), Err(GradKernelError::Unsupported(_))));

@@ -5,9 +5,7 @@ mod common;
 
 use candle::{DType, Device, Tensor};
 use common::*;
-use stiff_gradkernel::{
-    cross_gram, gram, reference_gram, DeltaRoute, GramOptions, LayerForm, Method,
-};
+use stiff_gradkernel::{cross_gram, gram, reference_gram, DeltaRoute, GramOptions, LayerForm, Method};
 use stiff_models::{InputShape, Model, ModelConfig, Preset};
 
 /// f64 end to end: only rounding separates the factorised and per-example sums.
@@ -95,11 +93,8 @@ fn methods_and_chunking_agree(dev: &Device) -> anyhow::Result<()> {
         let x = rand_input(11, shape, 9, DType::F64, dev);
         let y = rand_labels(11, 10, 9, dev);
         let oracle = reference_gram(&model, &x, &y)?;
-        let routes: &[DeltaRoute] = if preset == Preset::Fc4 {
-            &[DeltaRoute::Manual, DeltaRoute::Autograd]
-        } else {
-            &[DeltaRoute::Autograd]
-        };
+        let routes: &[DeltaRoute] =
+            if preset == Preset::Fc4 { &[DeltaRoute::Manual, DeltaRoute::Autograd] } else { &[DeltaRoute::Autograd] };
         for &delta_route in routes {
             for method in [Method::Auto, Method::Factorised, Method::Materialised] {
                 // A tiny budget forces chunks of a few examples and recomputed factors.
@@ -192,4 +187,29 @@ fn label_dtypes_agree() {
         assert_eq!(rel_err(&k, &base), 0.0);
     }
     let _ = Tensor::zeros(1, DType::F32, &dev);
+}
+
+/// The hand-written CPU kernel equals the device-generic tensor path (and both the oracle), with
+/// per-layer Grams, in f32 and f64, for block sizes that do and do not divide N.
+#[test]
+fn cpu_kernel_matches_tensor_path() {
+    let dev = Device::Cpu;
+    for (dtype, n) in [(DType::F64, 7), (DType::F32, 9), (DType::F64, 150)] {
+        let model = Model::new(&ModelConfig::preset(Preset::Fc6, MNIST, 10), 6, dtype, &dev).unwrap();
+        sgd_steps(&model, MNIST, 2, 0.05, 3);
+        let x = rand_input(n, MNIST, 13, dtype, &dev);
+        let y = rand_labels(n, 10, 13, &dev);
+        let fast = gram(&model, &x, &y, &GramOptions::default()).unwrap();
+        let slow = gram(&model, &x, &y, &GramOptions { cpu_fast_path: false, ..Default::default() }).unwrap();
+        assert!(rel_err(&fast.k, &slow.k) < tol(dtype) / 10.0);
+        for ((_, a), (_, b)) in fast.per_layer.iter().zip(&slow.per_layer) {
+            assert!(rel_err(a, b) < tol(dtype));
+        }
+        for (a, b) in fast.loss_per_example.iter().zip(&slow.loss_per_example) {
+            assert!((a - b).abs() < 1e-5 * b.abs().max(1.0));
+        }
+        if n < 20 {
+            assert!(rel_err(&fast.k, &reference_gram(&model, &x, &y).unwrap()) < tol(dtype));
+        }
+    }
 }

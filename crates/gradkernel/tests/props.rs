@@ -12,10 +12,16 @@ use stiff_models::{ArchSpec, InputShape, Model, ModelConfig};
 const TOL_F64: f64 = 1e-10;
 
 fn arch() -> impl Strategy<Value = ModelConfig> {
-    let mlp = (prop::collection::vec(1usize..12, 0..4), 1usize..3, 3usize..6, 2usize..5).prop_map(|(hidden, c, hw, k)| {
-        ModelConfig::new(ArchSpec::Mlp { hidden }, InputShape::new(c, hw, hw), k)
-    });
-    let cnn = (prop::collection::vec(1usize..5, 1..3), 1usize..3, 4usize..9, 2usize..5, prop_oneof![Just(1usize), Just(3)], 1usize..3)
+    let mlp = (prop::collection::vec(1usize..12, 0..4), 1usize..3, 3usize..6, 2usize..5)
+        .prop_map(|(hidden, c, hw, k)| ModelConfig::new(ArchSpec::Mlp { hidden }, InputShape::new(c, hw, hw), k));
+    let cnn = (
+        prop::collection::vec(1usize..5, 1..3),
+        1usize..3,
+        4usize..9,
+        2usize..5,
+        prop_oneof![Just(1usize), Just(3)],
+        1usize..3,
+    )
         .prop_map(|(channels, c, hw, k, kernel, pool)| {
             ModelConfig::new(ArchSpec::Cnn { channels, kernel, pool }, InputShape::new(c, hw, hw), k)
         })

@@ -21,7 +21,9 @@ use stiff_train::{load_model, LabelledData, OptimizerConfig, SinkError, Snapshot
 fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(f).read_to_end(&mut bytes).with_context(|| format!("decompressing {}", path.display()))?;
+    flate2::read::GzDecoder::new(f)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("decompressing {}", path.display()))?;
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
         bail!("{}: not an unsigned-byte IDX file", path.display());
     }
@@ -80,7 +82,8 @@ fn main() -> Result<()> {
     let test = load_split(&dir, "t10k")?;
     eprintln!("MNIST from {}: {} train, {} test", dir.display(), train.len(), test.len());
 
-    let model = Model::new(&ModelConfig::preset(Preset::Fc6, InputShape::new(1, 28, 28), 10), seed, DType::F32, &Device::Cpu)?;
+    let model =
+        Model::new(&ModelConfig::preset(Preset::Fc6, InputShape::new(1, 28, 28), 10), seed, DType::F32, &Device::Cpu)?;
     let optimizer = if adam { OptimizerConfig::adam(lr) } else { OptimizerConfig::sgd(lr) };
     let ckpt = out.join("checkpoint.safetensors");
     let cfg = TrainConfig {

@@ -103,12 +103,12 @@ pub fn save_checkpoint(
 pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
     let (tensors, meta) = load_tensors(path, device)?;
     let get = |key: &str| meta.get(key).ok_or_else(|| ck_err(path, format!("missing `{key}` metadata")));
-    let model_cfg: ModelConfig =
-        serde_json::from_str(get(CONFIG_METADATA_KEY)?).map_err(|e| ck_err(path, format!("bad `{CONFIG_METADATA_KEY}`: {e}")))?;
-    let config: TrainConfig =
-        serde_json::from_str(get(TRAIN_CONFIG_KEY)?).map_err(|e| ck_err(path, format!("bad `{TRAIN_CONFIG_KEY}`: {e}")))?;
-    let state: TrainState =
-        serde_json::from_str(get(TRAIN_STATE_KEY)?).map_err(|e| ck_err(path, format!("bad `{TRAIN_STATE_KEY}`: {e}")))?;
+    let model_cfg: ModelConfig = serde_json::from_str(get(CONFIG_METADATA_KEY)?)
+        .map_err(|e| ck_err(path, format!("bad `{CONFIG_METADATA_KEY}`: {e}")))?;
+    let config: TrainConfig = serde_json::from_str(get(TRAIN_CONFIG_KEY)?)
+        .map_err(|e| ck_err(path, format!("bad `{TRAIN_CONFIG_KEY}`: {e}")))?;
+    let state: TrainState = serde_json::from_str(get(TRAIN_STATE_KEY)?)
+        .map_err(|e| ck_err(path, format!("bad `{TRAIN_STATE_KEY}`: {e}")))?;
     let (mut optim, tensors): (HashMap<String, Tensor>, HashMap<String, Tensor>) =
         tensors.into_iter().partition(|(k, _)| k.starts_with("optim."));
     let dtype = tensors.values().next().map(|t| t.dtype()).ok_or_else(|| ck_err(path, "no parameters stored"))?;
@@ -133,8 +133,11 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
 pub fn load_model(path: &Path, device: &Device) -> Result<Model> {
     let (mut tensors, meta) = load_tensors(path, device)?;
     tensors.retain(|k, _| !k.starts_with("optim."));
-    let cfg_json = meta.get(CONFIG_METADATA_KEY).ok_or_else(|| ck_err(path, format!("missing `{CONFIG_METADATA_KEY}` metadata")))?;
-    let cfg: ModelConfig = serde_json::from_str(cfg_json).map_err(|e| ck_err(path, format!("bad `{CONFIG_METADATA_KEY}`: {e}")))?;
+    let cfg_json = meta
+        .get(CONFIG_METADATA_KEY)
+        .ok_or_else(|| ck_err(path, format!("missing `{CONFIG_METADATA_KEY}` metadata")))?;
+    let cfg: ModelConfig =
+        serde_json::from_str(cfg_json).map_err(|e| ck_err(path, format!("bad `{CONFIG_METADATA_KEY}`: {e}")))?;
     let dtype = tensors.values().next().map(|t| t.dtype()).ok_or_else(|| ck_err(path, "no parameters stored"))?;
     Ok(Model::from_tensors(&cfg, tensors, path, dtype, device)?)
 }

@@ -204,7 +204,7 @@ impl TrainConfig {
         if self.overfit_patience == Some(0) {
             return bad("overfit_patience must be at least 1 (or null to disable)".into());
         }
-        if !(self.max_abs_weight > 0.0) {
+        if self.max_abs_weight.is_nan() || self.max_abs_weight <= 0.0 {
             return bad(format!("max_abs_weight must be positive, got {}", self.max_abs_weight));
         }
         if self.checkpoint_every == Some(0) {

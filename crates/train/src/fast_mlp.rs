@@ -146,10 +146,16 @@ impl FastMlp {
         let (bsz, nl) = (self.batch, self.dims.len() - 1);
         let classes = self.dims[nl];
         if labels.len() != bsz {
-            return Err(TrainError::Data { what: "labels", msg: format!("expected {bsz} labels, got {}", labels.len()) });
+            return Err(TrainError::Data {
+                what: "labels",
+                msg: format!("expected {bsz} labels, got {}", labels.len()),
+            });
         }
         if let Some(&l) = labels.iter().find(|&&l| l as usize >= classes) {
-            return Err(TrainError::Data { what: "labels", msg: format!("label {l} out of range for {classes} classes") });
+            return Err(TrainError::Data {
+                what: "labels",
+                msg: format!("label {l} out of range for {classes} classes"),
+            });
         }
         // Forward.
         for l in 0..nl {
@@ -221,13 +227,41 @@ impl FastMlp {
                 OptimizerConfig::Sgd { lr } => {
                     let lr32 = lr as f32;
                     // W = W - lr * dZ^T A in one gemm; dZ^T read through strides (rs 1, cs out).
-                    matmul(d_out, d_in, bsz, &mut self.w[l], Some(1.0), dz, 1, d_out as isize, a, d_in as isize, 1, -lr32, self.par)?;
+                    matmul(
+                        d_out,
+                        d_in,
+                        bsz,
+                        &mut self.w[l],
+                        Some(1.0),
+                        dz,
+                        1,
+                        d_out as isize,
+                        a,
+                        d_in as isize,
+                        1,
+                        -lr32,
+                        self.par,
+                    )?;
                     for (bj, &g) in self.b[l].iter_mut().zip(gb.iter()) {
                         *bj -= g * lr32;
                     }
                 }
                 OptimizerConfig::Adam { lr, beta1, beta2, eps } => {
-                    matmul(d_out, d_in, bsz, &mut self.gw[l], None, dz, 1, d_out as isize, a, d_in as isize, 1, 1.0, self.par)?;
+                    matmul(
+                        d_out,
+                        d_in,
+                        bsz,
+                        &mut self.gw[l],
+                        None,
+                        dz,
+                        1,
+                        d_out as isize,
+                        a,
+                        d_in as isize,
+                        1,
+                        1.0,
+                        self.par,
+                    )?;
                     let (c1, c2) = adam_bias_corrections(beta1, beta2, self.t);
                     let k = AdamConsts {
                         b1: beta1 as f32,
@@ -303,7 +337,10 @@ impl FastMlp {
             let get = |t: &Tensor, len: usize| -> Result<Vec<f32>> {
                 let v = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
                 if v.len() != len {
-                    return Err(TrainError::Config(format!("optimizer moment of layer {l} has {} values, expected {len}", v.len())));
+                    return Err(TrainError::Config(format!(
+                        "optimizer moment of layer {l} has {} values, expected {len}",
+                        v.len()
+                    )));
                 }
                 Ok(v)
             };

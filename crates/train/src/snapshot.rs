@@ -22,7 +22,9 @@ impl std::fmt::Display for SnapshotReason {
         match self {
             Self::Step { step } => write!(f, "step {step}"),
             Self::Threshold { threshold } => write!(f, "training loss below {threshold}"),
-            Self::OverfittingOnset { best_step } => write!(f, "overfitting onset (best validation at step {best_step})"),
+            Self::OverfittingOnset { best_step } => {
+                write!(f, "overfitting onset (best validation at step {best_step})")
+            }
             Self::Final => f.write_str("final"),
         }
     }
@@ -103,9 +105,14 @@ pub enum StopReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum RunStatus {
-    Completed { stop: StopReason },
+    Completed {
+        stop: StopReason,
+    },
     /// Non-finite loss or weights beyond [`crate::TrainConfig::max_abs_weight`] at `step`.
-    Diverged { step: u64, reason: String },
+    Diverged {
+        step: u64,
+        reason: String,
+    },
 }
 
 impl RunStatus {

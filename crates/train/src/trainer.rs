@@ -67,7 +67,15 @@ impl Trainer {
     pub fn new(model: Model, cfg: TrainConfig) -> Result<Self> {
         cfg.validate()?;
         let engine = make_engine(&model, &cfg)?;
-        Ok(Self { cfg, model, engine, state: TrainState::default(), dirty: false, progress: Progress::Auto, order: None })
+        Ok(Self {
+            cfg,
+            model,
+            engine,
+            state: TrainState::default(),
+            dirty: false,
+            progress: Progress::Auto,
+            order: None,
+        })
     }
 
     /// Continues from a checkpoint file. `cfg`: `None` keeps the stored configuration; a new one
@@ -83,11 +91,15 @@ impl Trainer {
         let cfg = cfg.unwrap_or_else(|| ck.config.clone());
         cfg.validate()?;
         let old = &ck.config;
-        if cfg.optimizer != old.optimizer || cfg.batch_size != old.batch_size || cfg.seed != old.seed || cfg.backend != old.backend
+        if cfg.optimizer != old.optimizer
+            || cfg.batch_size != old.batch_size
+            || cfg.seed != old.seed
+            || cfg.backend != old.backend
         {
             return Err(TrainError::Checkpoint {
                 path: path.to_path_buf(),
-                msg: "the new configuration changes the optimizer, batch size, seed or backend of the stored run".into(),
+                msg: "the new configuration changes the optimizer, batch size, seed or backend of the stored run"
+                    .into(),
             });
         }
         let mut engine = make_engine(&ck.model, &cfg)?;
@@ -113,9 +125,14 @@ impl Trainer {
     pub fn set_config(&mut self, cfg: TrainConfig) -> Result<()> {
         cfg.validate()?;
         let old = &self.cfg;
-        if cfg.optimizer != old.optimizer || cfg.batch_size != old.batch_size || cfg.seed != old.seed || cfg.backend != old.backend
+        if cfg.optimizer != old.optimizer
+            || cfg.batch_size != old.batch_size
+            || cfg.seed != old.seed
+            || cfg.backend != old.backend
         {
-            return Err(TrainError::Config("set_config cannot change the optimizer, batch size, seed or backend".into()));
+            return Err(TrainError::Config(
+                "set_config cannot change the optimizer, batch size, seed or backend".into(),
+            ));
         }
         self.cfg = cfg;
         Ok(())
@@ -173,7 +190,12 @@ impl Trainer {
     /// mini-batches); `val`: the validation data for validation loss/accuracy and overfitting
     /// detection (pass a subset to save time). Snapshots go to `sink`. Divergence is reported in
     /// [`RunReport::status`], not as an error.
-    pub fn run(&mut self, train: &LabelledData, val: Option<&LabelledData>, sink: &mut dyn SnapshotSink) -> Result<RunReport> {
+    pub fn run(
+        &mut self,
+        train: &LabelledData,
+        val: Option<&LabelledData>,
+        sink: &mut dyn SnapshotSink,
+    ) -> Result<RunReport> {
         let classes = self.model.config().num_classes;
         let features = self.model.config().input.numel();
         for (d, what) in [(Some(train), "training data"), (val, "validation data")] {
@@ -189,7 +211,10 @@ impl Trainer {
         let n = train.len();
         let bsz = self.cfg.batch_size;
         if n < bsz {
-            return Err(TrainError::Data { what: "training data", msg: format!("{n} examples, fewer than the batch size {bsz}") });
+            return Err(TrainError::Data {
+                what: "training data",
+                msg: format!("{n} examples, fewer than the batch size {bsz}"),
+            });
         }
         let device = self.model.device().clone();
         let sub = eval_subset(n, self.cfg.train_eval_subset, self.cfg.seed);
@@ -217,7 +242,9 @@ impl Trainer {
             Progress::Bar(b) => b.clone(),
         };
         bar.set_length(self.cfg.max_steps);
-        if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]") {
+        if let Ok(style) =
+            ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]")
+        {
             bar.set_style(style);
         }
         bar.set_position(self.state.step);
@@ -319,9 +346,10 @@ impl Trainer {
                 let candle::Storage::Cpu(cpu) = &*storage else {
                     return Err(TrainError::Data { what: "training data", msg: "fast path needs CPU inputs".into() });
                 };
-                let (start, end) = layout
-                    .contiguous_offsets()
-                    .ok_or_else(|| TrainError::Data { what: "training data", msg: "inputs are not contiguous".into() })?;
+                let (start, end) = layout.contiguous_offsets().ok_or_else(|| TrainError::Data {
+                    what: "training data",
+                    msg: "inputs are not contiguous".into(),
+                })?;
                 let all = &cpu.as_slice::<f32>()?[start..end];
                 let buf = f.input_mut();
                 for (dst, &i) in buf.chunks_exact_mut(d).zip(idx) {
@@ -363,8 +391,8 @@ impl Trainer {
             }
             None => (None, None),
         };
-        let batch_loss = (self.state.batch_loss_count > 0)
-            .then(|| self.state.batch_loss_sum / self.state.batch_loss_count as f64);
+        let batch_loss =
+            (self.state.batch_loss_count > 0).then(|| self.state.batch_loss_sum / self.state.batch_loss_count as f64);
         self.state.batch_loss_sum = 0.0;
         self.state.batch_loss_count = 0;
         Ok(Metrics {
@@ -475,7 +503,11 @@ impl Trainer {
                 }
             }
             let all_crossed = !self.cfg.thresholds.is_empty()
-                && self.cfg.thresholds.iter().all(|t| self.state.thresholds_crossed.iter().any(|c| c.to_bits() == t.to_bits()));
+                && self
+                    .cfg
+                    .thresholds
+                    .iter()
+                    .all(|t| self.state.thresholds_crossed.iter().any(|c| c.to_bits() == t.to_bits()));
             if self.cfg.stop_at_last_threshold && all_crossed {
                 stop = Some(RunStatus::Completed { stop: StopReason::ThresholdsReached });
             }

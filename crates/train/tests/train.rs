@@ -136,7 +136,8 @@ fn fast_path_rejects_unsupported_models() {
 fn train_run(backend: Backend, opt: OptimizerConfig, steps: u64, seed: u64) -> Vec<Vec<f32>> {
     let data = clusters(500, 1, 0.8);
     let model = Model::new(&mlp_config(&[32, 24]), seed, DType::F32, &Device::Cpu).unwrap();
-    let cfg = quiet(TrainConfig { optimizer: opt, max_steps: steps, eval_every: 100, seed, backend, ..Default::default() });
+    let cfg =
+        quiet(TrainConfig { optimizer: opt, max_steps: steps, eval_every: 100, seed, backend, ..Default::default() });
     let mut t = Trainer::new(model, cfg).unwrap().with_progress(Progress::Hidden);
     let r = t.run(&data, None, &mut NoSnapshots).unwrap();
     assert_eq!(r.status, RunStatus::Completed { stop: StopReason::MaxSteps });
@@ -159,8 +160,13 @@ fn same_seed_gives_bit_identical_weights() {
 fn resume_matches_straight(backend: Backend, opt: OptimizerConfig, half: u64) {
     let data = clusters(500, 2, 0.8);
     let val = clusters(200, 3, 0.8);
-    let cfg = |max_steps| {
-        TrainConfig { optimizer: opt, max_steps, eval_every: 250, backend, overfit_patience: Some(3), ..Default::default() }
+    let cfg = |max_steps| TrainConfig {
+        optimizer: opt,
+        max_steps,
+        eval_every: 250,
+        backend,
+        overfit_patience: Some(3),
+        ..Default::default()
     };
     let model = || Model::new(&mlp_config(&[32, 24]), 11, DType::F32, &Device::Cpu).unwrap();
 
@@ -234,8 +240,7 @@ fn periodic_checkpoint_resumes_exactly_and_loads_as_model() {
     // Metrics: one eval line per 50 steps (0..=300), then an end line.
     let text = std::fs::read_to_string(&metrics).unwrap();
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    let evals: Vec<u64> =
-        lines.iter().filter(|v| v["event"] == "eval").map(|v| v["step"].as_u64().unwrap()).collect();
+    let evals: Vec<u64> = lines.iter().filter(|v| v["event"] == "eval").map(|v| v["step"].as_u64().unwrap()).collect();
     assert_eq!(evals, vec![0, 50, 100, 150, 200, 250, 300]);
     assert_eq!(lines.last().unwrap()["event"], "end");
     assert!(lines.iter().any(|v| v["event"] == "snapshot" && v["reason"]["kind"] == "final"));
@@ -403,7 +408,8 @@ fn bad_data_is_rejected_with_typed_errors() {
     assert!(matches!(t.run(&out_of_range, None, &mut NoSnapshots), Err(TrainError::Data { .. })));
     let too_few = LabelledData::new(x, vec![0; 10]).unwrap(); // 10 < batch 32
     assert!(matches!(t.run(&too_few, None, &mut NoSnapshots), Err(TrainError::Data { .. })));
-    let wrong_width = LabelledData::new(Tensor::zeros((40, 63), DType::F32, &Device::Cpu).unwrap(), vec![0; 40]).unwrap();
+    let wrong_width =
+        LabelledData::new(Tensor::zeros((40, 63), DType::F32, &Device::Cpu).unwrap(), vec![0; 40]).unwrap();
     assert!(matches!(t.run(&wrong_width, None, &mut NoSnapshots), Err(TrainError::Data { .. })));
 }
 

@@ -62,12 +62,8 @@ pub fn idx_files(train: &IdxSplit, test: &IdxSplit) -> [Vec<u8>; 4] {
     ]
 }
 
-pub const IDX_NAMES: [&str; 4] = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-];
+pub const IDX_NAMES: [&str; 4] =
+    ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
 /// Writes the four files into `dir`; `gz` adds `.gz` and compresses; `dotted` uses the
 /// `train-images.idx3-ubyte` spelling.

@@ -41,12 +41,8 @@ fn base_row(r: &DynRunRecord) -> Row {
 /// measured step.
 pub fn series_rows(r: &DynRunRecord) -> Vec<Row> {
     let base = base_row(r);
-    let mut rows = vec![Row {
-        metric: "run_steps".into(),
-        value: Some(r.steps as f64),
-        note: end_note(&r.end),
-        ..base.clone()
-    }];
+    let mut rows =
+        vec![Row { metric: "run_steps".into(), value: Some(r.steps as f64), note: end_note(&r.end), ..base.clone() }];
     if let Some(o) = &r.onset {
         rows.push(Row {
             metric: "overfitting_onset_step".into(),
@@ -142,7 +138,10 @@ fn between_ci(s: &KindSummary) -> Option<(f64, f64)> {
 
 fn write_config(dir: &Path, cfg: &DynConfig, command: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| ExperimentError::io(dir, e))?;
-    write_json(&dir.join("config.json"), &serde_json::json!({ "figure": cfg.figure, "command": command, "dynamics": cfg }))
+    write_json(
+        &dir.join("config.json"),
+        &serde_json::json!({ "figure": cfg.figure, "command": command, "dynamics": cfg }),
+    )
 }
 
 fn setup_text(cfg: &DynConfig) -> String {
@@ -173,7 +172,9 @@ fn setup_text(cfg: &DynConfig) -> String {
 }
 
 fn runs_table(records: &[DynRunRecord]) -> String {
-    let mut s = String::from("| run | end | steps | onset (best val step) | train s | measure s |\n|---|---|---|---|---|---|\n");
+    let mut s = String::from(
+        "| run | end | steps | onset (best val step) | train s | measure s |\n|---|---|---|---|---|---|\n",
+    );
     for r in records {
         let _ = writeln!(
             s,
@@ -257,12 +258,8 @@ fn fall_back(r: &DynRunRecord) -> Option<Vec<FallBack>> {
             };
             let (v0, c0) = pick(at);
             let (v1, c1) = pick(end);
-            let peak = r
-                .points
-                .iter()
-                .filter(|p| p.step <= at.step)
-                .map(|p| pick(p).0)
-                .fold(f64::NEG_INFINITY, f64::max);
+            let peak =
+                r.points.iter().filter(|p| p.step <= at.step).map(|p| pick(p).0).fold(f64::NEG_INFINITY, f64::max);
             out.push(FallBack {
                 kind: kname.into(),
                 which: which.into(),
@@ -345,7 +342,7 @@ pub fn write_fig2(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command
     line_figure(
         &LineFigure {
             title: format!(
-                "Fig 2: {} on {} ({} training examples), run {}{}",
+                "Fig 2: {} on {} ({} training examples, run {}){}",
                 cfg.preset,
                 cfg.dataset,
                 cfg.data.train_subset.map_or("all".into(), |n| n.to_string()),
@@ -353,13 +350,17 @@ pub fn write_fig2(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command
                 if cfg.quick { " [quick]" } else { "" }
             ),
             panels,
-            columns: 1,
+            columns: 2,
         },
         &dir.join("fig2"),
     )?;
 
     let mut md = String::new();
-    let _ = writeln!(md, "# Fig 2: loss and class stiffness during training{}\n", if cfg.quick { " (quick run)" } else { "" });
+    let _ = writeln!(
+        md,
+        "# Fig 2: loss and class stiffness during training{}\n",
+        if cfg.quick { " (quick run)" } else { "" }
+    );
     let _ = writeln!(md, "Command: `{command}`\n");
     let _ = writeln!(
         md,
@@ -370,7 +371,10 @@ pub fn write_fig2(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command
     for (id, t) in &tests {
         match t {
             None => {
-                let _ = writeln!(md, "**Run {id}:** no onset of overfitting was detected, so the claim cannot be tested on it.\n");
+                let _ = writeln!(
+                    md,
+                    "**Run {id}:** no onset of overfitting was detected, so the claim cannot be tested on it.\n"
+                );
             }
             Some(t) => {
                 let n_ok = t.iter().filter(|f| f.supported).count();
@@ -686,7 +690,7 @@ pub fn write_stages(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], comma
         "Stages ({}): {}. Colour scale: one symmetric range per stiffness kind across the four stages, centred on 0.\n",
         match cfg.stage_rule {
             crate::dynamics::StageRule::AroundOnset =>
-                "init = step 0; late 1 = the measured step nearest the onset of overfitting (middle of the run if none); early = nearest a tenth of late 1; late 2 = the last step",
+                "init = step 0; late 1 = the measured step nearest the onset of overfitting (middle of the run if none); early = the first measured step whose training loss has fallen a quarter of the way from its initial value to its value at late 1; late 2 = the last step",
             crate::dynamics::StageRule::Fractions => "init = step 0; early, late 1, late 2 = the measured steps nearest 2%, 50%, 100% of the run",
         },
         st.iter().map(|s| format!("{} = step {}", s.name, s.step)).collect::<Vec<_>>().join(", ")
@@ -762,7 +766,8 @@ pub fn write_fig7(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command
     let f2c = stiff_data::classes::CIFAR100_FINE_TO_COARSE;
     let coarse: Vec<u32> = f2c.iter().map(|&c| u32::from(c)).collect();
     let names = cfg.class_names();
-    let coarse_names: Vec<String> = stiff_data::classes::CIFAR100_COARSE_CLASSES.iter().map(|s| s.to_string()).collect();
+    let coarse_names: Vec<String> =
+        stiff_data::classes::CIFAR100_COARSE_CLASSES.iter().map(|s| s.to_string()).collect();
     let order = superclass_order(&f2c);
     let r = &records[0];
     let focus = cfg.focus_step.unwrap_or(cfg.max_steps);
@@ -805,8 +810,16 @@ pub fn write_fig7(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command
         let base = Row { note: format!("step={}", p.step), ..base_row(r) };
         rows.push(Row { metric: format!("superclass_block_score_{kname}"), value: Some(b.observed), ..base.clone() });
         rows.push(Row { metric: format!("superclass_block_p_value_{kname}"), value: Some(b.p_value), ..base.clone() });
-        rows.push(Row { metric: format!("same_superclass_mean_{kname}_stiffness"), value: Some(b.same_super_mean), ..base.clone() });
-        rows.push(Row { metric: format!("cross_superclass_mean_{kname}_stiffness"), value: Some(b.cross_super_mean), ..base });
+        rows.push(Row {
+            metric: format!("same_superclass_mean_{kname}_stiffness"),
+            value: Some(b.same_super_mean),
+            ..base.clone()
+        });
+        rows.push(Row {
+            metric: format!("cross_superclass_mean_{kname}_stiffness"),
+            value: Some(b.cross_super_mean),
+            ..base
+        });
     }
     write_csv(&dir.join("results.csv"), &rows)?;
     write_json(
@@ -827,7 +840,11 @@ pub fn write_fig7(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command
         .iter()
         .zip(&focus_scores)
         .map(|(&(kind, kname), (_, b))| {
-            let values = reorder(if kind == StiffnessKind::Sign { &p.measurement.class_sign } else { &p.measurement.class_cosine });
+            let values = reorder(if kind == StiffnessKind::Sign {
+                &p.measurement.class_sign
+            } else {
+                &p.measurement.class_cosine
+            });
             // Diagonal cells (self-class) dominate the scale; the range follows the off-diagonal.
             let off: Vec<Vec<f64>> = values
                 .iter()
@@ -860,7 +877,11 @@ pub fn write_fig7(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command
     )?;
 
     let mut md = String::new();
-    let _ = writeln!(md, "# Fig 7: CIFAR-100 class stiffness by super-class{}\n", if cfg.quick { " (quick run)" } else { "" });
+    let _ = writeln!(
+        md,
+        "# Fig 7: CIFAR-100 class stiffness by super-class{}\n",
+        if cfg.quick { " (quick run)" } else { "" }
+    );
     let _ = writeln!(md, "Command: `{command}`\n");
     let _ = writeln!(
         md,

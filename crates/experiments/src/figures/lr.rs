@@ -89,7 +89,9 @@ pub fn tidy_rows(records: &[LrRunRecord]) -> Vec<Row> {
 fn crossing_note(c: &Crossing) -> String {
     match c {
         Crossing::Found { .. } => String::new(),
-        Crossing::StartsNegative { distance, value } => format!("starts negative ({value:.3} at distance {distance:.3})"),
+        Crossing::StartsNegative { distance, value } => {
+            format!("starts negative ({value:.3} at distance {distance:.3})")
+        }
         Crossing::NeverCrosses { reason } => format!("never crosses: {reason}"),
         Crossing::NoData { reason } => format!("no data: {reason}"),
     }
@@ -119,7 +121,9 @@ fn cells(cfg: &LrSweepConfig, records: &[LrRunRecord]) -> Vec<Cell> {
                 for &lr in &cfg.lrs {
                     let runs: Vec<&LrRunRecord> = records
                         .iter()
-                        .filter(|r| r.spec.dataset == ds && r.spec.optimizer.lr() == lr && cfg.seeds.contains(&r.spec.seed))
+                        .filter(|r| {
+                            r.spec.dataset == ds && r.spec.optimizer.lr() == lr && cfg.seeds.contains(&r.spec.seed)
+                        })
                         .collect();
                     let pts: Vec<&Measurement> =
                         runs.iter().filter_map(|r| r.point(th)).map(|p| &p.measurement).collect();
@@ -214,9 +218,15 @@ fn verdict(trends: &[Trend]) -> (usize, usize, String) {
     let text = if up + down == 0 {
         "no verdict: too few learning rates reached the thresholds".to_string()
     } else if up > down {
-        format!("supports v1's direction (higher learning rate, higher between-class stiffness) in {up} of {} cases", up + down)
+        format!(
+            "supports v1's direction (higher learning rate, higher between-class stiffness) in {up} of {} cases",
+            up + down
+        )
     } else if down > up {
-        format!("supports v2/v3's direction (higher learning rate, lower between-class stiffness) in {down} of {} cases", up + down)
+        format!(
+            "supports v2/v3's direction (higher learning rate, lower between-class stiffness) in {down} of {} cases",
+            up + down
+        )
     } else {
         format!("mixed: {up} cases up, {down} down")
     };
@@ -228,7 +238,8 @@ fn threshold_colour_label(th: f64) -> String {
 }
 
 fn run_status_table(records: &[LrRunRecord]) -> String {
-    let mut s = String::from("| run | end | steps | thresholds reached | train s | measure s |\n|---|---|---|---|---|---|\n");
+    let mut s =
+        String::from("| run | end | steps | thresholds reached | train s | measure s |\n|---|---|---|---|---|---|\n");
     for r in records {
         let end = match &r.end {
             RunEnd::Completed => "completed".into(),
@@ -316,7 +327,11 @@ pub fn write_fig8(dir: &Path, cfg: &LrSweepConfig, records: &[LrRunRecord], comm
     )?;
 
     let mut md = String::new();
-    let _ = writeln!(md, "# Fig 8: between-class stiffness vs learning rate{}\n", if cfg.quick { " (quick run)" } else { "" });
+    let _ = writeln!(
+        md,
+        "# Fig 8: between-class stiffness vs learning rate{}\n",
+        if cfg.quick { " (quick run)" } else { "" }
+    );
     let _ = writeln!(md, "Command: `{command}`\n");
     let _ = writeln!(
         md,
@@ -400,12 +415,9 @@ fn curve_series(c: &SpaceCurve, kind: StiffnessKind) -> Series {
         StiffnessKind::Sign => (&c.curve.sign_mean, &c.curve.sign_se, &c.sign_first_crossing),
         StiffnessKind::Cosine => (&c.curve.cos_mean, &c.curve.cos_se, &c.cos_first_crossing),
     };
-    let mut s = Series::new(
-        c.space.clone(),
-        c.curve.centres.clone(),
-        mean.iter().map(|v| v.unwrap_or(f64::NAN)).collect(),
-    )
-    .with_err(se.iter().map(|v| v.map_or(f64::NAN, |e| 1.96 * e)).collect());
+    let mut s =
+        Series::new(c.space.clone(), c.curve.centres.clone(), mean.iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+            .with_err(se.iter().map(|v| v.map_or(f64::NAN, |e| 1.96 * e)).collect());
     if let Crossing::Found { distance } = crossing {
         s = s.with_marker(*distance, format!("{} {distance:.2}", c.space));
     }
@@ -420,7 +432,10 @@ pub fn write_fig9(dir: &Path, cfg: &LrSweepConfig, record: &LrRunRecord, command
         &serde_json::json!({ "figure": "fig9", "command": command, "sweep": cfg, "run": record.spec }),
     )?;
     let point = record.points.last();
-    write_json(&dir.join("results.json"), &serde_json::json!({ "figure": "fig9", "run": record.id, "end": record.end, "point": point }))?;
+    write_json(
+        &dir.join("results.json"),
+        &serde_json::json!({ "figure": "fig9", "run": record.id, "end": record.end, "point": point }),
+    )?;
     write_csv(&dir.join("results.csv"), &tidy_rows(std::slice::from_ref(record)))?;
     let mut md = format!(
         "# Fig 9: stiffness vs dot-product distance, per space{}\n\nCommand: `{command}`\n\n\
@@ -587,7 +602,9 @@ pub fn write_fig10(dir: &Path, cfg: &LrSweepConfig, records: &[LrRunRecord], com
             for space in &spaces {
                 let sel: Vec<&DomainCell> = dcells
                     .iter()
-                    .filter(|c| c.dataset == ds.to_string() && c.method == mname && &c.space == space && c.size.is_some())
+                    .filter(|c| {
+                        c.dataset == ds.to_string() && c.method == mname && &c.space == space && c.size.is_some()
+                    })
                     .collect();
                 let x: Vec<f64> = sel.iter().map(|c| c.lr.log10()).collect();
                 let y: Vec<f64> = sel.iter().map(|c| c.size.as_ref().map_or(f64::NAN, |m| m.mean)).collect();
@@ -602,13 +619,22 @@ pub fn write_fig10(dir: &Path, cfg: &LrSweepConfig, records: &[LrRunRecord], com
     let verdict = if up + down == 0 {
         "no verdict: too few crossings".to_string()
     } else if up > down {
-        format!("supports v1 (larger stiff domains at higher learning rate) in {up} of {} space/method cases", up + down)
+        format!(
+            "supports v1 (larger stiff domains at higher learning rate) in {up} of {} space/method cases",
+            up + down
+        )
     } else if down > up {
-        format!("supports v2/v3 (smaller stiff domains at higher learning rate) in {down} of {} space/method cases", up + down)
+        format!(
+            "supports v2/v3 (smaller stiff domains at higher learning rate) in {down} of {} space/method cases",
+            up + down
+        )
     } else {
         format!("mixed: {up} up, {down} down")
     };
-    write_json(&dir.join("results.json"), &serde_json::json!({ "figure": "fig10", "cells": dcells, "verdict": verdict }))?;
+    write_json(
+        &dir.join("results.json"),
+        &serde_json::json!({ "figure": "fig10", "cells": dcells, "verdict": verdict }),
+    )?;
     line_figure(
         &LineFigure {
             title: format!("Fig 10: stiff domain size vs learning rate, {} (sign stiffness)", cfg.preset),

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Side-by-side: fc6 per-example-gradient Gram at N = 500 (MNIST-shaped random inputs):
+# our CPU kernel, our device-generic tensor path and the one-backward-per-example reference
+# (crates/gradkernel/examples/gram_bench.rs, release) vs JAX vmap(grad)+G@G.T and the factorised
+# algorithm in jit-compiled JAX (jax_gram.py). Prints best-of-reps seconds.
+# Usage: bash benches/peers/run-gram.sh   (from the repo root)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+PY=$(bash "$here/setup-venv.sh")
+cd "$root"
+cargo build --release -p stiff-gradkernel --example gram_bench >/dev/null 2>&1
+bench=target/release/examples/gram_bench
+best() { "$bench" fc6 500 "$1" "$2" | sed -E 's/.*best_s=([0-9.]+).*/\1/'; }
+printf '%-28s %10s\n' implementation seconds
+printf '%-28s %10s\n' "stiff cpu kernel" "$(best 11 auto)"
+printf '%-28s %10s\n' "stiff tensor path (candle)" "$(best 5 tensor)"
+printf '%-28s %10s\n' "stiff reference (per-ex)" "$(best 1 reference)"
+"$PY" "$here/jax_gram.py" --n 500 | while read -r _ algo secs; do
+  printf '%-28s %10s\n' "jax $algo" "$secs"
+done
