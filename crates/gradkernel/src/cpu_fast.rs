@@ -140,7 +140,7 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
         matmul((n, layer.out, layer.inp), a, layer.inp, &layer.w, layer.inp, true, &mut out, layer.out, true, par);
         if layer.relu {
             out.par_iter_mut().for_each(|v| {
-                if !(*v > T::ZERO) {
+                if (*v).partial_cmp(&T::ZERO) != Some(std::cmp::Ordering::Greater) {
                     *v = T::ZERO
                 }
             });
@@ -186,7 +186,7 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
         );
         if layers[l - 1].relu {
             d.par_iter_mut().zip(acts[l - 1].par_iter()).for_each(|(dv, av)| {
-                if !(*av > T::ZERO) {
+                if (*av).partial_cmp(&T::ZERO) != Some(std::cmp::Ordering::Greater) {
                     *dv = T::ZERO
                 }
             });
@@ -200,7 +200,8 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
     let mut k = vec![T::ZERO; n * n];
     let mut per: Vec<Vec<T>> = if per_layer { (0..nl).map(|_| vec![T::ZERO; n * n]).collect() } else { Vec::new() };
     {
-        let mut strips: Vec<Option<(usize, &mut [T], Vec<&mut [T]>)>> =
+        type Strip<'a, T> = Option<(usize, &'a mut [T], Vec<&'a mut [T]>)>;
+        let mut strips: Vec<Strip<T>> =
             k.chunks_mut(b * n).enumerate().map(|(i, s)| Some((i, s, Vec::new()))).collect();
         for p in per.iter_mut() {
             for (i, s) in p.chunks_mut(b * n).enumerate() {

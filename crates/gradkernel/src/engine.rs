@@ -199,6 +199,7 @@ impl HostMat {
     fn put(&mut self, block: &Tensor, r0: usize, c0: usize, cols: usize, mirror: bool, upper_only: bool) -> Result<()> {
         let (nr, nc) = block.dims2()?;
         let b = block.to_device(&Device::Cpu)?;
+        #[allow(clippy::too_many_arguments)]
         fn put_t<T: Copy>(
             dst: &mut [T],
             src: &[T],
@@ -270,6 +271,7 @@ fn block_sum(fa: &[Factor], fb: &[Factor], plan: &Plan, keep: bool) -> Result<(T
     Ok((total.expect("a model has at least one layer"), parts))
 }
 
+#[allow(clippy::type_complexity)]
 /// The hand-written CPU kernel's inputs in dtype `T`: layers, x `(n, in)` row-major, labels.
 fn fast_inputs<T: crate::cpu_fast::Elem + candle::WithDType>(
     model: &Model,
@@ -303,12 +305,7 @@ fn fast_applies(model: &Model, opts: &GramOptions) -> bool {
         && matches!(model.dtype(), DType::F32 | DType::F64)
 }
 
-fn fast_gram(
-    model: &Model,
-    set: &Set,
-    opts: &GramOptions,
-    acc: DType,
-) -> Result<Option<(HostMat, Vec<HostMat>, Vec<f64>)>> {
+fn fast_gram(model: &Model, set: &Set, opts: &GramOptions, acc: DType) -> Result<Option<FastOut>> {
     let threads = rayon::current_num_threads();
     Ok(match acc {
         DType::F64 => {
