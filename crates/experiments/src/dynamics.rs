@@ -543,9 +543,8 @@ fn run_specs(todo: &[&DynRunSpec], opts: &ReproduceOptions, store: &RunStore) ->
             spec.dataset,
             serde_json::to_string(&spec.data).map_err(|e| ExperimentError::Format(e.to_string()))?
         );
-        if !data.contains_key(&key) {
-            let p = prepare_with(spec.dataset, opts.data_dir.as_deref(), &spec.data, &opts.device, &load)?;
-            data.insert(key.clone(), p);
+        if let std::collections::btree_map::Entry::Vacant(slot) = data.entry(key.clone()) {
+            slot.insert(prepare_with(spec.dataset, opts.data_dir.as_deref(), &spec.data, &opts.device, &load)?);
         }
         let run_bar = multi.add(ProgressBar::new(spec.max_steps));
         run_bar.set_prefix(spec.id());

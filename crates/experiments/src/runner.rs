@@ -231,13 +231,12 @@ fn run_specs(todo: &[&LrRunSpec], opts: &ReproduceOptions, store: &crate::store:
     );
     let mut data: BTreeMap<DatasetName, Prepared> = BTreeMap::new();
     for spec in todo {
-        if !data.contains_key(&spec.dataset) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = data.entry(spec.dataset) {
             let mut s = spec.data.clone();
             if s.stiffness_subset == 0 {
                 s = DataSettings::for_dataset(spec.dataset);
             }
-            let p = prepare(spec.dataset, opts.data_dir.as_deref(), &s, &opts.device)?;
-            data.insert(spec.dataset, p);
+            slot.insert(prepare(spec.dataset, opts.data_dir.as_deref(), &s, &opts.device)?);
         }
         let run_bar = multi.add(ProgressBar::new(spec.max_steps));
         run_bar.set_prefix(spec.id());

@@ -10,6 +10,9 @@ use crate::factors::{choose_form, factor_bytes, make_factor, Factor, LayerForm};
 use crate::pass::{forward_backward, per_example_loss, Seed};
 use crate::{CrossGramResult, GradKernelError, GramOptions, GramResult, Method, Result};
 
+/// K, the per-layer Grams and the per-example loss from the CPU kernel.
+type FastOut = (HostMat, Vec<HostMat>, Vec<f64>);
+
 /// A validated input set: prepared inputs and u32 labels on the model's device.
 pub(crate) struct Set {
     pub x: Tensor,

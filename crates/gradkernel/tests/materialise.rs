@@ -1,4 +1,5 @@
 //! Materialised gradients, Jacobians, the finite-difference check and typed errors.
+#![allow(clippy::needless_range_loop)] // explicit (i, j) loops read like the matrix maths
 
 mod common;
 

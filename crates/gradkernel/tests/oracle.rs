@@ -1,5 +1,6 @@
 //! The fast Gram against the one-backward-per-example oracle (`reference_gram`), for the paper's
 //! presets at random and "trained" weights, in f32 and f64, on every device compiled in.
+#![allow(clippy::needless_range_loop)] // explicit (i, j) loops read like the matrix maths
 
 mod common;
 

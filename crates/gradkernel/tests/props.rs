@@ -1,4 +1,5 @@
 //! Property tests: random small architectures, batches and labels.
+#![allow(clippy::needless_range_loop)] // explicit (i, j) loops read like the matrix maths
 
 mod common;
 

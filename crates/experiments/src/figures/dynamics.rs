@@ -216,9 +216,8 @@ fn points_table(r: &DynRunRecord) -> String {
 
 /// Whether two intervals are disjoint (`None` when either is missing).
 fn separated(a: Option<(f64, f64)>, b: Option<(f64, f64)>) -> Option<bool> {
-    Some(match (a?, b?) {
-        ((alo, ahi), (blo, bhi)) => ahi < blo || bhi < alo,
-    })
+    let ((alo, ahi), (blo, bhi)) = (a?, b?);
+    Some(ahi < blo || bhi < alo)
 }
 
 /// The Fig 2 claim for one quantity: its value at the onset vs at the end of the run.

@@ -540,7 +540,8 @@ pub fn write_fig10(dir: &Path, cfg: &LrSweepConfig, records: &[LrRunRecord], com
         size: Option<SeedMean>,
         no_crossing: usize,
     }
-    let methods: [(&str, fn(&SpaceCurve) -> &Crossing); 2] =
+    type Pick = fn(&SpaceCurve) -> &Crossing;
+    let methods: [(&str, Pick); 2] =
         [("first crossing (v1)", |c| &c.sign_first_crossing), ("line-fit zero (v3)", |c| &c.sign_fit_crossing)];
     let mut dcells = Vec::new();
     let mut panels = Vec::new();

@@ -1,5 +1,5 @@
 //! Shared helpers for the gradient-kernel tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::needless_range_loop)]
 
 use candle::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
