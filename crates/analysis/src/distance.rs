@@ -171,6 +171,10 @@ pub enum FitOver {
     /// Least squares over bin (centre, mean), weighted by the bin's pair count; empty bins
     /// skipped.
     Bins,
+    /// Least squares over the pairs of the initial decline only: the bins from distance 0 up
+    /// to (and including) the bin with the lowest mean. Curves that turn up again at large
+    /// distances (common in hidden layers) otherwise tilt a whole-range line and hide the zero.
+    PairsToMinimum,
 }
 
 /// A fitted line `stiffness = intercept + slope * distance`.
@@ -347,13 +351,26 @@ impl DistanceCurve {
     pub fn linear_fit(&self, kind: StiffnessKind, over: FitOver) -> Option<LinearFit> {
         let (mut w, mut sx, mut sxx, mut sy, mut sxy) = (0u64, 0.0, 0.0, 0.0, 0.0);
         let centres = self.bins.centres();
-        for (m, &c) in self.moments(kind).iter().zip(&centres) {
-            if m.count == 0 {
+        let last = match over {
+            FitOver::PairsToMinimum => self
+                .moments(kind)
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| m.mean().map(|v| (i, v)))
+                .fold(None, |best: Option<(usize, f64)>, (i, v)| match best {
+                    Some((_, bv)) if bv <= v => best,
+                    _ => Some((i, v)),
+                })
+                .map_or(0, |(i, _)| i),
+            _ => usize::MAX,
+        };
+        for (i, (m, &c)) in self.moments(kind).iter().zip(&centres).enumerate() {
+            if m.count == 0 || i > last {
                 continue;
             }
             w += m.count;
             match over {
-                FitOver::Pairs => {
+                FitOver::Pairs | FitOver::PairsToMinimum => {
                     sx += m.sum_x;
                     sxx += m.sum_xx;
                     sy += m.sum_y;

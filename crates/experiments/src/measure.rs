@@ -60,7 +60,8 @@ pub struct SpaceCurve {
     pub space: String,
     /// v1: first zero crossing of the binned sign-stiffness curve.
     pub sign_first_crossing: Crossing,
-    /// v3: zero of the least-squares line of sign stiffness vs distance, over pairs.
+    /// v3: zero of the least-squares line of sign stiffness vs distance, over the pairs of the
+    /// initial decline (distance 0 to the bin with the lowest mean).
     pub sign_fit_crossing: Crossing,
     pub cos_first_crossing: Crossing,
     pub cos_fit_crossing: Crossing,
@@ -191,9 +192,9 @@ fn space_curves(
         .map(|(curve, (name, _))| SpaceCurve {
             space: name.clone(),
             sign_first_crossing: curve.first_zero_crossing(StiffnessKind::Sign),
-            sign_fit_crossing: curve.linear_fit_crossing(StiffnessKind::Sign, FitOver::Pairs),
+            sign_fit_crossing: curve.linear_fit_crossing(StiffnessKind::Sign, FitOver::PairsToMinimum),
             cos_first_crossing: curve.first_zero_crossing(StiffnessKind::Cosine),
-            cos_fit_crossing: curve.linear_fit_crossing(StiffnessKind::Cosine, FitOver::Pairs),
+            cos_fit_crossing: curve.linear_fit_crossing(StiffnessKind::Cosine, FitOver::PairsToMinimum),
             curve,
         })
         .collect())

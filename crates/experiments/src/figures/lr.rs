@@ -512,7 +512,7 @@ pub fn write_fig9(dir: &Path, cfg: &LrSweepConfig, record: &LrRunRecord, command
     let _ = writeln!(
         md,
         "\nBins: {} equal bins over distance [{}, {}] (the paper gives none); crossings interpolate linearly between bin \
-         centres (v1) or take the zero of a least-squares line over all pairs (v3). v1's axis is the cosine, `1 - distance`.",
+         centres (v1) or take the zero of a least-squares line over the pairs of the initial decline, from distance 0 to the curve's minimum (v3). v1's axis is the cosine, `1 - distance`.",
         b.bins, b.lo, b.hi
     );
     write_atomic(&dir.join("summary.md"), md.as_bytes())
