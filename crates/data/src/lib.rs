@@ -26,6 +26,7 @@ mod load;
 mod locate;
 pub mod preprocess;
 pub mod sampling;
+pub mod synthetic;
 pub mod verify;
 
 use std::fmt;

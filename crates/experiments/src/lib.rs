@@ -19,6 +19,7 @@ pub mod prepare;
 pub mod registry;
 pub mod report;
 pub mod runner;
+pub mod spherical;
 pub mod stats;
 pub mod store;
 pub mod sweep;

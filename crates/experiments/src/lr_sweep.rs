@@ -76,10 +76,10 @@ pub struct LrSweepConfig {
 }
 
 impl LrSweepConfig {
-    /// Defaults (documented in docs/figures.md). SGD: rates 0.005..0.2 on a log grid; Adam: 1e-4..3e-3.
+    /// Defaults (documented in docs/figures.md). SGD: rates 0.01..0.2 on a log grid; Adam: 1e-4..3e-3.
     pub fn new(quick: bool, optimizer: OptimizerKind, seeds: usize) -> Self {
         let lrs = match (optimizer, quick) {
-            (OptimizerKind::Sgd, false) => vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.2],
+            (OptimizerKind::Sgd, false) => vec![0.01, 0.02, 0.05, 0.1, 0.2],
             (OptimizerKind::Sgd, true) => vec![0.01, 0.1],
             (OptimizerKind::Adam, false) => vec![1e-4, 3e-4, 1e-3, 3e-3],
             (OptimizerKind::Adam, true) => vec![3e-4, 3e-3],
@@ -112,7 +112,7 @@ impl LrSweepConfig {
             max_steps: if quick { 4_000 } else { 30_000 },
             batch_size: 32,
             eval_every: if quick { 50 } else { 100 },
-            train_eval_subset: if quick { 1_000 } else { 2_000 },
+            train_eval_subset: 1_000,
             data,
             measure,
         }

@@ -2,3 +2,4 @@
 
 pub mod dynamics;
 pub mod lr;
+pub mod spherical;
