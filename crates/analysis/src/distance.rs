@@ -162,6 +162,12 @@ impl BinMoments {
     }
 }
 
+/// Pairs a bin needs to count as the minimum of a curve in [`FitOver::PairsToMinimum`].
+fn min_count_for_minimum(m: &[BinMoments]) -> u64 {
+    let total: u64 = m.iter().map(|b| b.count).sum();
+    (total / 1000).max(10)
+}
+
 /// How the v3 linear fit is made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -172,7 +178,8 @@ pub enum FitOver {
     /// skipped.
     Bins,
     /// Least squares over the pairs of the initial decline only: the bins from distance 0 up
-    /// to (and including) the bin with the lowest mean. Curves that turn up again at large
+    /// to (and including) the bin with the lowest mean among bins holding at least 0.1% of the
+    /// pairs (and at least 10). Curves that turn up again at large
     /// distances (common in hidden layers) otherwise tilt a whole-range line and hide the zero.
     PairsToMinimum,
 }
@@ -356,6 +363,8 @@ impl DistanceCurve {
                 .moments(kind)
                 .iter()
                 .enumerate()
+                // A sparse tail bin (a handful of far pairs) must not define the minimum.
+                .filter(|(_, m)| m.count >= min_count_for_minimum(self.moments(kind)))
                 .filter_map(|(i, m)| m.mean().map(|v| (i, v)))
                 .fold(None, |best: Option<(usize, f64)>, (i, v)| match best {
                     Some((_, bv)) if bv <= v => best,

@@ -23,7 +23,7 @@ use std::time::Instant;
 use candle::{DType, Device};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use stiff_analysis::BinSpec;
+use stiff_analysis::{distance_curve, BinSpec, Crossing, DistanceCurve, PairFilter, StiffnessKind, StiffnessSettings};
 use stiff_data::synthetic::{generate, Labelling, SyntheticSpec, TargetKind};
 use stiff_models::{ArchSpec, InputShape, Model, ModelConfig};
 use stiff_train::{LabelledData, OptimizerConfig, Progress, Trainer};
@@ -84,11 +84,11 @@ impl SphericalConfig {
     /// | MLP hidden | 256-256-256 | 256-256-256 |
     /// | lr (SGD / Adam) | 0.1 / 1e-3 | same |
     /// | lr sweep at l = 3 (SGD / Adam) | 0.02, 0.05, 0.1, 0.2 / 3e-4, 1e-3, 3e-3 | 0.03, 0.1 / 3e-4, 1e-3 |
-    /// | train / val points | 20,000 / 5,000 | 4,000 / 1,000 |
-    /// | stiffness subset | 1,000 | 500 |
+    /// | train / val points | 20,000 / 5,000 | 5,000 / 1,500 |
+    /// | stiffness subset | 1,000 | 1,000 |
     /// | loss threshold | 0.1 | 0.2 |
-    /// | step budget | 30,000 | 6,000 |
-    /// | distance bins | 200 over [0, 2] | 100 over [0, 2] |
+    /// | step budget | 30,000 | 8,000 |
+    /// | distance bins | 200 over [0, 2] | 200 over [0, 2] |
     pub fn new(quick: bool, optimizer: OptimizerKind, seeds: usize) -> Self {
         let (lr, lrs) = match (optimizer, quick) {
             (OptimizerKind::Sgd, false) => (0.1, vec![0.02, 0.05, 0.1, 0.2]),
@@ -99,7 +99,7 @@ impl SphericalConfig {
         let measure = MeasureSettings {
             // On S^2 the distance 1 - cos(theta) of two uniform points is uniform on [0, 2], so
             // equal bins hold equal pair counts; fine bins resolve the small domains of high l.
-            bins: BinSpec { bins: if quick { 100 } else { 200 }, lo: 0.0, hi: 2.0 },
+            bins: BinSpec { bins: 200, lo: 0.0, hi: 2.0 },
             bootstrap_reps: 0,
             ..MeasureSettings::default()
         };
@@ -114,11 +114,11 @@ impl SphericalConfig {
             lr_sweep_degree: 3,
             lrs,
             seeds: (0..seeds as u64).collect(),
-            n_train: if quick { 4_000 } else { 20_000 },
-            n_val: if quick { 1_000 } else { 5_000 },
-            stiffness_subset: if quick { 500 } else { 1_000 },
+            n_train: if quick { 5_000 } else { 20_000 },
+            n_val: if quick { 1_500 } else { 5_000 },
+            stiffness_subset: 1_000,
             loss_threshold: if quick { 0.2 } else { 0.1 },
-            max_steps: if quick { 6_000 } else { 30_000 },
+            max_steps: if quick { 8_000 } else { 30_000 },
             batch_size: 32,
             eval_every: 100,
             train_eval_subset: if quick { 1_000 } else { 2_000 },
@@ -274,6 +274,11 @@ pub struct SphRunRecord {
     /// Share of positive labels in the training split (sign labels need not be balanced for even l).
     pub positive_fraction: f64,
     pub measurement: Option<Measurement>,
+    /// Label agreement `s_i s_j` (`s = +-1`) vs input distance over the stiffness subset: the
+    /// reference the input-space stiffness curve is compared with (independent of the network).
+    pub label_curve: DistanceCurve,
+    /// Its first zero crossing: beyond it two points more often have different labels.
+    pub label_crossing: Crossing,
     pub train_seconds: f64,
     pub measure_seconds: f64,
 }
@@ -297,6 +302,8 @@ pub fn run_one(spec: &SphRunSpec, device: &Device, bar: Option<ProgressBar>) -> 
     let m = spec.stiffness_subset.min(ds.test.len());
     let stiff_x = val_x.narrow(0, 0, m)?;
     let stiff_y: Vec<u32> = ds.test.labels[..m].to_vec();
+    let label_curve = label_agreement_curve(&stiff_x, &stiff_y, &spec.measure.bins)?;
+    let label_crossing = label_curve.first_zero_crossing(StiffnessKind::Sign);
     let train_cfg = stiff_train::TrainConfig {
         optimizer: spec.optimizer,
         batch_size: spec.batch_size,
@@ -366,9 +373,27 @@ pub fn run_one(spec: &SphRunSpec, device: &Device, bar: Option<ProgressBar>) -> 
         val_acc: metrics.as_ref().and_then(|m| m.val_acc),
         positive_fraction,
         measurement,
+        label_curve,
+        label_crossing,
         train_seconds: t0.elapsed().as_secs_f64() - measure_seconds,
         measure_seconds,
     })
+}
+
+/// Label agreement vs input distance, through the stiffness machinery: with the "Gram"
+/// `K = s s^T` (`s_i = +1` for class 1, `-1` for class 0), sign and cosine stiffness of a pair are
+/// both `s_i s_j`. For 2-class cross-entropy, `g_i . g_j = s_i s_j |r_i r_j| (grad z_i . grad z_j)`
+/// (`r` the residual, `z` the logit difference), so input-space sign stiffness equals label
+/// agreement wherever the tangent kernel `grad z_i . grad z_j` is positive.
+///
+/// * `x`: `(N, 1, 1, d)` inputs, `labels`: `(N)` in {0, 1}.
+pub fn label_agreement_curve(x: &candle::Tensor, labels: &[u32], bins: &BinSpec) -> Result<DistanceCurve> {
+    let s: Vec<f64> = labels.iter().map(|&l| if l == 1 { 1.0 } else { -1.0 }).collect();
+    let k = ndarray::Array2::from_shape_fn((s.len(), s.len()), |(i, j)| s[i] * s[j]);
+    let reps = crate::measure::to_array2_f32(x)?;
+    let curve =
+        distance_curve(k.view(), reps.view(), labels, PairFilter::All, bins, &StiffnessSettings::default())?;
+    Ok(curve.with_space("input"))
 }
 
 /// `reproduce spherical`: the default configuration for `opts` (quick or full, optimizer, seeds).
@@ -483,8 +508,9 @@ fn draw(cfg: &SphericalConfig, out: &Path, command: &str) -> Result<()> {
     crate::figures::spherical::write_spherical(&out.join(FIGURE), cfg, &records, command)
 }
 
-/// `report`: redraws `OUT/spherical/` from the stored runs. Returns false when there are none
-/// (neither a figure config nor a sweep file with finished runs).
+/// `report`: redraws `OUT/spherical/` from the stored runs and rewrites `OUT/index.md`. Returns
+/// false (and writes nothing) when there are no finished runs (neither a figure config nor a
+/// sweep file with runs).
 pub fn report_spherical(out: &Path) -> Result<bool> {
     let fig_cfg = out.join(FIGURE).join("config.json");
     let (cfg, command) = if fig_cfg.is_file() {
@@ -515,6 +541,7 @@ pub fn report_spherical(out: &Path) -> Result<bool> {
         return Ok(false);
     }
     draw(&cfg, out, &command)?;
+    crate::report::write_index(out)?;
     Ok(true)
 }
 

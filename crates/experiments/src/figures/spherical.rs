@@ -70,6 +70,10 @@ pub fn tidy_rows(records: &[SphRunRecord]) -> Vec<Row> {
             stiff_data::synthetic::profile_first_zero(r.spec.data.dim, l).ok().flatten(),
         ));
         rows.push(row("positive_fraction", Some(r.positive_fraction)));
+        let ld = crossing_distance(&r.label_crossing);
+        let lnote = crossing_note(&r.label_crossing);
+        rows.push(Row { space: "input".into(), note: lnote.clone(), ..row("label_agreement_zero", ld) });
+        rows.push(Row { space: "input".into(), note: lnote, ..row("label_agreement_zero_angle_rad", ld.map(distance_to_angle)) });
         rows.push(row("train_loss", r.train_loss));
         rows.push(row("train_acc", r.train_acc));
         rows.push(row("val_loss", r.val_loss));
@@ -124,6 +128,8 @@ pub struct DomainCell {
     pub no_crossing: usize,
     /// Not-fitted runs' crossings (distance), for reference.
     pub not_fitted_distances: Vec<f64>,
+    /// First zero of the label-agreement curve (angle, radians) over the same fitted runs.
+    pub label_zero_angle: Option<SeedMean>,
 }
 
 fn domain_cell(runs: &[&SphRunRecord], space: &str, method: &str, pick: Pick, degree: usize, lr: f64, dim: usize) -> DomainCell {
@@ -153,6 +159,9 @@ fn domain_cell(runs: &[&SphRunRecord], space: &str, method: &str, pick: Pick, de
             .filter(|r| matches!(r.end, SphEnd::NotFitted { .. }))
             .filter_map(|r| size(r))
             .collect(),
+        label_zero_angle: seed_mean(
+            &fitted.iter().filter_map(|r| crossing_distance(&r.label_crossing)).map(distance_to_angle).collect::<Vec<_>>(),
+        ),
     }
 }
 
@@ -173,6 +182,11 @@ pub struct LengthScaleFit {
     pub ratio_to_pi_over_l: Vec<f64>,
     /// `theta / (first zero of P_l)` per degree.
     pub ratio_to_target_zero: Vec<f64>,
+    /// `theta / (first zero of the label-agreement curve)` per degree.
+    pub ratio_to_label_zero: Vec<f64>,
+    /// The same log-log fit for the first zero of `P_l(cos theta)` over the same degrees: the
+    /// exponent a domain equal to the target's correlation zero would show.
+    pub reference_exponent: Option<f64>,
 }
 
 fn length_scale_fit(cells: &[&DomainCell]) -> Option<LengthScaleFit> {
@@ -195,7 +209,18 @@ fn length_scale_fit(cells: &[&DomainCell]) -> Option<LengthScaleFit> {
         None => (None, None),
     };
     let dl: Vec<f64> = degrees.iter().map(|&l| l as f64).collect();
+    let ref_pts: Vec<(f64, f64)> = pts
+        .iter()
+        .filter_map(|c| c.target_zero_angle.map(|z| (c.characteristic_angle.ln(), z.ln())))
+        .collect();
+    let (rx, ry): (Vec<f64>, Vec<f64>) = ref_pts.into_iter().unzip();
     Some(LengthScaleFit {
+        reference_exponent: slope(&rx, &ry),
+        ratio_to_label_zero: pts
+            .iter()
+            .zip(&angles)
+            .map(|(c, a)| c.label_zero_angle.as_ref().map_or(f64::NAN, |z| a / z.mean))
+            .collect(),
         space: first.space.clone(),
         method: first.method.clone(),
         spearman_degree_angle: spearman(&dl, &angles),
@@ -385,24 +410,30 @@ pub fn write_spherical(dir: &Path, cfg: &SphericalConfig, records: &[SphRunRecor
          layer's representation); domain angle = arccos(1 - distance). Bins: {} equal bins over [{}, {}] (on S^2 the \
          input distance of two uniform points is uniform on [0, 2], so bins hold equal pair counts). Sign stiffness; \
          first crossing (v1) interpolates between bin centres, line-fit zero (v3) is the zero of a least-squares line \
-         over all pairs. Reference scales: pi/l, and the first zero of P_l(cos theta), the correlation E[f(x) f(y)] \
-         of the random targets.\n",
+         over all pairs (a line fits the oscillating curves of l >= 2 badly, so v3 is reported but not trusted \
+         there). Reference scales: pi/l; the first zero of P_l(cos theta), the correlation E[f(x) f(y)] of the \
+         random targets; and the first zero of the measured label agreement s_i s_j (s = ±1) vs distance over the \
+         same pairs. For 2-class cross-entropy g_i . g_j = s_i s_j |r_i r_j| (grad z_i . grad z_j) (r the residual, \
+         z the logit difference), so input-space sign stiffness equals label agreement wherever the network's \
+         tangent kernel is positive: a domain at the label-agreement zero means the stiff domain is set by the \
+         labels' correlation length.\n",
         cfg.measure.bins.bins, cfg.measure.bins.lo, cfg.measure.bins.hi
     );
     let _ = writeln!(md, "## Input-space stiff domain vs degree (mean ± 95% half-width over fitted seeds)\n");
     let _ = writeln!(
         md,
-        "| l | pi/l (deg) | P_l zero (deg) | fitted / not / diverged | v1 distance | v1 angle (deg) | v1 angle·l/pi | v3 distance | v3 angle (deg) | not-fitted v1 distances |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| l | pi/l (deg) | P_l zero (deg) | label-agreement zero (deg) | fitted / not / diverged | v1 distance | v1 angle (deg) | v1 angle·l/pi | v3 distance | v3 angle (deg) | not-fitted v1 distances |\n|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let input_v1 = cells_of(&degree_cells, "input", METHODS[0].0);
     let input_v3 = cells_of(&degree_cells, "input", METHODS[1].0);
     for (a, b) in input_v1.iter().zip(&input_v3) {
         let _ = writeln!(
             md,
-            "| {} | {:.1} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} |",
             a.degree,
             deg(a.characteristic_angle),
             fmt_opt(a.target_zero_angle.map(deg), 1),
+            fmt_mean(&a.label_zero_angle, 1, 180.0 / PI),
             a.fitted_runs,
             a.not_fitted_runs,
             a.diverged_runs,
@@ -481,7 +512,7 @@ pub fn write_spherical(dir: &Path, cfg: &SphericalConfig, records: &[SphRunRecor
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {} | {:.3} | {:.1} | {:.2} |",
             r.id,
             end,
             r.step,
@@ -496,6 +527,16 @@ pub fn write_spherical(dir: &Path, cfg: &SphericalConfig, records: &[SphRunRecor
     write_atomic(&dir.join("summary.md"), md.as_bytes())
 }
 
+fn range(v: &[f64]) -> String {
+    let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+    if f.is_empty() {
+        return "–".into();
+    }
+    let lo = f.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = f.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{lo:.2}–{hi:.2}")
+}
+
 fn verdict_text(fit: Option<&LengthScaleFit>) -> String {
     let Some(f) = fit else {
         return "no verdict: no fitted run had an input-space crossing.".into();
@@ -507,30 +548,28 @@ fn verdict_text(fit: Option<&LengthScaleFit>) -> String {
             f.degrees
         );
     }
+    let (first, last) = (f.degrees[0], f.degrees[f.degrees.len() - 1]);
     let shrinks = match f.spearman_degree_angle {
         Some(r) if r < 0.0 => format!("the input-space stiff domain shrinks as l grows (Spearman rho(l, theta) = {r:.2})"),
         Some(r) => format!("the input-space stiff domain does NOT shrink as l grows (Spearman rho(l, theta) = {r:.2})"),
-        None => {
-            let (a, b) = (f.angles[0], f.angles[f.angles.len() - 1]);
-            if b < a {
-                format!("the input-space stiff domain shrinks from l = {} to l = {}", f.degrees[0], f.degrees[f.degrees.len() - 1])
-            } else {
-                format!("the input-space stiff domain does NOT shrink from l = {} to l = {}", f.degrees[0], f.degrees[f.degrees.len() - 1])
-            }
+        None if f.angles[f.angles.len() - 1] < f.angles[0] => {
+            format!("the input-space stiff domain shrinks from l = {first} to l = {last}")
         }
+        None => format!("the input-space stiff domain does NOT shrink from l = {first} to l = {last}"),
     };
     let relation = match (f.exponent, f.prefactor) {
-        (Some(b), Some(c)) => {
-            let tracks = if (b - 1.0).abs() <= 0.25 { "close to 1: the domain tracks pi/l" } else if b < 1.0 { "below 1: the domain shrinks more slowly than pi/l" } else { "above 1: the domain shrinks faster than pi/l" };
-            format!(
-                "; fitted relation (v1 first crossing, degrees {:?}): theta ≈ {c:.3} · (pi/l)^{b:.3} (R² {}), exponent {tracks}; \
-                 theta·l/pi ranges {:.2}–{:.2}",
-                f.degrees,
-                fmt_opt(f.r_squared, 3),
-                f.ratio_to_pi_over_l.iter().copied().fold(f64::INFINITY, f64::min),
-                f.ratio_to_pi_over_l.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-            )
-        }
+        (Some(b), Some(c)) => format!(
+            "; fitted relation (sign stiffness, v1 first crossing, degrees {:?}): theta ≈ {c:.3} · (pi/l)^{b:.3} \
+             (R² {}), where theta = pi/l would give exponent 1 and a domain equal to the first zero of \
+             P_l(cos theta) (~2.405/(l+1/2)) would give {}; theta·l/pi ranges {}, theta / (first zero of P_l) \
+             ranges {}, theta / (zero of the measured label agreement) ranges {}",
+            f.degrees,
+            fmt_opt(f.r_squared, 3),
+            fmt_opt(f.reference_exponent, 3),
+            range(&f.ratio_to_pi_over_l),
+            range(&f.ratio_to_target_zero),
+            range(&f.ratio_to_label_zero),
+        ),
         _ => String::new(),
     };
     format!("{shrinks}{relation}.")
@@ -587,6 +626,11 @@ fn draw_figure(
         "theta = pi/l",
         refs.iter().map(|c| deg(c.characteristic_angle)).collect(),
         refs.iter().map(|c| deg(c.characteristic_angle)).collect(),
+    ));
+    scale_series.push(Series::new(
+        "label agreement zero (data)",
+        refs.iter().map(|c| deg(c.characteristic_angle)).collect(),
+        refs.iter().map(|c| c.label_zero_angle.as_ref().map_or(f64::NAN, |m| deg(m.mean))).collect(),
     ));
     scale_series.push(Series::new(
         "first zero of P_l(cos theta)",
