@@ -18,9 +18,14 @@ use crate::{ExperimentError, Result};
 
 type Pick = fn(&SpaceCurve) -> &Crossing;
 
-/// The two extraction methods, on sign stiffness (the paper's v1 quantity).
-const METHODS: [(&str, Pick); 2] =
-    [("first crossing (v1)", |c| &c.sign_first_crossing), ("line-fit zero (v3)", |c| &c.sign_fit_crossing)];
+/// The two extraction methods on sign stiffness (the paper's v1 quantity), plus cosine stiffness.
+/// The last entry (cosine stiffness, first crossing) weights pairs by gradient magnitudes, so
+/// unlike sign stiffness it is not fixed by the labels alone.
+const METHODS: [(&str, Pick); 3] = [
+    ("first crossing (v1)", |c| &c.sign_first_crossing),
+    ("line-fit zero (v3)", |c| &c.sign_fit_crossing),
+    ("cosine, first crossing", |c| &c.cos_first_crossing),
+];
 
 fn end_note(r: &SphRunRecord) -> String {
     match &r.end {
@@ -129,7 +134,9 @@ pub struct DomainCell {
     /// Not-fitted runs' crossings (distance), for reference.
     pub not_fitted_distances: Vec<f64>,
     /// First zero of the label-agreement curve (angle, radians) over the same fitted runs.
-    pub label_zero_angle: Option<SeedMean>,
+    pub label_zero_angle: Option<SeedMean>,    /// Largest per-bin |input-space sign stiffness - label agreement| over the fitted runs: 0 means
+    /// the tangent kernel was positive for every pair, so sign stiffness is the labels' agreement.
+    pub max_curve_gap: Option<f64>,
 }
 
 fn domain_cell(runs: &[&SphRunRecord], space: &str, method: &str, pick: Pick, degree: usize, lr: f64, dim: usize) -> DomainCell {
@@ -159,10 +166,28 @@ fn domain_cell(runs: &[&SphRunRecord], space: &str, method: &str, pick: Pick, de
             .filter(|r| matches!(r.end, SphEnd::NotFitted { .. }))
             .filter_map(|r| size(r))
             .collect(),
+        max_curve_gap: fitted
+            .iter()
+            .filter_map(|r| curve_gap(r))
+            .fold(None, |acc: Option<f64>, g| Some(acc.map_or(g, |a| a.max(g)))),
         label_zero_angle: seed_mean(
             &fitted.iter().filter_map(|r| crossing_distance(&r.label_crossing)).map(distance_to_angle).collect::<Vec<_>>(),
         ),
     }
+}
+
+/// Largest per-bin gap between the input-space sign stiffness curve and the label-agreement curve.
+fn curve_gap(r: &SphRunRecord) -> Option<f64> {
+    let c = r.measurement.as_ref()?.curves.iter().find(|c| c.space == "input")?;
+    if c.curve.bins != r.label_curve.bins {
+        return None;
+    }
+    c.curve
+        .sign_mean
+        .iter()
+        .zip(&r.label_curve.sign_mean)
+        .filter_map(|(a, b)| Some((a.as_ref()? - b.as_ref()?).abs()))
+        .fold(None, |acc: Option<f64>, g| Some(acc.map_or(g, |a| a.max(g))))
 }
 
 /// Power law `theta = prefactor * (pi / l)^exponent` fitted by least squares in log-log over the
@@ -422,18 +447,20 @@ pub fn write_spherical(dir: &Path, cfg: &SphericalConfig, records: &[SphRunRecor
     let _ = writeln!(md, "## Input-space stiff domain vs degree (mean ± 95% half-width over fitted seeds)\n");
     let _ = writeln!(
         md,
-        "| l | pi/l (deg) | P_l zero (deg) | label-agreement zero (deg) | fitted / not / diverged | v1 distance | v1 angle (deg) | v1 angle·l/pi | v3 distance | v3 angle (deg) | not-fitted v1 distances |\n|---|---|---|---|---|---|---|---|---|---|---|"
+        "| l | pi/l (deg) | P_l zero (deg) | label-agreement zero (deg) | max bin gap stiffness vs labels | fitted / not / diverged | v1 distance | v1 angle (deg) | v1 angle·l/pi | v3 distance | v3 angle (deg) | cosine v1 angle (deg) | not-fitted v1 distances |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let input_v1 = cells_of(&degree_cells, "input", METHODS[0].0);
     let input_v3 = cells_of(&degree_cells, "input", METHODS[1].0);
-    for (a, b) in input_v1.iter().zip(&input_v3) {
+    let input_cos = cells_of(&degree_cells, "input", METHODS[2].0);
+    for ((a, b), c) in input_v1.iter().zip(&input_v3).zip(&input_cos) {
         let _ = writeln!(
             md,
-            "| {} | {:.1} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.1} | {} | {} | {} | {} / {} / {} | {} | {} | {} | {} | {} | {} | {} |",
             a.degree,
             deg(a.characteristic_angle),
             fmt_opt(a.target_zero_angle.map(deg), 1),
             fmt_mean(&a.label_zero_angle, 1, 180.0 / PI),
+            fmt_opt(a.max_curve_gap, 3),
             a.fitted_runs,
             a.not_fitted_runs,
             a.diverged_runs,
@@ -442,6 +469,7 @@ pub fn write_spherical(dir: &Path, cfg: &SphericalConfig, records: &[SphRunRecor
             fmt_opt(a.angle.as_ref().map(|m| m.mean / a.characteristic_angle), 2),
             fmt_mean(&b.distance, 4, 1.0),
             fmt_mean(&b.angle, 1, 180.0 / PI),
+            fmt_mean(&c.angle, 1, 180.0 / PI),
             if a.not_fitted_distances.is_empty() {
                 "–".to_string()
             } else {
