@@ -59,8 +59,12 @@ pub fn run(a: MeasureArgs) -> Result<()> {
             let cfg = ModelConfig::preset(p.parse::<Preset>()?, data.input, data.num_classes());
             Model::load_with_config(&a.weights, &cfg, DType::F32, &device)?
         }
-        None => Model::load(&a.weights, DType::F32, &device)
-            .with_context(|| "pass --preset if the checkpoint has no stored configuration")?,
+        None => match Model::load(&a.weights, DType::F32, &device) {
+            Err(e @ stiff_models::ModelError::NoConfig { .. }) => {
+                return Err(anyhow::Error::new(e).context("pass --preset to say which architecture the weights are for"))
+            }
+            other => other?,
+        },
     };
     let mut settings = MeasureSettings { bootstrap_reps: a.bootstrap, ..Default::default() };
     settings.bins.bins = a.bins;

@@ -509,7 +509,10 @@ impl Target {
     /// `f(x)` for a unit vector `x` of length `d`.
     pub fn eval(&self, x: &[f64]) -> Result<f64> {
         if x.len() != self.dim() {
-            return Err(invalid("x", format!("point has {} coordinates, the target lives in R^{}", x.len(), self.dim())));
+            return Err(invalid(
+                "x",
+                format!("point has {} coordinates, the target lives in R^{}", x.len(), self.dim()),
+            ));
         }
         Ok(self.eval_unchecked(x))
     }

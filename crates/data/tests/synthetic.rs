@@ -185,7 +185,12 @@ fn zonal_harmonics_are_orthonormal_by_monte_carlo() {
         for b in 0..3 {
             let want = if a == b { zonal_profile(D, degrees[a], uv).unwrap() } else { 0.0 };
             let got = sums[a][b] / N as f64;
-            assert!((got - want).abs() < tol, "E[Z_u^{} Z_v^{}] = {got}, want {want} (tol {tol})", degrees[a], degrees[b]);
+            assert!(
+                (got - want).abs() < tol,
+                "E[Z_u^{} Z_v^{}] = {got}, want {want} (tol {tol})",
+                degrees[a],
+                degrees[b]
+            );
         }
     }
 }

@@ -23,10 +23,18 @@ fn main() -> anyhow::Result<()> {
     if let Ok(d) = std::env::var("LRS") {
         cfg.lrs = d.split(',').map(|x| x.parse().unwrap()).collect();
     }
-    if let Some(v) = env("LR") { cfg.lr = v; }
-    if let Some(v) = env("STEPS") { cfg.max_steps = v; }
-    if let Some(v) = env("THR") { cfg.loss_threshold = v; }
-    if let Some(v) = env("NTRAIN") { cfg.n_train = v; }
+    if let Some(v) = env("LR") {
+        cfg.lr = v;
+    }
+    if let Some(v) = env("STEPS") {
+        cfg.max_steps = v;
+    }
+    if let Some(v) = env("THR") {
+        cfg.loss_threshold = v;
+    }
+    if let Some(v) = env("NTRAIN") {
+        cfg.n_train = v;
+    }
     let opts = ReproduceOptions {
         figure: "spherical".into(),
         quick,

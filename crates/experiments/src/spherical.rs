@@ -343,8 +343,7 @@ pub fn run_one(spec: &SphRunSpec, device: &Device, bar: Option<ProgressBar>) -> 
     let val = LabelledData::new(val_x, ds.test.labels.clone())?.select(&val_idx, device)?;
     let progress = bar.map_or(Progress::Hidden, Progress::Bar);
     let outcome = Trainer::new(model, train_cfg)?.with_progress(progress).run(&train, Some(&val), &mut sink)?;
-    let positive_fraction =
-        ds.train.labels.iter().filter(|&&l| l == 1).count() as f64 / ds.train.len().max(1) as f64;
+    let positive_fraction = ds.train.labels.iter().filter(|&&l| l == 1).count() as f64 / ds.train.len().max(1) as f64;
     let last = outcome.history.last();
     let (end, step, metrics, measurement) = match (outcome.status, taken) {
         (stiff_train::RunStatus::Diverged { step, reason }, _) => {
@@ -391,8 +390,7 @@ pub fn label_agreement_curve(x: &candle::Tensor, labels: &[u32], bins: &BinSpec)
     let s: Vec<f64> = labels.iter().map(|&l| if l == 1 { 1.0 } else { -1.0 }).collect();
     let k = ndarray::Array2::from_shape_fn((s.len(), s.len()), |(i, j)| s[i] * s[j]);
     let reps = crate::measure::to_array2_f32(x)?;
-    let curve =
-        distance_curve(k.view(), reps.view(), labels, PairFilter::All, bins, &StiffnessSettings::default())?;
+    let curve = distance_curve(k.view(), reps.view(), labels, PairFilter::All, bins, &StiffnessSettings::default())?;
     Ok(curve.with_space("input"))
 }
 

@@ -4,58 +4,27 @@
 //!
 //! ```text
 //! cargo run --release -p stiff-train --example train_mnist -- [--lr 0.1] [--adam] [--seed 0]
-//!     [--max-steps 20000] [--out target/train_mnist]
+//!     [--max-steps 20000] [--out target/train_mnist] [--data-dir DIR]
 //! ```
-//! Data: `$STIFF_DATA_DIR/mnist/*-idx?-ubyte.gz`, else `/work/shared/datasets/mnist`. Inputs are
-//! standardised per example (zero mean, unit variance), as in the paper.
+//! Data: `--data-dir`, else `$STIFF_DATA_DIR`, else the user cache (see stiff-data); fetch it with
+//! `cargo xtask data fetch mnist`. Inputs are standardised per example (zero mean, unit
+//! variance), as in the paper.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle::{DType, Device, Tensor};
+use candle::{DType, Device};
+use stiff_data::{preprocess::Preprocess, DatasetName};
 use stiff_models::{InputShape, Model, ModelConfig, Preset};
 use stiff_train::{load_model, LabelledData, OptimizerConfig, SinkError, Snapshot, TrainConfig, Trainer};
 
-/// Reads a gzipped IDX file: magic (2 zero bytes, type 0x08 = u8, rank), big-endian dims, data.
-fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut bytes = Vec::new();
-    flate2::read::GzDecoder::new(f)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("decompressing {}", path.display()))?;
-    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
-        bail!("{}: not an unsigned-byte IDX file", path.display());
-    }
-    let rank = bytes[3] as usize;
-    let header = 4 + 4 * rank;
-    if bytes.len() < header {
-        bail!("{}: truncated header", path.display());
-    }
-    let dims: Vec<usize> = (0..rank)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize)
-        .collect();
-    let n: usize = dims.iter().product();
-    if bytes.len() != header + n {
-        bail!("{}: expected {} data bytes for dims {dims:?}, found {}", path.display(), n, bytes.len() - header);
-    }
-    Ok((dims, bytes[header..].to_vec()))
-}
-
-/// One split as `(N, 1, 28, 28)` f32, standardised per example, plus labels.
-fn load_split(dir: &Path, prefix: &str) -> Result<LabelledData> {
-    let (dims, pixels) = read_idx(&dir.join(format!("{prefix}-images-idx3-ubyte.gz")))?;
-    let (ldims, labels) = read_idx(&dir.join(format!("{prefix}-labels-idx1-ubyte.gz")))?;
-    if dims.len() != 3 || dims[1..] != [28, 28] || ldims != dims[..1] {
-        bail!("{}: unexpected MNIST shapes {dims:?} / {ldims:?}", dir.display());
-    }
-    let n = dims[0];
-    let x = Tensor::from_vec(pixels.iter().map(|&p| f32::from(p) / 255.0).collect::<Vec<_>>(), (n, 784), &Device::Cpu)?;
-    let mean = x.mean_keepdim(1)?;
-    let centred = x.broadcast_sub(&mean)?;
-    let std = centred.sqr()?.mean_keepdim(1)?.sqrt()?;
-    let x = centred.broadcast_div(&(std + 1e-8)?)?.reshape((n, 1, 28, 28))?;
-    Ok(LabelledData::new(x, labels.into_iter().map(u32::from).collect())?)
+/// Both MNIST splits, standardised per example (the paper's preprocessing).
+fn load_mnist(data_dir: Option<&Path>) -> Result<(LabelledData, LabelledData)> {
+    let ds = stiff_data::load(DatasetName::Mnist, data_dir)?;
+    let pre = Preprocess::default();
+    let train = LabelledData::new(pre.apply(&ds.train.images)?, ds.train.labels.clone())?;
+    let test = LabelledData::new(pre.apply(&ds.test.images)?, ds.test.labels.clone())?;
+    Ok((train, test))
 }
 
 fn main() -> Result<()> {
@@ -64,6 +33,7 @@ fn main() -> Result<()> {
     let mut seed = 0u64;
     let mut max_steps = 20_000u64;
     let mut out = PathBuf::from("target/train_mnist");
+    let mut data_dir: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -73,14 +43,12 @@ fn main() -> Result<()> {
             "--seed" => seed = val()?.parse()?,
             "--max-steps" => max_steps = val()?.parse()?,
             "--out" => out = PathBuf::from(val()?),
+            "--data-dir" => data_dir = Some(PathBuf::from(val()?)),
             other => bail!("unknown argument `{other}`"),
         }
     }
-    let root = std::env::var_os("STIFF_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| "/work/shared/datasets".into());
-    let dir = root.join("mnist");
-    let train = load_split(&dir, "train")?;
-    let test = load_split(&dir, "t10k")?;
-    eprintln!("MNIST from {}: {} train, {} test", dir.display(), train.len(), test.len());
+    let (train, test) = load_mnist(data_dir.as_deref())?;
+    eprintln!("MNIST: {} train, {} test", train.len(), test.len());
 
     let model =
         Model::new(&ModelConfig::preset(Preset::Fc6, InputShape::new(1, 28, 28), 10), seed, DType::F32, &Device::Cpu)?;

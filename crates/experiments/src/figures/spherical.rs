@@ -31,7 +31,10 @@ fn end_note(r: &SphRunRecord) -> String {
     match &r.end {
         SphEnd::Fitted => format!("fitted: train loss < {} at step {}", r.spec.loss_threshold, r.step),
         SphEnd::NotFitted { steps } => {
-            format!("NOT fitted: train loss never fell below {} in {steps} steps; measured at the end", r.spec.loss_threshold)
+            format!(
+                "NOT fitted: train loss never fell below {} in {steps} steps; measured at the end",
+                r.spec.loss_threshold
+            )
         }
         SphEnd::Diverged { step, reason } => format!("diverged at step {step}: {reason}; not measured"),
     }
@@ -40,7 +43,9 @@ fn end_note(r: &SphRunRecord) -> String {
 fn crossing_note(c: &Crossing) -> String {
     match c {
         Crossing::Found { .. } => String::new(),
-        Crossing::StartsNegative { distance, value } => format!("starts negative ({value:.3} at distance {distance:.4})"),
+        Crossing::StartsNegative { distance, value } => {
+            format!("starts negative ({value:.3} at distance {distance:.4})")
+        }
         Crossing::NeverCrosses { reason } => format!("never crosses: {reason}"),
         Crossing::NoData { reason } => format!("no data: {reason}"),
     }
@@ -78,7 +83,11 @@ pub fn tidy_rows(records: &[SphRunRecord]) -> Vec<Row> {
         let ld = crossing_distance(&r.label_crossing);
         let lnote = crossing_note(&r.label_crossing);
         rows.push(Row { space: "input".into(), note: lnote.clone(), ..row("label_agreement_zero", ld) });
-        rows.push(Row { space: "input".into(), note: lnote, ..row("label_agreement_zero_angle_rad", ld.map(distance_to_angle)) });
+        rows.push(Row {
+            space: "input".into(),
+            note: lnote,
+            ..row("label_agreement_zero_angle_rad", ld.map(distance_to_angle))
+        });
         rows.push(row("train_loss", r.train_loss));
         rows.push(row("train_acc", r.train_acc));
         rows.push(row("val_loss", r.val_loss));
@@ -134,12 +143,21 @@ pub struct DomainCell {
     /// Not-fitted runs' crossings (distance), for reference.
     pub not_fitted_distances: Vec<f64>,
     /// First zero of the label-agreement curve (angle, radians) over the same fitted runs.
-    pub label_zero_angle: Option<SeedMean>,    /// Largest per-bin |input-space sign stiffness - label agreement| over the fitted runs: 0 means
+    pub label_zero_angle: Option<SeedMean>,
+    /// Largest per-bin |input-space sign stiffness - label agreement| over the fitted runs: 0 means
     /// the tangent kernel was positive for every pair, so sign stiffness is the labels' agreement.
     pub max_curve_gap: Option<f64>,
 }
 
-fn domain_cell(runs: &[&SphRunRecord], space: &str, method: &str, pick: Pick, degree: usize, lr: f64, dim: usize) -> DomainCell {
+fn domain_cell(
+    runs: &[&SphRunRecord],
+    space: &str,
+    method: &str,
+    pick: Pick,
+    degree: usize,
+    lr: f64,
+    dim: usize,
+) -> DomainCell {
     let size = |r: &SphRunRecord| {
         r.measurement
             .as_ref()
@@ -171,7 +189,11 @@ fn domain_cell(runs: &[&SphRunRecord], space: &str, method: &str, pick: Pick, de
             .filter_map(|r| curve_gap(r))
             .fold(None, |acc: Option<f64>, g| Some(acc.map_or(g, |a| a.max(g)))),
         label_zero_angle: seed_mean(
-            &fitted.iter().filter_map(|r| crossing_distance(&r.label_crossing)).map(distance_to_angle).collect::<Vec<_>>(),
+            &fitted
+                .iter()
+                .filter_map(|r| crossing_distance(&r.label_crossing))
+                .map(distance_to_angle)
+                .collect::<Vec<_>>(),
         ),
     }
 }
@@ -234,10 +256,8 @@ fn length_scale_fit(cells: &[&DomainCell]) -> Option<LengthScaleFit> {
         None => (None, None),
     };
     let dl: Vec<f64> = degrees.iter().map(|&l| l as f64).collect();
-    let ref_pts: Vec<(f64, f64)> = pts
-        .iter()
-        .filter_map(|c| c.target_zero_angle.map(|z| (c.characteristic_angle.ln(), z.ln())))
-        .collect();
+    let ref_pts: Vec<(f64, f64)> =
+        pts.iter().filter_map(|c| c.target_zero_angle.map(|z| (c.characteristic_angle.ln(), z.ln()))).collect();
     let (rx, ry): (Vec<f64>, Vec<f64>) = ref_pts.into_iter().unzip();
     Some(LengthScaleFit {
         reference_exponent: slope(&rx, &ry),
@@ -356,7 +376,12 @@ pub fn write_spherical(dir: &Path, cfg: &SphericalConfig, records: &[SphRunRecor
         })
         .collect();
     let headline = fits.iter().find(|f| f.space == "input" && f.method == METHODS[0].0);
-    let verdict = verdict_text(headline);
+    let gap = degree_cells
+        .iter()
+        .filter(|c| c.space == "input" && c.method == METHODS[0].0)
+        .filter_map(|c| c.max_curve_gap)
+        .fold(None, |acc: Option<f64>, g| Some(acc.map_or(g, |a: f64| a.max(g))));
+    let verdict = verdict_text(headline, gap);
     let curves: Vec<serde_json::Value> = records
         .iter()
         .filter_map(|r| {
@@ -516,7 +541,11 @@ pub fn write_spherical(dir: &Path, cfg: &SphericalConfig, records: &[SphRunRecor
                     line,
                     " {} |",
                     c.map_or("–".into(), |c| {
-                        let extra = if c.not_fitted_runs > 0 { format!(" ({} not fitted)", c.not_fitted_runs) } else { String::new() };
+                        let extra = if c.not_fitted_runs > 0 {
+                            format!(" ({} not fitted)", c.not_fitted_runs)
+                        } else {
+                            String::new()
+                        };
                         format!("{}{extra}", fmt_mean(&c.distance, 4, 1.0))
                     })
                 );
@@ -526,7 +555,14 @@ pub fn write_spherical(dir: &Path, cfg: &SphericalConfig, records: &[SphRunRecor
     }
     let _ = writeln!(md, "\n| space | method | slope per decade of lr | Spearman |\n|---|---|---|---|");
     for t in &lr_trends {
-        let _ = writeln!(md, "| {} | {} | {} | {} |", t.space, t.method, fmt_opt(t.slope_per_decade, 4), fmt_opt(t.spearman, 2));
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} |",
+            t.space,
+            t.method,
+            fmt_opt(t.slope_per_decade, 4),
+            fmt_opt(t.spearman, 2)
+        );
     }
     let _ = writeln!(
         md,
@@ -565,7 +601,7 @@ fn range(v: &[f64]) -> String {
     format!("{lo:.2}–{hi:.2}")
 }
 
-fn verdict_text(fit: Option<&LengthScaleFit>) -> String {
+fn verdict_text(fit: Option<&LengthScaleFit>, gap: Option<f64>) -> String {
     let Some(f) = fit else {
         return "no verdict: no fitted run had an input-space crossing.".into();
     };
@@ -578,7 +614,9 @@ fn verdict_text(fit: Option<&LengthScaleFit>) -> String {
     }
     let (first, last) = (f.degrees[0], f.degrees[f.degrees.len() - 1]);
     let shrinks = match f.spearman_degree_angle {
-        Some(r) if r < 0.0 => format!("the input-space stiff domain shrinks as l grows (Spearman rho(l, theta) = {r:.2})"),
+        Some(r) if r < 0.0 => {
+            format!("the input-space stiff domain shrinks as l grows (Spearman rho(l, theta) = {r:.2})")
+        }
         Some(r) => format!("the input-space stiff domain does NOT shrink as l grows (Spearman rho(l, theta) = {r:.2})"),
         None if f.angles[f.angles.len() - 1] < f.angles[0] => {
             format!("the input-space stiff domain shrinks from l = {first} to l = {last}")
@@ -600,7 +638,20 @@ fn verdict_text(fit: Option<&LengthScaleFit>) -> String {
         ),
         _ => String::new(),
     };
-    format!("{shrinks}{relation}.")
+    let labels = match gap {
+        Some(g) if g < 0.05 => format!(
+            " In input space the binned sign-stiffness curve equals the labels' agreement s_i s_j to within {g:.3} in \
+             every bin: the network's tangent kernel is positive for (nearly) every pair, so the sign-stiffness domain \
+             is the labels' correlation length, which for these targets is the first zero of P_l(cos theta), not pi/l \
+             itself (see the cosine-stiffness rows for a measure that also weighs gradient magnitudes)."
+        ),
+        Some(g) => format!(
+            " The input-space sign-stiffness curve differs from the labels' agreement by up to {g:.3} in a bin: the \
+             tangent kernel is negative for some pairs, so the network shapes the stiff domain beyond the labels."
+        ),
+        None => String::new(),
+    };
+    format!("{shrinks}{relation}.{labels}")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -676,7 +727,9 @@ fn draw_figure(
                     cs.iter().map(|c| x(c)).collect(),
                     cs.iter().map(|c| c.distance.as_ref().map_or(f64::NAN, |m| m.mean)).collect(),
                 )
-                .with_err(cs.iter().map(|c| c.distance.as_ref().and_then(|m| m.half_width).unwrap_or(f64::NAN)).collect())
+                .with_err(
+                    cs.iter().map(|c| c.distance.as_ref().and_then(|m| m.half_width).unwrap_or(f64::NAN)).collect(),
+                )
             })
             .collect()
     };
