@@ -85,6 +85,14 @@ pub const FIGURES: &[FigureInfo] = &[
         time_full: "as fig8 (same runs)",
         available: true,
     },
+    FigureInfo {
+        name: "spherical",
+        shows: "stiff domain size vs the spherical-harmonic target's angular length scale pi/l, and vs learning rate",
+        data: "none (generated)",
+        time_quick: "~5 s",
+        time_full: "~3.5 min",
+        available: true,
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static FigureInfo> {

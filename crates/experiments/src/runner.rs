@@ -56,6 +56,7 @@ pub fn parse_device(s: &str) -> Result<Device> {
 
 const FIGS: [&str; 3] = ["fig8", "fig9", "fig10"];
 use crate::dynamics::DYN_FIGURES;
+use crate::spherical::{SphericalConfig, FIGURE as SPHERICAL};
 
 /// The runs a figure needs.
 fn figure_runs(figure: &str, cfg: &LrSweepConfig) -> Vec<LrRunSpec> {
@@ -69,12 +70,15 @@ fn figure_runs(figure: &str, cfg: &LrSweepConfig) -> Vec<LrRunSpec> {
 /// every figure whose data is present and lists the others, with the reason, in `OUT/skipped.md`.
 pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
     let all = opts.figure == "all";
+    if opts.figure == SPHERICAL {
+        return crate::spherical::reproduce_spherical(opts);
+    }
     let requested: Vec<&str> = match opts.figure.as_str() {
         "all" => DYN_FIGURES.iter().chain(FIGS.iter()).copied().collect(),
         f if FIGS.contains(&f) || DYN_FIGURES.contains(&f) => vec![f],
         f => {
             return Err(ExperimentError::InvalidArgument(format!(
-                "unknown figure `{f}`: expected one of {}, {}, all (see `cargo xtask list`)",
+                "unknown figure `{f}`: expected one of {}, {}, {SPHERICAL}, all (see `cargo xtask list`)",
                 DYN_FIGURES.join(", "),
                 FIGS.join(", ")
             )))
@@ -117,12 +121,19 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
         lr_figs.iter().flat_map(|f| figure_runs(f, &cfg)).map(|s| s.id()).collect()
     };
     let dyn_ids = crate::dynamics::run_ids(&dyn_figs, opts)?;
+    // The synthetic figure needs no data, so `all` always includes it.
+    let sph_ids: Vec<String> = if all {
+        let seeds = opts.seeds.unwrap_or(if opts.quick { 1 } else { 3 }).max(1);
+        SphericalConfig::new(opts.quick, opts.optimizer, seeds).runs().iter().map(|r| r.id()).collect()
+    } else {
+        vec![]
+    };
     let part = |ids: &[String]| -> Result<Option<ReproduceOptions>> {
         let only = &opts.selection.only;
         if only.is_empty() {
             return Ok(Some(opts.clone()));
         }
-        if let Some(bad) = only.iter().find(|o| !lr_ids.contains(o) && !dyn_ids.contains(o)) {
+        if let Some(bad) = only.iter().find(|o| !lr_ids.contains(o) && !dyn_ids.contains(o) && !sph_ids.contains(o)) {
             return Err(ExperimentError::InvalidArgument(format!("--only {bad}: no such run (see --list-runs)")));
         }
         let mine: Vec<String> = only.iter().filter(|o| ids.contains(o)).cloned().collect();
@@ -140,6 +151,11 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
     if !lr_figs.is_empty() {
         if let Some(o) = part(&lr_ids)? {
             reproduce_lr(&lr_figs, &o)?;
+        }
+    }
+    if all {
+        if let Some(o) = part(&sph_ids)? {
+            crate::spherical::reproduce_spherical(&o)?;
         }
     }
     if opts.list_runs || !opts.selection.is_everything() {
@@ -323,6 +339,7 @@ pub fn report(out: &Path) -> Result<()> {
         }
     }
     drawn += crate::dynamics::report(out)?;
+    drawn += usize::from(crate::spherical::report_spherical(out)?);
     if drawn == 0 {
         return Err(ExperimentError::InvalidArgument(format!("{}: no finished runs or figures found", out.display())));
     }

@@ -144,8 +144,9 @@ pub struct DomainCell {
     pub not_fitted_distances: Vec<f64>,
     /// First zero of the label-agreement curve (angle, radians) over the same fitted runs.
     pub label_zero_angle: Option<SeedMean>,
-    /// Largest per-bin |input-space sign stiffness - label agreement| over the fitted runs: 0 means
-    /// the tangent kernel was positive for every pair, so sign stiffness is the labels' agreement.
+    /// Largest per-bin |input-space sign stiffness - label agreement| up to the first crossing, over
+    /// the fitted runs: 0 means the tangent kernel was positive for every such pair, so sign
+    /// stiffness there is the labels' agreement.
     pub max_curve_gap: Option<f64>,
 }
 
@@ -198,16 +199,22 @@ fn domain_cell(
     }
 }
 
-/// Largest per-bin gap between the input-space sign stiffness curve and the label-agreement curve.
+/// Largest per-bin gap between the input-space sign stiffness curve and the label-agreement
+/// curve, over the bins up to the later of their two first crossings (the bins that decide the
+/// domain size).
 fn curve_gap(r: &SphRunRecord) -> Option<f64> {
     let c = r.measurement.as_ref()?.curves.iter().find(|c| c.space == "input")?;
     if c.curve.bins != r.label_curve.bins {
         return None;
     }
+    let reach = crossing_distance(&c.sign_first_crossing)?.max(crossing_distance(&r.label_crossing)?);
     c.curve
         .sign_mean
         .iter()
         .zip(&r.label_curve.sign_mean)
+        .zip(&c.curve.centres)
+        .filter(|(_, &centre)| centre <= reach + c.curve.bins.width())
+        .map(|(pair, _)| pair)
         .filter_map(|(a, b)| Some((a.as_ref()? - b.as_ref()?).abs()))
         .fold(None, |acc: Option<f64>, g| Some(acc.map_or(g, |a| a.max(g))))
 }
@@ -472,7 +479,7 @@ pub fn write_spherical(dir: &Path, cfg: &SphericalConfig, records: &[SphRunRecor
     let _ = writeln!(md, "## Input-space stiff domain vs degree (mean ± 95% half-width over fitted seeds)\n");
     let _ = writeln!(
         md,
-        "| l | pi/l (deg) | P_l zero (deg) | label-agreement zero (deg) | max bin gap stiffness vs labels | fitted / not / diverged | v1 distance | v1 angle (deg) | v1 angle·l/pi | v3 distance | v3 angle (deg) | cosine v1 angle (deg) | not-fitted v1 distances |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| l | pi/l (deg) | P_l zero (deg) | label-agreement zero (deg) | max bin gap stiffness vs labels (up to the crossing) | fitted / not / diverged | v1 distance | v1 angle (deg) | v1 angle·l/pi | v3 distance | v3 angle (deg) | cosine v1 angle (deg) | not-fitted v1 distances |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let input_v1 = cells_of(&degree_cells, "input", METHODS[0].0);
     let input_v3 = cells_of(&degree_cells, "input", METHODS[1].0);
@@ -641,12 +648,12 @@ fn verdict_text(fit: Option<&LengthScaleFit>, gap: Option<f64>) -> String {
     let labels = match gap {
         Some(g) if g < 0.05 => format!(
             " In input space the binned sign-stiffness curve equals the labels' agreement s_i s_j to within {g:.3} in \
-             every bin: the network's tangent kernel is positive for (nearly) every pair, so the sign-stiffness domain \
+             every bin up to the crossing: the network's tangent kernel is positive for (nearly) every pair, so the sign-stiffness domain \
              is the labels' correlation length, which for these targets is the first zero of P_l(cos theta), not pi/l \
              itself (see the cosine-stiffness rows for a measure that also weighs gradient magnitudes)."
         ),
         Some(g) => format!(
-            " The input-space sign-stiffness curve differs from the labels' agreement by up to {g:.3} in a bin: the \
+            " The input-space sign-stiffness curve differs from the labels' agreement by up to {g:.3} in a bin before the crossing: the \
              tangent kernel is negative for some pairs, so the network shapes the stiff domain beyond the labels."
         ),
         None => String::new(),
