@@ -28,10 +28,11 @@ if ! ls "$STIFF_CUDA_VENV"/lib/python3*/site-packages/nvidia/cu13/bin/nvcc >/dev
 fi
 _stiff_cu=$(ls -d "$STIFF_CUDA_VENV"/lib/python3*/site-packages/nvidia/cu13 | head -n 1)
 _stiff_stub="$STIFF_CUDA_VENV/link-stubs"
-if [ ! -f "$_stiff_stub/libcuda.so" ]; then
+if [ ! -f "$_stiff_stub/libcuda.so" ] || [ ! -e "$_stiff_stub/libcudart.so" ]; then
   mkdir -p "$_stiff_stub"
-  # The wheels ship versioned sonames only; the linker looks for the bare names.
-  for lib in cublas cublasLt nvrtc; do ln -sf "$_stiff_cu/lib/lib$lib.so.13" "$_stiff_stub/lib$lib.so"; done
+  # The wheels ship versioned sonames only; the linker looks for the bare names
+  # (cudart is linked by candle-kernels' mixture-of-experts kernels).
+  for lib in cublas cublasLt nvrtc cudart; do ln -sf "$_stiff_cu/lib/lib$lib.so.13" "$_stiff_stub/lib$lib.so"; done
   ln -sf "$_stiff_cu/lib/libcurand.so.10" "$_stiff_stub/libcurand.so"
   printf 'void cuInit(void) {}\n' > "$_stiff_stub/stub.c"
   gcc -shared -fPIC -Wl,-soname,libcuda.so.1 -o "$_stiff_stub/libcuda.so" "$_stiff_stub/stub.c" || return 1
