@@ -488,26 +488,8 @@ pub fn reproduce(figs: &[&str], opts: &ReproduceOptions) -> Result<()> {
             }
         }
     }
-    let ids: Vec<String> = specs.iter().map(DynRunSpec::id).collect();
     let done = |s: &DynRunSpec| store.get::<DynRunRecord>(&s.id()).is_some_and(|r| &r.spec == s);
-    if opts.list_runs {
-        for s in &specs {
-            println!("{}\t{}", s.id(), if done(s) { "done" } else { "pending" });
-        }
-        return Ok(());
-    }
-    let selected = opts.selection.select(&ids)?;
-    let todo: Vec<&DynRunSpec> =
-        specs.iter().filter(|s| selected.contains(&&s.id()) && !(opts.resume && done(s))).collect();
-    eprintln!(
-        "{}: {} runs, {} selected, {} already finished, {} to run; results in {}",
-        figs.join("+"),
-        specs.len(),
-        selected.len(),
-        selected.len() - todo.len(),
-        todo.len(),
-        opts.out.display()
-    );
+    let Some(todo) = crate::sweep::plan(&figs.join("+"), &specs, DynRunSpec::id, done, opts)? else { return Ok(()) };
     run_specs(&todo, opts, &store)?;
     if !opts.selection.is_everything() {
         eprintln!(

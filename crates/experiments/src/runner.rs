@@ -14,7 +14,7 @@ use crate::lr_sweep::{run_one, LrRunRecord, LrRunSpec, LrSweepConfig, OptimizerK
 use crate::prepare::{prepare, DataSettings, Prepared};
 use crate::report::write_index;
 use crate::store::read_json;
-use crate::sweep::RunSelection;
+use crate::sweep::{plan, RunSelection};
 use crate::{ExperimentError, Result};
 
 /// Everything `reproduce` takes from the command line.
@@ -198,27 +198,8 @@ fn reproduce_lr(figs: &[&str], opts: &ReproduceOptions) -> Result<()> {
             }
         }
     }
-    let ids: Vec<String> = specs.iter().map(LrRunSpec::id).collect();
     let done = |s: &LrRunSpec| store.get::<LrRunRecord>(&s.id()).is_some_and(|r| &r.spec == s);
-    if opts.list_runs {
-        for s in &specs {
-            println!("{}\t{}", s.id(), if done(s) { "done" } else { "pending" });
-        }
-        return Ok(());
-    }
-    let selected = opts.selection.select(&ids)?;
-    let todo: Vec<&LrRunSpec> =
-        specs.iter().filter(|s| selected.contains(&&s.id()) && !(opts.resume && done(s))).collect();
-    let skipped = selected.len() - todo.len();
-    eprintln!(
-        "{}: {} runs in the sweep, {} selected, {} already finished, {} to run; results in {}",
-        figs.join("+"),
-        specs.len(),
-        selected.len(),
-        skipped,
-        todo.len(),
-        opts.out.display()
-    );
+    let Some(todo) = plan(&figs.join("+"), &specs, LrRunSpec::id, done, opts)? else { return Ok(()) };
     run_specs(&todo, opts, &store)?;
 
     if !opts.selection.is_everything() {

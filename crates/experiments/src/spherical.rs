@@ -410,25 +410,8 @@ pub fn reproduce_spherical_with(opts: &ReproduceOptions, cfg: &SphericalConfig) 
     cfg.validate()?;
     let store = cfg.store(&opts.out);
     let specs = cfg.runs();
-    let ids: Vec<String> = specs.iter().map(SphRunSpec::id).collect();
     let done = |s: &SphRunSpec| store.get::<SphRunRecord>(&s.id()).is_some_and(|r| &r.spec == s);
-    if opts.list_runs {
-        for s in &specs {
-            println!("{}\t{}", s.id(), if done(s) { "done" } else { "pending" });
-        }
-        return Ok(());
-    }
-    let selected = opts.selection.select(&ids)?;
-    let todo: Vec<&SphRunSpec> =
-        specs.iter().filter(|s| selected.contains(&&s.id()) && !(opts.resume && done(s))).collect();
-    eprintln!(
-        "{FIGURE}: {} runs in the sweep, {} selected, {} already finished, {} to run; results in {}",
-        specs.len(),
-        selected.len(),
-        selected.len() - todo.len(),
-        todo.len(),
-        opts.out.display()
-    );
+    let Some(todo) = crate::sweep::plan(FIGURE, &specs, SphRunSpec::id, done, opts)? else { return Ok(()) };
     write_json(&cfg.sweep_file(&opts.out), cfg)?;
     run_specs(&todo, &opts.device, &store)?;
     if !opts.selection.is_everything() {

@@ -53,6 +53,36 @@ impl RunSelection {
     }
 }
 
+/// Plans one invocation over a sweep's runs (in sweep order): with `--list-runs` prints each id
+/// with `done`/`pending` and returns `None`; otherwise returns the selected runs that still have
+/// to run (finished ones are skipped when resuming) and says so on stderr.
+pub fn plan<'a, S>(
+    label: &str,
+    specs: &'a [S],
+    id: impl Fn(&S) -> String,
+    done: impl Fn(&S) -> bool,
+    opts: &crate::runner::ReproduceOptions,
+) -> Result<Option<Vec<&'a S>>> {
+    if opts.list_runs {
+        for s in specs {
+            println!("{}\t{}", id(s), if done(s) { "done" } else { "pending" });
+        }
+        return Ok(None);
+    }
+    let ids: Vec<String> = specs.iter().map(&id).collect();
+    let selected = opts.selection.select(&ids)?;
+    let todo: Vec<&S> = specs.iter().filter(|s| selected.contains(&&id(s)) && !(opts.resume && done(s))).collect();
+    eprintln!(
+        "{label}: {} runs in the sweep, {} selected, {} already finished, {} to run; results in {}",
+        specs.len(),
+        selected.len(),
+        selected.len() - todo.len(),
+        todo.len(),
+        opts.out.display()
+    );
+    Ok(Some(todo))
+}
+
 /// A learning rate as it appears in run ids: `0.03` → `0.03`, `1e-4` → `0.0001`.
 pub fn fmt_lr(lr: f64) -> String {
     let s = format!("{lr}");
