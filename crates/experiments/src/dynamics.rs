@@ -19,7 +19,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle::{DType, Device};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -30,6 +30,7 @@ use stiff_train::{LabelledData, Metrics, OptimizerConfig, Progress, SnapshotReas
 use crate::lr_sweep::{OptimizerKind, RunEnd};
 use crate::measure::{measure, MeasureSettings, Measurement};
 use crate::prepare::{prepare_with, DataSettings, Prepared};
+use crate::progress::SweepProgress;
 use crate::runner::ReproduceOptions;
 use crate::store::{read_json, RunStore};
 use crate::sweep::fmt_lr;
@@ -509,12 +510,7 @@ fn run_specs(todo: &[&DynRunSpec], opts: &ReproduceOptions, store: &RunStore) ->
     if todo.is_empty() {
         return Ok(());
     }
-    let multi = MultiProgress::new();
-    let all_bar = multi.add(ProgressBar::new(todo.len() as u64));
-    all_bar.set_style(
-        ProgressStyle::with_template("dynamics {bar:30} {pos}/{len} runs, {elapsed} elapsed, eta {eta}")
-            .expect("valid template"),
-    );
+    let progress = SweepProgress::new("dynamics", todo.len());
     // Prepared data per (dataset, settings): Figs 2 and 4 share theirs.
     let mut data: BTreeMap<String, Prepared> = BTreeMap::new();
     // Small generated CIFAR-format folders pass in quick mode; full runs insist on official counts.
@@ -528,12 +524,9 @@ fn run_specs(todo: &[&DynRunSpec], opts: &ReproduceOptions, store: &RunStore) ->
         if let std::collections::btree_map::Entry::Vacant(slot) = data.entry(key.clone()) {
             slot.insert(prepare_with(spec.dataset, opts.data_dir.as_deref(), &spec.data, &opts.device, &load)?);
         }
-        let run_bar = multi.add(ProgressBar::new(spec.max_steps));
-        run_bar.set_prefix(spec.id());
+        let run_bar = progress.start_run(spec.id(), spec.max_steps);
         let t = Instant::now();
         let record = run_one(spec, &data[&key], &opts.device, Some(run_bar.clone()))?;
-        run_bar.finish_and_clear();
-        multi.remove(&run_bar);
         store.put(&record.id, &record)?;
         let first = record.points.first().map(|p| &p.measurement);
         let last = record.points.last().map(|p| &p.measurement);
@@ -555,14 +548,9 @@ fn run_specs(todo: &[&DynRunSpec], opts: &ReproduceOptions, store: &RunStore) ->
             fmt(first),
             fmt(last),
         );
-        if multi.is_hidden() {
-            eprintln!("{line} [{:.1}s]", t.elapsed().as_secs_f64());
-        } else {
-            let _ = multi.println(line);
-        }
-        all_bar.inc(1);
+        progress.finish_run(&run_bar, format!("{line} [{:.1}s]", t.elapsed().as_secs_f64()));
     }
-    all_bar.finish_and_clear();
+    progress.finish();
     Ok(())
 }
 

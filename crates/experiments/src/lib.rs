@@ -16,6 +16,7 @@ pub mod figures;
 pub mod lr_sweep;
 pub mod measure;
 pub mod prepare;
+pub mod progress;
 pub mod registry;
 pub mod report;
 pub mod runner;

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle::Device;
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use stiff_data::DatasetName;
 
 use crate::figures::lr::{fig9_run, write_fig10, write_fig8, write_fig9};
 use crate::lr_sweep::{run_one, LrRunRecord, LrRunSpec, LrSweepConfig, OptimizerKind, RunEnd};
 use crate::prepare::{prepare, DataSettings, Prepared};
+use crate::progress::SweepProgress;
 use crate::report::write_index;
 use crate::store::read_json;
 use crate::sweep::{plan, RunSelection};
@@ -220,12 +220,7 @@ fn run_specs(todo: &[&LrRunSpec], opts: &ReproduceOptions, store: &crate::store:
     if todo.is_empty() {
         return Ok(());
     }
-    let multi = MultiProgress::new();
-    let sweep_bar = multi.add(ProgressBar::new(todo.len() as u64));
-    sweep_bar.set_style(
-        ProgressStyle::with_template("sweep {bar:30} {pos}/{len} runs, {elapsed} elapsed, eta {eta}")
-            .expect("valid template"),
-    );
+    let progress = SweepProgress::new("sweep", todo.len());
     let mut data: BTreeMap<DatasetName, Prepared> = BTreeMap::new();
     for spec in todo {
         if let std::collections::btree_map::Entry::Vacant(slot) = data.entry(spec.dataset) {
@@ -235,12 +230,9 @@ fn run_specs(todo: &[&LrRunSpec], opts: &ReproduceOptions, store: &crate::store:
             }
             slot.insert(prepare(spec.dataset, opts.data_dir.as_deref(), &s, &opts.device)?);
         }
-        let run_bar = multi.add(ProgressBar::new(spec.max_steps));
-        run_bar.set_prefix(spec.id());
+        let run_bar = progress.start_run(spec.id(), spec.max_steps);
         let t = Instant::now();
         let record = run_one(spec, &data[&spec.dataset], &opts.device, Some(run_bar.clone()))?;
-        run_bar.finish_and_clear();
-        multi.remove(&run_bar);
         store.put(&record.id, &record)?;
         let end = match &record.end {
             RunEnd::Completed => "completed".to_string(),
@@ -263,15 +255,9 @@ fn run_specs(todo: &[&LrRunSpec], opts: &ReproduceOptions, store: &crate::store:
                 .collect::<Vec<_>>()
                 .join("; "),
         );
-        // A hidden MultiProgress (not a terminal) drops println: log lines must still appear.
-        if multi.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            let _ = multi.println(line);
-        }
-        sweep_bar.inc(1);
+        progress.finish_run(&run_bar, line);
     }
-    sweep_bar.finish_and_clear();
+    progress.finish();
     Ok(())
 }
 

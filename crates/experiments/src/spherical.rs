@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle::{DType, Device};
-use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use stiff_analysis::{distance_curve, BinSpec, Crossing, DistanceCurve, PairFilter, StiffnessKind, StiffnessSettings};
 use stiff_data::synthetic::{generate, Labelling, SyntheticSpec, TargetKind};
@@ -30,6 +30,7 @@ use stiff_train::{LabelledData, OptimizerConfig, Progress, Trainer};
 
 use crate::lr_sweep::OptimizerKind;
 use crate::measure::{measure, MeasureSettings, Measurement};
+use crate::progress::SweepProgress;
 use crate::runner::ReproduceOptions;
 use crate::store::{read_json, write_json, RunStore};
 use crate::sweep::fmt_lr;
@@ -430,19 +431,11 @@ fn run_specs(todo: &[&SphRunSpec], device: &Device, store: &RunStore) -> Result<
     if todo.is_empty() {
         return Ok(());
     }
-    let multi = MultiProgress::new();
-    let sweep_bar = multi.add(ProgressBar::new(todo.len() as u64));
-    sweep_bar.set_style(
-        ProgressStyle::with_template("spherical {bar:30} {pos}/{len} runs, {elapsed} elapsed, eta {eta}")
-            .expect("valid template"),
-    );
+    let progress = SweepProgress::new(FIGURE, todo.len());
     for spec in todo {
-        let run_bar = multi.add(ProgressBar::new(spec.max_steps));
-        run_bar.set_prefix(spec.id());
+        let run_bar = progress.start_run(spec.id(), spec.max_steps);
         let t = Instant::now();
         let record = run_one(spec, device, Some(run_bar.clone()))?;
-        run_bar.finish_and_clear();
-        multi.remove(&run_bar);
         store.put(&record.id, &record)?;
         let end = match &record.end {
             SphEnd::Fitted => format!("fitted (train loss < {}) at step {}", spec.loss_threshold, record.step),
@@ -464,15 +457,9 @@ fn run_specs(todo: &[&SphRunSpec], device: &Device, store: &RunStore) -> Result<
             record.val_acc.map_or("–".into(), |v| format!("{v:.3}")),
             t.elapsed().as_secs_f64()
         );
-        // A hidden MultiProgress (not a terminal) drops println: log lines must still appear.
-        if multi.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            let _ = multi.println(line);
-        }
-        sweep_bar.inc(1);
+        progress.finish_run(&run_bar, line);
     }
-    sweep_bar.finish_and_clear();
+    progress.finish();
     Ok(())
 }
 
