@@ -492,11 +492,7 @@ pub fn reproduce(figs: &[&str], opts: &ReproduceOptions) -> Result<()> {
     let done = |s: &DynRunSpec| store.get::<DynRunRecord>(&s.id()).is_some_and(|r| &r.spec == s);
     let Some(todo) = crate::sweep::plan(&figs.join("+"), &specs, DynRunSpec::id, done, opts)? else { return Ok(()) };
     run_specs(&todo, opts, &store)?;
-    if !opts.selection.is_everything() {
-        eprintln!(
-            "selected runs finished; once every shard is done, draw the figures with `cargo xtask report --out {}`",
-            opts.out.display()
-        );
+    if crate::sweep::is_partial(opts) {
         return Ok(());
     }
     for c in &cfgs {

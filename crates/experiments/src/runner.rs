@@ -202,11 +202,7 @@ fn reproduce_lr(figs: &[&str], opts: &ReproduceOptions) -> Result<()> {
     let Some(todo) = plan(&figs.join("+"), &specs, LrRunSpec::id, done, opts)? else { return Ok(()) };
     run_specs(&todo, opts, &store)?;
 
-    if !opts.selection.is_everything() {
-        eprintln!(
-            "selected runs finished; once every shard is done, draw the figures with `cargo xtask report --out {}`",
-            opts.out.display()
-        );
+    if crate::sweep::is_partial(opts) {
         return Ok(());
     }
     for f in figs {

@@ -415,11 +415,7 @@ pub fn reproduce_spherical_with(opts: &ReproduceOptions, cfg: &SphericalConfig) 
     let Some(todo) = crate::sweep::plan(FIGURE, &specs, SphRunSpec::id, done, opts)? else { return Ok(()) };
     write_json(&cfg.sweep_file(&opts.out), cfg)?;
     run_specs(&todo, &opts.device, &store)?;
-    if !opts.selection.is_everything() {
-        eprintln!(
-            "selected runs finished; once every shard is done, draw the figure with `cargo xtask report --out {}`",
-            opts.out.display()
-        );
+    if crate::sweep::is_partial(opts) {
         return Ok(());
     }
     draw(cfg, &opts.out, &opts.command)?;

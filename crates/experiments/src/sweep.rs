@@ -83,6 +83,19 @@ pub fn plan<'a, S>(
     Ok(Some(todo))
 }
 
+/// True when this process ran only part of the sweep (`--only` / `--shard`); then it says how to
+/// draw the figures once every part is done, and the caller draws nothing.
+pub fn is_partial(opts: &crate::runner::ReproduceOptions) -> bool {
+    let partial = !opts.selection.is_everything();
+    if partial {
+        eprintln!(
+            "selected runs finished; once every shard is done, draw the figures with `cargo xtask report --out {}`",
+            opts.out.display()
+        );
+    }
+    partial
+}
+
 /// A learning rate as it appears in run ids: `0.03` → `0.03`, `1e-4` → `0.0001`.
 pub fn fmt_lr(lr: f64) -> String {
     let s = format!("{lr}");
