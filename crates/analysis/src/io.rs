@@ -4,7 +4,6 @@
 //! JSON is the complete record (settings included). CSV is a flat table for plotting; its
 //! settings go to a sidecar `<file>.meta.json` written the same way.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -13,21 +12,9 @@ use crate::class::ClassStiffness;
 use crate::distance::DistanceCurve;
 use crate::error::{AnalysisError, Result};
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AnalysisError + '_ {
-    move |source| AnalysisError::Io { path: path.to_path_buf(), source }
-}
-
 /// Writes `bytes` to `path` atomically (temp file in the same directory, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err(path))?;
-    tmp.write_all(bytes).map_err(io_err(path))?;
-    tmp.as_file().sync_all().map_err(io_err(path))?;
-    tmp.persist(path).map_err(|e| AnalysisError::Io { path: path.to_path_buf(), source: e.error })?;
-    Ok(())
+    stiff_fs::write_atomic(path, bytes).map_err(|e| AnalysisError::Io { path: e.path, source: e.source })
 }
 
 /// Any result as pretty JSON, atomically.

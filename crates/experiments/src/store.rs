@@ -17,13 +17,7 @@ use crate::{ExperimentError, Result};
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| ExperimentError::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| ExperimentError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        ExperimentError::io(path, e)
-    })
+    stiff_fs::write_atomic(path, bytes).map_err(|e| ExperimentError::io(&e.path, e.source))
 }
 
 /// Serialises `value` as pretty JSON to `path`, atomically.

@@ -4,21 +4,19 @@
 //! accumulation, no tensor temporaries. The candle-tensor path in `engine` is the device-generic
 //! version and its cross-check.
 
-use gemm::Parallelism;
 use rayon::prelude::*;
+use stiff_gemm::Parallelism;
 
 /// The float types the kernel runs in.
 pub(crate) trait Elem:
-    Copy + Send + Sync + 'static + PartialOrd + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
+    stiff_gemm::Scalar + Send + Sync + PartialOrd + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
 {
-    const ZERO: Self;
     const ONE: Self;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
 }
 
 impl Elem for f32 {
-    const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     fn to_f64(self) -> f64 {
         self as f64
@@ -29,7 +27,6 @@ impl Elem for f32 {
 }
 
 impl Elem for f64 {
-    const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
     fn to_f64(self) -> f64 {
         self
@@ -41,8 +38,8 @@ impl Elem for f64 {
 
 /// `dst (m x n, row stride ldd) [+]= lhs (m x k, row stride lda) * op(rhs)`, where `op(rhs)` is
 /// `rhs^T` for `rhs: (n x k)` (`rhs_t = true`) or `rhs: (k x n)` itself, row stride `ldb`.
+/// Shapes come from the model and the chunking, never from user input, so a mismatch is a bug.
 #[allow(clippy::too_many_arguments)]
-#[allow(unsafe_code)] // the only unsafe code of the crate: a bounds-checked call into `gemm`.
 fn matmul<T: Elem>(
     (m, n, k): (usize, usize, usize),
     lhs: &[T],
@@ -55,41 +52,18 @@ fn matmul<T: Elem>(
     accumulate: bool,
     par: Parallelism,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let need = |rows: usize, cols: usize, ld: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * ld + cols };
-    let (rr, rc) = if rhs_t { (n, k) } else { (k, n) };
-    assert!(k <= lda && lhs.len() >= need(m, k, lda), "matmul: lhs out of bounds");
-    assert!(rc <= ldb && rhs.len() >= need(rr, rc, ldb), "matmul: rhs out of bounds");
-    assert!(n <= ldd && dst.len() >= need(m, n, ldd), "matmul: dst out of bounds");
-    let (rhs_cs, rhs_rs) = if rhs_t { (ldb as isize, 1) } else { (1, ldb as isize) };
-    // SAFETY: the asserts above guarantee every element gemm reads or writes, at
-    // lhs[i*lda + p], rhs[j*ldb + p] (or [p*ldb + j]) and dst[i*ldd + j] for i < m, j < n, p < k,
-    // lies inside the slices; `dst` is a unique borrow so it aliases neither input.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            ldd as isize,
-            accumulate,
-            lhs.as_ptr(),
-            1,
-            lda as isize,
-            rhs.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            par,
-        )
-    }
+    use stiff_gemm::{MatMut, MatRef};
+    let rhs = if rhs_t { MatRef::row_major_ld(rhs, n, k, ldb).t() } else { MatRef::row_major_ld(rhs, k, n, ldb) };
+    let alpha = accumulate.then_some(T::ONE);
+    stiff_gemm::matmul(
+        MatMut::row_major_ld(dst, m, n, ldd),
+        alpha,
+        MatRef::row_major_ld(lhs, m, k, lda),
+        rhs,
+        T::ONE,
+        par,
+    )
+    .expect("internal shape invariant of the fast dense Gram");
 }
 
 /// One dense layer: `w: (out, in)` row-major, `b: (out)`.

@@ -20,20 +20,16 @@ fn file_err(path: &Path, msg: impl std::fmt::Display) -> ModelError {
 pub fn save_tensors_atomic(tensors: &[(String, Tensor)], metadata: HashMap<String, String>, path: &Path) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| ModelError::Io { path: dir.to_path_buf(), source: e })?;
-    let name = path.file_name().ok_or_else(|| file_err(path, "not a file path"))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    if path.file_name().is_none() {
+        return Err(file_err(path, "not a file path"));
+    }
     // Serialise from CPU copies so a GPU model saves the same bytes.
     let cpu: Vec<(String, Tensor)> = tensors
         .iter()
         .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
         .collect::<Result<_>>()?;
-    let res = safetensors::serialize_to_file(cpu, Some(metadata), &tmp)
-        .map_err(|e| file_err(&tmp, e))
-        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| ModelError::Io { path: path.to_path_buf(), source: e }));
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res
+    let bytes = safetensors::serialize(cpu, Some(metadata)).map_err(|e| file_err(path, e))?;
+    stiff_fs::write_atomic(path, &bytes).map_err(|e| ModelError::Io { path: e.path, source: e.source })
 }
 
 /// Reads every tensor of a safetensors file and its metadata.

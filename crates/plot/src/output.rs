@@ -1,9 +1,7 @@
 //! Rendering into files atomically: draw to a temporary file in the target directory, then rename.
 
 use std::ffi::OsString;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -39,25 +37,8 @@ fn with_suffix(p: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// A unique hidden temporary name next to `target`, keeping its extension (the PNG encoder
-/// picks the format from it).
-fn temp_path(target: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let name = target.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let ext = target.extension().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    parent_dir(target).join(format!(".{name}.{}-{n}.tmp.{ext}", std::process::id()))
-}
-
 fn render_err(path: &Path, message: String) -> PlotError {
     PlotError::Render { path: path.to_path_buf(), message }
-}
-
-fn rename_into_place(tmp: &Path, path: &Path) -> Result<(), PlotError> {
-    std::fs::rename(tmp, path).map_err(|source| {
-        let _ = std::fs::remove_file(tmp);
-        PlotError::Io { path: path.to_path_buf(), source }
-    })
 }
 
 /// Renders with the SVG backend into memory, then writes `path` atomically.
@@ -72,17 +53,7 @@ where
         draw(&root).map_err(|m| render_err(path, m))?;
         root.present().map_err(|e| render_err(path, e.to_string()))?;
     }
-    let tmp = temp_path(path);
-    let io = |source| PlotError::Io { path: tmp.clone(), source };
-    let written = std::fs::File::create(&tmp).and_then(|mut f| {
-        f.write_all(buf.as_bytes())?;
-        f.sync_all()
-    });
-    if let Err(e) = written {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    rename_into_place(&tmp, path)
+    stiff_fs::write_atomic(path, buf.as_bytes()).map_err(|e| PlotError::Io { path: e.path, source: e.source })
 }
 
 /// Renders with the bitmap backend into a temporary `.png` next to `path`, then renames it.
@@ -90,18 +61,17 @@ pub(crate) fn write_png<F>(path: &Path, size: (u32, u32), draw: F) -> Result<(),
 where
     F: FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), String>,
 {
-    let tmp = temp_path(path);
+    let io = |e: stiff_fs::WriteError| PlotError::Io { path: e.path, source: e.source };
+    // A unique temporary beside the target, ending in `.png` (the encoder picks the format from it).
+    let tmp = stiff_fs::temp_path_beside(path, ".tmp.png").map_err(io)?;
     let result = (|| {
         let root = BitMapBackend::new(&tmp, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         draw(&root)?;
         root.present().map_err(|e| e.to_string())
     })();
-    if let Err(m) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(render_err(path, m));
-    }
-    rename_into_place(&tmp, path)
+    result.map_err(|m| render_err(path, m))?;
+    stiff_fs::publish(tmp, path).map_err(io)
 }
 
 #[cfg(test)]
@@ -125,13 +95,5 @@ mod tests {
             }
             e => panic!("unexpected {e}"),
         }
-    }
-
-    #[test]
-    fn temp_name_keeps_extension_and_directory() {
-        let t = temp_path(Path::new("/a/b/fig.png"));
-        assert_eq!(t.parent(), Some(Path::new("/a/b")));
-        assert_eq!(t.extension().unwrap(), "png");
-        assert_ne!(t, temp_path(Path::new("/a/b/fig.png")));
     }
 }

@@ -18,7 +18,7 @@
 //! every evaluation, snapshot and checkpoint).
 
 use candle::{DType, Device, Tensor};
-use gemm::Parallelism;
+use stiff_gemm::Parallelism;
 use stiff_models::{LayerKind, Model};
 
 use crate::optim::adam_bias_corrections;
@@ -391,7 +391,6 @@ fn adam_update(w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], k: &AdamC
 /// `dst (m, n, row-major) = [alpha * dst] + beta * lhs . rhs`, with `lhs (m, k)` and `rhs (k, n)`
 /// given by non-negative row/column strides into their slices. `alpha = None` overwrites `dst`.
 #[allow(clippy::too_many_arguments)]
-#[allow(unsafe_code)] // the only unsafe block of the crate: a bounds-checked call into `gemm`.
 fn matmul(
     m: usize,
     n: usize,
@@ -407,43 +406,11 @@ fn matmul(
     beta: f32,
     par: Parallelism,
 ) -> Result<()> {
-    let span = |rows: usize, cols: usize, rs: isize, cs: isize| -> Option<usize> {
-        let (rs, cs) = (usize::try_from(rs).ok()?, usize::try_from(cs).ok()?);
-        (rows - 1).checked_mul(rs)?.checked_add((cols - 1).checked_mul(cs)?)?.checked_add(1)
-    };
-    let ok = m > 0
-        && n > 0
-        && k > 0
-        && dst.len() >= m * n
-        && span(m, k, lhs_rs, lhs_cs).is_some_and(|s| s <= lhs.len())
-        && span(k, n, rhs_rs, rhs_cs).is_some_and(|s| s <= rhs.len());
-    if !ok {
-        return Err(TrainError::Config(format!("fast MLP: matmul operands out of bounds ({m}x{k} . {k}x{n})")));
-    }
-    // SAFETY: every element gemm reads or writes lies inside the slices, checked above; `dst` is
-    // borrowed mutably, so it cannot alias `lhs` or `rhs`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            alpha.is_some(),
-            lhs.as_ptr(),
-            lhs_cs,
-            lhs_rs,
-            rhs.as_ptr(),
-            rhs_cs,
-            rhs_rs,
-            alpha.unwrap_or(0.0),
-            beta,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
-    Ok(())
+    use stiff_gemm::{MatMut, MatRef};
+    let bad = |what: &str| TrainError::Config(format!("fast MLP: matmul {what} ({m}x{k} . {k}x{n})"));
+    let stride = |s: isize| usize::try_from(s).map_err(|_| bad("with a negative stride"));
+    let lhs = MatRef::new(lhs, m, k, stride(lhs_rs)?, stride(lhs_cs)?);
+    let rhs = MatRef::new(rhs, k, n, stride(rhs_rs)?, stride(rhs_cs)?);
+    stiff_gemm::matmul(MatMut::row_major(dst, m, n), alpha, lhs, rhs, beta, par)
+        .map_err(|e| TrainError::Config(format!("fast MLP: {e}")))
 }

@@ -594,9 +594,7 @@ impl MetricsLog {
             }
         }
         // Rewrite atomically, then append to the same file.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, kept).map_err(io)?;
-        std::fs::rename(&tmp, path).map_err(io)?;
+        stiff_fs::write_atomic(path, kept.as_bytes()).map_err(|e| io(e.source))?;
         let f = std::fs::OpenOptions::new().append(true).open(path).map_err(io)?;
         Ok(Self { out: Some((path.to_path_buf(), BufWriter::new(f))) })
     }

@@ -1,0 +1,253 @@
+//! # stiff-fs
+//!
+//! The one way this workspace publishes a file: write it under a temporary name in the target's
+//! own directory, flush and sync it, then rename it over the target. Readers see the old file or
+//! the new one, never half of one, and a failed or interrupted write leaves no temporary behind
+//! (the temporary is deleted when it is dropped unpublished).
+//!
+//! Temporary names are random (the `tempfile` crate), not derived from the process id: several
+//! nodes of a cluster writing into one shared folder can have the same PID.
+//!
+//! ```
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("result.json");
+//! stiff_fs::write_atomic(&path, b"{}")?;
+//! assert_eq!(std::fs::read(&path)?, b"{}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub use tempfile::TempPath;
+
+/// A write that could not be completed; `path` is the file that was being published.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", path.display())]
+pub struct WriteError {
+    /// The target file.
+    pub path: PathBuf,
+    /// The underlying I/O error.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl WriteError {
+    fn new(path: &Path, source: std::io::Error) -> Self {
+        Self { path: path.to_path_buf(), source }
+    }
+}
+
+/// The directory a file lives in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
+/// Writes `bytes` to `path` atomically. The directory must exist.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    write_atomic_with(path, |w| w.write_all(bytes))
+}
+
+/// Writes `path` atomically from a closure that fills a buffered writer. An error from the
+/// closure (or from flushing) leaves the target untouched and no temporary file behind.
+pub fn write_atomic_with<F>(path: &Path, fill: F) -> Result<(), WriteError>
+where
+    F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
+{
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| WriteError::new(path, std::io::Error::other("not a file path")))?
+        .to_string_lossy()
+        .into_owned();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(".tmp")
+        .tempfile_in(parent_dir(path))
+        .map_err(|e| WriteError::new(path, e))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        fill(&mut w).map_err(|e| WriteError::new(path, e))?;
+        w.flush().map_err(|e| WriteError::new(path, e))?;
+    }
+    tmp.as_file().sync_all().map_err(|e| WriteError::new(path, e))?;
+    tmp.persist(path).map_err(|e| WriteError::new(path, e.error))?;
+    Ok(())
+}
+
+/// A fresh, unique, empty temporary file beside `path` whose name ends in `suffix` (writers that
+/// pick their format from the extension, like PNG encoders, need `.png`). Hand it to a writer
+/// that wants a path, then [`publish`] it; dropped unpublished, it is deleted.
+pub fn temp_path_beside(path: &Path, suffix: &str) -> Result<TempPath, WriteError> {
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{file_name}."))
+        .suffix(suffix)
+        .tempfile_in(parent_dir(path))
+        .map(|f| f.into_temp_path())
+        .map_err(|e| WriteError::new(path, e))
+}
+
+/// Syncs a temporary written through its path and renames it over `path`.
+pub fn publish(tmp: TempPath, path: &Path) -> Result<(), WriteError> {
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| WriteError::new(path, e))?;
+    tmp.persist(path).map_err(|e| WriteError::new(path, e.error))
+}
+
+/// Several files published together: each is staged under a temporary name, and only when all of
+/// them are written are they renamed into place (in the order staged), so a failure while writing
+/// any one of them publishes none. Dropped unpublished, the staged temporaries are deleted.
+#[derive(Debug, Default)]
+pub struct FileSet {
+    staged: Vec<(TempPath, PathBuf)>,
+}
+
+impl FileSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stages `path` with the given content.
+    pub fn stage(&mut self, path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+        self.stage_with(path, |w| w.write_all(bytes))
+    }
+
+    /// Stages `path` filled by a closure.
+    pub fn stage_with<F>(&mut self, path: &Path, fill: F) -> Result<(), WriteError>
+    where
+        F: FnOnce(&mut dyn Write) -> std::io::Result<()>,
+    {
+        let tmp = temp_path_beside(path, ".tmp")?;
+        let file = std::fs::OpenOptions::new().write(true).truncate(true).open(&tmp);
+        let mut w = std::io::BufWriter::new(file.map_err(|e| WriteError::new(path, e))?);
+        fill(&mut w).map_err(|e| WriteError::new(path, e))?;
+        let file = w.into_inner().map_err(|e| WriteError::new(path, e.into_error()))?;
+        file.sync_all().map_err(|e| WriteError::new(path, e))?;
+        self.staged.push((tmp, path.to_path_buf()));
+        Ok(())
+    }
+
+    /// Stages a file that a path-taking writer fills: `write` gets the temporary path.
+    pub fn stage_path<F, E>(&mut self, path: &Path, suffix: &str, write: F) -> Result<(), E>
+    where
+        F: FnOnce(&Path) -> Result<(), E>,
+        E: From<WriteError>,
+    {
+        let tmp = temp_path_beside(path, suffix)?;
+        write(&tmp)?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(|e| WriteError::new(path, e))?;
+        self.staged.push((tmp, path.to_path_buf()));
+        Ok(())
+    }
+
+    /// Renames every staged file into place.
+    pub fn publish(self) -> Result<(), WriteError> {
+        for (tmp, path) in self.staged {
+            tmp.persist(&path).map_err(|e| WriteError::new(&path, e.error))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    }
+
+    #[test]
+    fn overwrites_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.json");
+        write_atomic(&p, b"old").unwrap();
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn failed_fill_keeps_old_content_and_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.json");
+        write_atomic(&p, b"old").unwrap();
+        let err = write_atomic_with(&p, |w| {
+            w.write_all(b"half")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert_eq!(err.path, p);
+        assert_eq!(std::fs::read(&p).unwrap(), b"old");
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn missing_directory_names_the_target() {
+        let err = write_atomic(Path::new("/nonexistent-stiff-fs/x/a.json"), b"x").unwrap_err();
+        assert_eq!(err.path, Path::new("/nonexistent-stiff-fs/x/a.json"));
+        assert!(err.to_string().contains("a.json"), "{err}");
+    }
+
+    #[test]
+    fn temporaries_are_unique_and_keep_the_suffix() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("fig.png");
+        let a = temp_path_beside(&p, ".tmp.png").unwrap();
+        let b = temp_path_beside(&p, ".tmp.png").unwrap();
+        assert_ne!(a.to_path_buf(), b.to_path_buf());
+        assert!(a.to_string_lossy().ends_with(".png"));
+        drop(a);
+        publish(b, &p).unwrap();
+        assert!(p.exists());
+        assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn file_set_publishes_all_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("gram.safetensors"), dir.path().join("stiffness.json"));
+        let mut set = FileSet::new();
+        set.stage(&a, b"K").unwrap();
+        let failed = set.stage_with(&b, |_| Err(std::io::Error::other("analysis failed")));
+        assert!(failed.is_err());
+        drop(set);
+        assert!(!a.exists() && !b.exists());
+        assert!(leftovers(dir.path()).is_empty());
+
+        let mut set = FileSet::new();
+        set.stage(&a, b"K").unwrap();
+        set.stage(&b, b"{}").unwrap();
+        assert!(!a.exists(), "nothing is visible before publish");
+        set.publish().unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"K");
+        assert_eq!(std::fs::read(&b).unwrap(), b"{}");
+    }
+
+    #[test]
+    fn concurrent_writers_never_expose_a_partial_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("shared.json");
+        let bodies: Vec<Vec<u8>> = (0..8u8).map(|i| vec![b'a' + i; 64 * 1024]).collect();
+        std::thread::scope(|s| {
+            for body in &bodies {
+                let p = &p;
+                s.spawn(move || {
+                    for _ in 0..10 {
+                        write_atomic(p, body).unwrap();
+                    }
+                });
+            }
+        });
+        let got = std::fs::read(&p).unwrap();
+        assert!(bodies.contains(&got), "the final file is one writer's complete body");
+        assert!(leftovers(dir.path()).is_empty());
+    }
+}
