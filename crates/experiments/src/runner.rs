@@ -2,7 +2,7 @@
 //! (resuming by default), run them with progress, store their records, then draw the figures
 //! from every finished run. Pipelines come from [`crate::registry`]; this module names none.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::index::write_index;
@@ -10,7 +10,7 @@ use crate::options::{figure_dir, OptimizerKind, ReproduceOptions};
 use crate::pipeline::{AnyPipeline, FigureInfo, Pipeline};
 use crate::progress::SweepProgress;
 use crate::registry::pipelines;
-use crate::store::{read_json, write_atomic, RunStore};
+use crate::store::{read_json, write_atomic, write_json, RunStore};
 use crate::sweep::{is_partial, plan};
 use crate::{ExperimentError, Result};
 
@@ -157,8 +157,13 @@ pub fn reproduce_with<P: Pipeline>(p: &P, cfgs: &[(&str, P::Config)], opts: &Rep
     let label = cfgs.iter().map(|(f, _)| *f).collect::<Vec<_>>().join("+");
     let done = |s: &P::Spec| finished(p, &store, s).is_some();
     let Some(todo) = plan(&label, &specs, |s| p.run_id(s), done, opts)? else { return Ok(()) };
-    for (_, c) in cfgs {
+    for (f, c) in cfgs {
         p.begin(c, &opts.out)?;
+        let cfg_json = serde_json::to_value(c).map_err(|e| ExperimentError::Format(format!("{f} config: {e}")))?;
+        write_json(
+            &config_beside_runs(&opts.out, &figure_dir(f, p.optimizer(c))),
+            &serde_json::json!({ "figure": f, "command": opts.command, P::CONFIG_KEY: cfg_json }),
+        )?;
     }
     run_all(p, &todo, opts, &store)?;
     if is_partial(opts) {
@@ -203,12 +208,21 @@ fn draw<P: Pipeline>(p: &P, figure: &str, cfg: &P::Config, out: &Path, command: 
     Ok(dir)
 }
 
+/// `OUT/runs/figures/<figure folder>.json`: a figure's config (as in its `config.json`), written
+/// before any run starts, so `report` can draw from a folder filled by shards (which draw nothing).
+fn config_beside_runs(out: &Path, dir_name: &str) -> PathBuf {
+    out.join("runs").join("figures").join(format!("{dir_name}.json"))
+}
+
 /// The configurations `report` redraws for `figure`: those recorded in its folders' config.json
-/// (one folder per optimizer), else those rebuilt from the stored runs (shards draw nothing).
+/// (one folder per optimizer) or beside the runs, else those rebuilt from the stored runs (folders
+/// written before configs were kept beside the runs).
 fn report_configs<P: Pipeline>(p: &P, figure: &str, out: &Path) -> Result<Vec<(P::Config, String)>> {
     let mut found = Vec::new();
     for opt in OptimizerKind::ALL {
-        let path = out.join(figure_dir(figure, opt)).join("config.json");
+        let dir = figure_dir(figure, opt);
+        let in_folder = out.join(&dir).join("config.json");
+        let path = if in_folder.is_file() { in_folder } else { config_beside_runs(out, &dir) };
         if path.is_file() {
             let v: serde_json::Value = read_json(&path)?;
             let cfg: P::Config = serde_json::from_value(v[P::CONFIG_KEY].clone())
