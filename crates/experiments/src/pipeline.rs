@@ -95,14 +95,8 @@ pub trait Pipeline: Sync {
     /// The log line of a finished run (`seconds`: its wall time).
     fn log_line(&self, record: &Self::Record, seconds: f64) -> String;
     /// Writes the figure folder `dir` from the finished records of its runs (in run order).
-    fn draw(
-        &self,
-        figure: &str,
-        cfg: &Self::Config,
-        records: &[Self::Record],
-        dir: &Path,
-        command: &str,
-    ) -> Result<()>;
+    fn draw(&self, figure: &str, cfg: &Self::Config, records: &[Self::Record], dir: &Path, command: &str)
+        -> Result<()>;
     /// The configurations of `figure` whose runs are stored in `out` (for `report` on a folder
     /// filled by shards, which write no figure config); one per optimizer found.
     fn configs_from_runs(&self, figure: &str, out: &Path) -> Result<Vec<Self::Config>>;

@@ -91,7 +91,6 @@ pub fn write_synthetic_cifar(
     Ok(())
 }
 
-
 /// Writes `root/<dataset>/` (MNIST or Fashion-MNIST) as the four raw IDX files
 /// (`train-images-idx3-ubyte`, ...): `train_per_class` and `test_per_class` 28x28 images per
 /// class, each a class-dependent blob position plus seeded noise.

@@ -122,7 +122,11 @@ fn every_registered_pipeline_lists_runs_tiny_and_reports() {
         .iter()
         .map(|f| {
             let d = out.join(f);
-            (f.to_string(), std::fs::read(d.join("results.json")).unwrap(), std::fs::read(d.join("results.csv")).unwrap())
+            (
+                f.to_string(),
+                std::fs::read(d.join("results.json")).unwrap(),
+                std::fs::read(d.join("results.csv")).unwrap(),
+            )
         })
         .collect();
     for f in &all_figs {

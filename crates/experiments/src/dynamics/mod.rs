@@ -30,10 +30,10 @@ use std::path::Path;
 use indicatif::ProgressBar;
 use stiff_data::DatasetName;
 
+pub use crate::testdata::write_synthetic_cifar;
 pub use config::{log_schedule, DynConfig, DynRunSpec, StageRule};
 pub use run::{run_one, DynPoint, DynRunRecord, Onset, RECORD_VERSION};
 pub use stages::{stages, Stage};
-pub use crate::testdata::write_synthetic_cifar;
 
 use crate::measure::Measurement;
 use crate::options::{OptimizerKind, ReproduceOptions, RunEnd};
@@ -225,14 +225,7 @@ impl Pipeline for Dynamics {
         )
     }
 
-    fn draw(
-        &self,
-        figure: &str,
-        cfg: &DynConfig,
-        records: &[DynRunRecord],
-        dir: &Path,
-        command: &str,
-    ) -> Result<()> {
+    fn draw(&self, figure: &str, cfg: &DynConfig, records: &[DynRunRecord], dir: &Path, command: &str) -> Result<()> {
         if records.is_empty() {
             return Err(ExperimentError::InvalidArgument(format!(
                 "{figure}: none of its {} runs is finished in {}",

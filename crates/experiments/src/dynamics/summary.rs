@@ -174,7 +174,13 @@ pub fn fig2(
 }
 
 /// The `summary.md` of Figs 3-6; `st`: the stages of the first run.
-pub fn stages(cfg: &DynConfig, records: &[DynRunRecord], claims: &[StageClaims], st: &[Stage], command: &str) -> String {
+pub fn stages(
+    cfg: &DynConfig,
+    records: &[DynRunRecord],
+    claims: &[StageClaims],
+    st: &[Stage],
+    command: &str,
+) -> String {
     let r = &records[0];
     let fig_no = cfg.figure.trim_start_matches("fig");
     let mut md = String::new();

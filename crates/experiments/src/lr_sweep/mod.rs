@@ -131,8 +131,7 @@ impl Pipeline for LrSweep {
                 s = DataSettings::for_dataset(spec.dataset);
             }
             // Small generated files pass at test scale only; real runs insist on official counts.
-            let load =
-                if opts.tiny { stiff_data::LoadOptions::lenient() } else { stiff_data::LoadOptions::default() };
+            let load = if opts.tiny { stiff_data::LoadOptions::lenient() } else { stiff_data::LoadOptions::default() };
             slot.insert(prepare_with(spec.dataset, opts.data_dir.as_deref(), &s, &opts.device, &load)?);
         }
         run_one(spec, &cache[&spec.dataset], &opts.device, Some(bar))
@@ -195,8 +194,11 @@ impl Pipeline for LrSweep {
             // One sweep per optimizer found, with the seeds found.
             let mut cfgs = Vec::new();
             for opt in OptimizerKind::ALL {
-                let mut seeds: Vec<u64> =
-                    records.iter().filter(|r| OptimizerKind::of(&r.spec.optimizer) == opt).map(|r| r.spec.seed).collect();
+                let mut seeds: Vec<u64> = records
+                    .iter()
+                    .filter(|r| OptimizerKind::of(&r.spec.optimizer) == opt)
+                    .map(|r| r.spec.seed)
+                    .collect();
                 if seeds.is_empty() {
                     continue;
                 }

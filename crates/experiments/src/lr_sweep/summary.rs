@@ -144,7 +144,6 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |x| format!("{x:.digits$}"))
 }
 
-
 /// Fig 9's `summary.md`: `point` is the run's last threshold point with the Spearman rho of
 /// (depth, first-crossing distance) over the hidden layers; `None` when it reached no threshold.
 pub fn fig9(

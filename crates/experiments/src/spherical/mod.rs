@@ -123,7 +123,13 @@ impl Pipeline for Spherical {
         cfg.store(out)
     }
 
-    fn run_one(&self, spec: &SphRunSpec, _: &mut (), opts: &ReproduceOptions, bar: ProgressBar) -> Result<SphRunRecord> {
+    fn run_one(
+        &self,
+        spec: &SphRunSpec,
+        _: &mut (),
+        opts: &ReproduceOptions,
+        bar: ProgressBar,
+    ) -> Result<SphRunRecord> {
         run_one(spec, &opts.device, Some(bar))
     }
 

@@ -152,4 +152,3 @@ pub fn write_fig2(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command
     let md = summary::fig2(cfg, records, &tests, command);
     write_atomic(&dir.join("summary.md"), md.as_bytes())
 }
-

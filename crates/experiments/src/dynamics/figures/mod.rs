@@ -147,4 +147,3 @@ pub(crate) fn symmetric_range(mats: &[Vec<Vec<f64>>]) -> (f64, f64) {
 pub(crate) fn cells(m: &[Vec<Option<f64>>]) -> Vec<Vec<f64>> {
     m.iter().map(|r| r.iter().map(|v| v.unwrap_or(f64::NAN)).collect()).collect()
 }
-

@@ -46,8 +46,7 @@ fn stage_claims(r: &DynRunRecord, st: &[Stage], kind: StiffnessKind, kname: &str
     }
     let s = |i: usize| r.points[st[i].point].measurement.kind(kind);
     let (init, late1, late2) = (s(0), s(2), s(3));
-    let after: Vec<&KindSummary> =
-        r.points.iter().filter(|p| p.step > 0).map(|p| p.measurement.kind(kind)).collect();
+    let after: Vec<&KindSummary> = r.points.iter().filter(|p| p.step > 0).map(|p| p.measurement.kind(kind)).collect();
     let best = after.iter().max_by(|a, b| a.between.total_cmp(&b.between));
     let any_lo_pos = after.iter().map(|k| between_ci(k).map(|c| c.0 > 0.0)).collect::<Option<Vec<bool>>>();
     Some(StageClaims {
@@ -56,7 +55,8 @@ fn stage_claims(r: &DynRunRecord, st: &[Stage], kind: StiffnessKind, kname: &str
         within_positive_at_init: within_ci(init).map(|c| c.0 > 0.0),
         within_at_init: init.within,
         between_growth: late1.between - init.between,
-        between_grows: intervals_disjoint(between_ci(init), between_ci(late1)).map(|sep| sep && late1.between > init.between),
+        between_grows: intervals_disjoint(between_ci(init), between_ci(late1))
+            .map(|sep| sep && late1.between > init.between),
         within_regresses: late2.within.abs() < late1.within.abs(),
         between_regresses: late2.between.abs() < late1.between.abs(),
         max_between_after_init: best.map_or(f64::NAN, |k| k.between),
@@ -197,4 +197,3 @@ pub fn write_stages(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], comma
     let md = summary::stages(cfg, records, &claims, &st, command);
     write_atomic(&dir.join("summary.md"), md.as_bytes())
 }
-

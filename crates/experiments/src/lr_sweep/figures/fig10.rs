@@ -16,7 +16,6 @@ use crate::store::{write_atomic, write_json};
 use crate::tidy::write_csv;
 use crate::Result;
 
-
 #[derive(Serialize)]
 /// Stiff domain size of one (dataset, method, space, lr) over seeds.
 pub struct DomainCell {

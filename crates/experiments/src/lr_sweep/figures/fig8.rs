@@ -203,4 +203,3 @@ pub fn write_fig8(dir: &Path, cfg: &LrSweepConfig, records: &[LrRunRecord], comm
     let md = summary::fig8(cfg, records, &cells, &trends, &verdict_text, &seeds_note, command);
     write_atomic(&dir.join("summary.md"), md.as_bytes())
 }
-

@@ -84,7 +84,6 @@ pub fn tidy_rows(records: &[LrRunRecord]) -> Vec<Row> {
     rows
 }
 
-
 pub(crate) fn crossing_note(c: &Crossing) -> String {
     match c {
         Crossing::Found { .. } => String::new(),
@@ -95,4 +94,3 @@ pub(crate) fn crossing_note(c: &Crossing) -> String {
         Crossing::NoData { reason } => format!("no data: {reason}"),
     }
 }
-

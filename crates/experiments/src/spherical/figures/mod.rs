@@ -13,11 +13,11 @@ use super::run::{distance_to_angle, SphEnd, SphRunRecord};
 use super::summary;
 use super::{SphericalConfig, FIGURE};
 use crate::measure::{crossing_distance, SpaceCurve};
+use crate::stats::{slope, spearman};
 use crate::store::{write_atomic, write_json};
 use crate::tidy::{write_csv, Row};
 use crate::{ExperimentError, Result};
 use cells::{cells_of, domain_cell, length_scale_fit, DomainCell, LengthScaleFit, LrTrend};
-use crate::stats::{slope, spearman};
 
 pub(crate) type Pick = fn(&SpaceCurve) -> &Crossing;
 
@@ -227,4 +227,3 @@ pub fn write_spherical(dir: &Path, cfg: &SphericalConfig, records: &[SphRunRecor
     let md = summary::summary(cfg, records, &spaces, &degree_cells, &lr_cells, &fits, &lr_trends, &verdict, command);
     write_atomic(&dir.join("summary.md"), md.as_bytes())
 }
-
