@@ -37,7 +37,7 @@ use candle::{Device, Tensor};
 pub use error::{DataError, Result};
 pub use io::{md5_hex, sha256_hex};
 pub use load::{load, load_from_dir, load_with, LoadOptions};
-pub use locate::{default_cache_dir, locate, search_roots, DATA_DIR_ENV};
+pub use locate::{default_cache_dir, explicit_root, locate, search_roots, DATA_DIR_ENV};
 pub use verify::{verify, verify_dir, VerifyRow, VerifyStatus};
 
 /// The four image datasets of the paper.
@@ -229,6 +229,21 @@ pub struct Dataset {
     pub class_names: Vec<String>,
     /// CIFAR-100 super-class names, `None` otherwise.
     pub coarse_class_names: Option<Vec<String>>,
+    /// The files the dataset was read from, with their SHA-256, for results to record.
+    pub files: Vec<SourceFile>,
+}
+
+/// One file a dataset was read from: results record these so a number can be traced to the
+/// exact bytes behind it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct SourceFile {
+    /// The file as found (absolute when the data dir was).
+    pub path: std::path::PathBuf,
+    /// Lower-case hex SHA-256 of the file's bytes as stored (compressed, for `.gz` files).
+    pub sha256: String,
+    /// Size in bytes as stored.
+    pub bytes: u64,
 }
 
 impl Dataset {
