@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
 //!
 //! # Modules
 //! * [`class`]: pairwise and class stiffness (square and rectangular K).
@@ -19,7 +20,7 @@ pub mod settings;
 pub mod superclass;
 mod validate;
 
-pub use bootstrap::{bootstrap_within_between, BootstrapCi, Ci, WithinBetweenCi};
+pub use bootstrap::{bootstrap_within_between, BootstrapCi, BootstrapOptions, Ci, WithinBetweenCi};
 pub use class::{
     class_stiffness, pairwise_cosine, pairwise_sign, rectangular_class_stiffness, ClassMatrix, ClassStiffness,
     PairwiseCosine, RectangularClassStiffness, StiffnessKind,

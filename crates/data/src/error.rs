@@ -6,6 +6,7 @@ use std::path::PathBuf;
 ///
 /// Variants that concern a file carry its path, so a message always says which file is bad and why.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum DataError {
     /// None of the searched folders holds the dataset's files.
     #[error("dataset {dataset} not found; searched: {}\n{hint}", display_paths(.searched))]

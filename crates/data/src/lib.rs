@@ -1,16 +1,17 @@
-//! Datasets for the stiffness experiments: MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 read from
-//! their official files into whole-split CPU tensors, plus preprocessing, class-balanced subsets,
-//! deterministic mini-batch orders, dataset verification and (feature `download`) downloads.
+#![doc = include_str!("../README.md")]
+//!
+//! # Crate overview
 //!
 //! ```no_run
 //! use stiff_data::{load, DatasetName, preprocess::Preprocess, sampling::balanced_subset};
 //! # fn main() -> Result<(), stiff_data::DataError> {
-//! let ds = load(DatasetName::Mnist, None)?; // --data-dir > $STIFF_DATA_DIR > cache dir
+//! let ds = load(DatasetName::Mnist, None)?; // --data-dir, else $STIFF_DATA_DIR, else the cache dir
 //! let x = Preprocess::default().apply(&ds.train.images)?; // (60000, 1, 28, 28), per-example standardised
 //! let subset = balanced_subset(&ds.test.labels, ds.num_classes(), 500, 0)?;
 //! let small = ds.test.select(&subset)?; // 50 per class
 //! # let _ = (x, small); Ok(()) }
 //! ```
+#![deny(missing_docs)]
 
 pub mod checksums;
 mod cifar;
@@ -36,7 +37,7 @@ use candle::{Device, Tensor};
 
 pub use error::{DataError, Result};
 pub use io::{md5_hex, sha256_hex};
-pub use load::{load, load_from_dir, load_with, LoadOptions};
+pub use load::{load, load_from_dir, load_with, source_files, LoadOptions};
 pub use locate::{default_cache_dir, explicit_root, locate, search_roots, DATA_DIR_ENV};
 pub use verify::{verify, verify_dir, VerifyRow, VerifyStatus};
 

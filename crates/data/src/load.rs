@@ -77,6 +77,13 @@ pub(crate) fn load_source(name: DatasetName, src: &Source, opts: &LoadOptions) -
     Ok(ds)
 }
 
+/// The files `name` would be loaded from (same search as [`load`]), with size and SHA-256, for
+/// a result to record what it read.
+pub fn source_files(name: DatasetName, data_dir: Option<&Path>) -> Result<Vec<SourceFile>> {
+    let (_, src) = locate_source(name, data_dir)?;
+    record_files(&src)
+}
+
 /// Path, size and SHA-256 of every file of `src`.
 fn record_files(src: &Source) -> Result<Vec<SourceFile>> {
     let paths: Vec<&PathBuf> = match src {

@@ -35,6 +35,7 @@ impl fmt::Display for VerifyStatus {
 
 /// One line of the verify table.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct VerifyRow {
     pub dataset: DatasetName,
     pub status: VerifyStatus,

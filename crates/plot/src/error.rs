@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong when drawing a figure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlotError {
     /// The figure has no panels.
     #[error("figure `{figure}` has no panels")]
