@@ -223,8 +223,11 @@ impl Split {
 /// A dataset: both splits and the class names.
 #[derive(Debug, Clone)]
 pub struct Dataset {
+    /// Which dataset.
     pub name: DatasetName,
+    /// The official training split.
     pub train: Split,
+    /// The official test split.
     pub test: Split,
     /// Names of the (fine) classes in label order.
     pub class_names: Vec<String>,

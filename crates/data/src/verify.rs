@@ -37,7 +37,9 @@ impl fmt::Display for VerifyStatus {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct VerifyRow {
+    /// The dataset checked.
     pub dataset: DatasetName,
+    /// The outcome.
     pub status: VerifyStatus,
     /// The folder checked (`None` when missing).
     pub location: Option<PathBuf>,

@@ -82,9 +82,13 @@ pub enum LegendPlacement {
     /// The inner corner that covers the fewest data points (default).
     #[default]
     Auto,
+    /// Upper left corner.
     UpperLeft,
+    /// Upper right corner.
     UpperRight,
+    /// Lower left corner.
     LowerLeft,
+    /// Lower right corner.
     LowerRight,
     /// No legend.
     Hidden,
