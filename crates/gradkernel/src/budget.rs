@@ -113,7 +113,7 @@ pub enum BudgetError {
         cols: u64,
     },
     /// The request needs more than the budget.
-    #[error("{}", over_budget_message(.request, .needed, *.largest, *.largest_without_per_layer, *.min_budget_bytes))]
+    #[error("{}", over_budget_message(.request, .needed, .largest, .largest_without_per_layer, .min_budget_bytes))]
     OverBudget {
         /// The request that did not fit.
         request: GramRequest,
@@ -136,10 +136,11 @@ fn mib(bytes: u64) -> String {
 fn over_budget_message(
     r: &GramRequest,
     f: &Footprint,
-    largest: u64,
-    without: Option<u64>,
-    min_budget: u64,
+    largest: &u64,
+    without: &Option<u64>,
+    min_budget: &u64,
 ) -> String {
+    let (largest, without, min_budget) = (*largest, *without, *min_budget);
     let mut parts = vec![format!("K {}", mib(f.k_bytes))];
     if f.per_layer_bytes > 0 {
         parts.push(format!("per-layer Grams {}", mib(f.per_layer_bytes)));
