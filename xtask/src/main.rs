@@ -102,9 +102,11 @@ fn cuda_lib_dir() -> Option<PathBuf> {
             .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
             .map(|c| c.join("stiffness/cuda-13.0"))
     })?;
-    let lib = std::fs::read_dir(venv.join("lib")).ok()?.flatten().map(|e| e.path()).find(|p| {
-        p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("python3"))
-    })?;
+    let lib = std::fs::read_dir(venv.join("lib"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("python3")))?;
     Some(lib.join("site-packages/nvidia/cu13/lib")).filter(|p| p.is_dir())
 }
 
@@ -116,13 +118,19 @@ fn stiff(args: &[String]) -> Result<ExitCode> {
     if wants_cuda(args) {
         let bin = cuda_binary(&root);
         if !bin.is_file() {
-            bail!("--device cuda needs the CUDA build of stiff, not found at {}; run `cargo xtask build-cuda` first", bin.display());
+            bail!(
+                "--device cuda needs the CUDA build of stiff, not found at {}; run `cargo xtask build-cuda` first",
+                bin.display()
+            );
         }
         let mut cmd = Command::new(&bin);
         cmd.current_dir(&root).args(args);
         if let Some(lib) = cuda_lib_dir() {
             let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-            cmd.env("LD_LIBRARY_PATH", if old.is_empty() { lib.display().to_string() } else { format!("{}:{old}", lib.display()) });
+            cmd.env(
+                "LD_LIBRARY_PATH",
+                if old.is_empty() { lib.display().to_string() } else { format!("{}:{old}", lib.display()) },
+            );
         }
         return run(cmd);
     }
@@ -178,7 +186,8 @@ fn main() -> Result<ExitCode> {
                 "source '{}' && \"$CARGO_BIN\" build --release --features cuda --package stiff-cli",
                 script.display()
             ));
-            cmd.env("CARGO_BIN", cargo()).env("CARGO_TARGET_DIR", cuda_binary(&root).parent().and_then(Path::parent).unwrap_or(&root));
+            cmd.env("CARGO_BIN", cargo())
+                .env("CARGO_TARGET_DIR", cuda_binary(&root).parent().and_then(Path::parent).unwrap_or(&root));
             let code = run(cmd)?;
             if code == ExitCode::SUCCESS {
                 eprintln!(

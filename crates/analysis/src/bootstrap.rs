@@ -483,7 +483,14 @@ mod tests {
         let g = Array2::from_shape_fn((10, 2), |(i, d)| f64::from(u8::from(i % 2 == d)));
         let k = g.dot(&g.t());
         let labels: Vec<u32> = (0..10).map(|i| (i % 2) as u32).collect();
-        let r = bootstrap_within_between(k.view(), &labels, 2, &StiffnessSettings::default(), &BootstrapOptions::new(20, 1, 0.95)).unwrap();
+        let r = bootstrap_within_between(
+            k.view(),
+            &labels,
+            2,
+            &StiffnessSettings::default(),
+            &BootstrapOptions::new(20, 1, 0.95),
+        )
+        .unwrap();
         // The between sum is formed as (all columns) - (own class): exact 0 up to rounding.
         const DEGENERATE_TOL: f64 = 1e-12;
         for ci in [r.sign.within, r.cosine.within] {

@@ -34,3 +34,9 @@ pub use identity::{cosine_class_matrix_from_class_sums, cosine_class_matrix_from
 pub use io::{write_atomic, write_class_csv, write_curve_csv, write_json};
 pub use settings::{StiffnessSettings, SCHEMA_VERSION};
 pub use superclass::{superclass_block_score, BlockScore};
+
+/// The workspace README's "use one crate" example, compiled and run as a doctest so it cannot
+/// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct WorkspaceReadme;

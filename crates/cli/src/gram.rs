@@ -119,10 +119,12 @@ fn parse_preprocess(s: &str) -> Result<InputPreprocess, String> {
         "none" => Ok(InputPreprocess::None),
         "per-example" => Ok(InputPreprocess::PerExample),
         _ => {
-            let spec = s.strip_prefix("mean-std:").ok_or_else(|| {
-                format!("unknown preprocessing `{s}` (expected none, per-example or mean-std:M,S)")
-            })?;
-            let (m, sd) = spec.split_once(',').ok_or_else(|| format!("`{s}`: expected mean-std:M,S, e.g. mean-std:0.1307,0.3081"))?;
+            let spec = s
+                .strip_prefix("mean-std:")
+                .ok_or_else(|| format!("unknown preprocessing `{s}` (expected none, per-example or mean-std:M,S)"))?;
+            let (m, sd) = spec
+                .split_once(',')
+                .ok_or_else(|| format!("`{s}`: expected mean-std:M,S, e.g. mean-std:0.1307,0.3081"))?;
             let num = |v: &str| v.trim().parse::<f64>().map_err(|_| format!("`{s}`: `{v}` is not a number"));
             let (mean, std) = (num(m)?, num(sd)?);
             if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
@@ -175,7 +177,8 @@ struct Examples {
 fn load_inputs(path: &Path, pre: Option<InputPreprocess>) -> anyhow::Result<Examples> {
     let (mut t, _) = stiff_models::io::load_tensors(path, &Device::Cpu)
         .with_context(|| format!("reading --inputs {}", path.display()))?;
-    let x = t.remove("x").ok_or_else(|| anyhow!("--inputs {}: missing tensor `x` (inputs, (N, ...))", path.display()))?;
+    let x =
+        t.remove("x").ok_or_else(|| anyhow!("--inputs {}: missing tensor `x` (inputs, (N, ...))", path.display()))?;
     let y = t.remove("y").ok_or_else(|| anyhow!("--inputs {}: missing tensor `y` (labels, (N))", path.display()))?;
     if x.rank() < 2 || x.dim(0)? == 0 {
         bail!("--inputs {}: `x` must be (N, ...) with N > 0, got shape {:?}", path.display(), x.dims());
@@ -238,11 +241,10 @@ fn input_shape(x: &Tensor) -> anyhow::Result<InputShape> {
 /// `--config` is an error, never ignored.
 fn load_model(args: &GramArgs, ex: &Examples, device: &Device) -> anyhow::Result<Model> {
     let w = &args.weights;
-    let (tensors, meta) =
-        stiff_models::io::load_tensors(w, &Device::Cpu).with_context(|| format!("reading --weights {}", w.display()))?;
-    let stored: Option<ModelConfig> = meta
-        .get(stiff_models::io::CONFIG_METADATA_KEY)
-        .and_then(|j| serde_json::from_str(j).ok());
+    let (tensors, meta) = stiff_models::io::load_tensors(w, &Device::Cpu)
+        .with_context(|| format!("reading --weights {}", w.display()))?;
+    let stored: Option<ModelConfig> =
+        meta.get(stiff_models::io::CONFIG_METADATA_KEY).and_then(|j| serde_json::from_str(j).ok());
     let from_head = tensors.get("head.bias").and_then(|b| b.dims1().ok());
     drop(tensors);
     let labels_k = ex.labels.iter().max().map(|&m| m as usize + 1);
@@ -267,14 +269,15 @@ fn load_model(args: &GramArgs, ex: &Examples, device: &Device) -> anyhow::Result
         Model::load_with_config(w, &cfg, DType::F32, device)?
     } else if let Some(c) = &args.config {
         let text = std::fs::read_to_string(c).with_context(|| format!("reading --config {}", c.display()))?;
-        let cfg: ModelConfig =
-            serde_json::from_str(&text).with_context(|| format!("--config {}: not a model configuration", c.display()))?;
+        let cfg: ModelConfig = serde_json::from_str(&text)
+            .with_context(|| format!("--config {}: not a model configuration", c.display()))?;
         agree(&format!("--config {}", c.display()), cfg.num_classes)?;
         Model::load_with_config(w, &cfg, DType::F32, device)?
     } else {
         match Model::load(w, DType::F32, device) {
             Err(e @ stiff_models::ModelError::NoConfig { .. }) => {
-                return Err(anyhow::Error::new(e).context("pass --preset or --config to say which architecture the weights are for"))
+                return Err(anyhow::Error::new(e)
+                    .context("pass --preset or --config to say which architecture the weights are for"))
             }
             other => other?,
         }
@@ -297,11 +300,16 @@ fn budget_bytes(mb: u64) -> anyhow::Result<u64> {
 fn plan_per_layer(args: &GramArgs, model: &Model, n: usize, budget: u64) -> anyhow::Result<(bool, Option<String>)> {
     let opts = GramOptions { accumulate_f64: args.f64, ..Default::default() };
     let sizes = ModelSizes::of(model, &opts);
-    let check = |per_layer: bool| stiff_gradkernel::budget::check(&sizes, &GramRequest::square(n as u64, per_layer, budget));
+    let check =
+        |per_layer: bool| stiff_gradkernel::budget::check(&sizes, &GramRequest::square(n as u64, per_layer, budget));
     let refuse = |e: BudgetError| -> anyhow::Error {
         let mut hint = String::new();
         if let BudgetError::OverBudget { largest, largest_without_per_layer, min_budget_bytes, .. } = &e {
-            let fewer = if args.dataset.is_some() { format!("--subset {largest}") } else { format!("at most {largest} examples in --inputs") };
+            let fewer = if args.dataset.is_some() {
+                format!("--subset {largest}")
+            } else {
+                format!("at most {largest} examples in --inputs")
+            };
             hint = format!("\ntry {fewer}, or --budget-mb {}", min_budget_bytes.div_ceil(1 << 20));
             if let Some(w) = largest_without_per_layer {
                 hint.push_str(&format!(", or --no-per-layer (fits up to {w} examples)"));
@@ -349,7 +357,15 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         method: args.method,
         ..Default::default()
     };
-    let r = stiff_gradkernel::gram(&model, &ex.x, &y, &opts).with_context(|| format!("Gram of {}", ex.source))?;
+    let r = stiff_gradkernel::gram(&model, &ex.x, &y, &opts).map_err(|e| match e {
+        // The library names its option; the user set --budget-mb.
+        stiff_gradkernel::GradKernelError::OverBudget { what, needed, .. } => anyhow!(
+            "{what} needs about {} MiB, more than --budget-mb {} allows; raise --budget-mb or use fewer examples",
+            needed.div_ceil(1 << 20),
+            args.budget_mb
+        ),
+        e => anyhow::Error::new(e).context(format!("Gram of {}", ex.source)),
+    })?;
 
     // Analyse in place (no copy of K); a failure is recorded beside the Gram, not fatal to it.
     let settings =
@@ -410,7 +426,10 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
     set.stage(&args.out.join("stiffness.json"), &serde_json::to_vec_pretty(&report)?)?;
     set.publish()?;
     if let Some(e) = analysis_error {
-        bail!("class analysis failed: {e}\nthe Gram matrix was written to {}", args.out.join("gram.safetensors").display());
+        bail!(
+            "class analysis failed: {e}\nthe Gram matrix was written to {}",
+            args.out.join("gram.safetensors").display()
+        );
     }
     let class = class.ok_or_else(|| anyhow!("class analysis produced no result"))?;
     println!(
@@ -445,8 +464,12 @@ fn with_host_view<R>(k: &Tensor, f: impl FnOnce(HostView<'_>) -> R) -> anyhow::R
     let (storage, layout) = k.storage_and_layout();
     let (a, b) = layout.contiguous_offsets().ok_or_else(|| anyhow!("K is not contiguous"))?;
     Ok(match &*storage {
-        candle::Storage::Cpu(candle::CpuStorage::F32(v)) => f(HostView::F32(ndarray::ArrayView2::from_shape((r, c), &v[a..b])?)),
-        candle::Storage::Cpu(candle::CpuStorage::F64(v)) => f(HostView::F64(ndarray::ArrayView2::from_shape((r, c), &v[a..b])?)),
+        candle::Storage::Cpu(candle::CpuStorage::F32(v)) => {
+            f(HostView::F32(ndarray::ArrayView2::from_shape((r, c), &v[a..b])?))
+        }
+        candle::Storage::Cpu(candle::CpuStorage::F64(v)) => {
+            f(HostView::F64(ndarray::ArrayView2::from_shape((r, c), &v[a..b])?))
+        }
         _ => bail!("K is not an f32/f64 host tensor"),
     })
 }

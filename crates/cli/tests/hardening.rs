@@ -77,7 +77,10 @@ fn over_budget_gram_is_refused_up_front_with_what_fits() {
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
     // Largest N with K (4 N^2 bytes) plus one example's pass in 2 GiB: floor(sqrt(2^31 / 4)) = 23170.
-    assert!(err.contains("at most N = 23170") && err.contains("--budget-mb") && err.contains("examples in --inputs"), "{err}");
+    assert!(
+        err.contains("at most N = 23170") && err.contains("--budget-mb") && err.contains("examples in --inputs"),
+        "{err}"
+    );
     assert!(t.elapsed().as_secs() < 60, "refused before the work, not after");
     assert!(!out.join("gram.safetensors").exists());
 }
@@ -101,7 +104,11 @@ fn per_layer_grams_yield_to_the_budget() {
 
     let o = gram(&f, &inputs, &f.dir.path().join("forced"), &["--budget-mb", "1", "--per-layer"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("--no-per-layer (fits up to 300 examples)") || stderr(&o).contains("--no-per-layer"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--no-per-layer (fits up to 300 examples)") || stderr(&o).contains("--no-per-layer"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// 2^44 MiB overflows a 64-bit byte count: an error naming the flag, not a budget of 0 bytes.
@@ -143,7 +150,10 @@ fn non_finite_inputs_name_file_and_tensor() {
         let o = gram(&f, &inputs, &out, &[]);
         let err = stderr(&o);
         assert!(!o.status.success());
-        assert!(err.contains(&format!("poisoned{i}.safetensors")) && err.contains("`x`") && err.contains("index 21"), "{err}");
+        assert!(
+            err.contains(&format!("poisoned{i}.safetensors")) && err.contains("`x`") && err.contains("index 21"),
+            "{err}"
+        );
         assert!(!out.join("gram.safetensors").exists());
     }
 }
@@ -206,7 +216,8 @@ fn outputs_record_schema_preprocessing_and_files() {
     let plain = read("plain", &[]);
     assert!(plain["schema_version"].as_u64().unwrap() >= 2);
     assert_eq!(plain["preprocess"]["kind"], "none", "files are used as given by default");
-    let roles: Vec<&str> = plain["files_read"].as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();
+    let roles: Vec<&str> =
+        plain["files_read"].as_array().unwrap().iter().map(|r| r["role"].as_str().unwrap()).collect();
     assert_eq!(roles, ["inputs", "weights"]);
     let sha = stiff_data::sha256_hex(&std::fs::read(&f.weights).unwrap());
     assert_eq!(plain["files_read"][1]["sha256"], sha);
@@ -235,10 +246,64 @@ fn errors_are_plain_messages() {
 fn help_lists_values_and_completions_exist() {
     let run = |args: &[&str]| Command::new(env!("CARGO_BIN_EXE_stiff")).args(args).output().unwrap();
     let help = String::from_utf8_lossy(&run(&["gram", "--help"]).stdout).into_owned();
-    for v in ["fashion-mnist", "cifar100", "cnn5", "materialised", "--device", "--preprocess", "--allow-empty-classes", "--threads"] {
+    for v in [
+        "fashion-mnist",
+        "cifar100",
+        "cnn5",
+        "materialised",
+        "--device",
+        "--preprocess",
+        "--allow-empty-classes",
+        "--threads",
+    ] {
         assert!(help.contains(v), "gram --help lacks {v}:\n{help}");
     }
     let o = run(&["completions", "bash"]);
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("stiff"));
+}
+
+/// `measure` and `reproduce` check --out first too: a file there is reported before any data is
+/// looked for or any run trains (before the fix, minutes of training were lost first).
+#[test]
+fn measure_and_reproduce_check_out_first() {
+    let f = fixture();
+    let out = f.dir.path().join("taken");
+    std::fs::write(&out, b"a file").unwrap();
+    let empty = f.dir.path().join("no-data");
+    std::fs::create_dir(&empty).unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_stiff"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(&empty)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let w = f.weights.to_str().unwrap();
+    for o in
+        [run(&["measure", "--weights", w, "--dataset", "mnist"]), run(&["reproduce", "fig8", "--quick", "--no-fetch"])]
+    {
+        let err = stderr(&o);
+        assert!(!o.status.success());
+        assert!(err.contains("--out") && err.contains("not a directory"), "{err}");
+    }
+}
+
+/// `gram --device cuda:0` on a CPU build says how to get CUDA instead of running on the CPU.
+#[test]
+fn gram_device_flag_is_honoured() {
+    let f = fixture();
+    let inputs = f.dir.path().join("in.safetensors");
+    write_inputs(&inputs, balanced(6), None);
+    let o = gram(&f, &inputs, &f.dir.path().join("o"), &["--device", "cuda:0"]);
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("no CUDA support") && stderr(&o).contains("build-cuda"), "{}", stderr(&o));
+    let o = gram(&f, &inputs, &f.dir.path().join("o"), &["--device", "tpu"]);
+    assert!(!o.status.success() && stderr(&o).contains("--device"), "{}", stderr(&o));
 }

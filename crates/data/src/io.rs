@@ -50,9 +50,11 @@ pub(crate) fn maybe_gunzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     };
     let done = out.len() as u64;
     // The ISIZE trailer (length mod 2^32) is a capacity hint, capped by the limit.
-    let hint = raw.len().checked_sub(4).and_then(|i| raw.get(i..)).map_or(0, |t| {
-        u64::from(u32::from_le_bytes([t[0], t[1], t[2], t[3]]))
-    });
+    let hint = raw
+        .len()
+        .checked_sub(4)
+        .and_then(|i| raw.get(i..))
+        .map_or(0, |t| u64::from(u32::from_le_bytes([t[0], t[1], t[2], t[3]])));
     out.reserve(usize::try_from(hint.min(limit.saturating_add(1)).saturating_sub(done)).unwrap_or(0));
     (&mut dec).take(limit.saturating_add(1).saturating_sub(done)).read_to_end(&mut out).map_err(gz_err)?;
     if out.len() as u64 > limit && limit == MAX_GUNZIP_BYTES {

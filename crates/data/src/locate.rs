@@ -36,7 +36,9 @@ pub fn default_cache_dir() -> Option<PathBuf> {
 /// The data dir given explicitly: `data_dir` (the `--data-dir` flag), else `$STIFF_DATA_DIR` when
 /// set and non-empty.
 pub fn explicit_root(data_dir: Option<&Path>) -> Option<PathBuf> {
-    data_dir.map(Path::to_path_buf).or_else(|| std::env::var_os(DATA_DIR_ENV).filter(|e| !e.is_empty()).map(PathBuf::from))
+    data_dir
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(DATA_DIR_ENV).filter(|e| !e.is_empty()).map(PathBuf::from))
 }
 
 /// The data dirs searched: the explicit one alone (see [`explicit_root`]), else

@@ -58,10 +58,8 @@ pub fn ensure_writable_dir(dir: &Path) -> Result<(), WriteError> {
         return Err(WriteError::new(dir, std::io::Error::other("exists and is not a directory")));
     }
     std::fs::create_dir_all(dir).map_err(|e| WriteError::new(dir, e))?;
-    let mut probe = tempfile::Builder::new()
-        .prefix(".stiff-write-check.")
-        .tempfile_in(dir)
-        .map_err(|e| WriteError::new(dir, e))?;
+    let mut probe =
+        tempfile::Builder::new().prefix(".stiff-write-check.").tempfile_in(dir).map_err(|e| WriteError::new(dir, e))?;
     probe.write_all(&[0u8; 4096]).and_then(|_| probe.as_file().sync_all()).map_err(|e| WriteError::new(dir, e))?;
     probe.close().map_err(|e| WriteError::new(dir, e))
 }

@@ -225,7 +225,14 @@ pub(crate) fn working_options(
 ) -> Result<GramOptions, GradKernelError> {
     let m = ModelSizes::of(model, opts);
     let budget = opts.memory_budget_bytes as u64;
-    let req = GramRequest { rows: rows as u64, cols: cols as u64, square, per_layer: opts.per_layer, caller_bytes_per_entry: 0, budget_bytes: budget };
+    let req = GramRequest {
+        rows: rows as u64,
+        cols: cols as u64,
+        square,
+        per_layer: opts.per_layer,
+        caller_bytes_per_entry: 0,
+        budget_bytes: budget,
+    };
     let f = check(&m, &req).map_err(|e| {
         let needed = match &e {
             BudgetError::OverBudget { needed, .. } => usize::try_from(needed.total_bytes).unwrap_or(usize::MAX),

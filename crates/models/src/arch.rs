@@ -135,7 +135,10 @@ impl ModelConfig {
                     h /= (*pool).max(1);
                     w /= (*pool).max(1);
                 }
-                let flat = c.checked_mul(h).and_then(|x| x.checked_mul(w)).ok_or_else(|| too_big("the flattened conv output".into()))?;
+                let flat = c
+                    .checked_mul(h)
+                    .and_then(|x| x.checked_mul(w))
+                    .ok_or_else(|| too_big("the flattened conv output".into()))?;
                 add(format!("the output layer ({flat} -> {})", self.num_classes), dense(flat, self.num_classes))?;
             }
         }

@@ -46,7 +46,10 @@ pub fn write_safetensors(
     }
     let mut offset = 0usize;
     for (name, t) in tensors {
-        let bytes = t.elem_count().checked_mul(t.dtype().size_in_bytes()).ok_or_else(|| std::io::Error::other("tensor too large"))?;
+        let bytes = t
+            .elem_count()
+            .checked_mul(t.dtype().size_in_bytes())
+            .ok_or_else(|| std::io::Error::other("tensor too large"))?;
         let entry = serde_json::json!({
             "dtype": serde_json::to_value(View::dtype(&t))?,
             "shape": t.dims(),
@@ -104,7 +107,11 @@ pub fn load_tensors(path: &Path, device: &Device) -> Result<(HashMap<String, Ten
 /// tensor on a GPU is not copied to the host whole.
 pub fn check_float_finite(path: &Path, key: &str, t: &Tensor) -> Result<()> {
     if !t.dtype().is_float() {
-        return Err(ModelError::NotFloat { path: path.to_path_buf(), key: key.to_string(), dtype: format!("{:?}", t.dtype()) });
+        return Err(ModelError::NotFloat {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            dtype: format!("{:?}", t.dtype()),
+        });
     }
     const SLICE: usize = 1 << 20;
     let flat = t.flatten_all()?;
@@ -114,7 +121,12 @@ pub fn check_float_finite(path: &Path, key: &str, t: &Tensor) -> Result<()> {
         let len = SLICE.min(n - start);
         let v = flat.narrow(0, start, len)?.to_dtype(DType::F64)?.to_device(&Device::Cpu)?.to_vec1::<f64>()?;
         if let Some((i, &value)) = v.iter().enumerate().find(|(_, x)| !x.is_finite()) {
-            return Err(ModelError::NonFinite { path: path.to_path_buf(), key: key.to_string(), index: start + i, value });
+            return Err(ModelError::NonFinite {
+                path: path.to_path_buf(),
+                key: key.to_string(),
+                index: start + i,
+                value,
+            });
         }
         start += len;
     }

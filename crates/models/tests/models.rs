@@ -270,7 +270,8 @@ fn checkpoints_round_trip_and_report_bad_files() {
     let mut t: HashMap<String, Tensor> = m.named_tensors().into_iter().collect();
     t.insert("head.bias".into(), Tensor::zeros(10, DType::U32, &Device::Cpu).unwrap());
     let ints = dir.path().join("ints.safetensors");
-    let meta = HashMap::from([(stiff_models::io::CONFIG_METADATA_KEY.to_string(), serde_json::to_string(&cfg).unwrap())]);
+    let meta =
+        HashMap::from([(stiff_models::io::CONFIG_METADATA_KEY.to_string(), serde_json::to_string(&cfg).unwrap())]);
     stiff_models::io::save_tensors_atomic(&t.into_iter().collect::<Vec<_>>(), meta.clone(), &ints).unwrap();
     let err = Model::load(&ints, DType::F32, &Device::Cpu).unwrap_err();
     assert!(matches!(&err, ModelError::NotFloat { key, .. } if key == "head.bias"), "{err}");
@@ -282,7 +283,9 @@ fn checkpoints_round_trip_and_report_bad_files() {
         t.insert("head.bias".into(), Tensor::new(v, &Device::Cpu).unwrap());
         let nan = dir.path().join("nan.safetensors");
         stiff_models::io::save_tensors_atomic(&t.into_iter().collect::<Vec<_>>(), meta.clone(), &nan).unwrap();
-        for r in [Model::load(&nan, DType::F32, &Device::Cpu), Model::load_with_config(&nan, &cfg, DType::F32, &Device::Cpu)] {
+        for r in
+            [Model::load(&nan, DType::F32, &Device::Cpu), Model::load_with_config(&nan, &cfg, DType::F32, &Device::Cpu)]
+        {
             let err = r.unwrap_err();
             assert!(matches!(&err, ModelError::NonFinite { key, index: 7, .. } if key == "head.bias"), "{err}");
             assert!(err.to_string().contains("nan.safetensors"), "{err}");
