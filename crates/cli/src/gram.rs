@@ -208,6 +208,9 @@ fn load_inputs(path: &Path, pre: Option<InputPreprocess>) -> anyhow::Result<Exam
 fn load_dataset(args: &GramArgs, name: stiff_data::DatasetName) -> anyhow::Result<Examples> {
     let ds = stiff_data::load(name, args.data_dir.as_deref()).with_context(|| format!("loading dataset {name}"))?;
     let k = ds.num_classes();
+    if args.subset == 0 || args.subset % k != 0 {
+        bail!("--subset {}: must be a positive multiple of the {k} classes of {name} (class-balanced)", args.subset);
+    }
     let idx = stiff_data::sampling::balanced_subset(&ds.test.labels, k, args.subset, args.seed)
         .with_context(|| format!("--subset {}", args.subset))?;
     let split = ds.test.select(&idx)?;
