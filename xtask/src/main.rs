@@ -7,6 +7,28 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuda_device_is_detected_in_both_spellings() {
+        let v = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(wants_cuda(&v(&["fig8", "--device", "cuda:0"])));
+        assert!(wants_cuda(&v(&["fig8", "--device=cuda:1"])));
+        assert!(!wants_cuda(&v(&["fig8", "--device", "cpu"])));
+        assert!(!wants_cuda(&v(&["fig8", "--out", "cuda:0"])));
+    }
+
+    #[test]
+    fn cuda_binary_lives_apart_from_the_cpu_build() {
+        let root = Path::new("/w");
+        if std::env::var_os("STIFF_CUDA_TARGET_DIR").is_none() {
+            assert_eq!(cuda_binary(root), Path::new("/w/target/cuda/release/stiff"));
+        }
+    }
+}
+
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Reproduce the stiffness paper's figures, manage data, run benchmarks")]
 struct Cli {
@@ -57,8 +79,61 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
 }
 
-/// Runs the release `stiff` binary with the given arguments (building it first if needed).
+/// Whether the arguments ask for a GPU (`--device cuda...` or `--device=cuda...`).
+fn wants_cuda(args: &[String]) -> bool {
+    args.iter().enumerate().any(|(i, a)| {
+        a.strip_prefix("--device=").is_some_and(|d| d.starts_with("cuda"))
+            || (a == "--device" && args.get(i + 1).is_some_and(|d| d.starts_with("cuda")))
+    })
+}
+
+/// Where `cargo xtask build-cuda` puts the CUDA build of `stiff` (its own target dir, so the CPU
+/// build is never overwritten by it nor it by a CPU rebuild).
+fn cuda_binary(root: &Path) -> PathBuf {
+    let dir = std::env::var_os("STIFF_CUDA_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target/cuda"));
+    dir.join("release").join("stiff")
+}
+
+/// The CUDA 13 runtime libraries installed by `build-cuda`, for the loader.
+fn cuda_lib_dir() -> Option<PathBuf> {
+    let venv = std::env::var_os("STIFF_CUDA_VENV").map(PathBuf::from).or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .map(|c| c.join("stiffness/cuda-13.0"))
+    })?;
+    let lib = std::fs::read_dir(venv.join("lib"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("python3")))?;
+    Some(lib.join("site-packages/nvidia/cu13/lib")).filter(|p| p.is_dir())
+}
+
+/// Runs the release `stiff` binary with the given arguments: the CUDA build (from
+/// `cargo xtask build-cuda`) when the arguments ask for `--device cuda:N`, else the CPU build
+/// (built first if needed).
 fn stiff(args: &[String]) -> Result<ExitCode> {
+    let root = workspace_root();
+    if wants_cuda(args) {
+        let bin = cuda_binary(&root);
+        if !bin.is_file() {
+            bail!(
+                "--device cuda needs the CUDA build of stiff, not found at {}; run `cargo xtask build-cuda` first",
+                bin.display()
+            );
+        }
+        let mut cmd = Command::new(&bin);
+        cmd.current_dir(&root).args(args);
+        if let Some(lib) = cuda_lib_dir() {
+            let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+            cmd.env(
+                "LD_LIBRARY_PATH",
+                if old.is_empty() { lib.display().to_string() } else { format!("{}:{old}", lib.display()) },
+            );
+        }
+        return run(cmd);
+    }
     let mut cmd = Command::new(cargo());
     cmd.current_dir(workspace_root())
         .args(["run", "--release", "--quiet", "--package", "stiff-cli", "--bin", "stiff", "--"])
@@ -111,8 +186,16 @@ fn main() -> Result<ExitCode> {
                 "source '{}' && \"$CARGO_BIN\" build --release --features cuda --package stiff-cli",
                 script.display()
             ));
-            cmd.env("CARGO_BIN", cargo());
-            run(cmd)
+            cmd.env("CARGO_BIN", cargo())
+                .env("CARGO_TARGET_DIR", cuda_binary(&root).parent().and_then(Path::parent).unwrap_or(&root));
+            let code = run(cmd)?;
+            if code == ExitCode::SUCCESS {
+                eprintln!(
+                    "built {}; `cargo xtask reproduce ... --device cuda:0` runs it",
+                    cuda_binary(&root).display()
+                );
+            }
+            Ok(code)
         }
     }
 }

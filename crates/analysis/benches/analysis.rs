@@ -32,7 +32,14 @@ fn data(n: usize) -> Data {
 fn full(d: &Data) {
     let s = StiffnessSettings::default();
     let c = class_stiffness(d.k.view(), &d.labels, CLASSES, &s).unwrap();
-    let b = bootstrap_within_between(d.k.view(), &d.labels, CLASSES, &s, BOOT_REPS, 1, 0.95).unwrap();
+    let b = bootstrap_within_between(
+        d.k.view(),
+        &d.labels,
+        CLASSES,
+        &s,
+        &stiff_analysis::BootstrapOptions::new(BOOT_REPS, 1, 0.95),
+    )
+    .unwrap();
     let names = ["input", "l1", "l2", "l3", "l4", "l5"];
     let spaces: Vec<_> = names.iter().zip(&d.reps).map(|(n, r)| (*n, r.view())).collect();
     let curves = distance_curves(d.k.view(), &spaces, &d.labels, PairFilter::All, &BinSpec::default(), &s).unwrap();
@@ -53,7 +60,16 @@ fn bench(cr: &mut Criterion) {
     g.sample_size(10);
     g.bench_function("class_stiffness", |b| b.iter(|| class_stiffness(d.k.view(), &d.labels, CLASSES, &s).unwrap()));
     g.bench_function("bootstrap_50", |b| {
-        b.iter(|| bootstrap_within_between(d.k.view(), &d.labels, CLASSES, &s, BOOT_REPS, 1, 0.95).unwrap())
+        b.iter(|| {
+            bootstrap_within_between(
+                d.k.view(),
+                &d.labels,
+                CLASSES,
+                &s,
+                &stiff_analysis::BootstrapOptions::new(BOOT_REPS, 1, 0.95),
+            )
+            .unwrap()
+        })
     });
     g.bench_function("distance_curve_784", |b| {
         b.iter(|| {

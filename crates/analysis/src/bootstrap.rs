@@ -56,6 +56,7 @@ pub struct WithinBetweenCi {
 
 /// Bootstrap result for sign and cosine stiffness.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct BootstrapCi {
     /// Layout version ([`SCHEMA_VERSION`]).
     pub schema_version: u32,
@@ -82,23 +83,45 @@ pub(crate) struct RepStats {
     pub cos: (Option<f64>, Option<f64>),
 }
 
+/// How [`bootstrap_within_between`] resamples.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct BootstrapOptions {
+    /// Replicates, at least 2 (100-1000 typical). Default 200.
+    pub reps: usize,
+    /// RNG seed: same seed, same result bit for bit. Default 0.
+    pub seed: u64,
+    /// Coverage of the percentile intervals, in (0, 1). Default 0.95.
+    pub level: f64,
+}
+
+impl Default for BootstrapOptions {
+    fn default() -> Self {
+        Self { reps: 200, seed: 0, level: 0.95 }
+    }
+}
+
+impl BootstrapOptions {
+    /// `reps` replicates from `seed` with coverage `level`.
+    pub fn new(reps: usize, seed: u64, level: f64) -> Self {
+        Self { reps, seed, level }
+    }
+}
+
 /// Bootstrap CIs for within- and between-class sign and cosine stiffness.
 ///
 /// * `k`: (N, N) Gram matrix; `labels`: (N,).
-/// * `reps`: replicates (>= 2; 100-1000 typical), `seed`: RNG seed (same seed, same result
-///   bit for bit), `level`: coverage in (0, 1), e.g. 0.95.
+/// * `opts`: replicates, seed and coverage ([`BootstrapOptions`]).
 ///
 /// Resampling is stratified by class (see the module docs).
-#[allow(clippy::too_many_arguments)]
 pub fn bootstrap_within_between<F: Float>(
     k: ArrayView2<F>,
     labels: &[u32],
     num_classes: usize,
     s: &StiffnessSettings,
-    reps: usize,
-    seed: u64,
-    level: f64,
+    opts: &BootstrapOptions,
 ) -> Result<BootstrapCi> {
+    let BootstrapOptions { reps, seed, level } = *opts;
     if reps < 2 {
         return Err(AnalysisError::InvalidSetting {
             what: "reps",
@@ -443,10 +466,10 @@ mod tests {
     fn seeded_and_sensible() {
         let (k, labels) = data(40, 4, 3);
         let s = StiffnessSettings::default();
-        let a = bootstrap_within_between(k.view(), &labels, 4, &s, 50, 7, 0.9).unwrap();
-        let b = bootstrap_within_between(k.view(), &labels, 4, &s, 50, 7, 0.9).unwrap();
+        let a = bootstrap_within_between(k.view(), &labels, 4, &s, &BootstrapOptions::new(50, 7, 0.9)).unwrap();
+        let b = bootstrap_within_between(k.view(), &labels, 4, &s, &BootstrapOptions::new(50, 7, 0.9)).unwrap();
         assert_eq!(a, b); // bit-identical with the same seed
-        let c = bootstrap_within_between(k.view(), &labels, 4, &s, 50, 8, 0.9).unwrap();
+        let c = bootstrap_within_between(k.view(), &labels, 4, &s, &BootstrapOptions::new(50, 8, 0.9)).unwrap();
         assert_ne!(a.sign.within.lo, c.sign.within.lo);
         for ci in [a.sign.within, a.sign.between, a.cosine.within, a.cosine.difference] {
             assert!(ci.lo <= ci.hi && ci.se > 0.0 && ci.n_valid == 50, "{ci:?}");
@@ -460,7 +483,14 @@ mod tests {
         let g = Array2::from_shape_fn((10, 2), |(i, d)| f64::from(u8::from(i % 2 == d)));
         let k = g.dot(&g.t());
         let labels: Vec<u32> = (0..10).map(|i| (i % 2) as u32).collect();
-        let r = bootstrap_within_between(k.view(), &labels, 2, &StiffnessSettings::default(), 20, 1, 0.95).unwrap();
+        let r = bootstrap_within_between(
+            k.view(),
+            &labels,
+            2,
+            &StiffnessSettings::default(),
+            &BootstrapOptions::new(20, 1, 0.95),
+        )
+        .unwrap();
         // The between sum is formed as (all columns) - (own class): exact 0 up to rounding.
         const DEGENERATE_TOL: f64 = 1e-12;
         for ci in [r.sign.within, r.cosine.within] {

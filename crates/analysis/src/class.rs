@@ -152,6 +152,7 @@ impl TryFrom<ClassMatrixRepr> for ClassMatrix {
 
 /// Sign and cosine class matrices of one set of examples (square K).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ClassStiffness {
     /// Layout version ([`SCHEMA_VERSION`]).
     pub schema_version: u32,

@@ -226,6 +226,7 @@ pub enum Crossing {
 
 /// Stiffness averaged per distance bin, for one representation space.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct DistanceCurve {
     /// Layout version ([`SCHEMA_VERSION`]).
     pub schema_version: u32,

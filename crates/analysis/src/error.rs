@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong in `stiff-analysis`. Each variant names the argument and the
 /// offending index or value, so a caller can report it without re-deriving anything.
 #[derive(Debug, thiserror::Error)]
+// Variant fields are named in each variant's doc and message; documenting each again adds nothing.
+#[allow(missing_docs)]
+#[non_exhaustive]
 pub enum AnalysisError {
     /// The Gram matrix `k` must be square for the self-pair analyses.
     #[error("gram matrix `k` must be square, got {rows} x {cols}")]

@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
 //!
 //! # Modules
 //! * [`class`]: pairwise and class stiffness (square and rectangular K).
@@ -19,7 +20,7 @@ pub mod settings;
 pub mod superclass;
 mod validate;
 
-pub use bootstrap::{bootstrap_within_between, BootstrapCi, Ci, WithinBetweenCi};
+pub use bootstrap::{bootstrap_within_between, BootstrapCi, BootstrapOptions, Ci, WithinBetweenCi};
 pub use class::{
     class_stiffness, pairwise_cosine, pairwise_sign, rectangular_class_stiffness, ClassMatrix, ClassStiffness,
     PairwiseCosine, RectangularClassStiffness, StiffnessKind,
@@ -33,3 +34,9 @@ pub use identity::{cosine_class_matrix_from_class_sums, cosine_class_matrix_from
 pub use io::{write_atomic, write_class_csv, write_curve_csv, write_json};
 pub use settings::{StiffnessSettings, SCHEMA_VERSION};
 pub use superclass::{superclass_block_score, BlockScore};
+
+/// The workspace README's "use one crate" example, compiled and run as a doctest so it cannot
+/// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct WorkspaceReadme;

@@ -133,11 +133,11 @@ fn bad_settings() {
         Err(AnalysisError::InvalidSetting { what: "bins", .. })
     ));
     assert!(matches!(
-        bootstrap_within_between(k3().view(), &[0, 1, 1], 2, &s(), 1, 0, 0.95),
+        bootstrap_within_between(k3().view(), &[0, 1, 1], 2, &s(), &stiff_analysis::BootstrapOptions::new(1, 0, 0.95)),
         Err(AnalysisError::InvalidSetting { what: "reps", .. })
     ));
     assert!(matches!(
-        bootstrap_within_between(k3().view(), &[0, 1, 1], 2, &s(), 10, 0, 1.5),
+        bootstrap_within_between(k3().view(), &[0, 1, 1], 2, &s(), &stiff_analysis::BootstrapOptions::new(10, 0, 1.5)),
         Err(AnalysisError::InvalidSetting { what: "level", .. })
     ));
 }

@@ -9,7 +9,8 @@ use stiff_data::DatasetName;
 pub enum DataCommand {
     /// Download a dataset (or `all`) from its canonical location or a mirror, verifying checksums.
     Fetch {
-        /// mnist, fashion-mnist, cifar10, cifar100 or all.
+        /// The dataset to download, or all of them.
+        #[arg(value_parser = ["mnist", "fashion-mnist", "cifar10", "cifar100", "all"])]
         dataset: String,
         /// Base URL of a mirror holding the official file names (http://, https:// or file:///).
         #[arg(long)]
@@ -20,6 +21,7 @@ pub enum DataCommand {
     },
     /// Check every dataset present: checksums, counts, shapes, label ranges. Exits 1 if one is broken.
     Verify {
+        /// The data dir to check, the only place looked [default: $STIFF_DATA_DIR, else the user cache].
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },

@@ -1,29 +1,52 @@
 //! `stiff gram`: the per-example gradient Gram matrix of a checkpoint on a set of examples, its
 //! per-layer parts, and the sign/cosine class stiffness matrices.
 //!
-//! Writes into `--out DIR`:
-//! * `gram.safetensors`: `K` `(N, N)` and `K.<layer>` per layer (unless `--no-per-layer`), plus
-//!   `labels` u32 `(N)`; metadata carries the model configuration.
-//! * `stiffness.json`: N, class sizes, sign and cosine class matrices with within/between means,
-//!   the per-layer forms, and `timing.gram_seconds` (the Gram computation alone, no I/O).
+//! Order of work, so that nothing computed is lost and nothing half-written is left: check every
+//! input (files, finite values, labels, the memory budget, that `--out` is writable), compute
+//! `K`, run the class analysis (its failure is recorded, not fatal to `K`), then publish
+//! `gram.safetensors` and `stiffness.json` together (both or neither). Formats: `docs/formats.md`.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context};
 use candle::{DType, Device, Tensor};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use serde::Serialize;
+use stiff_gradkernel::budget::{BudgetError, GramRequest, ModelSizes};
 use stiff_gradkernel::{GramOptions, Method};
 use stiff_models::{InputShape, Model, ModelConfig, Preset};
 
+/// Version of the `stiffness.json` layout (see `docs/formats.md`).
+pub const GRAM_SCHEMA_VERSION: u32 = 2;
+
+pub(crate) fn preset_parser() -> impl TypedValueParser<Value = Preset> {
+    PossibleValuesParser::new(["fc6", "fc4", "cnn5", "cnn4"]).try_map(|s| s.parse::<Preset>())
+}
+
+pub(crate) fn dataset_parser() -> impl TypedValueParser<Value = stiff_data::DatasetName> {
+    PossibleValuesParser::new(["mnist", "fashion-mnist", "cifar10", "cifar100"])
+        .try_map(|s| s.parse::<stiff_data::DatasetName>())
+}
+
+fn method_parser() -> impl TypedValueParser<Value = Method> {
+    PossibleValuesParser::new(["auto", "factorised", "materialised"]).map(|s| match s.as_str() {
+        "factorised" => Method::Factorised,
+        "materialised" => Method::Materialised,
+        _ => Method::Auto,
+    })
+}
+
 #[derive(clap::Args, Debug)]
 pub struct GramArgs {
-    /// Architecture preset (fc6, fc4, cnn5, cnn4); optional if the weights file stores its config.
-    #[arg(long, conflicts_with = "config")]
+    /// Architecture preset; optional if the weights file stores its config.
+    #[arg(long, conflicts_with = "config", value_parser = preset_parser())]
     pub preset: Option<Preset>,
     /// Model configuration as JSON (stiff-models `ModelConfig`), instead of a preset.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Number of classes for `--preset` (default: the dataset's, or 10 with `--inputs`).
+    /// Number of classes [default: the checkpoint's (stored config, else the size of
+    /// `head.bias`), else the dataset's, else largest label + 1]. Must agree with the checkpoint.
     #[arg(long)]
     pub num_classes: Option<usize>,
     /// Checkpoint (safetensors with the stiff-models keys).
@@ -32,8 +55,8 @@ pub struct GramArgs {
     /// Examples: safetensors with `x` (N, ...) float and `y` (N) integer labels (u8, u32 or i64).
     #[arg(long, conflicts_with = "dataset", required_unless_present = "dataset")]
     pub inputs: Option<PathBuf>,
-    /// Dataset to draw a class-balanced subset of the test split from (mnist, fashion-mnist, cifar10, cifar100).
-    #[arg(long)]
+    /// Dataset to draw a class-balanced subset of the test split from.
+    #[arg(long, value_parser = dataset_parser())]
     pub dataset: Option<stiff_data::DatasetName>,
     /// Subset size for `--dataset`.
     #[arg(long, default_value_t = 500)]
@@ -41,83 +64,169 @@ pub struct GramArgs {
     /// Seed of the subset draw.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Dataset directory (default: the stiff-data search path).
+    /// Dataset directory, the only place looked [default: $STIFF_DATA_DIR, else the user cache].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Output directory.
+    /// Input preprocessing: none, per-example (each example to zero mean, unit variance) or
+    /// mean-std:M,S ((x - M) / S) [default: none for --inputs, per-example for --dataset].
+    #[arg(long, value_parser = parse_preprocess)]
+    pub preprocess: Option<InputPreprocess>,
+    /// Output directory (created if missing; checked writable before any work).
     #[arg(long)]
     pub out: PathBuf,
-    /// Working-memory budget of the Gram computation in MiB.
+    /// Memory budget in MiB for everything the command holds: K, the per-layer Grams, working memory.
     #[arg(long, default_value_t = 2048)]
-    pub budget_mb: usize,
+    pub budget_mb: u64,
     /// Accumulate the Gram products in f64 (the default is f32).
     #[arg(long)]
     pub f64: bool,
-    /// Skip the per-layer Grams.
+    /// Always compute the per-layer Grams (refuse if they do not fit the budget).
+    #[arg(long, conflicts_with = "no_per_layer")]
+    pub per_layer: bool,
+    /// Skip the per-layer Grams. [default: computed when they fit the budget, else skipped with a note]
     #[arg(long)]
     pub no_per_layer: bool,
-    /// auto, factorised or materialised.
-    #[arg(long, default_value = "auto", value_parser = parse_method)]
+    /// How layer contributions are computed.
+    #[arg(long, default_value = "auto", value_parser = method_parser())]
     pub method: Method,
+    /// Device: cpu or cuda:N (CUDA needs a build with `cargo xtask build-cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Skip classes with no example in the class analysis instead of failing.
+    #[arg(long)]
+    pub allow_empty_classes: bool,
 }
 
-fn parse_method(s: &str) -> Result<Method, String> {
+/// Preprocessing applied to the examples before the Gram (recorded in `stiffness.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum InputPreprocess {
+    /// Used as given.
+    None,
+    /// Each example to zero mean and unit (population) variance over its values.
+    PerExample,
+    /// `(x - mean) / std` with scalars.
+    MeanStd {
+        /// Subtracted from every value.
+        mean: f64,
+        /// Divides every value; finite and positive.
+        std: f64,
+    },
+}
+
+fn parse_preprocess(s: &str) -> Result<InputPreprocess, String> {
     match s {
-        "auto" => Ok(Method::Auto),
-        "factorised" | "factorized" => Ok(Method::Factorised),
-        "materialised" | "materialized" => Ok(Method::Materialised),
-        _ => Err(format!("unknown method `{s}` (expected auto, factorised or materialised)")),
+        "none" => Ok(InputPreprocess::None),
+        "per-example" => Ok(InputPreprocess::PerExample),
+        _ => {
+            let spec = s
+                .strip_prefix("mean-std:")
+                .ok_or_else(|| format!("unknown preprocessing `{s}` (expected none, per-example or mean-std:M,S)"))?;
+            let (m, sd) = spec
+                .split_once(',')
+                .ok_or_else(|| format!("`{s}`: expected mean-std:M,S, e.g. mean-std:0.1307,0.3081"))?;
+            let num = |v: &str| v.trim().parse::<f64>().map_err(|_| format!("`{s}`: `{v}` is not a number"));
+            let (mean, std) = (num(m)?, num(sd)?);
+            if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
+                return Err(format!("`{s}`: the mean must be finite and the std finite and positive"));
+            }
+            Ok(InputPreprocess::MeanStd { mean, std })
+        }
     }
 }
 
-/// Examples ready for the kernel: x `(N, C, H, W)` f32 and labels.
+impl InputPreprocess {
+    fn apply(self, x: &Tensor) -> anyhow::Result<Tensor> {
+        Ok(match self {
+            InputPreprocess::None => x.clone(),
+            InputPreprocess::MeanStd { mean, std } => x.affine(1.0 / std, -mean / std)?,
+            InputPreprocess::PerExample => {
+                let dims = x.dims().to_vec();
+                let n = dims[0];
+                let flat = x.reshape((n, 1, 1, x.elem_count() / n.max(1)))?;
+                stiff_data::preprocess::Preprocess::default().apply(&flat)?.reshape(dims)?
+            }
+        })
+    }
+}
+
+/// A file this run read, recorded in `stiffness.json`.
+#[derive(Debug, Serialize)]
+struct FileRecord {
+    role: &'static str,
+    path: PathBuf,
+    sha256: String,
+    bytes: u64,
+}
+
+fn record(role: &'static str, path: &Path) -> anyhow::Result<FileRecord> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {role} file {}", path.display()))?;
+    Ok(FileRecord { role, path: path.to_path_buf(), sha256: stiff_data::sha256_hex(&bytes), bytes: bytes.len() as u64 })
+}
+
+/// Examples ready for the kernel: x `(N, ...)` f32 and labels.
 struct Examples {
     x: Tensor,
     labels: Vec<u32>,
     num_classes: Option<usize>,
     source: String,
+    files: Vec<FileRecord>,
+    preprocess: InputPreprocess,
 }
 
-fn load_inputs(path: &Path) -> anyhow::Result<Examples> {
+fn load_inputs(path: &Path, pre: Option<InputPreprocess>) -> anyhow::Result<Examples> {
     let (mut t, _) = stiff_models::io::load_tensors(path, &Device::Cpu)
-        .with_context(|| format!("reading inputs file {}", path.display()))?;
-    let x = t.remove("x").ok_or_else(|| anyhow!("{}: missing tensor `x` (inputs, (N, ...))", path.display()))?;
-    let y = t.remove("y").ok_or_else(|| anyhow!("{}: missing tensor `y` (labels, (N))", path.display()))?;
+        .with_context(|| format!("reading --inputs {}", path.display()))?;
+    let x =
+        t.remove("x").ok_or_else(|| anyhow!("--inputs {}: missing tensor `x` (inputs, (N, ...))", path.display()))?;
+    let y = t.remove("y").ok_or_else(|| anyhow!("--inputs {}: missing tensor `y` (labels, (N))", path.display()))?;
     if x.rank() < 2 || x.dim(0)? == 0 {
-        bail!("{}: `x` must be (N, ...) with N > 0, got shape {:?}", path.display(), x.dims());
+        bail!("--inputs {}: `x` must be (N, ...) with N > 0, got shape {:?}", path.display(), x.dims());
     }
-    if !x.dtype().is_float() {
-        bail!("{}: `x` must be a float tensor, got {:?}", path.display(), x.dtype());
-    }
+    stiff_models::io::check_float_finite(path, "x", &x).context("--inputs")?;
     if y.dims() != [x.dim(0)?] {
-        bail!("{}: `y` has shape {:?} but `x` has {} examples", path.display(), y.dims(), x.dim(0)?);
+        bail!("--inputs {}: `y` has shape {:?} but `x` has {} examples", path.display(), y.dims(), x.dim(0)?);
     }
     let labels: Vec<i64> = match y.dtype() {
         DType::U8 | DType::U32 | DType::I64 => y.to_dtype(DType::I64)?.to_vec1()?,
-        other => bail!("{}: `y` must be u8, u32 or i64 labels, got {other:?}", path.display()),
+        other => bail!("--inputs {}: `y` must be u8, u32 or i64 labels, got {other:?}", path.display()),
     };
     if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l > u32::MAX as i64) {
-        bail!("{}: label {l} at index {i} is negative or too large", path.display());
+        bail!("--inputs {}: label {l} at index {i} is negative or too large", path.display());
     }
+    let preprocess = pre.unwrap_or(InputPreprocess::None);
     Ok(Examples {
-        x: x.to_dtype(DType::F32)?,
+        x: preprocess.apply(&x.to_dtype(DType::F32)?)?,
         labels: labels.into_iter().map(|l| l as u32).collect(),
         num_classes: None,
         source: path.display().to_string(),
+        files: vec![record("inputs", path)?],
+        preprocess,
     })
 }
 
 fn load_dataset(args: &GramArgs, name: stiff_data::DatasetName) -> anyhow::Result<Examples> {
     let ds = stiff_data::load(name, args.data_dir.as_deref()).with_context(|| format!("loading dataset {name}"))?;
     let k = ds.num_classes();
-    let idx = stiff_data::sampling::balanced_subset(&ds.test.labels, k, args.subset, args.seed)?;
+    if args.subset == 0 || args.subset % k != 0 {
+        bail!("--subset {}: must be a positive multiple of the {k} classes of {name} (class-balanced)", args.subset);
+    }
+    let idx = stiff_data::sampling::balanced_subset(&ds.test.labels, k, args.subset, args.seed)
+        .with_context(|| format!("--subset {}", args.subset))?;
     let split = ds.test.select(&idx)?;
-    let x = stiff_data::preprocess::Preprocess::default().apply(&split.images)?;
+    let preprocess = args.preprocess.unwrap_or(InputPreprocess::PerExample);
+    let files = ds
+        .files
+        .iter()
+        .map(|f| FileRecord { role: "dataset", path: f.path.clone(), sha256: f.sha256.clone(), bytes: f.bytes })
+        .collect();
     Ok(Examples {
-        x,
+        x: preprocess.apply(&split.images)?,
         labels: split.labels,
         num_classes: Some(k),
         source: format!("{name} test split, balanced subset of {} (seed {})", args.subset, args.seed),
+        files,
+        preprocess,
     })
 }
 
@@ -130,50 +239,154 @@ fn input_shape(x: &Tensor) -> anyhow::Result<InputShape> {
     })
 }
 
-fn load_model(args: &GramArgs, ex: &Examples) -> anyhow::Result<Model> {
-    let classes = || args.num_classes.or(ex.num_classes).unwrap_or(10);
+/// The class count: `--num-classes`, else the checkpoint's (stored config or `head.bias`), else
+/// the dataset's, else the largest label + 1. A given value that contradicts the checkpoint or
+/// `--config` is an error, never ignored.
+fn load_model(args: &GramArgs, ex: &Examples, device: &Device) -> anyhow::Result<Model> {
     let w = &args.weights;
-    let model = if let Some(p) = args.preset {
-        let cfg = ModelConfig::preset(p, input_shape(&ex.x)?, classes());
-        Model::load_with_config(w, &cfg, DType::F32, &Device::Cpu)?
-    } else if let Some(c) = &args.config {
-        let text = std::fs::read_to_string(c).with_context(|| format!("reading config {}", c.display()))?;
-        let cfg: ModelConfig =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a model configuration", c.display()))?;
-        Model::load_with_config(w, &cfg, DType::F32, &Device::Cpu)?
-    } else {
-        Model::load(w, DType::F32, &Device::Cpu)?
+    let (tensors, meta) = stiff_models::io::load_tensors(w, &Device::Cpu)
+        .with_context(|| format!("reading --weights {}", w.display()))?;
+    let stored: Option<ModelConfig> =
+        meta.get(stiff_models::io::CONFIG_METADATA_KEY).and_then(|j| serde_json::from_str(j).ok());
+    let from_head = tensors.get("head.bias").and_then(|b| b.dims1().ok());
+    drop(tensors);
+    let labels_k = ex.labels.iter().max().map(|&m| m as usize + 1);
+    let agree = |what: &str, k: usize| -> anyhow::Result<()> {
+        match args.num_classes {
+            Some(given) if given != k => {
+                bail!("--num-classes {given} contradicts {what}, which has {k} classes")
+            }
+            _ => Ok(()),
+        }
     };
+    let model = if let Some(p) = args.preset {
+        let k = match (args.num_classes, from_head) {
+            (Some(k), _) => k,
+            (None, Some(k)) => k,
+            (None, None) => ex.num_classes.or(labels_k).unwrap_or(2),
+        };
+        if let Some(h) = from_head {
+            agree(&format!("--weights {} (head.bias)", w.display()), h)?;
+        }
+        let cfg = ModelConfig::preset(p, input_shape(&ex.x)?, k);
+        Model::load_with_config(w, &cfg, DType::F32, device)?
+    } else if let Some(c) = &args.config {
+        let text = std::fs::read_to_string(c).with_context(|| format!("reading --config {}", c.display()))?;
+        let cfg: ModelConfig = serde_json::from_str(&text)
+            .with_context(|| format!("--config {}: not a model configuration", c.display()))?;
+        agree(&format!("--config {}", c.display()), cfg.num_classes)?;
+        Model::load_with_config(w, &cfg, DType::F32, device)?
+    } else {
+        match Model::load(w, DType::F32, device) {
+            Err(e @ stiff_models::ModelError::NoConfig { .. }) => {
+                return Err(anyhow::Error::new(e)
+                    .context("pass --preset or --config to say which architecture the weights are for"))
+            }
+            other => other?,
+        }
+    };
+    if stored.is_some() && args.preset.is_none() && args.config.is_none() {
+        agree(&format!("--weights {} (stored configuration)", w.display()), model.config().num_classes)?;
+    }
     Ok(model)
 }
 
+/// `--budget-mb` in bytes, refusing values whose byte count overflows.
+fn budget_bytes(mb: u64) -> anyhow::Result<u64> {
+    mb.checked_mul(1 << 20).filter(|&b| usize::try_from(b).is_ok()).ok_or_else(|| {
+        anyhow!("--budget-mb {mb} is too large (at most {} MiB on this machine)", (usize::MAX as u64) >> 20)
+    })
+}
+
+/// Whether to keep the per-layer Grams, checked against the budget before any work. Returns the
+/// decision and, when they were dropped for the budget, the note saying so.
+fn plan_per_layer(args: &GramArgs, model: &Model, n: usize, budget: u64) -> anyhow::Result<(bool, Option<String>)> {
+    let opts = GramOptions { accumulate_f64: args.f64, ..Default::default() };
+    let sizes = ModelSizes::of(model, &opts);
+    let check =
+        |per_layer: bool| stiff_gradkernel::budget::check(&sizes, &GramRequest::square(n as u64, per_layer, budget));
+    let refuse = |e: BudgetError| -> anyhow::Error {
+        let mut hint = String::new();
+        if let BudgetError::OverBudget { largest, largest_without_per_layer, min_budget_bytes, .. } = &e {
+            let fewer = if args.dataset.is_some() {
+                format!("--subset {largest}")
+            } else {
+                format!("at most {largest} examples in --inputs")
+            };
+            hint = format!("\ntry {fewer}, or --budget-mb {}", min_budget_bytes.div_ceil(1 << 20));
+            if let Some(w) = largest_without_per_layer {
+                hint.push_str(&format!(", or --no-per-layer (fits up to {w} examples)"));
+            }
+        }
+        anyhow!("{e}{hint}")
+    };
+    if args.no_per_layer {
+        return check(false).map(|_| (false, None)).map_err(refuse);
+    }
+    match check(true) {
+        Ok(_) => Ok((true, None)),
+        Err(e) if args.per_layer => Err(refuse(e)),
+        Err(e) => match check(false) {
+            Ok(_) => Ok((false, Some(format!("per-layer Grams skipped: {e}")))),
+            Err(e) => Err(refuse(e)),
+        },
+    }
+}
+
 pub fn run(args: GramArgs) -> anyhow::Result<()> {
+    let budget = budget_bytes(args.budget_mb)?;
+    let device = stiff_experiments::runner::parse_device(&args.device)?;
+    stiff_fs::ensure_writable_dir(&args.out).context("--out")?;
     let ex = match (&args.inputs, args.dataset) {
-        (Some(p), _) => load_inputs(p)?,
+        (Some(p), _) => load_inputs(p, args.preprocess)?,
         (None, Some(d)) => load_dataset(&args, d)?,
         (None, None) => bail!("give --inputs FILE or --dataset NAME"),
     };
-    let model = load_model(&args, &ex)?;
+    let model = load_model(&args, &ex, &device)?;
     let num_classes = model.config().num_classes;
     if let Some((i, l)) = ex.labels.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
         bail!("{}: label {l} at index {i} is out of range for a {num_classes}-class model", ex.source);
     }
     let n = ex.labels.len();
+    let (per_layer, per_layer_note) = plan_per_layer(&args, &model, n, budget)?;
+    if let Some(note) = &per_layer_note {
+        eprintln!("stiff gram: {note}");
+    }
     let y = Tensor::from_vec(ex.labels.clone(), n, &Device::Cpu)?;
     let opts = GramOptions {
-        memory_budget_bytes: args.budget_mb << 20,
+        memory_budget_bytes: budget as usize,
         accumulate_f64: args.f64,
-        per_layer: !args.no_per_layer,
+        per_layer,
         method: args.method,
         ..Default::default()
     };
-    let r = stiff_gradkernel::gram(&model, &ex.x, &y, &opts).with_context(|| format!("Gram of {}", ex.source))?;
+    let r = stiff_gradkernel::gram(&model, &ex.x, &y, &opts).map_err(|e| match e {
+        // The library names its option; the user set --budget-mb.
+        stiff_gradkernel::GradKernelError::OverBudget { what, needed, .. } => anyhow!(
+            "{what} needs about {} MiB, more than --budget-mb {} allows; raise --budget-mb or use fewer examples",
+            needed.div_ceil(1 << 20),
+            args.budget_mb
+        ),
+        e => anyhow::Error::new(e).context(format!("Gram of {}", ex.source)),
+    })?;
 
-    let k = stiff_gradkernel::to_ndarray_f64(&r.k)?;
-    let settings = stiff_analysis::StiffnessSettings::default();
-    let class = stiff_analysis::class_stiffness(k.view(), &ex.labels, num_classes, &settings)?;
+    // Analyse in place (no copy of K); a failure is recorded beside the Gram, not fatal to it.
+    let settings =
+        stiff_analysis::StiffnessSettings { allow_empty_classes: args.allow_empty_classes, ..Default::default() };
+    let class = with_host_view(&r.k, |k| match k {
+        HostView::F32(v) => stiff_analysis::class_stiffness(v, &ex.labels, num_classes, &settings),
+        HostView::F64(v) => stiff_analysis::class_stiffness(v, &ex.labels, num_classes, &settings),
+    })?;
+    let analysis_error = class.as_ref().err().map(|e| {
+        let hint = if matches!(e, stiff_analysis::AnalysisError::EmptyClass { .. }) {
+            " (pass --allow-empty-classes to skip classes with no example)"
+        } else {
+            ""
+        };
+        format!("{e}{hint}")
+    });
+    let class = class.ok();
 
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let mut tensors = vec![("K".to_string(), r.k.clone()), ("labels".to_string(), y)];
     for (name, t) in &r.per_layer {
         tensors.push((format!("K.{name}"), t.clone()));
@@ -182,32 +395,84 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         (stiff_models::io::CONFIG_METADATA_KEY.to_string(), serde_json::to_string(model.config())?),
         ("source".to_string(), ex.source.clone()),
     ]);
-    let gram_path = args.out.join("gram.safetensors");
-    stiff_models::io::save_tensors_atomic(&tensors, meta, &gram_path)?;
+    let mut files = ex.files;
+    files.push(record("weights", &args.weights)?);
+    if let Some(c) = &args.config {
+        files.push(record("config", c)?);
+    }
     let report = serde_json::json!({
+        "schema_version": GRAM_SCHEMA_VERSION,
         "n": n,
         "num_classes": num_classes,
         "source": ex.source,
+        "files_read": files,
+        "preprocess": ex.preprocess,
+        "device": args.device,
         "weights": args.weights.display().to_string(),
         "model": model.config(),
         "options": opts,
+        "per_layer": { "computed": per_layer, "note": per_layer_note },
         "forms": r.forms,
         "chunk": r.chunk,
-        "within_sign": class.sign.within,
-        "between_sign": class.sign.between,
-        "within_cosine": class.cosine.within,
-        "between_cosine": class.cosine.between,
+        "analysis_error": analysis_error,
+        "within_sign": class.as_ref().map(|c| c.sign.within),
+        "between_sign": class.as_ref().map(|c| c.sign.between),
+        "within_cosine": class.as_ref().map(|c| c.cosine.within),
+        "between_cosine": class.as_ref().map(|c| c.cosine.between),
         "class_stiffness": class,
         "mean_loss": r.loss_per_example.iter().sum::<f64>() / n as f64,
         "timing": { "gram_seconds": r.seconds },
     });
-    stiff_analysis::write_json(&args.out.join("stiffness.json"), &report)?;
-    eprintln!(
-        "stiff gram: N = {n}, {:.3} s; sign within {:.4} between {:.4}; wrote {}",
-        r.seconds,
+    // Both files or neither: a Gram is never published without its report.
+    let mut set = stiff_fs::FileSet::new();
+    set.stage_with(&args.out.join("gram.safetensors"), |w| stiff_models::io::write_safetensors(w, &tensors, &meta))?;
+    set.stage(&args.out.join("stiffness.json"), &serde_json::to_vec_pretty(&report)?)?;
+    set.publish()?;
+    if let Some(e) = analysis_error {
+        bail!(
+            "class analysis failed: {e}\nthe Gram matrix was written to {}",
+            args.out.join("gram.safetensors").display()
+        );
+    }
+    let class = class.ok_or_else(|| anyhow!("class analysis produced no result"))?;
+    println!(
+        "N = {n}; sign stiffness within {:.4} between {:.4}; cosine within {:.4} between {:.4}; Gram {:.3} s; wrote {}",
         class.sign.within,
         class.sign.between,
+        class.cosine.within,
+        class.cosine.between,
+        r.seconds,
         args.out.display()
     );
     Ok(())
+}
+
+/// A borrowed `(N, N)` view of a host tensor's data.
+enum HostView<'a> {
+    F32(ndarray::ArrayView2<'a, f32>),
+    F64(ndarray::ArrayView2<'a, f64>),
+}
+
+/// Runs `f` on a view of `k`'s data without copying it (a contiguous f32/f64 CPU tensor; others
+/// are copied to one first).
+fn with_host_view<R>(k: &Tensor, f: impl FnOnce(HostView<'_>) -> R) -> anyhow::Result<R> {
+    let (r, c) = k.dims2()?;
+    let owned;
+    let k = if k.device().is_cpu() && k.is_contiguous() && matches!(k.dtype(), DType::F32 | DType::F64) {
+        k
+    } else {
+        owned = k.to_device(&Device::Cpu)?.to_dtype(DType::F64)?.contiguous()?;
+        &owned
+    };
+    let (storage, layout) = k.storage_and_layout();
+    let (a, b) = layout.contiguous_offsets().ok_or_else(|| anyhow!("K is not contiguous"))?;
+    Ok(match &*storage {
+        candle::Storage::Cpu(candle::CpuStorage::F32(v)) => {
+            f(HostView::F32(ndarray::ArrayView2::from_shape((r, c), &v[a..b])?))
+        }
+        candle::Storage::Cpu(candle::CpuStorage::F64(v)) => {
+            f(HostView::F64(ndarray::ArrayView2::from_shape((r, c), &v[a..b])?))
+        }
+        _ => bail!("K is not an f32/f64 host tensor"),
+    })
 }

@@ -1,19 +1,27 @@
 //! `stiff`: the command-line front end of the stiffness toolkit.
 //!
 //! Subcommands: `gram` (per-example gradient Gram matrix and class stiffness for a checkpoint),
-//! `data` (fetch / verify datasets), `reproduce` / `report` / `list` (the paper's figures;
-//! `cargo xtask reproduce` calls this in a release build).
+//! `measure`, `data` (fetch / verify datasets), `reproduce` / `report` / `list` (the paper's
+//! figures; `cargo xtask reproduce` calls this in a release build), `completions`.
+//!
+//! Results go to stdout, diagnostics (progress, notes, errors) to stderr. An error prints one
+//! message and its causes once, never a backtrace.
 
 mod data;
 mod gram;
 mod measure;
 mod reproduce;
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "stiff", version, about = "Stiffness of neural networks: gradient alignment between examples")]
 struct Cli {
+    /// CPU threads for the numeric kernels [default: all cores, or $RAYON_NUM_THREADS].
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Command,
 }
@@ -33,10 +41,14 @@ enum Command {
     Report(reproduce::ReportArgs),
     /// List the figures, what each shows and how long it takes.
     List,
+    /// Print a shell completion script to stdout (e.g. `stiff completions bash > ~/.local/share/bash-completion/completions/stiff`).
+    Completions {
+        /// The shell to write the script for.
+        shell: clap_complete::Shell,
+    },
 }
 
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Gram(args) => gram::run(args),
         Command::Data(cmd) => data::run(cmd),
@@ -44,5 +56,38 @@ fn main() -> anyhow::Result<()> {
         Command::Reproduce(args) => reproduce::run(args),
         Command::Report(args) => reproduce::report(args),
         Command::List => reproduce::list(),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "stiff", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    // An ordinary user error is a message, not a backtrace dump: anyhow captures a backtrace when
+    // RUST_BACKTRACE=1 unless RUST_LIB_BACKTRACE says otherwise (panics keep theirs).
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // Read by rayon and candle when their thread pools start (nothing has started yet).
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut last = e.to_string();
+            for cause in e.chain().skip(1) {
+                let msg = cause.to_string();
+                // Many errors repeat their source in their own message: print each text once.
+                if !last.contains(&msg) {
+                    eprintln!("  caused by: {msg}");
+                }
+                last = msg;
+            }
+            ExitCode::FAILURE
+        }
     }
 }

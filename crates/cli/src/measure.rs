@@ -13,25 +13,33 @@ use stiff_experiments::store::write_json;
 use stiff_models::{Model, ModelConfig, Preset};
 use stiff_plot::{heatmap_figure, line_figure, Heatmap, HeatmapFigure, LineFigure, Panel, Series};
 
+/// Version of the `measurement.json` layout (see `docs/formats.md`).
+pub const MEASURE_SCHEMA_VERSION: u32 = 2;
+
 #[derive(clap::Args)]
 pub struct MeasureArgs {
     /// Checkpoint (safetensors, keys as stiff-models documents).
     #[arg(long)]
     weights: PathBuf,
     /// Architecture preset, needed when the checkpoint carries no `stiff.config` metadata.
-    #[arg(long)]
-    preset: Option<String>,
-    /// mnist, fashion-mnist, cifar10 or cifar100.
-    #[arg(long)]
-    dataset: String,
+    #[arg(long, value_parser = crate::gram::preset_parser())]
+    preset: Option<Preset>,
+    /// The dataset whose test split is measured.
+    #[arg(long, value_parser = crate::gram::dataset_parser())]
+    dataset: DatasetName,
     /// Class-balanced validation examples to measure on (default 500, 3000 for CIFAR-100).
     #[arg(long)]
     subset: Option<usize>,
     /// Seed of the subset.
     #[arg(long, default_value_t = 0)]
     subset_seed: u64,
+    /// Dataset directory, the only place looked [default: $STIFF_DATA_DIR, else the user cache].
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Input preprocessing: per-example (zero mean, unit variance per image, as training used)
+    /// or none.
+    #[arg(long, default_value = "per-example", value_parser = ["per-example", "none"])]
+    preprocess: String,
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -41,22 +49,28 @@ pub struct MeasureArgs {
     /// Bootstrap replicates for the intervals (0 = none).
     #[arg(long, default_value_t = 200)]
     bootstrap: usize,
+    /// Output directory (created if missing; checked writable before any work).
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn run(a: MeasureArgs) -> Result<()> {
     let device = stiff_experiments::runner::parse_device(&a.device)?;
-    let name: DatasetName = a.dataset.parse()?;
+    stiff_fs::ensure_writable_dir(&a.out).context("--out")?;
+    let name = a.dataset;
     let mut ds = DataSettings::for_dataset(name);
+    if a.preprocess == "none" {
+        ds.preprocess = stiff_data::preprocess::Preprocess::none();
+    }
     if let Some(n) = a.subset {
         ds.stiffness_subset = n;
     }
     ds.subset_seed = a.subset_seed;
     let data = prepare(name, a.data_dir.as_deref(), &ds, &device)?;
-    let model = match &a.preset {
+    let files_read = stiff_data::source_files(name, a.data_dir.as_deref())?;
+    let model = match a.preset {
         Some(p) => {
-            let cfg = ModelConfig::preset(p.parse::<Preset>()?, data.input, data.num_classes());
+            let cfg = ModelConfig::preset(p, data.input, data.num_classes());
             Model::load_with_config(&a.weights, &cfg, DType::F32, &device)?
         }
         None => match Model::load(&a.weights, DType::F32, &device) {
@@ -69,11 +83,12 @@ pub fn run(a: MeasureArgs) -> Result<()> {
     let mut settings = MeasureSettings { bootstrap_reps: a.bootstrap, ..Default::default() };
     settings.bins.bins = a.bins;
     let m = measure(&model, &data.stiff_x, &data.stiff_y, data.num_classes(), &settings)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     write_json(
         &a.out.join("measurement.json"),
-        &serde_json::json!({ "weights": a.weights, "dataset": name, "subset": data.stiff_idx.len(),
-            "subset_seed": a.subset_seed, "settings": settings, "measurement": m }),
+        &serde_json::json!({ "schema_version": MEASURE_SCHEMA_VERSION, "weights": a.weights,
+            "weights_sha256": stiff_data::sha256_hex(&std::fs::read(&a.weights).with_context(|| format!("reading --weights {}", a.weights.display()))?),
+            "dataset": name, "files_read": files_read, "data_settings": ds, "subset": data.stiff_idx.len(),
+            "subset_seed": a.subset_seed, "device": a.device, "settings": settings, "measurement": m }),
     )?;
     let cells = |c: &Vec<Vec<Option<f64>>>| -> Vec<Vec<f64>> {
         c.iter().map(|r| r.iter().map(|v| v.unwrap_or(f64::NAN)).collect()).collect()

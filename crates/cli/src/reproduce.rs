@@ -51,6 +51,7 @@ pub struct ReproduceArgs {
 
 pub fn run(args: ReproduceArgs) -> Result<()> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
+    stiff_fs::ensure_writable_dir(&args.out).map_err(|e| anyhow::anyhow!("--out: {e}"))?;
     if !args.no_fetch && !args.list_runs {
         // A dataset that cannot be fetched is not fatal here: `all` skips its figures (listing them
         // in OUT/skipped.md) and a single figure stops with a message saying how to fetch it.

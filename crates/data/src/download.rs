@@ -48,15 +48,18 @@ pub enum Checksum {
 pub struct RemoteFile {
     /// File name, both under the base URL and on disk.
     pub name: String,
+    /// The checksum the downloaded file must match.
     pub checksum: Checksum,
 }
 
 /// What to download for one dataset: `base_url` + each file's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchSpec {
+    /// The dataset these files make up.
     pub dataset: DatasetName,
     /// Base URL ending in `/` (or not; one is added): `http://`, `https://` or `file://`.
     pub base_url: String,
+    /// The files to fetch.
     pub files: Vec<RemoteFile>,
 }
 
@@ -102,9 +105,11 @@ pub enum FileAction {
 /// One file's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchedFile {
+    /// File name.
     pub name: String,
     /// Final location.
     pub path: PathBuf,
+    /// What was done (downloaded, copied, already present).
     pub action: FileAction,
     /// Bytes transferred by this call (0 when already present).
     pub bytes_transferred: u64,
@@ -113,9 +118,11 @@ pub struct FetchedFile {
 /// The outcome of [`fetch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchReport {
+    /// The dataset fetched.
     pub dataset: DatasetName,
     /// `<dest_root>/<dataset>`.
     pub dir: PathBuf,
+    /// One entry per file.
     pub files: Vec<FetchedFile>,
 }
 

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 ///
 /// Variants that concern a file carry its path, so a message always says which file is bad and why.
 #[derive(Debug, thiserror::Error)]
+// Variant fields are named in each variant's doc and message; documenting each again adds nothing.
+#[allow(missing_docs)]
+#[non_exhaustive]
 pub enum DataError {
     /// None of the searched folders holds the dataset's files.
     #[error("dataset {dataset} not found; searched: {}\n{hint}", display_paths(.searched))]

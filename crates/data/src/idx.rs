@@ -60,7 +60,11 @@ fn check_len(path: &Path, actual: usize, header: u64, payload: Option<u64>, what
     if actual > expected {
         return Err(DataError::bad_size(
             path,
-            format!("{} trailing bytes after the last of the {what} the header promises", actual - expected),
+            format!(
+                "{} trailing bytes after the {expected} bytes (header and {what}) the header promises \
+                 (gzip data is read only one byte past that)",
+                actual - expected
+            ),
         ));
     }
     Ok(())

@@ -1,16 +1,17 @@
-//! Datasets for the stiffness experiments: MNIST, Fashion-MNIST, CIFAR-10 and CIFAR-100 read from
-//! their official files into whole-split CPU tensors, plus preprocessing, class-balanced subsets,
-//! deterministic mini-batch orders, dataset verification and (feature `download`) downloads.
+#![doc = include_str!("../README.md")]
+//!
+//! # Crate overview
 //!
 //! ```no_run
 //! use stiff_data::{load, DatasetName, preprocess::Preprocess, sampling::balanced_subset};
 //! # fn main() -> Result<(), stiff_data::DataError> {
-//! let ds = load(DatasetName::Mnist, None)?; // --data-dir > $STIFF_DATA_DIR > cache dir
+//! let ds = load(DatasetName::Mnist, None)?; // --data-dir, else $STIFF_DATA_DIR, else the cache dir
 //! let x = Preprocess::default().apply(&ds.train.images)?; // (60000, 1, 28, 28), per-example standardised
 //! let subset = balanced_subset(&ds.test.labels, ds.num_classes(), 500, 0)?;
 //! let small = ds.test.select(&subset)?; // 50 per class
 //! # let _ = (x, small); Ok(()) }
 //! ```
+#![deny(missing_docs)]
 
 pub mod checksums;
 mod cifar;
@@ -36,8 +37,8 @@ use candle::{Device, Tensor};
 
 pub use error::{DataError, Result};
 pub use io::{md5_hex, sha256_hex};
-pub use load::{load, load_from_dir, load_with, LoadOptions};
-pub use locate::{default_cache_dir, locate, search_roots, DATA_DIR_ENV};
+pub use load::{load, load_from_dir, load_with, source_files, LoadOptions};
+pub use locate::{default_cache_dir, explicit_root, locate, search_roots, DATA_DIR_ENV};
 pub use verify::{verify, verify_dir, VerifyRow, VerifyStatus};
 
 /// The four image datasets of the paper.
@@ -222,13 +223,31 @@ impl Split {
 /// A dataset: both splits and the class names.
 #[derive(Debug, Clone)]
 pub struct Dataset {
+    /// Which dataset.
     pub name: DatasetName,
+    /// The official training split.
     pub train: Split,
+    /// The official test split.
     pub test: Split,
     /// Names of the (fine) classes in label order.
     pub class_names: Vec<String>,
     /// CIFAR-100 super-class names, `None` otherwise.
     pub coarse_class_names: Option<Vec<String>>,
+    /// The files the dataset was read from, with their SHA-256, for results to record.
+    pub files: Vec<SourceFile>,
+}
+
+/// One file a dataset was read from: results record these so a number can be traced to the
+/// exact bytes behind it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct SourceFile {
+    /// The file as found (absolute when the data dir was).
+    pub path: std::path::PathBuf,
+    /// Lower-case hex SHA-256 of the file's bytes as stored (compressed, for `.gz` files).
+    pub sha256: String,
+    /// Size in bytes as stored.
+    pub bytes: u64,
 }
 
 impl Dataset {

@@ -5,12 +5,12 @@ use std::path::{Path, PathBuf};
 use crate::cifar::{self, CifarKind, CifarRecords};
 use crate::error::{DataError, Result};
 use crate::idx;
-use crate::io::{read_file, read_maybe_gz};
+use crate::io::{read_file, read_maybe_gz, sha256_hex};
 use crate::locate::{
     locate_source, manual_hint, probe, IdxFiles, Probe, Source, CIFAR100_TEST, CIFAR100_TRAIN, CIFAR10_TEST,
     CIFAR10_TRAIN,
 };
-use crate::{classes, Dataset, DatasetName, Split};
+use crate::{classes, Dataset, DatasetName, SourceFile, Split};
 
 /// Options for [`load_with`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,16 +63,41 @@ pub fn load_from_dir(name: DatasetName, dir: &Path, opts: &LoadOptions) -> Resul
 }
 
 pub(crate) fn load_source(name: DatasetName, src: &Source, opts: &LoadOptions) -> Result<Dataset> {
-    match src {
+    let mut ds = match src {
         Source::Idx(files) => {
             let bytes = read_idx_bytes(files)?;
-            build_idx(name, files, bytes, opts)
+            build_idx(name, files, bytes, opts)?
         }
         Source::CifarTar(_) | Source::CifarBins { .. } => {
             let files = read_cifar_files(name, src)?;
-            build_cifar(name, files, opts)
+            build_cifar(name, files, opts)?
         }
-    }
+    };
+    ds.files = record_files(src)?;
+    Ok(ds)
+}
+
+/// The files `name` would be loaded from (same search as [`load`]), with size and SHA-256, for
+/// a result to record what it read.
+pub fn source_files(name: DatasetName, data_dir: Option<&Path>) -> Result<Vec<SourceFile>> {
+    let (_, src) = locate_source(name, data_dir)?;
+    record_files(&src)
+}
+
+/// Path, size and SHA-256 of every file of `src`.
+fn record_files(src: &Source) -> Result<Vec<SourceFile>> {
+    let paths: Vec<&PathBuf> = match src {
+        Source::Idx(f) => f.paths.iter().collect(),
+        Source::CifarTar(p) => vec![p],
+        Source::CifarBins { train, test } => train.iter().chain(std::iter::once(test)).collect(),
+    };
+    paths
+        .into_iter()
+        .map(|p| {
+            let bytes = read_file(p)?;
+            Ok(SourceFile { path: p.clone(), sha256: sha256_hex(&bytes), bytes: bytes.len() as u64 })
+        })
+        .collect()
 }
 
 /// Reads (and gunzips) the four IDX files; the big train-images file on its own thread.
@@ -109,6 +134,7 @@ pub(crate) fn build_idx(
         test,
         class_names: name.class_names().iter().map(|s| s.to_string()).collect(),
         coarse_class_names: None,
+        files: Vec::new(),
     })
 }
 
@@ -207,5 +233,6 @@ pub(crate) fn build_cifar(name: DatasetName, files: Vec<(PathBuf, Vec<u8>)>, opt
         class_names: name.class_names().iter().map(|s| s.to_string()).collect(),
         coarse_class_names: (kind == CifarKind::Hundred)
             .then(|| classes::CIFAR100_COARSE_CLASSES.iter().map(|s| s.to_string()).collect()),
+        files: Vec::new(),
     })
 }

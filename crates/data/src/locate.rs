@@ -1,5 +1,7 @@
-//! Where a dataset's files are: `--data-dir` > `$STIFF_DATA_DIR` > the per-user cache dir
-//! (> `/usr/share/datasets/fashion-mnist` for Fashion-MNIST, Debian's package).
+//! Where a dataset's files are. An explicit `--data-dir` is the only place looked; without it,
+//! `$STIFF_DATA_DIR` is the only place; only when neither is given are the per-user cache dir
+//! and `/usr/share/datasets/fashion-mnist` (Debian's Fashion-MNIST package) searched. A user who
+//! names a folder never silently gets a copy from somewhere else.
 
 use std::path::{Path, PathBuf};
 
@@ -31,29 +33,28 @@ pub fn default_cache_dir() -> Option<PathBuf> {
     dirs::cache_dir().map(|d| d.join("stiffness").join("datasets"))
 }
 
-/// The data dirs searched, in priority order: `data_dir`, then `$STIFF_DATA_DIR` (when set and
-/// non-empty), then [`default_cache_dir`].
+/// The data dir given explicitly: `data_dir` (the `--data-dir` flag), else `$STIFF_DATA_DIR` when
+/// set and non-empty.
+pub fn explicit_root(data_dir: Option<&Path>) -> Option<PathBuf> {
+    data_dir
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os(DATA_DIR_ENV).filter(|e| !e.is_empty()).map(PathBuf::from))
+}
+
+/// The data dirs searched: the explicit one alone (see [`explicit_root`]), else
+/// [`default_cache_dir`].
 pub fn search_roots(data_dir: Option<&Path>) -> Vec<PathBuf> {
-    let mut roots = Vec::new();
-    if let Some(d) = data_dir {
-        roots.push(d.to_path_buf());
+    match explicit_root(data_dir) {
+        Some(root) => vec![root],
+        None => default_cache_dir().into_iter().collect(),
     }
-    if let Some(env) = std::env::var_os(DATA_DIR_ENV) {
-        if !env.is_empty() {
-            roots.push(PathBuf::from(env));
-        }
-    }
-    if let Some(cache) = default_cache_dir() {
-        roots.push(cache);
-    }
-    roots.dedup();
-    roots
 }
 
 /// The dataset folders searched for `name`, in priority order.
 pub(crate) fn candidate_dirs(name: DatasetName, data_dir: Option<&Path>) -> Vec<PathBuf> {
+    let explicit = explicit_root(data_dir).is_some();
     let mut dirs: Vec<PathBuf> = search_roots(data_dir).into_iter().map(|r| r.join(name.as_str())).collect();
-    if name == DatasetName::FashionMnist {
+    if name == DatasetName::FashionMnist && !explicit {
         dirs.push(PathBuf::from(DEBIAN_FASHION_MNIST));
     }
     dirs
@@ -175,8 +176,8 @@ pub(crate) fn locate_source(name: DatasetName, data_dir: Option<&Path>) -> Resul
     Err(DataError::NotFound { dataset: name.to_string(), searched: dirs, hint: manual_hint(name, &target) })
 }
 
-/// The folder holding `name`'s files, searching `data_dir` (the `--data-dir` flag), then
-/// `$STIFF_DATA_DIR`, then the cache dir (and Debian's Fashion-MNIST folder). Each is a data dir
+/// The folder holding `name`'s files: in `data_dir` (the `--data-dir` flag) only when given, else
+/// in `$STIFF_DATA_DIR` only when set, else in the cache dir (and Debian's Fashion-MNIST folder). Each is a data dir
 /// with one subfolder per dataset (`mnist/`, `fashion-mnist/`, `cifar10/`, `cifar100/`).
 pub fn locate(name: DatasetName, data_dir: Option<&Path>) -> Result<PathBuf> {
     locate_source(name, data_dir).map(|(dir, _)| dir)

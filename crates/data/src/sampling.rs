@@ -26,7 +26,7 @@ pub fn balanced_subset(labels: &[u32], num_classes: usize, total: usize, seed: u
     if num_classes == 0 || total == 0 || total % num_classes != 0 {
         return Err(DataError::InvalidArgument {
             arg: "total",
-            reason: format!("{total} is not a positive multiple of the {num_classes} classes"),
+            reason: format!("subset size {total} is not a positive multiple of the {num_classes} classes"),
         });
     }
     let per_class = total / num_classes;

@@ -339,7 +339,10 @@ pub enum TargetKind {
     RealHarmonics,
     /// Random Gaussian-weighted sum of `directions` zonal harmonics of degree `l` around random
     /// unit directions; any `d >= 2`.
-    ZonalSum { directions: usize },
+    ZonalSum {
+        /// Number of random directions.
+        directions: usize,
+    },
 }
 
 /// How target values become class labels.
@@ -349,10 +352,14 @@ pub enum Labelling {
     /// 2 classes: `1` where `f > 0`, else `0`.
     Sign,
     /// `classes` classes by quantile of the training values (class 0 = lowest values).
-    Quantiles { classes: usize },
+    Quantiles {
+        /// Number of classes (at least 2).
+        classes: usize,
+    },
 }
 
 impl Labelling {
+    /// Number of classes the labelling produces.
     pub fn num_classes(self) -> usize {
         match self {
             Labelling::Sign => 2,
@@ -456,11 +463,27 @@ impl SyntheticSpec {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Target {
     /// `f = sum_m coeffs[m + l] Y_lm`, `|coeffs| = 1`.
-    RealHarmonics { degree: usize, coeffs: Vec<f64> },
+    RealHarmonics {
+        /// Degree `l`.
+        degree: usize,
+        /// `2l + 1` coefficients, unit norm.
+        coeffs: Vec<f64>,
+    },
     /// `f = scale * sum_k weights[k] Z_{u_k}` with the unit-variance zonal harmonics of
     /// [`zonal_harmonic`]; `scale = 1 / sqrt(sum_jk w_j w_k profile(u_j . u_k))` makes the
     /// variance exactly 1.
-    ZonalSum { dim: usize, degree: usize, directions: Vec<Vec<f64>>, weights: Vec<f64>, scale: f64 },
+    ZonalSum {
+        /// Ambient dimension `d`.
+        dim: usize,
+        /// Degree `l`.
+        degree: usize,
+        /// Unit directions `u_k`, each of length `d`.
+        directions: Vec<Vec<f64>>,
+        /// Gaussian weights `w_k`.
+        weights: Vec<f64>,
+        /// Normalisation making the variance 1.
+        scale: f64,
+    },
 }
 
 impl Target {
@@ -571,7 +594,9 @@ pub fn sample_sphere(dim: usize, n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
 /// of a [`crate::DatasetName`].
 #[derive(Debug, Clone)]
 pub struct SyntheticDataset {
+    /// What was drawn.
     pub spec: SyntheticSpec,
+    /// The target function.
     pub target: Target,
     /// Images `(n_train, 1, 1, d)` f32 unit vectors.
     pub train: Split,
@@ -581,6 +606,7 @@ pub struct SyntheticDataset {
     pub class_names: Vec<String>,
     /// `f(x)` of each training point (f64, before the f32 cast of the inputs).
     pub train_values: Vec<f64>,
+    /// `f(x)` of each test point.
     pub test_values: Vec<f64>,
     /// Quantile labelling: the `K - 1` ascending cut points from the training split (a value
     /// above `cut_points[k-1]` and at most `cut_points[k]` is class `k`). Empty for sign labels.
@@ -588,6 +614,7 @@ pub struct SyntheticDataset {
 }
 
 impl SyntheticDataset {
+    /// Number of classes.
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
     }

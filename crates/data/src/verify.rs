@@ -35,8 +35,11 @@ impl fmt::Display for VerifyStatus {
 
 /// One line of the verify table.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct VerifyRow {
+    /// The dataset checked.
     pub dataset: DatasetName,
+    /// The outcome.
     pub status: VerifyStatus,
     /// The folder checked (`None` when missing).
     pub location: Option<PathBuf>,

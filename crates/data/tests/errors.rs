@@ -23,6 +23,20 @@ fn mentions(err: &DataError, file: &str) {
     assert!(msg.contains(file), "message should name {file}: {msg}");
 }
 
+/// A small `.gz` expanding far beyond what its IDX header promises: decompression stops one byte
+/// past the promise (before the fix the whole stream was inflated and the message counted every
+/// extra byte).
+#[test]
+fn gzip_bomb_stops_at_promised_size() {
+    let mut f = good_idx();
+    let promised = f[1].len();
+    f[1].resize(promised + (64 << 20), 0);
+    let err = load_idx(&f, true).unwrap_err();
+    assert!(matches!(err, DataError::BadSize { .. }), "{err}");
+    mentions(&err, "train-labels-idx1-ubyte.gz");
+    assert!(err.to_string().contains(&format!("1 trailing bytes after the {promised} bytes")), "{err}");
+}
+
 #[test]
 fn truncated_images() {
     let mut f = good_idx();

@@ -144,9 +144,7 @@ pub fn measure(
             labels,
             num_classes,
             &s,
-            settings.bootstrap_reps,
-            settings.bootstrap_seed,
-            0.95,
+            &stiff_analysis::BootstrapOptions::new(settings.bootstrap_reps, settings.bootstrap_seed, 0.95),
         )?)
     } else {
         None

@@ -16,6 +16,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![deny(missing_docs)]
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +25,7 @@ pub use tempfile::TempPath;
 
 /// A write that could not be completed; `path` is the file that was being published.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 #[error("cannot write {}: {source}", path.display())]
 pub struct WriteError {
     /// The target file.
@@ -44,6 +47,21 @@ pub fn parent_dir(path: &Path) -> &Path {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     }
+}
+
+/// Makes sure `dir` is a directory results can be written into, before any long work starts:
+/// creates it (and its parents) when missing, then proves it by creating, filling (4 KiB), syncing
+/// and removing a temporary file there. A path that is a file, a read-only folder or a full disk
+/// is reported here, with `dir` named, instead of after minutes of computation.
+pub fn ensure_writable_dir(dir: &Path) -> Result<(), WriteError> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(WriteError::new(dir, std::io::Error::other("exists and is not a directory")));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| WriteError::new(dir, e))?;
+    let mut probe =
+        tempfile::Builder::new().prefix(".stiff-write-check.").tempfile_in(dir).map_err(|e| WriteError::new(dir, e))?;
+    probe.write_all(&[0u8; 4096]).and_then(|_| probe.as_file().sync_all()).map_err(|e| WriteError::new(dir, e))?;
+    probe.close().map_err(|e| WriteError::new(dir, e))
 }
 
 /// Writes `bytes` to `path` atomically. The directory must exist.
@@ -162,6 +180,39 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .filter(|n| n.starts_with('.'))
             .collect()
+    }
+
+    #[test]
+    fn writable_dir_is_created_and_unusable_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a").join("b");
+        ensure_writable_dir(&out).unwrap();
+        assert!(out.is_dir());
+        assert!(leftovers(&out).is_empty(), "the probe file is removed");
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let err = ensure_writable_dir(&file).unwrap_err();
+        assert_eq!(err.path, file);
+        assert!(err.to_string().contains("not a directory"), "{err}");
+        let below_file = file.join("sub");
+        assert!(ensure_writable_dir(&below_file).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn read_only_dir_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ro = dir.path().join("ro");
+        std::fs::create_dir(&ro).unwrap();
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+        // root ignores permissions: then the check cannot be exercised here.
+        let can_write_anyway = std::fs::write(ro.join("x"), b"x").is_ok();
+        if !can_write_anyway {
+            let err = ensure_writable_dir(&ro).unwrap_err();
+            assert_eq!(err.path, ro);
+        }
+        std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
 
     #[test]

@@ -38,6 +38,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod budget;
 mod cpu_fast;
 mod engine;
 mod error;
@@ -91,8 +92,9 @@ pub enum DeltaRoute {
 /// Options for [`gram`], [`cross_gram`], [`per_example_gradients`] and [`logit_jacobians`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GramOptions {
-    /// Working-memory budget in bytes (default [`DEFAULT_MEMORY_BUDGET`], 2 GiB). It sizes the
-    /// example chunks; the per-layer Grams count against it, the total `K` does not.
+    /// Memory budget in bytes (default [`DEFAULT_MEMORY_BUDGET`], 2 GiB). It covers `K`, the
+    /// per-layer Grams and the working memory; a call that cannot fit is refused before any work
+    /// (see [`budget`]); within it, the example chunks grow as large as fits.
     pub memory_budget_bytes: usize,
     /// Compute the Gram products in f64 (factors are cast up first). Default false: the model's
     /// dtype. An f64 model always gives f64.
@@ -162,7 +164,9 @@ pub struct CrossGramResult {
 /// x: `(N, ...)` in any shape [`Model::prepare_input`] accepts; y: integer labels `(N)` (u8, u32
 /// or i64) in `0..num_classes`.
 pub fn gram(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOptions) -> Result<GramResult> {
-    engine::gram_impl(model, x, y, opts)
+    let n = x.dims().first().copied().unwrap_or(0);
+    let opts = budget::working_options(model, n, n, true, opts)?;
+    engine::gram_impl(model, x, y, &opts)
 }
 
 /// The `(N, M)` Gram between two example sets (e.g. validation rows, training columns).
@@ -175,7 +179,14 @@ pub fn cross_gram(
     y_b: &Tensor,
     opts: &GramOptions,
 ) -> Result<CrossGramResult> {
-    engine::cross_gram_impl(model, x_a, y_a, x_b, y_b, opts)
+    let (n, m) = (x_a.dims().first().copied().unwrap_or(0), x_b.dims().first().copied().unwrap_or(0));
+    let opts = budget::working_options(model, n, m, false, opts)?;
+    engine::cross_gram_impl(model, x_a, y_a, x_b, y_b, &opts)
+}
+
+/// Bytes per Gram entry for `model` under `opts` (see [`GramOptions::accumulate_f64`]).
+pub(crate) fn acc_bytes(model: &Model, opts: &GramOptions) -> usize {
+    engine::acc_dtype(model, opts).size_in_bytes()
 }
 
 /// Copies a 2-D tensor (any float dtype, any device) into an `ndarray::Array2<f64>`.

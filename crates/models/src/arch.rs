@@ -102,9 +102,67 @@ impl ModelConfig {
         Self::new(preset.arch(), input, num_classes)
     }
 
+    /// Parameter and activation counts of every layer computed with overflow checks; the total
+    /// parameter count must also fit. `numel`: the (already checked) input size.
+    fn check_sizes(&self, numel: usize) -> std::result::Result<(), String> {
+        let too_big = |what: String| format!("{what} is too large (its size overflows {} bits)", usize::BITS);
+        let mut total: usize = 0;
+        let mut add = |what: String, n: Option<usize>| -> std::result::Result<(), String> {
+            let n = n.ok_or_else(|| too_big(what.clone()))?;
+            total = total.checked_add(n).ok_or_else(|| too_big("the total parameter count".into()))?;
+            Ok(())
+        };
+        let dense = |inp: usize, out: usize| inp.checked_mul(out).and_then(|w| w.checked_add(out));
+        match &self.arch {
+            ArchSpec::Mlp { hidden } => {
+                let mut prev = numel;
+                for (l, &h) in hidden.iter().enumerate() {
+                    add(format!("hidden layer {l} ({prev} -> {h})"), dense(prev, h))?;
+                    prev = h;
+                }
+                add(format!("the output layer ({prev} -> {})", self.num_classes), dense(prev, self.num_classes))?;
+            }
+            ArchSpec::Cnn { channels, kernel, pool } => {
+                let kk = kernel.checked_mul(*kernel).ok_or_else(|| too_big(format!("kernel {kernel}")))?;
+                let (mut c, mut h, mut w) = (self.input.channels, self.input.height, self.input.width);
+                for (l, &co) in channels.iter().enumerate() {
+                    let p = c.checked_mul(co).and_then(|x| x.checked_mul(kk)).and_then(|x| x.checked_add(co));
+                    add(format!("conv layer {l} ({c} -> {co} channels)"), p)?;
+                    co.checked_mul(h)
+                        .and_then(|x| x.checked_mul(w))
+                        .ok_or_else(|| too_big(format!("conv layer {l}'s output ({co}x{h}x{w})")))?;
+                    c = co;
+                    h /= (*pool).max(1);
+                    w /= (*pool).max(1);
+                }
+                let flat = c
+                    .checked_mul(h)
+                    .and_then(|x| x.checked_mul(w))
+                    .ok_or_else(|| too_big("the flattened conv output".into()))?;
+                add(format!("the output layer ({flat} -> {})", self.num_classes), dense(flat, self.num_classes))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Checks that every layer has a positive size and the conv stack does not shrink the image to nothing.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::InvalidConfig(m));
+        // Sizes come from user files: multiply with checks so a huge value is reported as too
+        // large instead of wrapping around (to zero, in release builds).
+        let i = &self.input;
+        let Some(numel) = i.channels.checked_mul(i.height).and_then(|x| x.checked_mul(i.width)) else {
+            return bad(format!(
+                "input shape {}x{}x{} is too large (its size overflows {} bits)",
+                i.channels,
+                i.height,
+                i.width,
+                usize::BITS
+            ));
+        };
+        if let Err(m) = self.check_sizes(numel) {
+            return bad(m);
+        }
         if self.input.numel() == 0 {
             return bad(format!("input shape {:?} has a zero dimension", self.input));
         }

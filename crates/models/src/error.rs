@@ -19,6 +19,12 @@ pub enum ModelError {
     NoConfig { path: PathBuf },
     #[error("{path}: {msg}")]
     File { path: PathBuf, msg: String },
+    /// A tensor that must hold floats holds another dtype (e.g. i32 weights).
+    #[error("{path}: tensor `{key}` has dtype {dtype}, expected a float tensor (f16, bf16, f32 or f64)")]
+    NotFloat { path: PathBuf, key: String, dtype: String },
+    /// A tensor holds NaN or an infinity.
+    #[error("{path}: tensor `{key}` holds a non-finite value ({value}) at flat index {index}")]
+    NonFinite { path: PathBuf, key: String, index: usize, value: f64 },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]

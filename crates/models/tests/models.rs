@@ -77,6 +77,16 @@ fn invalid_configs_are_rejected() {
         ModelConfig::new(ArchSpec::Cnn { channels: vec![4; 6], kernel: 3, pool: 2 }, MNIST, 10),
         ModelConfig::new(ArchSpec::Cnn { channels: vec![4], kernel: 2, pool: 2 }, MNIST, 10),
     ];
+    // Sizes that overflow usize: reported as too large, never wrapped to "a zero dimension".
+    let huge = [
+        ModelConfig::new(ArchSpec::Mlp { hidden: vec![10] }, InputShape::new(1 << 32, 1 << 16, 1 << 16), 10),
+        ModelConfig::new(ArchSpec::Cnn { channels: vec![1 << 32, 1 << 32], kernel: 3, pool: 2 }, MNIST, 10),
+        ModelConfig::new(ArchSpec::Mlp { hidden: vec![usize::MAX / 2, 4] }, MNIST, 10),
+    ];
+    for cfg in huge {
+        let err = cfg.validate().unwrap_err();
+        assert!(err.to_string().contains("too large"), "{cfg:?}: {err}");
+    }
     for cfg in bad {
         assert!(matches!(Model::new(&cfg, 0, DType::F32, &Device::Cpu), Err(ModelError::InvalidConfig(_))), "{cfg:?}");
     }
@@ -252,6 +262,37 @@ fn checkpoints_round_trip_and_report_bad_files() {
     std::fs::write(&junk, b"not a safetensors file").unwrap();
     assert!(matches!(Model::load(&junk, DType::F32, &Device::Cpu), Err(ModelError::File { .. })));
     assert!(matches!(Model::load(&dir.path().join("nope"), DType::F32, &Device::Cpu), Err(ModelError::Io { .. })));
+    // The parser's jargon ("header too small") comes after plain words.
+    let err = Model::load(&junk, DType::F32, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("not a safetensors file"), "{err}");
+    // Integer weights are rejected, not cast; NaN/Inf weights are found on load, naming the
+    // file and the tensor (before the fix both loaded silently).
+    let mut t: HashMap<String, Tensor> = m.named_tensors().into_iter().collect();
+    t.insert("head.bias".into(), Tensor::zeros(10, DType::U32, &Device::Cpu).unwrap());
+    let ints = dir.path().join("ints.safetensors");
+    let meta =
+        HashMap::from([(stiff_models::io::CONFIG_METADATA_KEY.to_string(), serde_json::to_string(&cfg).unwrap())]);
+    stiff_models::io::save_tensors_atomic(&t.into_iter().collect::<Vec<_>>(), meta.clone(), &ints).unwrap();
+    let err = Model::load(&ints, DType::F32, &Device::Cpu).unwrap_err();
+    assert!(matches!(&err, ModelError::NotFloat { key, .. } if key == "head.bias"), "{err}");
+    assert!(err.to_string().contains("ints.safetensors"), "{err}");
+    for bad in [f32::NAN, f32::INFINITY] {
+        let mut t: HashMap<String, Tensor> = m.named_tensors().into_iter().collect();
+        let mut v = vec![0.5f32; 10];
+        v[7] = bad;
+        t.insert("head.bias".into(), Tensor::new(v, &Device::Cpu).unwrap());
+        let nan = dir.path().join("nan.safetensors");
+        stiff_models::io::save_tensors_atomic(&t.into_iter().collect::<Vec<_>>(), meta.clone(), &nan).unwrap();
+        for r in
+            [Model::load(&nan, DType::F32, &Device::Cpu), Model::load_with_config(&nan, &cfg, DType::F32, &Device::Cpu)]
+        {
+            let err = r.unwrap_err();
+            assert!(matches!(&err, ModelError::NonFinite { key, index: 7, .. } if key == "head.bias"), "{err}");
+            assert!(err.to_string().contains("nan.safetensors"), "{err}");
+        }
+        std::fs::remove_file(&nan).unwrap();
+    }
+    std::fs::remove_file(&ints).unwrap();
     // No temp files left behind.
     let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(names.len(), 2, "{names:?}");

@@ -2,6 +2,9 @@ use std::path::PathBuf;
 
 /// Everything that can go wrong when drawing a figure.
 #[derive(Debug, thiserror::Error)]
+// Variant fields are named in each variant's doc and message; documenting each again adds nothing.
+#[allow(missing_docs)]
+#[non_exhaustive]
 pub enum PlotError {
     /// The figure has no panels.
     #[error("figure `{figure}` has no panels")]

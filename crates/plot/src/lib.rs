@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
 
 mod colour;
 mod error;
@@ -81,9 +82,13 @@ pub enum LegendPlacement {
     /// The inner corner that covers the fewest data points (default).
     #[default]
     Auto,
+    /// Upper left corner.
     UpperLeft,
+    /// Upper right corner.
     UpperRight,
+    /// Lower left corner.
     LowerLeft,
+    /// Lower right corner.
     LowerRight,
     /// No legend.
     Hidden,
