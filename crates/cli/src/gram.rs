@@ -18,11 +18,23 @@ use stiff_models::{InputShape, Model, ModelConfig, Preset};
 #[derive(clap::Args, Debug)]
 pub struct GramArgs {
     /// Architecture preset (fc6, fc4, cnn5, cnn4); optional if the weights file stores its config.
-    #[arg(long, conflicts_with = "config")]
+    #[arg(long, conflicts_with_all = ["config", "spec"])]
     pub preset: Option<Preset>,
     /// Model configuration as JSON (stiff-models `ModelConfig`), instead of a preset.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "spec")]
     pub config: Option<PathBuf>,
+    /// Any `nn.Sequential` as a JSON layer list in PyTorch terms (stiff-models `ModelSpec`);
+    /// the weights are then a PyTorch state dict (safetensors or `.pt`/`.pth`, keys `0.weight`, ...).
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// With `--spec`: JSON object renaming weight-file keys to spec keys (`{"features.0.weight": "0.weight"}`);
+    /// a leading `module.` is stripped anyway.
+    #[arg(long, requires = "spec")]
+    pub key_map: Option<PathBuf>,
+    /// Loss whose per-example gradients are compared: cross-entropy (default), mse-onehot, or mse
+    /// (float targets `t` (N, outputs) in the inputs file; with `--spec`).
+    #[arg(long, default_value = "cross-entropy")]
+    pub loss: String,
     /// Number of classes for `--preset` (default: the dataset's, or 10 with `--inputs`).
     #[arg(long)]
     pub num_classes: Option<usize>,
@@ -153,6 +165,12 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         (None, Some(d)) => load_dataset(&args, d)?,
         (None, None) => bail!("give --inputs FILE or --dataset NAME"),
     };
+    if args.spec.is_some() {
+        return run_spec(&args, &ex);
+    }
+    if args.loss != "cross-entropy" && args.loss != "ce" {
+        bail!("--loss {} needs --spec (the preset path measures cross-entropy)", args.loss);
+    }
     let model = load_model(&args, &ex)?;
     let num_classes = model.config().num_classes;
     if let Some((i, l)) = ex.labels.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
@@ -204,6 +222,86 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
     stiff_analysis::write_json(&args.out.join("stiffness.json"), &report)?;
     eprintln!(
         "stiff gram: N = {n}, {:.3} s; sign within {:.4} between {:.4}; wrote {}",
+        r.seconds,
+        class.sign.within,
+        class.sign.between,
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// `--spec`: any `nn.Sequential` through the general engine (tapped fast path, exact fallback).
+fn run_spec(args: &GramArgs, ex: &Examples) -> anyhow::Result<()> {
+    let spec_path = args.spec.as_ref().expect("checked by the caller");
+    let spec = stiff_models::ModelSpec::from_json_file(spec_path)?;
+    let keys = match &args.key_map {
+        Some(p) => stiff_models::KeyMap::from_json_file(p)?,
+        None => stiff_models::KeyMap::default(),
+    };
+    let dtype = if args.f64 { DType::F64 } else { DType::F32 };
+    let model = stiff_models::SpecModel::load(&spec, &args.weights, &keys, dtype, &Device::Cpu)?;
+    let loss: stiff_gradkernel::Loss = args.loss.parse()?;
+    let outputs = spec.num_outputs()?;
+    let n = ex.labels.len();
+    let y = Tensor::from_vec(ex.labels.clone(), n, &Device::Cpu)?;
+    let targets = match loss {
+        stiff_gradkernel::Loss::Mse => {
+            let p = args.inputs.as_ref().ok_or_else(|| anyhow!("--loss mse needs --inputs with float targets `t`"))?;
+            let (mut t, _) = stiff_models::io::load_tensors(p, &Device::Cpu)?;
+            t.remove("t").ok_or_else(|| anyhow!("{}: --loss mse needs a float tensor `t` (N, {outputs})", p.display()))?
+        }
+        _ => {
+            if let Some((i, l)) = ex.labels.iter().enumerate().find(|(_, &l)| l as usize >= outputs) {
+                bail!("{}: label {l} at index {i} is out of range for a network with {outputs} outputs", ex.source);
+            }
+            y.clone()
+        }
+    };
+    let opts = GramOptions {
+        memory_budget_bytes: args.budget_mb << 20,
+        accumulate_f64: args.f64,
+        per_layer: !args.no_per_layer,
+        method: args.method,
+        ..Default::default()
+    };
+    let r = stiff_gradkernel::gram_net(&model, &ex.x, &targets, &loss, &opts)
+        .with_context(|| format!("Gram of {}", ex.source))?;
+    let k = stiff_gradkernel::to_ndarray_f64(&r.k)?;
+    let settings = stiff_analysis::StiffnessSettings::default();
+    let class = stiff_analysis::class_stiffness(k.view(), &ex.labels, outputs, &settings)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let mut tensors = vec![("K".to_string(), r.k.clone()), ("labels".to_string(), y)];
+    for (name, t) in &r.per_unit {
+        tensors.push((format!("K.{name}"), t.clone()));
+    }
+    let meta = HashMap::from([
+        ("stiff.spec".to_string(), serde_json::to_string(&spec)?),
+        ("source".to_string(), ex.source.clone()),
+    ]);
+    stiff_models::io::save_tensors_atomic(&tensors, meta, &args.out.join("gram.safetensors"))?;
+    let report = serde_json::json!({
+        "n": n,
+        "num_classes": outputs,
+        "source": ex.source,
+        "weights": args.weights.display().to_string(),
+        "spec": spec,
+        "loss": format!("{loss:?}"),
+        "options": opts,
+        "routes": r.routes,
+        "chunk": r.chunk,
+        "within_sign": class.sign.within,
+        "between_sign": class.sign.between,
+        "within_cosine": class.cosine.within,
+        "between_cosine": class.cosine.between,
+        "class_stiffness": class,
+        "mean_loss": r.loss_per_example.iter().sum::<f64>() / n as f64,
+        "timing": { "gram_seconds": r.seconds },
+    });
+    stiff_analysis::write_json(&args.out.join("stiffness.json"), &report)?;
+    let fallback = r.routes.iter().filter(|u| u.form == stiff_gradkernel::RouteForm::Fallback).count();
+    eprintln!(
+        "stiff gram --spec: N = {n}, {} units ({fallback} via fallback), {:.3} s; sign within {:.4} between {:.4}; wrote {}",
+        r.routes.len(),
         r.seconds,
         class.sign.within,
         class.sign.between,

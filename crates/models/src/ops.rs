@@ -142,8 +142,13 @@ pub fn max_pool2d(x: &Tensor, win: &Window) -> Result<Tensor> {
     let wins = windows(x, win, f64::NEG_INFINITY)?; // (N, C, K, ho, wo)
     let m = wins.max_keepdim(2)?.detach();
     let eq = wins.detach().broadcast_eq(&m)?.to_dtype(DType::F32)?;
-    // First maximum: a tie whose running count along the window is exactly 1.
-    let first = (eq.cumsum(2)?.eq(1.0)?.to_dtype(DType::F32)? * eq)?.gt(0.5)?;
+    // First maximum: a tie whose running count along the window is exactly 1. The running count
+    // is a matmul with an upper-triangular ones matrix (exact for these small integers).
+    let (n, c, k, ho, wo) = eq.dims5()?;
+    let rows = eq.permute((0, 1, 3, 4, 2))?.contiguous()?.reshape((n * c * ho * wo, k))?;
+    let count = rows.matmul(&Tensor::triu2(k, DType::F32, eq.device())?)?;
+    let first_rows = (count.eq(1.0)?.to_dtype(DType::F32)? * rows)?;
+    let first = first_rows.reshape((n, c, ho, wo, k))?.permute((0, 1, 4, 2, 3))?.gt(0.5)?;
     let zeros = wins.zeros_like()?;
     Ok(first.where_cond(&wins, &zeros)?.sum(2)?)
 }
