@@ -441,3 +441,148 @@ proptest! {
         prop_assert!(err < COS_TOL_F64, "spec {}: cosine error {err:e}", serde_json::to_string(&s).unwrap());
     }
 }
+
+#[test]
+fn presets_are_spec_instances_with_the_same_gram() {
+    // cnn-style and mlp-style configurations: the spec twin shares the model's Vars (key map
+    // `conv.i`/`layers.i`/`head` -> indices) and gives the same Gram through the general engine.
+    use stiff_models::{ArchSpec, InputShape, Model, ModelConfig};
+    for (arch, shape) in [
+        (ArchSpec::Cnn { channels: vec![3, 4], kernel: 3, pool: 2 }, InputShape::new(2, 9, 9)),
+        (ArchSpec::Mlp { hidden: vec![6, 5] }, InputShape::new(1, 4, 4)),
+    ] {
+        let cfg = ModelConfig::new(arch, shape, 3);
+        let model = Model::new(&cfg, 4, DType::F64, &Device::Cpu).unwrap();
+        let x = flat_inputs(6, &[shape.channels, shape.height, shape.width], 3);
+        let y = labels(6, 3, 3);
+        let old = stiff_gradkernel::gram(&model, &x, &y, &opts()).unwrap();
+        let twin = model.to_spec_model().unwrap();
+        assert_eq!(twin.num_params(), model.num_params());
+        let new = gram_net(&twin, &x, &y, &Loss::CrossEntropy, &opts()).unwrap();
+        assert!(cosine_err(&new.k, &old.k) < COS_TOL_F64, "{cfg:?}");
+        // The model's checkpoint loads as the spec through the key map.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        model.save(&path).unwrap();
+        let (spec, keys) = cfg.to_spec().unwrap();
+        let loaded = SpecModel::load(&spec, &path, &keys, DType::F64, &Device::Cpu).unwrap();
+        let again = gram_net(&loaded, &x, &y, &Loss::CrossEntropy, &opts()).unwrap();
+        assert!(cosine_err(&again.k, &old.k) < COS_TOL_F64);
+    }
+}
+
+#[test]
+fn loading_a_pytorch_state_dict_round_trips_and_bad_keys_are_typed_errors() {
+    // The exact key layout `torch.nn.Sequential(Linear(4, 3), BatchNorm1d(3), ReLU(),
+    // Linear(3, 2, bias=False)).state_dict()` produces, written here with the safetensors crate,
+    // wrapped by DataParallel (`module.` prefix) and with the `num_batches_tracked` counter.
+    let s = spec(
+        r#"{"input": [4], "layers": [{"type": "Linear", "in_features": 4, "out_features": 3},
+        {"type": "BatchNorm1d", "num_features": 3}, {"type": "ReLU"},
+        {"type": "Linear", "in_features": 3, "out_features": 2, "bias": false}]}"#,
+    );
+    let keys = ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var", "3.weight"];
+    let got: Vec<String> = s.tensors().iter().map(|p| p.key.clone()).collect();
+    assert_eq!(got, keys);
+    let m = model(&s, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, edit: &dyn Fn(&mut Vec<(String, Tensor)>)| {
+        let mut t: Vec<(String, Tensor)> =
+            m.named_tensors().into_iter().map(|(k, v)| (format!("module.{k}"), v.to_dtype(DType::F32).unwrap())).collect();
+        t.push(("module.1.num_batches_tracked".into(), Tensor::new(&[7i64], &Device::Cpu).unwrap()));
+        edit(&mut t);
+        let p = dir.path().join(name);
+        stiff_models::io::save_tensors_atomic(&t, HashMap::new(), &p).unwrap();
+        p
+    };
+    let ok = write("ok.safetensors", &|_| {});
+    let back = SpecModel::load(&s, &ok, &KeyMap::default(), DType::F32, &Device::Cpu).unwrap();
+    for ((ka, va), (kb, vb)) in m.named_tensors().iter().zip(back.named_tensors()) {
+        assert_eq!(ka, &kb);
+        let d = (va.to_dtype(DType::F32).unwrap() - vb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert_eq!(d, 0.0);
+    }
+    use stiff_models::ModelError as E;
+    let missing = write("missing.safetensors", &|t| t.retain(|(k, _)| k != "module.1.running_var"));
+    match SpecModel::load(&s, &missing, &KeyMap::default(), DType::F32, &Device::Cpu) {
+        Err(E::SpecMissingKey { index: 1, key, .. }) => assert_eq!(key, "1.running_var"),
+        other => panic!("{other:?}"),
+    }
+    let extra = write("extra.safetensors", &|t| t.push(("module.4.weight".into(), Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap())));
+    assert!(matches!(SpecModel::load(&s, &extra, &KeyMap::default(), DType::F32, &Device::Cpu), Err(E::UnexpectedKey { key, .. }) if key == "module.4.weight"));
+    let wrong = write("wrong.safetensors", &|t| {
+        let i = t.iter().position(|(k, _)| k == "module.3.weight").unwrap();
+        t[i].1 = Tensor::zeros((3, 2), DType::F32, &Device::Cpu).unwrap();
+    });
+    match SpecModel::load(&s, &wrong, &KeyMap::default(), DType::F32, &Device::Cpu) {
+        Err(E::SpecShape { index: 3, expected, got, .. }) => assert_eq!((expected, got), (vec![2, 3], vec![3, 2])),
+        other => panic!("{other:?}"),
+    }
+    // Other names through a key map.
+    let renamed = write("renamed.safetensors", &|t| {
+        for (k, _) in t.iter_mut() {
+            *k = k.replace("module.0.", "features.fc.");
+        }
+    });
+    assert!(SpecModel::load(&s, &renamed, &KeyMap::default(), DType::F32, &Device::Cpu).is_err());
+    let map = KeyMap {
+        rename: [("features.fc.weight", "0.weight"), ("features.fc.bias", "0.bias")]
+            .into_iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
+    };
+    SpecModel::load(&s, &renamed, &map, DType::F32, &Device::Cpu).unwrap();
+    // Spec errors name the layer.
+    let bad: ModelSpec = spec(r#"{"input": [4], "layers": [{"type": "Linear", "in_features": 5, "out_features": 3}]}"#);
+    assert!(matches!(bad.shapes(), Err(E::SpecLayer { index: 0, .. })));
+    assert!(serde_json::from_str::<ModelSpec>(r#"{"input": [4], "layers": [{"type": "Linear", "in_feature": 4, "out_features": 3}]}"#).is_err());
+}
+
+#[test]
+fn own_candle_code_with_sharing_and_untapped_parameters() {
+    // A user module: a tapped linear used twice (weight sharing -> shared route), a residual
+    // connection, a bare scalar parameter (fallback route), tapped layer norm.
+    use candle::Module;
+    use candle_nn::{VarBuilder, VarMap};
+    use stiff_gradkernel::{nn, ModuleNet};
+    struct Net {
+        a: nn::Linear,
+        shared: nn::Linear,
+        ln: nn::LayerNorm,
+        scale: Tensor,
+        head: nn::Linear,
+    }
+    impl Module for Net {
+        fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+            let h = nn::relu(&self.a.forward(x)?)?;
+            let h = (&h + nn::gelu(&self.shared.forward(&h)?)?)?;
+            let h = self.shared.forward(&h)?.broadcast_mul(&self.scale)?;
+            self.head.forward(&nn::leaky_relu(&self.ln.forward(&h)?, 0.1)?)
+        }
+    }
+    let vars = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vars, DType::F64, &Device::Cpu);
+    let net = Net {
+        a: nn::linear(6, 5, vb.pp("a")).unwrap(),
+        shared: nn::linear(5, 5, vb.pp("shared")).unwrap(),
+        ln: nn::layer_norm(5, 1e-5, vb.pp("ln")).unwrap(),
+        scale: vb.get_with_hints((), "scale", candle_nn::Init::Const(1.3)).unwrap(),
+        head: nn::linear_no_bias(5, 3, vb.pp("head")).unwrap(),
+    };
+    let m = ModuleNet::new(&net, &vars);
+    let x = flat_inputs(7, &[6], 2);
+    let y = labels(7, 3, 2);
+    let r = gram_net(&m, &x, &y, &Loss::CrossEntropy, &opts()).unwrap();
+    let forms: Vec<(String, RouteForm)> = r.routes.iter().map(|u| (u.name.clone(), u.form)).collect();
+    assert!(forms.contains(&("shared+shared".to_string(), RouteForm::Shared)), "{forms:?}");
+    assert!(forms.contains(&("fallback".to_string(), RouteForm::Fallback)), "{forms:?}");
+    assert!(forms.contains(&("a".to_string(), RouteForm::DenseFactorised)), "{forms:?}");
+    let o = reference_gram_net(&m, &x, &y, &Loss::CrossEntropy).unwrap();
+    let err = cosine_err(&r.k, &o);
+    assert!(err < COS_TOL_F64, "{err:e}");
+    // Per-example gradients (shared weight: per-call gradients summed) column by column.
+    let g = per_example_gradients_net(&m, &x, &y, &Loss::CrossEntropy, &opts()).unwrap();
+    let og = stiff_gradkernel::reference_per_example_gradients_net(&m, &x, &y, &Loss::CrossEntropy).unwrap();
+    let d = (g - og).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap();
+    assert!(d < 1e-10, "{d:e}");
+}
