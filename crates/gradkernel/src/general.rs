@@ -459,6 +459,7 @@ fn choose_positional(r: &Record, out_dims: &[usize], n: usize) -> RouteForm {
 }
 
 /// Finds units on a 1-example probe pass and sizes the chunks from the memory budget.
+#[allow(clippy::too_many_arguments)]
 fn plan<N: Network + ?Sized>(
     net: &N,
     x: &Tensor,

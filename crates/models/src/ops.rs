@@ -113,6 +113,15 @@ pub fn windows(x: &Tensor, win: &Window, pad_value: f64) -> Result<Tensor> {
     let (n, c, h, w) = x.dims4()?;
     let (ho, wo) = win.out_size(h, w)?;
     let (kh, kw) = win.kernel;
+    if win.stride == win.kernel && win.padding == (0, 0) && win.dilation == (1, 1) {
+        // Non-overlapping windows (the presets' pooling): one reshape and permute.
+        let cropped = x.narrow(2, 0, ho * kh)?.narrow(3, 0, wo * kw)?;
+        return Ok(cropped
+            .reshape((n, c, ho, kh, wo, kw))?
+            .permute((0, 1, 3, 5, 2, 4))?
+            .contiguous()?
+            .reshape((n, c, kh * kw, ho, wo))?);
+    }
     let (sh, sw) = win.stride;
     let (dh, dw) = win.dilation;
     // Trailing padding so every strided pick (`ho * s` rows from any offset) stays in range.
