@@ -40,11 +40,24 @@ fn method_parser() -> impl TypedValueParser<Value = Method> {
 #[derive(clap::Args, Debug)]
 pub struct GramArgs {
     /// Architecture preset; optional if the weights file stores its config.
-    #[arg(long, conflicts_with = "config", value_parser = preset_parser())]
+    #[arg(long, conflicts_with_all = ["config", "spec"], value_parser = preset_parser())]
     pub preset: Option<Preset>,
     /// Model configuration as JSON (stiff-models `ModelConfig`), instead of a preset.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "spec")]
     pub config: Option<PathBuf>,
+    /// Any `nn.Sequential` as a JSON layer list in PyTorch terms (stiff-models `ModelSpec`, see
+    /// the gradient-kernel README); the weights are then a PyTorch state dict (safetensors or
+    /// `.pt`/`.pth`, keys `0.weight`, ...).
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// With `--spec`: JSON object renaming weight-file keys to spec keys
+    /// (`{"features.0.weight": "0.weight"}`); a leading `module.` is stripped anyway.
+    #[arg(long, requires = "spec")]
+    pub key_map: Option<PathBuf>,
+    /// Loss whose per-example gradients are compared: cross-entropy, mse-onehot, or mse (float
+    /// targets `t` (N, outputs) in the --inputs file); other than cross-entropy needs --spec.
+    #[arg(long, default_value = "cross-entropy")]
+    pub loss: String,
     /// Number of classes [default: the checkpoint's (stored config, else the size of
     /// `head.bias`), else the dataset's, else largest label + 1]. Must agree with the checkpoint.
     #[arg(long)]
@@ -342,6 +355,12 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         (None, Some(d)) => load_dataset(&args, d)?,
         (None, None) => bail!("give --inputs FILE or --dataset NAME"),
     };
+    if args.spec.is_some() {
+        return run_spec(&args, ex, budget, &device);
+    }
+    if args.loss != "cross-entropy" && args.loss != "ce" {
+        bail!("--loss {} needs --spec (the --preset/--config path measures cross-entropy)", args.loss);
+    }
     let model = load_model(&args, &ex, &device)?;
     let num_classes = model.config().num_classes;
     if let Some((i, l)) = ex.labels.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
@@ -370,10 +389,47 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         e => anyhow::Error::new(e).context(format!("Gram of {}", ex.source)),
     })?;
 
+    let mut parts = Vec::new();
+    for (name, t) in &r.per_layer {
+        parts.push((format!("K.{name}"), t.clone()));
+    }
+    let meta = HashMap::from([
+        (stiff_models::io::CONFIG_METADATA_KEY.to_string(), serde_json::to_string(model.config())?),
+        ("source".to_string(), ex.source.clone()),
+    ]);
+    let details = serde_json::json!({
+        "model": model.config(),
+        "options": opts,
+        "per_layer": { "computed": per_layer, "note": per_layer_note },
+        "forms": r.forms,
+        "chunk": r.chunk,
+    });
+    let mean_loss = r.loss_per_example.iter().sum::<f64>() / n as f64;
+    publish(&args, ex, Computed { k: &r.k, parts, meta, num_classes, details, seconds: r.seconds, mean_loss })
+}
+
+/// What a Gram computation hands to the analysis and the writer.
+struct Computed<'a> {
+    k: &'a Tensor,
+    /// `K.<part>` tensors (per layer, or per unit of a spec model).
+    parts: Vec<(String, Tensor)>,
+    /// Metadata of `gram.safetensors`.
+    meta: HashMap<String, String>,
+    num_classes: usize,
+    /// Model, options and routes, merged into `stiffness.json`.
+    details: serde_json::Value,
+    seconds: f64,
+    mean_loss: f64,
+}
+
+/// Analyses `K` in place, then publishes `gram.safetensors` and `stiffness.json` together.
+fn publish(args: &GramArgs, ex: Examples, c: Computed<'_>) -> anyhow::Result<()> {
+    let n = ex.labels.len();
+    let num_classes = c.num_classes;
     // Analyse in place (no copy of K); a failure is recorded beside the Gram, not fatal to it.
     let settings =
         stiff_analysis::StiffnessSettings { allow_empty_classes: args.allow_empty_classes, ..Default::default() };
-    let class = with_host_view(&r.k, |k| match k {
+    let class = with_host_view(c.k, |k| match k {
         HostView::F32(v) => stiff_analysis::class_stiffness(v, &ex.labels, num_classes, &settings),
         HostView::F64(v) => stiff_analysis::class_stiffness(v, &ex.labels, num_classes, &settings),
     })?;
@@ -387,20 +443,17 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
     });
     let class = class.ok();
 
-    let mut tensors = vec![("K".to_string(), r.k.clone()), ("labels".to_string(), y)];
-    for (name, t) in &r.per_layer {
-        tensors.push((format!("K.{name}"), t.clone()));
-    }
-    let meta = HashMap::from([
-        (stiff_models::io::CONFIG_METADATA_KEY.to_string(), serde_json::to_string(model.config())?),
-        ("source".to_string(), ex.source.clone()),
-    ]);
+    let y = Tensor::from_vec(ex.labels.clone(), n, &Device::Cpu)?;
+    let mut tensors = vec![("K".to_string(), c.k.clone()), ("labels".to_string(), y)];
+    tensors.extend(c.parts);
     let mut files = ex.files;
     files.push(record("weights", &args.weights)?);
-    if let Some(c) = &args.config {
-        files.push(record("config", c)?);
+    for (role, p) in [("config", &args.config), ("spec", &args.spec), ("key_map", &args.key_map)] {
+        if let Some(p) = p {
+            files.push(record(role, p)?);
+        }
     }
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "schema_version": GRAM_SCHEMA_VERSION,
         "n": n,
         "num_classes": num_classes,
@@ -409,23 +462,22 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         "preprocess": ex.preprocess,
         "device": args.device,
         "weights": args.weights.display().to_string(),
-        "model": model.config(),
-        "options": opts,
-        "per_layer": { "computed": per_layer, "note": per_layer_note },
-        "forms": r.forms,
-        "chunk": r.chunk,
+        "loss": args.loss,
         "analysis_error": analysis_error,
         "within_sign": class.as_ref().map(|c| c.sign.within),
         "between_sign": class.as_ref().map(|c| c.sign.between),
         "within_cosine": class.as_ref().map(|c| c.cosine.within),
         "between_cosine": class.as_ref().map(|c| c.cosine.between),
         "class_stiffness": class,
-        "mean_loss": r.loss_per_example.iter().sum::<f64>() / n as f64,
-        "timing": { "gram_seconds": r.seconds },
+        "mean_loss": c.mean_loss,
+        "timing": { "gram_seconds": c.seconds },
     });
+    if let (Some(obj), serde_json::Value::Object(extra)) = (report.as_object_mut(), c.details) {
+        obj.extend(extra);
+    }
     // Both files or neither: a Gram is never published without its report.
     let mut set = stiff_fs::FileSet::new();
-    set.stage_with(&args.out.join("gram.safetensors"), |w| stiff_models::io::write_safetensors(w, &tensors, &meta))?;
+    set.stage_with(&args.out.join("gram.safetensors"), |w| stiff_models::io::write_safetensors(w, &tensors, &c.meta))?;
     set.stage(&args.out.join("stiffness.json"), &serde_json::to_vec_pretty(&report)?)?;
     set.publish()?;
     if let Some(e) = analysis_error {
@@ -441,10 +493,65 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         class.sign.between,
         class.cosine.within,
         class.cosine.between,
-        r.seconds,
+        c.seconds,
         args.out.display()
     );
     Ok(())
+}
+
+/// `--spec`: any `nn.Sequential` through the general engine (tapped fast path, exact fallback).
+fn run_spec(args: &GramArgs, ex: Examples, budget: u64, device: &Device) -> anyhow::Result<()> {
+    let spec_path = args.spec.as_ref().ok_or_else(|| anyhow!("--spec missing"))?;
+    let spec = stiff_models::ModelSpec::from_json_file(spec_path)?;
+    let keys = match &args.key_map {
+        Some(p) => stiff_models::KeyMap::from_json_file(p)?,
+        None => stiff_models::KeyMap::default(),
+    };
+    let dtype = if args.f64 { DType::F64 } else { DType::F32 };
+    let model = stiff_models::SpecModel::load(&spec, &args.weights, &keys, dtype, device)?;
+    let loss: stiff_gradkernel::Loss = args.loss.parse()?;
+    let outputs = spec.num_outputs()?;
+    if let Some(k) = args.num_classes.filter(|&k| k != outputs) {
+        bail!("--num-classes {k} contradicts --spec {}, whose network has {outputs} outputs", spec_path.display());
+    }
+    let n = ex.labels.len();
+    let targets = match loss {
+        stiff_gradkernel::Loss::Mse => {
+            let p = args.inputs.as_ref().ok_or_else(|| anyhow!("--loss mse needs --inputs with float targets `t`"))?;
+            let (mut t, _) = stiff_models::io::load_tensors(p, &Device::Cpu)?;
+            t.remove("t").ok_or_else(|| anyhow!("{}: --loss mse needs a float tensor `t` (N, {outputs})", p.display()))?
+        }
+        _ => {
+            if let Some((i, l)) = ex.labels.iter().enumerate().find(|(_, &l)| l as usize >= outputs) {
+                bail!("{}: label {l} at index {i} is out of range for a network with {outputs} outputs", ex.source);
+            }
+            Tensor::from_vec(ex.labels.clone(), n, &Device::Cpu)?
+        }
+    };
+    let opts = GramOptions {
+        memory_budget_bytes: budget as usize,
+        accumulate_f64: args.f64,
+        per_layer: !args.no_per_layer,
+        method: args.method,
+        ..Default::default()
+    };
+    let r = stiff_gradkernel::gram_net(&model, &ex.x, &targets, &loss, &opts)
+        .with_context(|| format!("Gram of {}", ex.source))?;
+    let parts = r.per_unit.iter().map(|(name, t)| (format!("K.{name}"), t.clone())).collect();
+    let meta = HashMap::from([
+        ("stiff.spec".to_string(), serde_json::to_string(&spec)?),
+        ("source".to_string(), ex.source.clone()),
+    ]);
+    let fallback = r.routes.iter().filter(|u| u.form == stiff_gradkernel::RouteForm::Fallback).count();
+    eprintln!("stiff gram --spec: {} units, {fallback} via the exact fallback", r.routes.len());
+    let details = serde_json::json!({
+        "spec": spec,
+        "options": opts,
+        "routes": r.routes,
+        "chunk": r.chunk,
+    });
+    let mean_loss = r.loss_per_example.iter().sum::<f64>() / n as f64;
+    publish(args, ex, Computed { k: &r.k, parts, meta, num_classes: outputs, details, seconds: r.seconds, mean_loss })
 }
 
 /// A borrowed `(N, N)` view of a host tensor's data.

@@ -189,7 +189,7 @@ pub(crate) enum HostMat {
 }
 
 impl HostMat {
-    fn zeros(dtype: DType, len: usize) -> Self {
+    pub(crate) fn zeros(dtype: DType, len: usize) -> Self {
         match dtype {
             DType::F64 => HostMat::F64(vec![0.0; len]),
             _ => HostMat::F32(vec![0.0; len]),
@@ -199,7 +199,7 @@ impl HostMat {
     /// Writes `block: (nr, nc)` at `(r0, c0)` of a matrix with `cols` columns; with `mirror`, also
     /// its transpose at `(c0, r0)`; with `upper_only` (a diagonal block) only entries `c >= r` are
     /// taken and mirrored, so the result is exactly symmetric.
-    fn put(&mut self, block: &Tensor, r0: usize, c0: usize, cols: usize, mirror: bool, upper_only: bool) -> Result<()> {
+    pub(crate) fn put(&mut self, block: &Tensor, r0: usize, c0: usize, cols: usize, mirror: bool, upper_only: bool) -> Result<()> {
         let (nr, nc) = block.dims2()?;
         let b = block.to_device(&Device::Cpu)?;
         #[allow(clippy::too_many_arguments)]
@@ -245,7 +245,7 @@ impl HostMat {
         })
     }
 
-    fn diag(&self, n: usize) -> Vec<f64> {
+    pub(crate) fn diag(&self, n: usize) -> Vec<f64> {
         match self {
             HostMat::F32(v) => (0..n).map(|i| v[i * n + i] as f64).collect(),
             HostMat::F64(v) => (0..n).map(|i| v[i * n + i]).collect(),

@@ -43,9 +43,12 @@ mod cpu_fast;
 mod engine;
 mod error;
 mod factors;
+mod general;
 mod materialise;
 mod pass;
 mod reference;
+pub mod nn;
+mod tape;
 
 use candle::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -53,6 +56,11 @@ use stiff_models::Model;
 
 pub use error::GradKernelError;
 pub use factors::LayerForm;
+pub use general::{
+    cross_gram_net, gram_net, per_example_gradients_net, reference_gram_net, reference_per_example_gradients_net, Loss,
+    LossFn, ModuleNet, NetGramResult, Network, PlainSpec, Route, RouteForm,
+};
+pub use tape::is_recording;
 pub use materialise::{logit_jacobians, per_example_gradients};
 pub use reference::{reference_gram, reference_per_example_gradients};
 

@@ -109,7 +109,7 @@ fn manual_pass(model: &Model, x: &Tensor, seed: Seed) -> Result<Pass> {
         let w = layers[l].weight.as_tensor().detach();
         let mut d = deltas.last().expect("non-empty").matmul(&w)?;
         if layers[l - 1].relu {
-            // relu'(z) = 1[z > 0]; candle's relu backward uses the same convention at 0.
+            // relu'(z) = 1[z > 0], the convention of `stiff_models::ops::relu` (the model's forward).
             let mask = pre[l - 1].gt(0.0)?.to_dtype(d.dtype())?;
             d = (d * mask)?;
         }

@@ -15,6 +15,12 @@ pub enum ModelError {
     WrongShape { path: PathBuf, key: String, got: Vec<usize>, expected: Vec<usize> },
     #[error("{path}: unexpected parameter `{key}` (not part of this architecture)")]
     UnexpectedKey { path: PathBuf, key: String },
+    #[error("layer {index} ({layer}): {msg}")]
+    SpecLayer { index: usize, layer: String, msg: String },
+    #[error("{path}: missing key `{key}` for layer {index} ({layer}), expected shape {expected:?}")]
+    SpecMissingKey { path: PathBuf, index: usize, layer: String, key: String, expected: Vec<usize> },
+    #[error("{path}: key `{key}` of layer {index} ({layer}) has shape {got:?}, expected {expected:?}")]
+    SpecShape { path: PathBuf, index: usize, layer: String, key: String, expected: Vec<usize>, got: Vec<usize> },
     #[error("{path}: no model configuration stored in the file metadata; pass the preset/config explicitly")]
     NoConfig { path: PathBuf },
     #[error("{path}: {msg}")]

@@ -29,10 +29,13 @@ mod error;
 pub mod io;
 pub mod loss;
 mod model;
+pub mod ops;
+pub mod spec;
 
 pub use arch::{ArchSpec, InputShape, ModelConfig, Preset};
 pub use error::ModelError;
 pub use model::{Layer, LayerKind, Model, Taps};
+pub use spec::{KeyMap, LayerSpec, ModelSpec, SpecModel};
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, ModelError>;

@@ -59,7 +59,7 @@ impl Layer {
 
     /// The block output after the pre-activation: ReLU (and pooling for conv layers).
     fn activate(&self, z: &Tensor) -> Result<Tensor> {
-        let a = if self.relu { z.relu()? } else { z.clone() };
+        let a = if self.relu { crate::ops::relu(z)? } else { z.clone() };
         Ok(match self.kind {
             LayerKind::Dense => a,
             LayerKind::Conv2d { pool, .. } => max_pool(&a, pool)?,
@@ -68,18 +68,14 @@ impl Layer {
 }
 
 /// `pool`x`pool` max pooling with stride `pool`, dropping the trailing rows/columns that do not
-/// fill a window. Written as reshape + max so its backward is candle's reduce-max backward, which
-/// is exact for any input size (candle's max_pool2d backward upsamples by nearest neighbour,
-/// which mis-assigns gradients when the size is not a multiple of the window).
-/// Exactly tied maxima inside a window each receive the full gradient.
+/// fill a window (PyTorch's floor mode). The gradient goes to the first maximal element of each
+/// window in row-major order ([`crate::ops::max_pool2d`]), as in PyTorch and JAX.
 pub(crate) fn max_pool(a: &Tensor, pool: usize) -> Result<Tensor> {
     if pool == 1 {
         return Ok(a.clone());
     }
-    let (n, c, h, w) = a.dims4()?;
-    let (h2, w2) = (h / pool, w / pool);
-    let cropped = a.narrow(2, 0, h2 * pool)?.narrow(3, 0, w2 * pool)?;
-    Ok(cropped.reshape((n, c, h2, pool, w2, pool))?.max(5)?.max(3)?)
+    let win = crate::ops::Window { kernel: (pool, pool), stride: (pool, pool), padding: (0, 0), dilation: (1, 1) };
+    crate::ops::max_pool2d(a, &win)
 }
 
 /// The intermediate tensors of one forward pass, for analysis and the gradient kernel.
