@@ -1,9 +1,11 @@
 //! `stiff`: the command-line front end of the stiffness toolkit.
 //!
 //! Subcommands: `gram` (per-example gradient Gram matrix and class stiffness for a checkpoint),
+//! `cross` (stiffness between whole datasets, tiled and shardable),
 //! `data` (fetch / verify datasets), `reproduce` / `report` / `list` (the paper's figures;
 //! `cargo xtask reproduce` calls this in a release build).
 
+mod cross;
 mod data;
 mod gram;
 mod measure;
@@ -22,6 +24,8 @@ struct Cli {
 enum Command {
     /// Per-example gradient Gram matrix (and per-layer Grams) plus class stiffness for given weights.
     Gram(gram::GramArgs),
+    /// Stiffness between whole datasets (e.g. all train x all test), streamed in tiles; `cross merge DIR` combines shards.
+    Cross(cross::CrossArgs),
     /// Datasets: fetch and verify.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -39,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Gram(args) => gram::run(args),
+        Command::Cross(args) => cross::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Measure(args) => measure::run(args),
         Command::Reproduce(args) => reproduce::run(args),
