@@ -98,13 +98,23 @@ impl Drop for Cluster {
 }
 
 fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn sh(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("could not start {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "{cmd:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -188,7 +198,13 @@ pub fn run(args: SlurmCheckArgs, root: &Path, cargo: &str) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("stiff-slurm-check-{}-{nanos}", std::process::id()));
     fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))?;
-    let mut cl = Cluster { conf: dir.join("slurm.conf"), dir: dir.clone(), daemons: Vec::new(), jobs: Vec::new(), keep: args.keep };
+    let mut cl = Cluster {
+        conf: dir.join("slurm.conf"),
+        dir: dir.clone(),
+        daemons: Vec::new(),
+        jobs: Vec::new(),
+        keep: args.keep,
+    };
     for sub in ["munge", "state", "spool", "logs", "jobs", "out", "single"] {
         fs::create_dir(dir.join(sub))?;
     }
@@ -256,7 +272,11 @@ pub fn run(args: SlurmCheckArgs, root: &Path, cargo: &str) -> Result<()> {
         Ok(String::from_utf8_lossy(&out.stdout).trim() == "idle")
     });
     if let Err(e) = idle {
-        eprintln!("--- slurmctld.log\n{}\n--- slurmd.log\n{}", tail(&dir.join("slurmctld.log"), 20), tail(&dir.join("slurmd.log"), 20));
+        eprintln!(
+            "--- slurmctld.log\n{}\n--- slurmd.log\n{}",
+            tail(&dir.join("slurmctld.log"), 20),
+            tail(&dir.join("slurmd.log"), 20)
+        );
         return Err(e);
     }
     eprintln!("slurm-check: single-node cluster `{host}` up ({cpus} CPUs)");

@@ -283,7 +283,11 @@ impl CrossAccumulator {
         }
         let cols = tile.col_sign_sum.nrows();
         if col0 + cols > self.n_cols {
-            return Err(AnalysisError::LengthMismatch { what: "tile columns", expected: self.n_cols, got: col0 + cols });
+            return Err(AnalysisError::LengthMismatch {
+                what: "tile columns",
+                expected: self.n_cols,
+                got: col0 + cols,
+            });
         }
         self.sums.add(tile, col0);
         Ok(())

@@ -286,9 +286,11 @@ fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
     };
     let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} tiles, {elapsed_precise} elapsed, ETA {eta_precise}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} tiles, {elapsed_precise} elapsed, ETA {eta_precise}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_message(format!("cross {} x {}", rows.len(), cols.len()));
     let mut cb = |p: stiff_cross::Progress| {

@@ -363,6 +363,7 @@ pub struct RunSummary {
 }
 
 /// How [`run`] proceeds.
+#[derive(Default)]
 pub struct RunControl<'a> {
     /// Only this shard's tiles (default: all).
     pub shard: Option<Shard>,
@@ -378,11 +379,6 @@ impl std::fmt::Debug for RunControl<'_> {
     }
 }
 
-impl Default for RunControl<'_> {
-    fn default() -> Self {
-        Self { shard: None, max_tiles: None, progress: None }
-    }
-}
 
 /// Paths of a job folder.
 pub(crate) struct Layout {
@@ -450,7 +446,10 @@ pub fn run(
         if let Some((i, l)) = set.labels.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
             return Err(CrossError::Invalid {
                 what: "labels",
-                reason: format!("{side} ({}): label {l} at index {i} is out of range for a {num_classes}-class model", set.name),
+                reason: format!(
+                    "{side} ({}): label {l} at index {i} is out of range for a {num_classes}-class model",
+                    set.name
+                ),
             });
         }
     }
@@ -473,8 +472,7 @@ pub fn run(
     publish_or_check(&lay.examples(), &serde_json::to_vec(&examples).expect("serialisable"), "examples.json")?;
 
     let hash = plan.hash();
-    let mine: Vec<usize> =
-        (0..plan.num_tiles()).filter(|&t| ctl.shard.is_none_or(|s| s.owns(t))).collect();
+    let mine: Vec<usize> = (0..plan.num_tiles()).filter(|&t| ctl.shard.is_none_or(|s| s.owns(t))).collect();
     let mut summary = RunSummary {
         tiles_total: plan.num_tiles(),
         tiles_in_shard: mine.len(),
@@ -508,7 +506,12 @@ pub fn run(
             pairs += ((tile.rows.1 - tile.rows.0) * (tile.cols.1 - tile.cols.0)) as u64;
         }
         if let Some(cb) = ctl.progress.as_mut() {
-            cb(Progress { done: done + 1, total: mine.len(), pairs_computed: pairs, elapsed: start.elapsed().as_secs_f64() });
+            cb(Progress {
+                done: done + 1,
+                total: mine.len(),
+                pairs_computed: pairs,
+                elapsed: start.elapsed().as_secs_f64(),
+            });
         }
     }
     summary.complete = (0..plan.num_tiles()).all(|t| lay.tile(t).exists());
@@ -560,7 +563,12 @@ fn compute_tile(
         })
     };
     let sums = reduce(&plan.settings)?;
-    Ok(ComputedTile { sums, row_norms: g.norms_a.clone(), col_norms: g.norms_b.clone(), seconds: t0.elapsed().as_secs_f64() })
+    Ok(ComputedTile {
+        sums,
+        row_norms: g.norms_a.clone(),
+        col_norms: g.norms_b.clone(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
 }
 
 /// [`ModelId`] of a weights file and its configuration (JSON): SHA-256 of both.

@@ -180,7 +180,9 @@ fn interrupted_run_resumes_to_identical_output() {
     // A stray temporary file from a killed writer must not count as a tile.
     std::fs::write(dir.path().join("tiles").join(".tile-000005.safetensors.tmp123"), b"junk").unwrap();
     match merge(dir.path()) {
-        Err(CrossError::Incomplete { missing, total, .. }) => assert_eq!((missing, total), (s.tiles_total - 4, s.tiles_total)),
+        Err(CrossError::Incomplete { missing, total, .. }) => {
+            assert_eq!((missing, total), (s.tiles_total - 4, s.tiles_total))
+        }
         other => panic!("expected Incomplete, got {other:?}"),
     }
     let s2 = run(&model(), model_id(), &set, &set, &o, dir.path(), RunControl::default()).unwrap();
