@@ -7,6 +7,8 @@ use std::process::{Command, ExitCode};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
+mod slurm;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +71,10 @@ enum Task {
     /// nvcc and the CUDA 13.0 libraries from PyPI into a venv and links against a libcuda stub
     /// (scripts/cuda-build-env.sh). Takes ~10 minutes the first time.
     BuildCuda,
+    /// Run docs/slurm.md's job arrays (Fig 8 --quick sweep, tiled `stiff cross`) on a throw-away
+    /// single-node Slurm cluster on this machine (as root; installs slurm-wlm and munge if
+    /// missing) and compare the merged results with a single-process run.
+    SlurmCheck(slurm::SlurmCheckArgs),
 }
 
 fn cargo() -> String {
@@ -176,6 +182,10 @@ fn main() -> Result<ExitCode> {
                     return Ok(code);
                 }
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Task::SlurmCheck(args) => {
+            slurm::run(args, &workspace_root(), &cargo())?;
             Ok(ExitCode::SUCCESS)
         }
         Task::BuildCuda => {

@@ -17,6 +17,7 @@ pub mod float;
 pub mod identity;
 pub mod io;
 pub mod settings;
+pub mod stream;
 pub mod superclass;
 mod validate;
 
@@ -33,6 +34,7 @@ pub use float::Float;
 pub use identity::{cosine_class_matrix_from_class_sums, cosine_class_matrix_from_unit_grads, UNIT_NORM_TOL};
 pub use io::{write_atomic, write_class_csv, write_curve_csv, write_json};
 pub use settings::{StiffnessSettings, SCHEMA_VERSION};
+pub use stream::{reduce_tile, ColumnSummary, CrossAccumulator, CrossStiffness, TilePlace, TileSums};
 pub use superclass::{superclass_block_score, BlockScore};
 
 /// The workspace README's "use one crate" example, compiled and run as a doctest so it cannot

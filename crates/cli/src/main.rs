@@ -1,12 +1,13 @@
 //! `stiff`: the command-line front end of the stiffness toolkit.
 //!
 //! Subcommands: `gram` (per-example gradient Gram matrix and class stiffness for a checkpoint),
-//! `measure`, `data` (fetch / verify datasets), `reproduce` / `report` / `list` (the paper's
+//! `measure`, `cross` (stiffness between whole datasets, tiled and shardable), `data` (fetch / verify datasets), `reproduce` / `report` / `list` (the paper's
 //! figures; `cargo xtask reproduce` calls this in a release build), `completions`.
 //!
 //! Results go to stdout, diagnostics (progress, notes, errors) to stderr. An error prints one
 //! message and its causes once, never a backtrace.
 
+mod cross;
 mod data;
 mod gram;
 mod measure;
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// Per-example gradient Gram matrix (and per-layer Grams) plus class stiffness for given weights.
     Gram(gram::GramArgs),
+    /// Stiffness between whole datasets (e.g. all train x all test), streamed in tiles; `cross merge DIR` combines shards.
+    Cross(cross::CrossArgs),
     /// Datasets: fetch and verify.
     #[command(subcommand)]
     Data(data::DataCommand),
@@ -51,6 +54,7 @@ enum Command {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Gram(args) => gram::run(args),
+        Command::Cross(args) => cross::run(args),
         Command::Data(cmd) => data::run(cmd),
         Command::Measure(args) => measure::run(args),
         Command::Reproduce(args) => reproduce::run(args),

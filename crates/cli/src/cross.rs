@@ -1,0 +1,328 @@
+//! `stiff cross`: stiffness between whole datasets (every row example against every column
+//! example), streamed in tiles that are reduced on the fly, checkpointed, and shardable.
+//!
+//! ```text
+//! stiff cross --preset fc6 --weights W --dataset mnist --rows train --cols test --out DIR
+//! stiff cross ... --shard 2/4          # one of 4 processes; then:
+//! stiff cross merge DIR
+//! ```
+//! `--rows` / `--cols`: `train`, `test`, `N` (class-balanced subset of N test examples),
+//! `train:N` / `test:N` (subset of that split), or a safetensors inputs file with `x` (N, ...)
+//! and `y` (N). Equal specs mean the same set: self-pairs are excluded.
+//!
+//! Writes `DIR/plan.json`, `DIR/examples.json`, `DIR/tiles/*` (checkpoints) and, once every
+//! tile is done, `DIR/cross.json`, `class_sign.csv`, `class_cosine.csv`, `columns.csv`,
+//! `cross.png`, `cross.svg` (see the `stiff-cross` crate).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use candle::{DType, Device, Tensor};
+use indicatif::{ProgressBar, ProgressStyle};
+use stiff_cross::{CrossOptions, ExampleSet, ModelId, RunControl, Shard};
+use stiff_gradkernel::Method;
+use stiff_models::{InputShape, Model, ModelConfig, Preset};
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct CrossArgs {
+    #[command(subcommand)]
+    pub sub: Option<CrossSub>,
+    #[command(flatten)]
+    pub run: CrossRunArgs,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CrossSub {
+    /// Combine the finished tiles of all shards in DIR into cross.json, CSVs and heatmaps.
+    Merge {
+        /// The folder given as --out to every shard.
+        dir: PathBuf,
+    },
+}
+
+/// The model: `--preset` or `--config`, and `--weights`. Kept apart so a `--spec FILE`
+/// (layer-list model) can be added in one place: [`load_model`].
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// Architecture preset (fc6, fc4, cnn5, cnn4); optional if the weights file stores its config.
+    #[arg(long, conflicts_with = "config")]
+    pub preset: Option<Preset>,
+    /// Model configuration as JSON (stiff-models `ModelConfig`), instead of a preset.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Number of classes for `--preset` (default: the dataset's, or 10).
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    /// Checkpoint (safetensors with the stiff-models keys).
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CrossRunArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Dataset for `train`/`test`/subset sides (mnist, fashion-mnist, cifar10, cifar100).
+    #[arg(long)]
+    pub dataset: Option<stiff_data::DatasetName>,
+    /// Dataset directory (default: the stiff-data search path). Never downloads.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Row examples: train, test, N, train:N, test:N, or an inputs file.
+    #[arg(long, default_value = "train")]
+    pub rows: String,
+    /// Column examples: same forms as --rows.
+    #[arg(long, default_value = "test")]
+    pub cols: String,
+    /// Seed of subset draws.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder (shared by all shards).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Working-memory budget in MiB (sizes the tiles).
+    #[arg(long, default_value_t = 2048)]
+    pub budget_mb: usize,
+    /// Rows per tile (default: from the budget).
+    #[arg(long)]
+    pub tile_rows: Option<usize>,
+    /// Columns per tile (default: all columns, at most 16384).
+    #[arg(long)]
+    pub tile_cols: Option<usize>,
+    /// Gram products in f64.
+    #[arg(long)]
+    pub f64: bool,
+    /// auto, factorised or materialised.
+    #[arg(long, default_value = "auto", value_parser = parse_method)]
+    pub method: Method,
+    /// Compute only shard K of N (0-based), e.g. from a Slurm array task; merge afterwards.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Stop after computing this many tiles (rerun to continue).
+    #[arg(long)]
+    pub max_tiles: Option<usize>,
+    /// Length of the most-anti-stiff list in cross.json.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Do not merge at the end even if every tile is finished.
+    #[arg(long)]
+    pub no_merge: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_method(s: &str) -> Result<Method, String> {
+    match s {
+        "auto" => Ok(Method::Auto),
+        "factorised" | "factorized" => Ok(Method::Factorised),
+        "materialised" | "materialized" => Ok(Method::Materialised),
+        _ => Err(format!("unknown method `{s}` (expected auto, factorised or materialised)")),
+    }
+}
+
+/// One side as given on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Side {
+    Split { train: bool, subset: Option<usize> },
+    File(PathBuf),
+}
+
+fn parse_side(arg: &str, s: &str) -> anyhow::Result<Side> {
+    let split = |name: &str| match name {
+        "train" => Some(true),
+        "test" => Some(false),
+        _ => None,
+    };
+    if let Some(t) = split(s) {
+        return Ok(Side::Split { train: t, subset: None });
+    }
+    if let Ok(n) = s.parse::<usize>() {
+        return Ok(Side::Split { train: false, subset: Some(n) });
+    }
+    if let Some((a, b)) = s.split_once(':') {
+        if let (Some(t), Ok(n)) = (split(a), b.parse::<usize>()) {
+            return Ok(Side::Split { train: t, subset: Some(n) });
+        }
+    }
+    let p = PathBuf::from(s);
+    if p.exists() {
+        return Ok(Side::File(p));
+    }
+    bail!("{arg} `{s}`: expected train, test, N, train:N, test:N, or an existing inputs file")
+}
+
+fn load_file(path: &Path) -> anyhow::Result<ExampleSet> {
+    let (mut t, _) = stiff_models::io::load_tensors(path, &Device::Cpu)
+        .with_context(|| format!("reading inputs file {}", path.display()))?;
+    let x = t.remove("x").ok_or_else(|| anyhow!("{}: missing tensor `x` (inputs, (N, ...))", path.display()))?;
+    let y = t.remove("y").ok_or_else(|| anyhow!("{}: missing tensor `y` (labels, (N))", path.display()))?;
+    if x.rank() < 2 || x.dim(0)? == 0 || !x.dtype().is_float() {
+        bail!("{}: `x` must be a float (N, ...) tensor with N > 0, got {:?} {:?}", path.display(), x.dtype(), x.dims());
+    }
+    let n = x.dim(0)?;
+    if y.dims() != [n] {
+        bail!("{}: `y` has shape {:?} but `x` has {n} examples", path.display(), y.dims());
+    }
+    let labels: Vec<i64> = match y.dtype() {
+        DType::U8 | DType::U32 | DType::I64 => y.to_dtype(DType::I64)?.to_vec1()?,
+        other => bail!("{}: `y` must be u8, u32 or i64 labels, got {other:?}", path.display()),
+    };
+    if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l > u32::MAX as i64) {
+        bail!("{}: label {l} at index {i} is negative or too large", path.display());
+    }
+    let name = format!("{} ({n})", path.display());
+    Ok(ExampleSet::new(name, x, labels.into_iter().map(|l| l as u32).collect(), (0..n).collect())?)
+}
+
+fn load_side(args: &CrossRunArgs, ds: Option<&stiff_data::Dataset>, side: &Side) -> anyhow::Result<ExampleSet> {
+    match side {
+        Side::File(p) => load_file(p),
+        Side::Split { train, subset } => {
+            let (ds, name) = match (ds, args.dataset) {
+                (Some(d), Some(n)) => (d, n),
+                _ => bail!("--rows/--cols train, test or a subset size need --dataset"),
+            };
+            let split = if *train { &ds.train } else { &ds.test };
+            let sname = if *train { "train" } else { "test" };
+            let idx: Vec<usize> = match subset {
+                None => (0..split.len()).collect(),
+                Some(n) => stiff_data::sampling::balanced_subset(&split.labels, ds.num_classes(), *n, args.seed)
+                    .with_context(|| format!("subset of {n} from the {name} {sname} split"))?,
+            };
+            let part = if subset.is_some() { split.select(&idx)? } else { split.clone() };
+            let x = stiff_data::preprocess::Preprocess::default().apply(&part.images)?;
+            let desc = match subset {
+                None => format!("{name} {sname} ({})", idx.len()),
+                Some(n) => format!("{name} {sname}, balanced subset of {n} (seed {})", args.seed),
+            };
+            Ok(ExampleSet::new(desc, x, part.labels.clone(), idx)?)
+        }
+    }
+}
+
+fn input_shape(x: &Tensor) -> anyhow::Result<InputShape> {
+    Ok(match x.dims() {
+        [_, c, h, w] => InputShape::new(*c, *h, *w),
+        [_, h, w] => InputShape::new(1, *h, *w),
+        [_, f] => InputShape::new(1, 1, *f),
+        d => bail!("inputs must be (N, C, H, W), (N, H, W) or (N, F); got {d:?}"),
+    })
+}
+
+/// The one place models are built for `cross` (add `--spec FILE` here).
+fn load_model(args: &ModelArgs, x: &Tensor, dataset_classes: Option<usize>) -> anyhow::Result<(Model, ModelId)> {
+    let w = args.weights.as_ref().ok_or_else(|| anyhow!("--weights FILE is required"))?;
+    let classes = args.num_classes.or(dataset_classes).unwrap_or(10);
+    let model = if let Some(p) = args.preset {
+        let cfg = ModelConfig::preset(p, input_shape(x)?, classes);
+        Model::load_with_config(w, &cfg, DType::F32, &Device::Cpu)
+    } else if let Some(c) = &args.config {
+        let text = std::fs::read_to_string(c).with_context(|| format!("reading config {}", c.display()))?;
+        let cfg: ModelConfig =
+            serde_json::from_str(&text).with_context(|| format!("{}: not a model configuration", c.display()))?;
+        Model::load_with_config(w, &cfg, DType::F32, &Device::Cpu)
+    } else {
+        Model::load(w, DType::F32, &Device::Cpu)
+    }
+    .with_context(|| format!("loading weights {}", w.display()))?;
+    let id = stiff_cross::model_id(w, &serde_json::to_string(model.config())?)?;
+    Ok((model, id))
+}
+
+pub fn run(args: CrossArgs) -> anyhow::Result<()> {
+    match args.sub {
+        Some(CrossSub::Merge { dir }) => merge(&dir),
+        None => run_job(args.run),
+    }
+}
+
+fn merge(dir: &Path) -> anyhow::Result<()> {
+    let out = stiff_cross::merge(dir)?;
+    let r = &out.report;
+    eprintln!(
+        "stiff cross merge: {} x {} = {} pairs; sign within {:.4} between {:.4}; cosine within {:.4} between {:.4}; {:.1} s of compute; wrote {}",
+        r.settings.rows.n,
+        r.settings.cols.n,
+        r.pairs,
+        r.class_sign.within,
+        r.class_sign.between,
+        r.class_cosine.within,
+        r.class_cosine.between,
+        r.timing.seconds,
+        dir.join("cross.json").display()
+    );
+    Ok(())
+}
+
+fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
+    let out = args.out.clone().ok_or_else(|| anyhow!("--out DIR is required"))?;
+    let rows_side = parse_side("--rows", &args.rows)?;
+    let cols_side = parse_side("--cols", &args.cols)?;
+    let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
+    let needs_data = [&rows_side, &cols_side].iter().any(|s| matches!(s, Side::Split { .. }));
+    let ds = match (needs_data, args.dataset) {
+        (true, Some(name)) => Some(
+            stiff_data::load(name, args.data_dir.as_deref())
+                .with_context(|| format!("loading dataset {name} (fetch it first: stiff data fetch {name})"))?,
+        ),
+        (true, None) => bail!("--rows/--cols train, test or a subset size need --dataset"),
+        (false, _) => None,
+    };
+    let rows = load_side(&args, ds.as_ref(), &rows_side)?;
+    let cols = if cols_side == rows_side { rows.clone() } else { load_side(&args, ds.as_ref(), &cols_side)? };
+    let (model, id) = load_model(&args.model, &rows.x, ds.as_ref().map(|d| d.num_classes()))?;
+    drop(ds);
+    let opts = CrossOptions {
+        memory_budget_bytes: args.budget_mb << 20,
+        tile_rows: args.tile_rows,
+        tile_cols: args.tile_cols,
+        accumulate_f64: args.f64,
+        method: args.method,
+        same_set: cols_side == rows_side,
+        top: args.top,
+        ..CrossOptions::default()
+    };
+    let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} tiles, {elapsed_precise} elapsed, ETA {eta_precise}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("cross {} x {}", rows.len(), cols.len()));
+    let mut cb = |p: stiff_cross::Progress| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+    };
+    let summary = stiff_cross::run(
+        &model,
+        id,
+        &rows,
+        &cols,
+        &opts,
+        &out,
+        RunControl { shard, max_tiles: args.max_tiles, progress: Some(&mut cb) },
+    )?;
+    bar.finish_and_clear();
+    let p = &summary.plan;
+    eprintln!(
+        "stiff cross: {} x {} in {} tiles of {} x {} ({} in this shard: {} computed, {} already done)",
+        p.rows.n,
+        p.cols.n,
+        summary.tiles_total,
+        p.tile_rows,
+        p.tile_cols,
+        summary.tiles_in_shard,
+        summary.computed,
+        summary.resumed
+    );
+    if summary.complete && !args.no_merge {
+        merge(&out)?;
+    } else if !summary.complete {
+        eprintln!("not all tiles are finished yet; when they are: stiff cross merge {}", out.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,581 @@
+//! # stiff-cross
+//!
+//! Stiffness between whole datasets: every row example (e.g. all 60,000 MNIST training images)
+//! against every column example (e.g. all 10,000 test images), without ever holding the cross
+//! Gram matrix `K[i,j] = g^rows_i . g^cols_j` (for fc6 the materialised gradients alone would be
+//! 143 GB).
+//!
+//! * **Tiles.** `K` is cut into a fixed grid of `tile_rows x tile_cols` tiles, sized from the
+//!   memory budget ([`CrossOptions::memory_budget_bytes`], default 2 GiB). Each tile is one
+//!   [`stiff_gradkernel::cross_gram`] call (both sides' forward/backward recomputed, cheap next
+//!   to the Gram product when tiles are large), reduced at once by
+//!   [`stiff_analysis::reduce_tile`] into class-pair sums and counts and per-column sums, then
+//!   dropped.
+//! * **Checkpoints.** Each finished tile's sums go atomically to
+//!   `DIR/tiles/tile-NNNNNN.safetensors`; a rerun skips finished tiles (resume).
+//! * **Shards.** `Shard { k, n }` computes the tiles with `index % n == k`; any number of
+//!   processes (Slurm array tasks) can share `DIR`. [`merge`] adds all tiles in tile-index
+//!   order and writes `DIR/cross.json`, CSVs and heatmaps.
+//! * **Same answer.** Sums are f64, counts integers, each tile is reduced in fixed row groups,
+//!   and tiles are added in index order, so the result is bit-identical however the tiles were
+//!   ordered, split over shards, or interrupted and resumed. The tile grid itself is part of the
+//!   job (`DIR/plan.json`): a rerun with other settings, data or weights is refused.
+
+mod error;
+mod report;
+mod tilefile;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use stiff_analysis::{reduce_tile, StiffnessSettings, TilePlace};
+use stiff_gradkernel::{GramOptions, Method};
+use stiff_models::Model;
+
+pub use error::{CrossError, Result};
+pub use report::{merge, AntiStiff, CrossReport, MergeOutput};
+
+/// Default memory budget: 2 GiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
+
+/// Version of `plan.json`, tile files and `cross.json`.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One side of the cross Gram: examples with labels.
+#[derive(Debug, Clone)]
+pub struct ExampleSet {
+    /// Human-readable origin, e.g. `mnist train (60000)`.
+    pub name: String,
+    /// `(N, ...)` float inputs (moved to the CPU), in any shape and dtype the model accepts.
+    pub x: Tensor,
+    /// `(N)` class labels.
+    pub labels: Vec<u32>,
+    /// `(N)` index of each example in its source (split or inputs file), for reports.
+    pub ids: Vec<usize>,
+}
+
+impl ExampleSet {
+    /// Checks that `x` has N rows matching `labels` and `ids`, N > 0.
+    pub fn new(name: impl Into<String>, x: Tensor, labels: Vec<u32>, ids: Vec<usize>) -> Result<Self> {
+        let name = name.into();
+        let n = x.dims().first().copied().unwrap_or(0);
+        if x.rank() < 2 || n == 0 {
+            return Err(CrossError::Invalid {
+                what: "example set",
+                reason: format!("{name}: x must be (N, ...) with N > 0, got {:?}", x.dims()),
+            });
+        }
+        if labels.len() != n || ids.len() != n {
+            return Err(CrossError::Invalid {
+                what: "example set",
+                reason: format!("{name}: {n} inputs but {} labels and {} ids", labels.len(), ids.len()),
+            });
+        }
+        if !x.dtype().is_float() {
+            return Err(CrossError::Invalid {
+                what: "example set",
+                reason: format!("{name}: x must be a float tensor, got {:?}", x.dtype()),
+            });
+        }
+        let x = x.to_device(&Device::Cpu)?;
+        Ok(Self { name, x, labels, ids })
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Always false (an example set is never empty).
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// SHA-256 over shape, inputs (f32 little-endian) and labels: identifies the data in the plan.
+    pub fn fingerprint(&self) -> Result<String> {
+        let mut h = Sha256::new();
+        h.update(format!("{:?} {:?}", self.x.dtype(), self.x.dims()).as_bytes());
+        if self.x.dtype() == DType::F64 {
+            for v in self.x.flatten_all()?.to_vec1::<f64>()? {
+                h.update(v.to_le_bytes());
+            }
+        } else {
+            for v in self.x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()? {
+                h.update(v.to_le_bytes());
+            }
+        }
+        for l in &self.labels {
+            h.update(l.to_le_bytes());
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+}
+
+/// What identifies the model in the plan: a fingerprint (e.g. SHA-256 of the weights file and
+/// configuration) and a description for humans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelId {
+    pub fingerprint: String,
+    pub description: String,
+}
+
+/// Options of a cross-stiffness job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CrossOptions {
+    /// Working-memory budget in bytes (default [`DEFAULT_MEMORY_BUDGET`]): sizes the tiles.
+    pub memory_budget_bytes: usize,
+    /// Rows per tile (default: from the budget).
+    pub tile_rows: Option<usize>,
+    /// Columns per tile (default: all columns, at most 16,384).
+    pub tile_cols: Option<usize>,
+    /// Gram products in f64 (default false).
+    pub accumulate_f64: bool,
+    /// Gram method (default auto).
+    pub method: Method,
+    /// Rows and columns are the same example set: self-pairs are excluded. Default false.
+    pub same_set: bool,
+    /// Pairwise stiffness conventions.
+    pub settings: StiffnessSettings,
+    /// Length of the ranked list of most anti-stiff column examples in `cross.json` (default 20).
+    pub top: usize,
+}
+
+impl Default for CrossOptions {
+    fn default() -> Self {
+        Self {
+            memory_budget_bytes: DEFAULT_MEMORY_BUDGET,
+            tile_rows: None,
+            tile_cols: None,
+            accumulate_f64: false,
+            method: Method::Auto,
+            same_set: false,
+            settings: StiffnessSettings::default(),
+            top: 20,
+        }
+    }
+}
+
+/// One side as recorded in the plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SideInfo {
+    pub name: String,
+    pub n: usize,
+    pub fingerprint: String,
+}
+
+/// Everything that fixes the answer of a job, stored as `DIR/plan.json`. Two processes with the
+/// same plan compute bit-identical tiles (same machine).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub rows: SideInfo,
+    pub cols: SideInfo,
+    pub num_classes: usize,
+    pub same_set: bool,
+    pub model: ModelId,
+    pub tile_rows: usize,
+    pub tile_cols: usize,
+    pub row_tiles: usize,
+    pub col_tiles: usize,
+    pub gram_budget_bytes: usize,
+    pub accumulate_f64: bool,
+    pub method: Method,
+    pub settings: StiffnessSettings,
+    pub top: usize,
+}
+
+/// One tile of the grid, row-major index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tile {
+    pub index: usize,
+    pub rows: (usize, usize),
+    pub cols: (usize, usize),
+}
+
+impl Plan {
+    /// The plan for `rows x cols` under `opts`.
+    pub fn new(
+        rows: &ExampleSet,
+        cols: &ExampleSet,
+        num_classes: usize,
+        model: ModelId,
+        opts: &CrossOptions,
+    ) -> Result<Plan> {
+        if opts.memory_budget_bytes < (16 << 20) {
+            return Err(CrossError::Invalid {
+                what: "memory budget",
+                reason: format!("{} bytes is below the 16 MiB minimum", opts.memory_budget_bytes),
+            });
+        }
+        if opts.same_set && rows.len() != cols.len() {
+            return Err(CrossError::Invalid {
+                what: "same_set",
+                reason: format!("rows ({}) and columns ({}) differ in size", rows.len(), cols.len()),
+            });
+        }
+        for (what, v) in [("tile_rows", opts.tile_rows), ("tile_cols", opts.tile_cols)] {
+            if v == Some(0) {
+                return Err(CrossError::Invalid { what, reason: "must be at least 1".into() });
+            }
+        }
+        let (n, m) = (rows.len(), cols.len());
+        let elem = if opts.accumulate_f64 { 8 } else { 4 };
+        // Half the budget for the tile (the Gram's own host matrix, its tensor and our copy:
+        // about three tile-sized buffers), a quarter for the Gram's chunk work, the rest for
+        // data, model and the per-column sums.
+        let area = (opts.memory_budget_bytes / 2 / (3 * elem)).max(1);
+        let tile_cols = opts.tile_cols.unwrap_or(m.min(16_384)).min(m);
+        let tile_rows = opts.tile_rows.unwrap_or_else(|| {
+            let r = (area / tile_cols).max(1);
+            if r >= 128 {
+                r / 64 * 64
+            } else {
+                r
+            }
+        });
+        let tile_rows = tile_rows.min(n);
+        Ok(Plan {
+            format_version: FORMAT_VERSION,
+            rows: SideInfo { name: rows.name.clone(), n, fingerprint: rows.fingerprint()? },
+            cols: SideInfo { name: cols.name.clone(), n: m, fingerprint: cols.fingerprint()? },
+            num_classes,
+            same_set: opts.same_set,
+            model,
+            tile_rows,
+            tile_cols,
+            row_tiles: n.div_ceil(tile_rows),
+            col_tiles: m.div_ceil(tile_cols),
+            gram_budget_bytes: opts.memory_budget_bytes / 4,
+            accumulate_f64: opts.accumulate_f64,
+            method: opts.method,
+            settings: opts.settings,
+            top: opts.top,
+        })
+    }
+
+    /// Number of tiles.
+    pub fn num_tiles(&self) -> usize {
+        self.row_tiles * self.col_tiles
+    }
+
+    /// Tile `index` (row-major over the grid).
+    pub fn tile(&self, index: usize) -> Tile {
+        let (ri, ci) = (index / self.col_tiles, index % self.col_tiles);
+        let r0 = ri * self.tile_rows;
+        let c0 = ci * self.tile_cols;
+        Tile {
+            index,
+            rows: (r0, (r0 + self.tile_rows).min(self.rows.n)),
+            cols: (c0, (c0 + self.tile_cols).min(self.cols.n)),
+        }
+    }
+
+    /// A stable hash of the plan (stored in every tile file).
+    pub fn hash(&self) -> String {
+        let json = serde_json::to_vec(self).expect("plan serialises");
+        hex::encode(Sha256::digest(json))
+    }
+
+    /// Compares with the plan stored in `path`, field by field, for a clear refusal.
+    fn check_same(&self, stored: &Plan, path: &Path) -> Result<()> {
+        let a = serde_json::to_value(stored).expect("plan serialises");
+        let b = serde_json::to_value(self).expect("plan serialises");
+        if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+            for (k, va) in a {
+                let vb = b.get(k).cloned().unwrap_or(serde_json::Value::Null);
+                if *va != vb {
+                    return Err(CrossError::PlanMismatch {
+                        path: path.to_path_buf(),
+                        field: k.clone(),
+                        existing: va.to_string(),
+                        new: vb.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `k`-th of `n` shards (0-based): tiles with `index % n == k`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub k: usize,
+    pub n: usize,
+}
+
+impl Shard {
+    /// Parses `K/N`.
+    pub fn parse(s: &str) -> Result<Shard> {
+        let bad = || CrossError::Shard(s.to_string());
+        let (k, n) = s.split_once('/').ok_or_else(bad)?;
+        let k: usize = k.trim().parse().map_err(|_| bad())?;
+        let n: usize = n.trim().parse().map_err(|_| bad())?;
+        if n == 0 || k >= n {
+            return Err(bad());
+        }
+        Ok(Shard { k, n })
+    }
+
+    /// Whether tile `index` belongs to this shard.
+    pub fn owns(&self, index: usize) -> bool {
+        index % self.n == self.k
+    }
+}
+
+/// Labels and source indices of both sides, stored as `DIR/examples.json` for [`merge`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Examples {
+    pub row_labels: Vec<u32>,
+    pub col_labels: Vec<u32>,
+    pub row_ids: Vec<usize>,
+    pub col_ids: Vec<usize>,
+}
+
+/// Progress of a run, passed to the callback after each tile.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Tiles of this shard finished (including ones found finished).
+    pub done: usize,
+    /// Tiles of this shard.
+    pub total: usize,
+    /// Pairs computed by this process so far (not counting resumed tiles).
+    pub pairs_computed: u64,
+    /// Seconds since this process started the job.
+    pub elapsed: f64,
+}
+
+/// What one invocation of [`run`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSummary {
+    pub tiles_total: usize,
+    pub tiles_in_shard: usize,
+    /// Tiles computed now.
+    pub computed: usize,
+    /// Tiles of this shard found already finished.
+    pub resumed: usize,
+    /// All tiles of the whole grid are finished (so [`merge`] will succeed).
+    pub complete: bool,
+    pub plan: Plan,
+}
+
+/// How [`run`] proceeds.
+#[derive(Default)]
+pub struct RunControl<'a> {
+    /// Only this shard's tiles (default: all).
+    pub shard: Option<Shard>,
+    /// Stop after computing this many tiles (a time slice, or a simulated interruption).
+    pub max_tiles: Option<usize>,
+    /// Called after every tile.
+    pub progress: Option<&'a mut dyn FnMut(Progress)>,
+}
+
+impl std::fmt::Debug for RunControl<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunControl").field("shard", &self.shard).field("max_tiles", &self.max_tiles).finish()
+    }
+}
+
+
+/// Paths of a job folder.
+pub(crate) struct Layout {
+    pub dir: PathBuf,
+}
+
+impl Layout {
+    pub fn plan(&self) -> PathBuf {
+        self.dir.join("plan.json")
+    }
+    pub fn examples(&self) -> PathBuf {
+        self.dir.join("examples.json")
+    }
+    pub fn tiles(&self) -> PathBuf {
+        self.dir.join("tiles")
+    }
+    pub fn tile(&self, index: usize) -> PathBuf {
+        self.tiles().join(format!("tile-{index:06}.safetensors"))
+    }
+}
+
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read(path).map_err(|source| CrossError::Io { path: path.to_path_buf(), source })?;
+    serde_json::from_slice(&text).map_err(|e| CrossError::BadFile { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+fn write_json_atomic<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(v).expect("serialisable");
+    bytes.push(b'\n');
+    stiff_fs::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// Writes `value` to `path` unless an identical file is there; a different one is an error.
+fn publish_or_check(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
+    match std::fs::read(path) {
+        Ok(existing) if existing == bytes => Ok(()),
+        Ok(_) => Err(CrossError::PlanMismatch {
+            path: path.to_path_buf(),
+            field: what.to_string(),
+            existing: "(other content)".into(),
+            new: "(this job's)".into(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(stiff_fs::write_atomic(path, bytes)?),
+        Err(source) => Err(CrossError::Io { path: path.to_path_buf(), source }),
+    }
+}
+
+/// Computes (this shard's share of) the tiles of `rows x cols` into `dir`, skipping tiles that
+/// are already finished. Call [`merge`] once every shard is done.
+///
+/// `num_classes` is the model's; every label must be below it.
+pub fn run(
+    model: &Model,
+    model_id: ModelId,
+    rows: &ExampleSet,
+    cols: &ExampleSet,
+    opts: &CrossOptions,
+    dir: &Path,
+    mut ctl: RunControl<'_>,
+) -> Result<RunSummary> {
+    let start = Instant::now();
+    let num_classes = model.config().num_classes;
+    for (side, set) in [("rows", rows), ("cols", cols)] {
+        if let Some((i, l)) = set.labels.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
+            return Err(CrossError::Invalid {
+                what: "labels",
+                reason: format!(
+                    "{side} ({}): label {l} at index {i} is out of range for a {num_classes}-class model",
+                    set.name
+                ),
+            });
+        }
+    }
+    let plan = Plan::new(rows, cols, num_classes, model_id, opts)?;
+    let lay = Layout { dir: dir.to_path_buf() };
+    std::fs::create_dir_all(lay.tiles()).map_err(|source| CrossError::Io { path: lay.tiles(), source })?;
+    match std::fs::metadata(lay.plan()) {
+        Ok(_) => {
+            let stored: Plan = read_json(&lay.plan())?;
+            plan.check_same(&stored, &lay.plan())?;
+        }
+        Err(_) => write_json_atomic(&lay.plan(), &plan)?,
+    }
+    let examples = Examples {
+        row_labels: rows.labels.clone(),
+        col_labels: cols.labels.clone(),
+        row_ids: rows.ids.clone(),
+        col_ids: cols.ids.clone(),
+    };
+    publish_or_check(&lay.examples(), &serde_json::to_vec(&examples).expect("serialisable"), "examples.json")?;
+
+    let hash = plan.hash();
+    let mine: Vec<usize> = (0..plan.num_tiles()).filter(|&t| ctl.shard.is_none_or(|s| s.owns(t))).collect();
+    let mut summary = RunSummary {
+        tiles_total: plan.num_tiles(),
+        tiles_in_shard: mine.len(),
+        computed: 0,
+        resumed: 0,
+        complete: false,
+        plan: plan.clone(),
+    };
+    let gram_opts = GramOptions {
+        memory_budget_bytes: plan.gram_budget_bytes,
+        accumulate_f64: plan.accumulate_f64,
+        per_layer: false,
+        method: plan.method,
+        ..GramOptions::default()
+    };
+    let mut pairs = 0u64;
+    for (done, &t) in mine.iter().enumerate() {
+        let path = lay.tile(t);
+        if path.exists() {
+            // A finished tile must belong to this plan; a foreign or damaged one is an error.
+            tilefile::read(&path, &hash, &plan.tile(t), num_classes)?;
+            summary.resumed += 1;
+        } else {
+            if ctl.max_tiles.is_some_and(|m| summary.computed >= m) {
+                break;
+            }
+            let tile = plan.tile(t);
+            let sums = compute_tile(model, rows, cols, &plan, &tile, &gram_opts)?;
+            tilefile::write(&path, &hash, &tile, &sums)?;
+            summary.computed += 1;
+            pairs += ((tile.rows.1 - tile.rows.0) * (tile.cols.1 - tile.cols.0)) as u64;
+        }
+        if let Some(cb) = ctl.progress.as_mut() {
+            cb(Progress {
+                done: done + 1,
+                total: mine.len(),
+                pairs_computed: pairs,
+                elapsed: start.elapsed().as_secs_f64(),
+            });
+        }
+    }
+    summary.complete = (0..plan.num_tiles()).all(|t| lay.tile(t).exists());
+    Ok(summary)
+}
+
+/// Sums of one tile plus what the report needs from it.
+#[derive(Debug, Clone)]
+pub(crate) struct ComputedTile {
+    pub sums: stiff_analysis::TileSums,
+    pub row_norms: Vec<f64>,
+    pub col_norms: Vec<f64>,
+    pub seconds: f64,
+}
+
+fn compute_tile(
+    model: &Model,
+    rows: &ExampleSet,
+    cols: &ExampleSet,
+    plan: &Plan,
+    tile: &Tile,
+    gram_opts: &GramOptions,
+) -> Result<ComputedTile> {
+    let t0 = Instant::now();
+    let (r0, r1) = tile.rows;
+    let (c0, c1) = tile.cols;
+    let xa = rows.x.narrow(0, r0, r1 - r0)?;
+    let xb = cols.x.narrow(0, c0, c1 - c0)?;
+    let ya = Tensor::new(&rows.labels[r0..r1], &Device::Cpu)?;
+    let yb = Tensor::new(&cols.labels[c0..c1], &Device::Cpu)?;
+    let g = stiff_gradkernel::cross_gram(model, &xa, &ya, &xb, &yb, gram_opts)
+        .map_err(|source| CrossError::Gram { tile: tile.index, source })?;
+    let place = TilePlace { row0: r0, col0: c0, exclude_self: plan.same_set };
+    let (nr, nc) = (r1 - r0, c1 - c0);
+    let k = g.k.to_device(&Device::Cpu)?;
+    let reduce = |s: &StiffnessSettings| -> Result<stiff_analysis::TileSums> {
+        let labels = (&rows.labels[r0..r1], &cols.labels[c0..c1]);
+        Ok(match k.dtype() {
+            DType::F64 => {
+                let v = k.flatten_all()?.to_vec1::<f64>()?;
+                let view = ndarray::ArrayView2::from_shape((nr, nc), &v).expect("tile shape");
+                reduce_tile(view, place, labels.0, labels.1, &g.norms_a, &g.norms_b, plan.num_classes, s)?
+            }
+            _ => {
+                let v = k.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let view = ndarray::ArrayView2::from_shape((nr, nc), &v).expect("tile shape");
+                reduce_tile(view, place, labels.0, labels.1, &g.norms_a, &g.norms_b, plan.num_classes, s)?
+            }
+        })
+    };
+    let sums = reduce(&plan.settings)?;
+    Ok(ComputedTile {
+        sums,
+        row_norms: g.norms_a.clone(),
+        col_norms: g.norms_b.clone(),
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// [`ModelId`] of a weights file and its configuration (JSON): SHA-256 of both.
+pub fn model_id(weights: &Path, config_json: &str) -> Result<ModelId> {
+    let bytes = std::fs::read(weights).map_err(|source| CrossError::Io { path: weights.to_path_buf(), source })?;
+    let mut h = Sha256::new();
+    h.update(&bytes);
+    h.update(config_json.as_bytes());
+    Ok(ModelId { fingerprint: hex::encode(h.finalize()), description: format!("{} {config_json}", weights.display()) })
+}

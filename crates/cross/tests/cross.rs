@@ -1,0 +1,248 @@
+//! The streamed, tiled route against independent in-memory routes, and the bookkeeping that
+//! makes it "same answer however split": shards, order, resume; plus typed errors.
+
+use std::path::Path;
+
+use candle::{DType, Device, Tensor};
+use ndarray::Array2;
+use stiff_analysis::{class_stiffness, rectangular_class_stiffness, StiffnessSettings};
+use stiff_cross::{merge, run, CrossError, CrossOptions, ExampleSet, ModelId, RunControl, Shard};
+use stiff_gradkernel::{cross_gram, gram, to_ndarray_f64, GramOptions};
+use stiff_models::{ArchSpec, InputShape, Model, ModelConfig};
+
+/// f64 model and f64 Gram: the routes differ only in summation order, so class means agree to
+/// about 1e-15; a sign could flip only for |K_ij| below ~1e-14 |g_i||g_j|, which these inputs
+/// do not produce (checked: the smallest |cos| is printed on failure).
+const TOL: f64 = 1e-10;
+const CLASSES: usize = 3;
+
+fn model() -> Model {
+    let cfg = ModelConfig::new(ArchSpec::Mlp { hidden: vec![7, 5] }, InputShape::new(1, 3, 4), CLASSES);
+    Model::new(&cfg, 3, DType::F64, &Device::Cpu).unwrap()
+}
+
+fn model_id() -> ModelId {
+    ModelId { fingerprint: "mlp-7-5-seed3".into(), description: "test model".into() }
+}
+
+/// `n` examples of 12 features from a seeded LCG; every 5th example has a flat (all-zero) input
+/// so ReLU inputs sit exactly at their bias; labels cycle unevenly over the classes.
+fn examples(n: usize, seed: u64, name: &str) -> ExampleSet {
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = Vec::with_capacity(n * 12);
+    for i in 0..n {
+        for _ in 0..12 {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = ((s >> 11) as f64) / ((1u64 << 53) as f64) - 0.5;
+            x.push(if i % 5 == 4 { 0.0 } else { 2.0 * u });
+        }
+    }
+    let labels: Vec<u32> = (0..n).map(|i| ((i * 7 + i / 3) % CLASSES) as u32).collect();
+    let x = Tensor::from_vec(x, (n, 12), &Device::Cpu).unwrap();
+    ExampleSet::new(name, x, labels, (100..100 + n).collect()).unwrap()
+}
+
+fn opts(tile_rows: usize, tile_cols: usize, same_set: bool) -> CrossOptions {
+    CrossOptions { tile_rows: Some(tile_rows), tile_cols: Some(tile_cols), same_set, ..CrossOptions::default() }
+}
+
+fn go(dir: &Path, rows: &ExampleSet, cols: &ExampleSet, o: &CrossOptions, shard: Option<Shard>) {
+    run(&model(), model_id(), rows, cols, o, dir, RunControl { shard, ..RunControl::default() }).unwrap();
+}
+
+fn labels_tensor(l: &[u32]) -> Tensor {
+    Tensor::new(l, &Device::Cpu).unwrap()
+}
+
+fn assert_close(what: &str, a: &Array2<f64>, b: &Array2<f64>) {
+    assert_eq!(a.dim(), b.dim(), "{what}: shape");
+    for (ij, (x, y)) in a.indexed_iter().zip(b.iter()).map(|((ij, x), y)| (ij, (x, y))) {
+        assert!((x - y).abs() <= TOL, "{what}{ij:?}: streamed {x} vs in-memory {y}");
+    }
+}
+
+/// cross.json as JSON without the timing (the only field allowed to differ between runs).
+fn report_sans_timing(dir: &Path) -> serde_json::Value {
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("cross.json")).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("timing").expect("cross.json has timing");
+    v
+}
+
+fn same_outputs(a: &Path, b: &Path) {
+    assert_eq!(report_sans_timing(a), report_sans_timing(b), "cross.json differs (timing aside)");
+    for f in ["class_sign.csv", "class_cosine.csv", "columns.csv"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+}
+
+#[test]
+fn square_streamed_equals_class_stiffness_of_full_gram() {
+    let set = examples(37, 1, "set");
+    let m = model();
+    // Independent route: the whole N x N Gram in memory, then stiff-analysis's class matrices.
+    let y = labels_tensor(&set.labels);
+    let g = gram(&m, &set.x, &y, &GramOptions::default()).unwrap();
+    let k = to_ndarray_f64(&g.k).unwrap();
+    let want = class_stiffness(k.view(), &set.labels, CLASSES, &StiffnessSettings::default()).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    go(dir.path(), &set, &set, &opts(8, 11, true), None);
+    let got = merge(dir.path()).unwrap();
+    assert_eq!(got.report.class_sign.counts, want.sign.counts, "self-pairs must be excluded");
+    assert_eq!(got.report.class_cosine.counts, want.cosine.counts);
+    assert_close("sign", &got.report.class_sign.values, &want.sign.values);
+    assert_close("cosine", &got.report.class_cosine.values, &want.cosine.values);
+    assert!((got.report.class_sign.between - want.sign.between).abs() <= TOL);
+    assert!((got.report.class_cosine.within - want.cosine.within).abs() <= TOL);
+
+    // Per-column own-class mean cosine, by a naive loop over the full K.
+    for j in 0..set.len() {
+        let a = set.labels[j];
+        let (mut s, mut n) = (0.0, 0);
+        for i in 0..set.len() {
+            if i != j && set.labels[i] == a {
+                s += k[[i, j]] / (k[[i, i]] * k[[j, j]]).sqrt();
+                n += 1;
+            }
+        }
+        let summary = got.stiffness.column_summary(j, a);
+        assert!((summary.own_cosine - s / n as f64).abs() <= TOL, "column {j}");
+    }
+    for f in ["cross.json", "class_sign.csv", "class_cosine.csv", "columns.csv", "cross.png", "cross.svg"] {
+        assert!(dir.path().join(f).exists(), "{f} written");
+    }
+}
+
+#[test]
+fn rectangular_streamed_equals_full_cross_gram() {
+    let rows = examples(29, 2, "rows");
+    let cols = examples(17, 3, "cols");
+    let m = model();
+    let (ya, yb) = (labels_tensor(&rows.labels), labels_tensor(&cols.labels));
+    let g = cross_gram(&m, &rows.x, &ya, &cols.x, &yb, &GramOptions::default()).unwrap();
+    let k = to_ndarray_f64(&g.k).unwrap();
+    let sq = |v: &[f64]| ndarray::Array1::from_iter(v.iter().map(|x| x * x));
+    let (rn, cn) = (sq(&g.norms_a), sq(&g.norms_b));
+    let want = rectangular_class_stiffness(
+        k.view(),
+        rn.view(),
+        cn.view(),
+        &rows.labels,
+        &cols.labels,
+        CLASSES,
+        &StiffnessSettings::default(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    go(dir.path(), &rows, &cols, &opts(6, 5, false), None);
+    let got = merge(dir.path()).unwrap().report;
+    assert_eq!(got.class_sign.counts, want.sign.counts);
+    assert_eq!(got.pairs, 29 * 17);
+    assert_close("sign", &got.class_sign.values, &want.sign.values);
+    assert_close("cosine", &got.class_cosine.values, &want.cosine.values);
+    // The ranked list is sorted ascending by own-class cosine and carries source ids.
+    let r = &got.most_anti_stiff;
+    assert!(!r.is_empty() && r.windows(2).all(|w| w[0].own_cosine <= w[1].own_cosine));
+    assert!(r.iter().all(|a| a.id == a.col + 100));
+}
+
+#[test]
+fn four_shards_in_any_order_merge_to_the_single_process_answer() {
+    let rows = examples(31, 4, "rows");
+    let cols = examples(23, 5, "cols");
+    let o = opts(7, 6, false); // 5 x 4 = 20 tiles, ragged edges
+    let single = tempfile::tempdir().unwrap();
+    go(single.path(), &rows, &cols, &o, None);
+    merge(single.path()).unwrap();
+
+    let sharded = tempfile::tempdir().unwrap();
+    for k in [3, 1, 0, 2] {
+        let before = merge(sharded.path());
+        assert!(matches!(before, Err(CrossError::Incomplete { .. }) | Err(CrossError::BadFile { .. })));
+        go(sharded.path(), &rows, &cols, &o, Some(Shard { k, n: 4 }));
+    }
+    merge(sharded.path()).unwrap();
+    same_outputs(single.path(), sharded.path());
+}
+
+#[test]
+fn interrupted_run_resumes_to_identical_output() {
+    let set = examples(26, 6, "set");
+    let o = opts(5, 9, true);
+    let full = tempfile::tempdir().unwrap();
+    go(full.path(), &set, &set, &o, None);
+    merge(full.path()).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let ctl = RunControl { max_tiles: Some(4), ..RunControl::default() };
+    let s = run(&model(), model_id(), &set, &set, &o, dir.path(), ctl).unwrap();
+    assert_eq!((s.computed, s.complete), (4, false));
+    // A stray temporary file from a killed writer must not count as a tile.
+    std::fs::write(dir.path().join("tiles").join(".tile-000005.safetensors.tmp123"), b"junk").unwrap();
+    match merge(dir.path()) {
+        Err(CrossError::Incomplete { missing, total, .. }) => {
+            assert_eq!((missing, total), (s.tiles_total - 4, s.tiles_total))
+        }
+        other => panic!("expected Incomplete, got {other:?}"),
+    }
+    let s2 = run(&model(), model_id(), &set, &set, &o, dir.path(), RunControl::default()).unwrap();
+    assert_eq!((s2.resumed, s2.computed, s2.complete), (4, s.tiles_total - 4, true));
+    merge(dir.path()).unwrap();
+    same_outputs(full.path(), dir.path());
+}
+
+#[test]
+fn other_tile_grids_agree_within_rounding() {
+    let rows = examples(33, 7, "rows");
+    let cols = examples(19, 8, "cols");
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    go(a.path(), &rows, &cols, &opts(33, 19, false), None); // one tile
+    go(b.path(), &rows, &cols, &opts(4, 3, false), None); // 9 x 7 tiles
+    let (ra, rb) = (merge(a.path()).unwrap().report, merge(b.path()).unwrap().report);
+    assert_eq!(ra.class_sign.counts, rb.class_sign.counts);
+    assert_close("sign", &ra.class_sign.values, &rb.class_sign.values);
+    assert_close("cosine", &ra.class_cosine.values, &rb.class_cosine.values);
+}
+
+#[test]
+fn bad_inputs_give_typed_errors() {
+    let rows = examples(12, 9, "rows");
+    let cols = examples(10, 10, "cols");
+    let dir = tempfile::tempdir().unwrap();
+
+    for s in ["4/4", "1", "a/b", "0/0", "-1/3"] {
+        assert!(matches!(Shard::parse(s), Err(CrossError::Shard(_))), "{s}");
+    }
+    assert!(matches!(merge(dir.path()), Err(CrossError::BadFile { .. })), "empty folder");
+
+    let mut bad = rows.clone();
+    bad.labels[3] = CLASSES as u32;
+    let e = run(&model(), model_id(), &bad, &cols, &opts(4, 4, false), dir.path(), RunControl::default());
+    assert!(matches!(e, Err(CrossError::Invalid { what: "labels", .. })), "{e:?}");
+
+    let e = run(&model(), model_id(), &rows, &cols, &opts(4, 4, true), dir.path(), RunControl::default());
+    assert!(matches!(e, Err(CrossError::Invalid { what: "same_set", .. })), "{e:?}");
+
+    let x = Tensor::zeros((3, 12), DType::F64, &Device::Cpu).unwrap();
+    assert!(matches!(ExampleSet::new("x", x, vec![0, 1], vec![0, 1, 2]), Err(CrossError::Invalid { .. })));
+
+    go(dir.path(), &rows, &cols, &opts(4, 4, false), None);
+    // Same folder, other tile grid: refused, naming the field.
+    let e = run(&model(), model_id(), &rows, &cols, &opts(5, 4, false), dir.path(), RunControl::default());
+    match e {
+        Err(CrossError::PlanMismatch { field, .. }) => assert!(field.starts_with("tile_rows") || field == "row_tiles"),
+        other => panic!("expected PlanMismatch, got {other:?}"),
+    }
+    // Other weights: refused.
+    let other = ModelId { fingerprint: "other".into(), description: "x".into() };
+    let e = run(&model(), other, &rows, &cols, &opts(4, 4, false), dir.path(), RunControl::default());
+    assert!(matches!(e, Err(CrossError::PlanMismatch { ref field, .. }) if field == "model"), "{e:?}");
+
+    // A damaged tile is reported by name, by merge and by a resuming run.
+    let tile = dir.path().join("tiles/tile-000002.safetensors");
+    std::fs::write(&tile, b"not a tile").unwrap();
+    assert!(matches!(merge(dir.path()), Err(CrossError::BadFile { ref path, .. }) if *path == tile));
+    let e = run(&model(), model_id(), &rows, &cols, &opts(4, 4, false), dir.path(), RunControl::default());
+    assert!(matches!(e, Err(CrossError::BadFile { ref path, .. }) if *path == tile), "{e:?}");
+}
