@@ -139,7 +139,9 @@ pub enum LayerSpec {
         count_include_pad: bool,
     },
     /// Global average pooling; only `output_size` 1 (or `[1, 1]`).
-    AdaptiveAvgPool2d { output_size: Size2 },
+    AdaptiveAvgPool2d {
+        output_size: Size2,
+    },
     /// Flattens dims `start_dim..=end_dim` (defaults 1 and -1, the only supported values).
     Flatten {
         #[serde(default = "start_dim")]
@@ -312,7 +314,10 @@ impl ModelSpec {
     /// layer accepts its input; errors name the layer index and type.
     pub fn shapes(&self) -> Result<Vec<Vec<usize>>> {
         if self.input.is_empty() || self.input.contains(&0) {
-            return Err(ModelError::InvalidConfig(format!("spec input shape {:?} must be non-empty and positive", self.input)));
+            return Err(ModelError::InvalidConfig(format!(
+                "spec input shape {:?} must be non-empty and positive",
+                self.input
+            )));
         }
         if self.layers.is_empty() {
             return Err(ModelError::InvalidConfig("spec has no layers".into()));
@@ -390,7 +395,10 @@ impl ModelSpec {
                 | LayerSpec::BatchNorm2d { num_features, affine, track_running_stats, .. } => {
                     let _ = affine;
                     if !track_running_stats {
-                        return Err(e("track_running_stats = false (batch statistics in eval mode) mixes examples; not supported".into()));
+                        return Err(e(
+                            "track_running_stats = false (batch statistics in eval mode) mixes examples; not supported"
+                                .into(),
+                        ));
                     }
                     let ok = match l {
                         LayerSpec::BatchNorm1d { .. } => matches!(cur.len(), 1 | 2),
@@ -648,7 +656,12 @@ impl SpecModel {
     }
 
     pub fn dtype(&self) -> DType {
-        self.buffers.values().next().map(|t| t.dtype()).or(self.params.first().map(|(_, v)| v.dtype())).unwrap_or(DType::F32)
+        self.buffers
+            .values()
+            .next()
+            .map(|t| t.dtype())
+            .or(self.params.first().map(|(_, v)| v.dtype()))
+            .unwrap_or(DType::F32)
     }
 
     pub fn device(&self) -> Device {
@@ -715,7 +728,10 @@ impl SpecModel {
             LayerSpec::Conv2d { out_channels, .. } => {
                 let win = l.window().expect("conv");
                 let w = p("weight").expect("validated");
-                let z = if win.stride.0 == win.stride.1 && win.padding.0 == win.padding.1 && win.dilation.0 == win.dilation.1 {
+                let z = if win.stride.0 == win.stride.1
+                    && win.padding.0 == win.padding.1
+                    && win.dilation.0 == win.dilation.1
+                {
                     a.conv2d(&w, win.padding.0, win.stride.0, win.dilation.0, 1)?
                 } else {
                     // Unequal per-axis geometry: im2col and a matmul.
@@ -747,9 +763,9 @@ impl SpecModel {
                 let var = self.buffer(i, "running_var").expect("validated").reshape(shape.as_slice())?;
                 let xhat = a.broadcast_sub(&mean)?.broadcast_div(&(var + *eps)?.sqrt()?)?;
                 match (p("weight"), p("bias")) {
-                    (Some(g), Some(b)) => {
-                        xhat.broadcast_mul(&g.reshape(shape.as_slice())?)?.broadcast_add(&b.reshape(shape.as_slice())?)?
-                    }
+                    (Some(g), Some(b)) => xhat
+                        .broadcast_mul(&g.reshape(shape.as_slice())?)?
+                        .broadcast_add(&b.reshape(shape.as_slice())?)?,
                     _ => xhat,
                 }
             }
