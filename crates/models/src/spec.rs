@@ -23,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::error::SpecKeyError;
 use crate::ops::{self, Window};
 use crate::{ModelError, Result};
 
@@ -462,12 +463,10 @@ impl ModelSpec {
                     push("running_mean", vec![*num_features], TensorRole::Buffer, None);
                     push("running_var", vec![*num_features], TensorRole::Buffer, None);
                 }
-                LayerSpec::LayerNorm { normalized_shape, elementwise_affine, bias, .. } => {
-                    if *elementwise_affine {
-                        push("weight", normalized_shape.dims(), TensorRole::Parameter, None);
-                        if *bias {
-                            push("bias", normalized_shape.dims(), TensorRole::Parameter, None);
-                        }
+                LayerSpec::LayerNorm { normalized_shape, elementwise_affine: true, bias, .. } => {
+                    push("weight", normalized_shape.dims(), TensorRole::Parameter, None);
+                    if *bias {
+                        push("bias", normalized_shape.dims(), TensorRole::Parameter, None);
                     }
                 }
                 _ => {}
@@ -588,22 +587,25 @@ impl SpecModel {
         let mut buffers = HashMap::new();
         for p in spec.tensors() {
             let layer = spec.layers[p.layer].type_name().to_string();
-            let (file_key, t) = mapped.remove(&p.key).ok_or_else(|| ModelError::SpecMissingKey {
-                path: source.to_path_buf(),
-                index: p.layer,
-                layer: layer.clone(),
-                key: p.key.clone(),
-                expected: p.shape.clone(),
+            let (file_key, t) = mapped.remove(&p.key).ok_or_else(|| {
+                ModelError::SpecMissingKey(Box::new(SpecKeyError {
+                    path: source.to_path_buf(),
+                    index: p.layer,
+                    layer: layer.clone(),
+                    key: p.key.clone(),
+                    expected: p.shape.clone(),
+                    got: None,
+                }))
             })?;
             if t.dims() != p.shape.as_slice() {
-                return Err(ModelError::SpecShape {
+                return Err(ModelError::SpecShape(Box::new(SpecKeyError {
                     path: source.to_path_buf(),
                     index: p.layer,
                     layer,
                     key: file_key,
                     expected: p.shape.clone(),
-                    got: t.dims().to_vec(),
-                });
+                    got: Some(t.dims().to_vec()),
+                })));
             }
             let t = t.to_dtype(dtype)?.to_device(device)?;
             match p.role {
