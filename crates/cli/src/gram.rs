@@ -519,7 +519,8 @@ fn run_spec(args: &GramArgs, ex: Examples, budget: u64, device: &Device) -> anyh
         stiff_gradkernel::Loss::Mse => {
             let p = args.inputs.as_ref().ok_or_else(|| anyhow!("--loss mse needs --inputs with float targets `t`"))?;
             let (mut t, _) = stiff_models::io::load_tensors(p, &Device::Cpu)?;
-            t.remove("t").ok_or_else(|| anyhow!("{}: --loss mse needs a float tensor `t` (N, {outputs})", p.display()))?
+            t.remove("t")
+                .ok_or_else(|| anyhow!("{}: --loss mse needs a float tensor `t` (N, {outputs})", p.display()))?
         }
         _ => {
             if let Some((i, l)) = ex.labels.iter().enumerate().find(|(_, &l)| l as usize >= outputs) {

@@ -47,7 +47,12 @@ fn torch_layout() -> Vec<(&'static str, Vec<usize>)> {
     ]
 }
 
-fn write_state_dict(path: &std::path::Path, prefix: &str, drop: Option<&str>, extra: Option<&str>) -> HashMap<String, Tensor> {
+fn write_state_dict(
+    path: &std::path::Path,
+    prefix: &str,
+    drop: Option<&str>,
+    extra: Option<&str>,
+) -> HashMap<String, Tensor> {
     let mut rng = ChaCha8Rng::seed_from_u64(42);
     let mut named = Vec::new();
     let mut plain = HashMap::new();
@@ -62,7 +67,10 @@ fn write_state_dict(path: &std::path::Path, prefix: &str, drop: Option<&str>, ex
             named.push((format!("{prefix}{k}"), t));
         }
     }
-    named.push((format!("{prefix}1.num_batches_tracked"), Tensor::new(&[100i64], &Device::Cpu).unwrap().squeeze(0).unwrap()));
+    named.push((
+        format!("{prefix}1.num_batches_tracked"),
+        Tensor::new(&[100i64], &Device::Cpu).unwrap().squeeze(0).unwrap(),
+    ));
     if let Some(e) = extra {
         named.push((e.to_string(), Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap()));
     }
@@ -83,7 +91,8 @@ fn write_inputs(path: &std::path::Path, n: usize) -> (Tensor, Tensor) {
     }
     let x = Tensor::from_vec(v, (n, 3, 12, 12), &Device::Cpu).unwrap();
     let y = Tensor::from_vec((0..n as u32).map(|i| i % 4).collect::<Vec<_>>(), n, &Device::Cpu).unwrap();
-    stiff_models::io::save_tensors_atomic(&[("x".into(), x.clone()), ("y".into(), y.clone())], HashMap::new(), path).unwrap();
+    stiff_models::io::save_tensors_atomic(&[("x".into(), x.clone()), ("y".into(), y.clone())], HashMap::new(), path)
+        .unwrap();
     (x, y)
 }
 
@@ -113,11 +122,13 @@ fn gram_spec_matches_independent_f64_autograd() {
         out.as_os_str(),
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let k = candle::safetensors::load(out.join("gram.safetensors"), &Device::Cpu).unwrap()["K"].to_vec2::<f64>().unwrap();
+    let k =
+        candle::safetensors::load(out.join("gram.safetensors"), &Device::Cpu).unwrap()["K"].to_vec2::<f64>().unwrap();
 
     // Independent route: the f64 model built from the same tensors, plain forward, per-example autograd.
     let spec: ModelSpec = serde_json::from_str(SPEC).unwrap();
-    let m = SpecModel::from_tensors(&spec, tensors, "test".as_ref(), &KeyMap::default(), DType::F64, &Device::Cpu).unwrap();
+    let m =
+        SpecModel::from_tensors(&spec, tensors, "test".as_ref(), &KeyMap::default(), DType::F64, &Device::Cpu).unwrap();
     let oracle = reference_gram_net(&PlainSpec(&m), &x.to_dtype(DType::F64).unwrap(), &y, &Loss::CrossEntropy)
         .unwrap()
         .to_vec2::<f64>()

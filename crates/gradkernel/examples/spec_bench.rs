@@ -26,7 +26,11 @@ fn main() -> anyhow::Result<()> {
     let spec: ModelSpec = serde_json::from_str(SPEC)?;
     let m = SpecModel::new(&spec, 0, DType::F32, &Device::Cpu)?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let x = Tensor::from_vec((0..n * 3072).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>(), (n, 3, 32, 32), &Device::Cpu)?;
+    let x = Tensor::from_vec(
+        (0..n * 3072).map(|_| rng.random_range(-1.0f32..1.0)).collect::<Vec<_>>(),
+        (n, 3, 32, 32),
+        &Device::Cpu,
+    )?;
     let y = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, &Device::Cpu)?;
     let opts = GramOptions { per_layer: false, ..Default::default() };
     let best = |f: &dyn Fn() -> anyhow::Result<(f64, Tensor)>| -> anyhow::Result<(f64, Tensor)> {

@@ -199,7 +199,15 @@ impl HostMat {
     /// Writes `block: (nr, nc)` at `(r0, c0)` of a matrix with `cols` columns; with `mirror`, also
     /// its transpose at `(c0, r0)`; with `upper_only` (a diagonal block) only entries `c >= r` are
     /// taken and mirrored, so the result is exactly symmetric.
-    pub(crate) fn put(&mut self, block: &Tensor, r0: usize, c0: usize, cols: usize, mirror: bool, upper_only: bool) -> Result<()> {
+    pub(crate) fn put(
+        &mut self,
+        block: &Tensor,
+        r0: usize,
+        c0: usize,
+        cols: usize,
+        mirror: bool,
+        upper_only: bool,
+    ) -> Result<()> {
         let (nr, nc) = block.dims2()?;
         let b = block.to_device(&Device::Cpu)?;
         #[allow(clippy::too_many_arguments)]

@@ -90,7 +90,9 @@ impl Network for SpecModel {
             let name = i.to_string();
             let p = |f: &str| self.param(i, f).map(|v| v.as_tensor().clone());
             a = match l {
-                L::Linear { .. } => nn::linear_forward(&name, &a, &p("weight").expect("validated"), p("bias").as_ref())?,
+                L::Linear { .. } => {
+                    nn::linear_forward(&name, &a, &p("weight").expect("validated"), p("bias").as_ref())?
+                }
                 L::Conv2d { .. } => {
                     let win = l.window().expect("conv");
                     nn::conv2d_forward(&name, &a, &p("weight").expect("validated"), p("bias").as_ref(), &win)?
@@ -195,7 +197,11 @@ impl Loss {
             Loss::PerExample(f) => f(out, t)?,
         };
         if l.dims() != [n] {
-            return Err(GradKernelError::Shape { what: "per-example loss", expected: format!("({n})"), got: l.dims().to_vec() });
+            return Err(GradKernelError::Shape {
+                what: "per-example loss",
+                expected: format!("({n})"),
+                got: l.dims().to_vec(),
+            });
         }
         Ok(l)
     }
@@ -203,11 +209,19 @@ impl Loss {
     /// Validates targets against `n` examples and outputs `(n, out...)`; moves them to `dev`.
     fn targets(&self, t: &Tensor, n: usize, out_dims: &[usize], dev: &Device, what: &'static str) -> Result<Tensor> {
         if t.dim(0).ok() != Some(n) {
-            return Err(GradKernelError::Shape { what, expected: format!("targets with {n} rows"), got: t.dims().to_vec() });
+            return Err(GradKernelError::Shape {
+                what,
+                expected: format!("targets with {n} rows"),
+                got: t.dims().to_vec(),
+            });
         }
         if self.labels() {
             if out_dims.len() != 2 {
-                return Err(GradKernelError::Shape { what: "network outputs", expected: "(N, classes)".into(), got: out_dims.to_vec() });
+                return Err(GradKernelError::Shape {
+                    what: "network outputs",
+                    expected: "(N, classes)".into(),
+                    got: out_dims.to_vec(),
+                });
             }
             if t.dims() != [n] || !matches!(t.dtype(), DType::U8 | DType::U32 | DType::I64) {
                 return Err(GradKernelError::Unsupported(format!(
@@ -482,7 +496,8 @@ fn plan<N: Network + ?Sized>(
     }
     let dtype = params[0].1.dtype();
     let acc = if opts.accumulate_f64 || dtype == DType::F64 { DType::F64 } else { dtype };
-    let index: HashMap<TensorId, usize> = params.iter().enumerate().map(|(i, (_, v))| (v.as_tensor().id(), i)).collect();
+    let index: HashMap<TensorId, usize> =
+        params.iter().enumerate().map(|(i, (_, v))| (v.as_tensor().id(), i)).collect();
     let records = &probe.tape.records;
     // Union-find over records sharing a parameter.
     let mut parent: Vec<usize> = (0..records.len()).collect();
@@ -564,14 +579,17 @@ fn plan<N: Network + ?Sized>(
     }
     // Memory: bytes per example of the pass and of each unit's factor.
     let ae = acc.size_in_bytes();
-    let pass_pe: usize = records.iter().zip(&probe.deltas).map(|(r, d)| (r.input.elem_count() + d.elem_count()) * 4 * ae).sum::<usize>()
-        + x.narrow(0, 0, 1)?.elem_count() * ae * 2;
+    let pass_pe: usize =
+        records.iter().zip(&probe.deltas).map(|(r, d)| (r.input.elem_count() + d.elem_count()) * 4 * ae).sum::<usize>()
+            + x.narrow(0, 0, 1)?.elem_count() * ae * 2;
     let numel = |v: &[usize]| v.iter().map(|&i| params[i].1.elem_count()).sum::<usize>();
     let mut factor_pe = 0usize;
     let mut max_s = 1usize;
     for u in &units {
         factor_pe += match u.form {
-            RouteForm::DenseFactorised => (records[u.records[0]].input.elem_count() + probe.deltas[u.records[0]].elem_count()) * ae,
+            RouteForm::DenseFactorised => {
+                (records[u.records[0]].input.elem_count() + probe.deltas[u.records[0]].elem_count()) * ae
+            }
             RouteForm::Ghost => {
                 let r = &records[u.records[0]];
                 let d = &probe.deltas[u.records[0]];
@@ -616,7 +634,14 @@ fn plan<N: Network + ?Sized>(
 }
 
 /// The fallback's per-example gradients of `vars`: one backward per example, `(n, P_u)`.
-fn fallback_grads<N: Network + ?Sized>(net: &N, plan: &Plan, vars: &[usize], x: &Tensor, t: &Tensor, loss: &Loss) -> Result<Tensor> {
+fn fallback_grads<N: Network + ?Sized>(
+    net: &N,
+    plan: &Plan,
+    vars: &[usize],
+    x: &Tensor,
+    t: &Tensor,
+    loss: &Loss,
+) -> Result<Tensor> {
     let n = x.dim(0)?;
     let mut rows = Vec::with_capacity(n);
     for i in 0..n {
@@ -663,7 +688,13 @@ fn unit_mat(plan: &Plan, unit: &Unit, pass: &Pass) -> Result<Tensor> {
 }
 
 /// The factors of every unit for examples `x: (n, ...)`, plus their losses.
-fn chunk_factors<N: Network + ?Sized>(net: &N, plan: &Plan, x: &Tensor, t: &Tensor, loss: &Loss) -> Result<(Vec<Factor>, Vec<f64>)> {
+fn chunk_factors<N: Network + ?Sized>(
+    net: &N,
+    plan: &Plan,
+    x: &Tensor,
+    t: &Tensor,
+    loss: &Loss,
+) -> Result<(Vec<Factor>, Vec<f64>)> {
     let pass = run_pass(net, x, t, loss)?;
     let names: Vec<&str> = pass.tape.records.iter().map(|r| r.name.as_str()).collect();
     if names != plan.record_names.iter().map(String::as_str).collect::<Vec<_>>() {
@@ -729,7 +760,11 @@ fn block_sum(fa: &[Factor], fb: &[Factor], plan: &Plan, keep: bool) -> Result<(T
 fn routes(plan: &Plan) -> Vec<Route> {
     plan.units
         .iter()
-        .map(|u| Route { name: u.name.clone(), params: u.vars.iter().map(|&v| plan.params[v].0.clone()).collect(), form: u.form })
+        .map(|u| Route {
+            name: u.name.clone(),
+            params: u.vars.iter().map(|&v| plan.params[v].0.clone()).collect(),
+            form: u.form,
+        })
         .collect()
 }
 
@@ -757,7 +792,13 @@ fn prepare<N: Network + ?Sized>(net: &N, x: &Tensor, t: &Tensor, loss: &Loss, wh
 /// its parameters. x: `(N, ...)`; targets: labels `(N)` or float `(N, ...)` per `loss`.
 /// Options as for [`crate::gram`] (`method` picks the forms; `delta_route` and `cpu_fast_path`
 /// do not apply).
-pub fn gram_net<N: Network + ?Sized>(net: &N, x: &Tensor, targets: &Tensor, loss: &Loss, opts: &GramOptions) -> Result<NetGramResult> {
+pub fn gram_net<N: Network + ?Sized>(
+    net: &N,
+    x: &Tensor,
+    targets: &Tensor,
+    loss: &Loss,
+    opts: &GramOptions,
+) -> Result<NetGramResult> {
     let start = Instant::now();
     let set = prepare(net, x, targets, loss, "gram inputs")?;
     let n = set.n;
@@ -766,7 +807,8 @@ pub fn gram_net<N: Network + ?Sized>(net: &N, x: &Tensor, targets: &Tensor, loss
     let nu = plan.units.len();
     let mut lossv = vec![0.0; n];
     let mut cached: Vec<Vec<Factor>> = Vec::new();
-    let factors = |s: usize, len: usize| chunk_factors(net, &plan, &set.x.narrow(0, s, len)?, &set.t.narrow(0, s, len)?, loss);
+    let factors =
+        |s: usize, len: usize| chunk_factors(net, &plan, &set.x.narrow(0, s, len)?, &set.t.narrow(0, s, len)?, loss);
     if plan.cache {
         for &(s, len) in &spans {
             let (f, l) = factors(s, len)?;
@@ -775,7 +817,8 @@ pub fn gram_net<N: Network + ?Sized>(net: &N, x: &Tensor, targets: &Tensor, loss
         }
     }
     let mut k = HostMat::zeros(plan.acc, n * n);
-    let mut per: Vec<HostMat> = if opts.per_layer { (0..nu).map(|_| HostMat::zeros(plan.acc, n * n)).collect() } else { Vec::new() };
+    let mut per: Vec<HostMat> =
+        if opts.per_layer { (0..nu).map(|_| HostMat::zeros(plan.acc, n * n)).collect() } else { Vec::new() };
     for (bi, &(si, li)) in spans.iter().enumerate() {
         let owned_row;
         let fa: &[Factor] = if plan.cache {
@@ -841,7 +884,9 @@ pub fn cross_gram_net<N: Network + ?Sized>(
     let nu = plan.units.len();
     let (mut loss_a, mut loss_b) = (vec![0.0; n], vec![0.0; m]);
     let (mut norm_a, mut norm_b) = (vec![0.0; n], vec![0.0; m]);
-    let fac = |set: &Prepared, s: usize, len: usize| chunk_factors(net, &plan, &set.x.narrow(0, s, len)?, &set.t.narrow(0, s, len)?, loss);
+    let fac = |set: &Prepared, s: usize, len: usize| {
+        chunk_factors(net, &plan, &set.x.narrow(0, s, len)?, &set.t.narrow(0, s, len)?, loss)
+    };
     let sq = |fs: &[Factor]| -> Result<Vec<f64>> {
         let t = sum_all(fs.iter().map(Factor::sq_norms).collect::<Result<Vec<_>>>()?)?;
         Ok(t.to_dtype(DType::F64)?.to_device(&Device::Cpu)?.to_vec1::<f64>()?)
@@ -856,7 +901,8 @@ pub fn cross_gram_net<N: Network + ?Sized>(
         }
     }
     let mut k = HostMat::zeros(plan.acc, n * m);
-    let mut per: Vec<HostMat> = if opts.per_layer { (0..nu).map(|_| HostMat::zeros(plan.acc, n * m)).collect() } else { Vec::new() };
+    let mut per: Vec<HostMat> =
+        if opts.per_layer { (0..nu).map(|_| HostMat::zeros(plan.acc, n * m)).collect() } else { Vec::new() };
     for &(si, li) in &sa {
         let (fa, l) = fac(&a, si, li)?;
         loss_a[si..si + li].copy_from_slice(&l);
@@ -876,8 +922,12 @@ pub fn cross_gram_net<N: Network + ?Sized>(
             }
         }
     }
-    let per_layer =
-        plan.units.iter().zip(per).map(|(u, h)| Ok((u.name.clone(), h.into_tensor(n, m)?))).collect::<Result<Vec<_>>>()?;
+    let per_layer = plan
+        .units
+        .iter()
+        .zip(per)
+        .map(|(u, h)| Ok((u.name.clone(), h.into_tensor(n, m)?)))
+        .collect::<Result<Vec<_>>>()?;
     let sqrt = |v: Vec<f64>| v.into_iter().map(|x| x.max(0.0).sqrt()).collect();
     Ok(CrossGramResult {
         k: k.into_tensor(n, m)?,
@@ -893,7 +943,13 @@ pub fn cross_gram_net<N: Network + ?Sized>(
 /// Per-example gradients `(N, P)` of any [`Network`] through the same routes as [`gram_net`],
 /// columns in [`Network::parameters`] order (buffers excluded), each parameter flattened
 /// row-major. Fails with `OverBudget` when `N * P` values exceed the budget.
-pub fn per_example_gradients_net<N: Network + ?Sized>(net: &N, x: &Tensor, targets: &Tensor, loss: &Loss, opts: &GramOptions) -> Result<Tensor> {
+pub fn per_example_gradients_net<N: Network + ?Sized>(
+    net: &N,
+    x: &Tensor,
+    targets: &Tensor,
+    loss: &Loss,
+    opts: &GramOptions,
+) -> Result<Tensor> {
     let set = prepare(net, x, targets, loss, "per_example_gradients inputs")?;
     let mut o = opts.clone();
     o.method = Method::Materialised;
@@ -929,7 +985,12 @@ pub fn per_example_gradients_net<N: Network + ?Sized>(net: &N, x: &Tensor, targe
 
 /// The oracle for any [`Network`]: one autograd backward per example on the forward pass with
 /// recording off, gradients of [`Network::parameters`] (buffers excluded) in f64 on the CPU: `(N, P)`.
-pub fn reference_per_example_gradients_net<N: Network + ?Sized>(net: &N, x: &Tensor, targets: &Tensor, loss: &Loss) -> Result<Tensor> {
+pub fn reference_per_example_gradients_net<N: Network + ?Sized>(
+    net: &N,
+    x: &Tensor,
+    targets: &Tensor,
+    loss: &Loss,
+) -> Result<Tensor> {
     let set = prepare(net, x, targets, loss, "reference inputs")?;
     let params: Vec<(String, Var)> = net.parameters().into_iter().filter(|(k, _)| !is_buffer_name(k)).collect();
     let mut rows = Vec::with_capacity(set.n);

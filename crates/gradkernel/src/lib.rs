@@ -45,9 +45,9 @@ mod error;
 mod factors;
 mod general;
 mod materialise;
+pub mod nn;
 mod pass;
 mod reference;
-pub mod nn;
 mod tape;
 
 use candle::{DType, Device, Tensor};
@@ -60,9 +60,9 @@ pub use general::{
     cross_gram_net, gram_net, per_example_gradients_net, reference_gram_net, reference_per_example_gradients_net, Loss,
     LossFn, ModuleNet, NetGramResult, Network, PlainSpec, Route, RouteForm,
 };
-pub use tape::is_recording;
 pub use materialise::{logit_jacobians, per_example_gradients};
 pub use reference::{reference_gram, reference_per_example_gradients};
+pub use tape::is_recording;
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, GradKernelError>;

@@ -42,13 +42,15 @@ pub fn gelu(x: &Tensor) -> candle::Result<Tensor> {
 /// Max pooling `(N, C, H, W)`: square `kernel`, `stride`, `padding` (`-inf`); gradient to the
 /// first maximal element per window.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> candle::Result<Tensor> {
-    let win = Window { kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding), dilation: (1, 1) };
+    let win =
+        Window { kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding), dilation: (1, 1) };
     mops::max_pool2d(x, &win).map_err(wrap)
 }
 
 /// Average pooling (zero padding counted in the divisor, PyTorch's default).
 pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> candle::Result<Tensor> {
-    let win = Window { kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding), dilation: (1, 1) };
+    let win =
+        Window { kernel: (kernel, kernel), stride: (stride, stride), padding: (padding, padding), dilation: (1, 1) };
     mops::avg_pool2d(x, &win).map_err(wrap)
 }
 

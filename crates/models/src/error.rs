@@ -17,10 +17,12 @@ pub enum ModelError {
     UnexpectedKey { path: PathBuf, key: String },
     #[error("layer {index} ({layer}): {msg}")]
     SpecLayer { index: usize, layer: String, msg: String },
-    #[error("{path}: missing key `{key}` for layer {index} ({layer}), expected shape {expected:?}")]
-    SpecMissingKey { path: PathBuf, index: usize, layer: String, key: String, expected: Vec<usize> },
-    #[error("{path}: key `{key}` of layer {index} ({layer}) has shape {got:?}, expected {expected:?}")]
-    SpecShape { path: PathBuf, index: usize, layer: String, key: String, expected: Vec<usize>, got: Vec<usize> },
+    /// A spec parameter absent from the weights (`got` is `None`).
+    #[error("{}: missing key `{}` for layer {} ({}), expected shape {:?}", .0.path.display(), .0.key, .0.index, .0.layer, .0.expected)]
+    SpecMissingKey(Box<SpecKeyError>),
+    /// A spec parameter with the wrong shape (`key` is the file's key).
+    #[error("{}: key `{}` of layer {} ({}) has shape {:?}, expected {:?}", .0.path.display(), .0.key, .0.index, .0.layer, .0.got.as_deref().unwrap_or_default(), .0.expected)]
+    SpecShape(Box<SpecKeyError>),
     #[error("{path}: no model configuration stored in the file metadata; pass the preset/config explicitly")]
     NoConfig { path: PathBuf },
     #[error("{path}: {msg}")]
@@ -35,4 +37,17 @@ pub enum ModelError {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Candle(#[from] candle::Error),
+}
+
+/// Details of a weight-file key that does not fit a [`crate::ModelSpec`] (boxed in [`ModelError`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpecKeyError {
+    pub path: PathBuf,
+    /// Layer index in the spec.
+    pub index: usize,
+    /// Layer type (PyTorch class name).
+    pub layer: String,
+    pub key: String,
+    pub expected: Vec<usize>,
+    pub got: Option<Vec<usize>>,
 }

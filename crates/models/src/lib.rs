@@ -33,7 +33,7 @@ pub mod ops;
 pub mod spec;
 
 pub use arch::{ArchSpec, InputShape, ModelConfig, Preset};
-pub use error::ModelError;
+pub use error::{ModelError, SpecKeyError};
 pub use model::{Layer, LayerKind, Model, Taps};
 pub use spec::{KeyMap, LayerSpec, ModelSpec, SpecModel};
 

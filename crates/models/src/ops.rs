@@ -116,11 +116,13 @@ pub fn windows(x: &Tensor, win: &Window, pad_value: f64) -> Result<Tensor> {
     if win.stride == win.kernel && win.padding == (0, 0) && win.dilation == (1, 1) {
         // Non-overlapping windows (the presets' pooling): one reshape and permute.
         let cropped = x.narrow(2, 0, ho * kh)?.narrow(3, 0, wo * kw)?;
-        return Ok(cropped
-            .reshape((n, c, ho, kh, wo, kw))?
-            .permute((0, 1, 3, 5, 2, 4))?
-            .contiguous()?
-            .reshape((n, c, kh * kw, ho, wo))?);
+        return Ok(cropped.reshape((n, c, ho, kh, wo, kw))?.permute((0, 1, 3, 5, 2, 4))?.contiguous()?.reshape((
+            n,
+            c,
+            kh * kw,
+            ho,
+            wo,
+        ))?);
     }
     let (sh, sw) = win.stride;
     let (dh, dw) = win.dilation;
@@ -129,7 +131,8 @@ pub fn windows(x: &Tensor, win: &Window, pad_value: f64) -> Result<Tensor> {
     let mut slices = Vec::with_capacity(kh * kw);
     for ki in 0..kh {
         let rows = xp.narrow(2, ki * dh, ho * sh)?;
-        let rows = if sh == 1 { rows } else { rows.reshape((n, c, ho, sh, xp.dim(3)?))?.narrow(3, 0, 1)?.squeeze(3)? };
+        let rows =
+            if sh == 1 { rows } else { rows.reshape((n, c, ho, sh, xp.dim(3)?))?.narrow(3, 0, 1)?.squeeze(3)? };
         for kj in 0..kw {
             let cols = rows.narrow(3, kj * dw, wo * sw)?;
             let cols = if sw == 1 { cols } else { cols.reshape((n, c, ho, wo, sw))?.narrow(4, 0, 1)?.squeeze(4)? };

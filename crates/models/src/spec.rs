@@ -23,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::error::SpecKeyError;
 use crate::ops::{self, Window};
 use crate::{ModelError, Result};
 
@@ -139,7 +140,9 @@ pub enum LayerSpec {
         count_include_pad: bool,
     },
     /// Global average pooling; only `output_size` 1 (or `[1, 1]`).
-    AdaptiveAvgPool2d { output_size: Size2 },
+    AdaptiveAvgPool2d {
+        output_size: Size2,
+    },
     /// Flattens dims `start_dim..=end_dim` (defaults 1 and -1, the only supported values).
     Flatten {
         #[serde(default = "start_dim")]
@@ -312,7 +315,10 @@ impl ModelSpec {
     /// layer accepts its input; errors name the layer index and type.
     pub fn shapes(&self) -> Result<Vec<Vec<usize>>> {
         if self.input.is_empty() || self.input.contains(&0) {
-            return Err(ModelError::InvalidConfig(format!("spec input shape {:?} must be non-empty and positive", self.input)));
+            return Err(ModelError::InvalidConfig(format!(
+                "spec input shape {:?} must be non-empty and positive",
+                self.input
+            )));
         }
         if self.layers.is_empty() {
             return Err(ModelError::InvalidConfig("spec has no layers".into()));
@@ -390,7 +396,10 @@ impl ModelSpec {
                 | LayerSpec::BatchNorm2d { num_features, affine, track_running_stats, .. } => {
                     let _ = affine;
                     if !track_running_stats {
-                        return Err(e("track_running_stats = false (batch statistics in eval mode) mixes examples; not supported".into()));
+                        return Err(e(
+                            "track_running_stats = false (batch statistics in eval mode) mixes examples; not supported"
+                                .into(),
+                        ));
                     }
                     let ok = match l {
                         LayerSpec::BatchNorm1d { .. } => matches!(cur.len(), 1 | 2),
@@ -454,12 +463,10 @@ impl ModelSpec {
                     push("running_mean", vec![*num_features], TensorRole::Buffer, None);
                     push("running_var", vec![*num_features], TensorRole::Buffer, None);
                 }
-                LayerSpec::LayerNorm { normalized_shape, elementwise_affine, bias, .. } => {
-                    if *elementwise_affine {
-                        push("weight", normalized_shape.dims(), TensorRole::Parameter, None);
-                        if *bias {
-                            push("bias", normalized_shape.dims(), TensorRole::Parameter, None);
-                        }
+                LayerSpec::LayerNorm { normalized_shape, elementwise_affine: true, bias, .. } => {
+                    push("weight", normalized_shape.dims(), TensorRole::Parameter, None);
+                    if *bias {
+                        push("bias", normalized_shape.dims(), TensorRole::Parameter, None);
                     }
                 }
                 _ => {}
@@ -580,22 +587,25 @@ impl SpecModel {
         let mut buffers = HashMap::new();
         for p in spec.tensors() {
             let layer = spec.layers[p.layer].type_name().to_string();
-            let (file_key, t) = mapped.remove(&p.key).ok_or_else(|| ModelError::SpecMissingKey {
-                path: source.to_path_buf(),
-                index: p.layer,
-                layer: layer.clone(),
-                key: p.key.clone(),
-                expected: p.shape.clone(),
+            let (file_key, t) = mapped.remove(&p.key).ok_or_else(|| {
+                ModelError::SpecMissingKey(Box::new(SpecKeyError {
+                    path: source.to_path_buf(),
+                    index: p.layer,
+                    layer: layer.clone(),
+                    key: p.key.clone(),
+                    expected: p.shape.clone(),
+                    got: None,
+                }))
             })?;
             if t.dims() != p.shape.as_slice() {
-                return Err(ModelError::SpecShape {
+                return Err(ModelError::SpecShape(Box::new(SpecKeyError {
                     path: source.to_path_buf(),
                     index: p.layer,
                     layer,
                     key: file_key,
                     expected: p.shape.clone(),
-                    got: t.dims().to_vec(),
-                });
+                    got: Some(t.dims().to_vec()),
+                })));
             }
             let t = t.to_dtype(dtype)?.to_device(device)?;
             match p.role {
@@ -648,7 +658,12 @@ impl SpecModel {
     }
 
     pub fn dtype(&self) -> DType {
-        self.buffers.values().next().map(|t| t.dtype()).or(self.params.first().map(|(_, v)| v.dtype())).unwrap_or(DType::F32)
+        self.buffers
+            .values()
+            .next()
+            .map(|t| t.dtype())
+            .or(self.params.first().map(|(_, v)| v.dtype()))
+            .unwrap_or(DType::F32)
     }
 
     pub fn device(&self) -> Device {
@@ -715,7 +730,10 @@ impl SpecModel {
             LayerSpec::Conv2d { out_channels, .. } => {
                 let win = l.window().expect("conv");
                 let w = p("weight").expect("validated");
-                let z = if win.stride.0 == win.stride.1 && win.padding.0 == win.padding.1 && win.dilation.0 == win.dilation.1 {
+                let z = if win.stride.0 == win.stride.1
+                    && win.padding.0 == win.padding.1
+                    && win.dilation.0 == win.dilation.1
+                {
                     a.conv2d(&w, win.padding.0, win.stride.0, win.dilation.0, 1)?
                 } else {
                     // Unequal per-axis geometry: im2col and a matmul.
@@ -747,9 +765,9 @@ impl SpecModel {
                 let var = self.buffer(i, "running_var").expect("validated").reshape(shape.as_slice())?;
                 let xhat = a.broadcast_sub(&mean)?.broadcast_div(&(var + *eps)?.sqrt()?)?;
                 match (p("weight"), p("bias")) {
-                    (Some(g), Some(b)) => {
-                        xhat.broadcast_mul(&g.reshape(shape.as_slice())?)?.broadcast_add(&b.reshape(shape.as_slice())?)?
-                    }
+                    (Some(g), Some(b)) => xhat
+                        .broadcast_mul(&g.reshape(shape.as_slice())?)?
+                        .broadcast_add(&b.reshape(shape.as_slice())?)?,
                     _ => xhat,
                 }
             }
