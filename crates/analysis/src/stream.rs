@@ -343,10 +343,13 @@ pub struct CrossStiffness {
     /// (cols, C) raw sums and counts behind the means (for pooling classes exactly).
     #[serde(skip)]
     pub col_sign_sum: Array2<f64>,
+    /// (cols, C) cosine sums.
     #[serde(skip)]
     pub col_cos_sum: Array2<f64>,
+    /// (cols, C) sign pair counts.
     #[serde(skip)]
     pub col_sign_count: Array2<u64>,
+    /// (cols, C) cosine pair counts.
     #[serde(skip)]
     pub col_cos_count: Array2<u64>,
 }
