@@ -317,32 +317,60 @@ pub fn run(args: SlurmCheckArgs, root: &Path, cargo: &str) -> Result<()> {
     let t0 = Instant::now();
     let mut merge = sbatch(
         &cl,
-        &["--wait".into(), format!("--dependency=afterok:{a}:{b}"), "--kill-on-invalid-dep=yes".into()],
+        &[
+            "--wait".into(),
+            "--parsable".into(),
+            format!("--dependency=afterok:{a}:{b}"),
+            "--kill-on-invalid-dep=yes".into(),
+        ],
         "merge.sbatch",
     );
-    merge.stdout(Stdio::null()).stderr(Stdio::null());
+    merge.stdout(Stdio::piped()).stderr(Stdio::null());
     let mut waiter = merge.spawn()?;
     let deadline = Duration::from_secs(args.timeout_min * 60);
-    let status = loop {
+    loop {
         cl.check_alive()?;
-        if let Some(st) = waiter.try_wait()? {
-            break st;
+        if waiter.try_wait()?.is_some() {
+            break;
         }
         if t0.elapsed() > deadline {
             let _ = waiter.kill();
             bail!("jobs did not finish within {} minutes", args.timeout_min);
         }
         std::thread::sleep(Duration::from_secs(1));
-    };
+    }
+    let mut id = String::new();
+    waiter.stdout.take().expect("piped").read_to_string(&mut id)?;
+    let m = parsable(id.trim().to_string());
+    ensure!(!m.is_empty(), "sbatch printed no job id for merge.sbatch");
+    cl.jobs.push(m.clone());
     let mut job_logs: Vec<PathBuf> = fs::read_dir(&logs)?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     job_logs.sort();
-    if !status.success() {
-        for l in &job_logs {
-            eprintln!("--- {}\n{}", l.display(), tail(l, 15));
+    // sbatch --wait's own status is not enough (a job cancelled for a failed dependency can
+    // report success): every task of the three jobs must be COMPLETED (exit 0).
+    let mut bad = Vec::new();
+    for id in [&a, &b, &m] {
+        let text = sh(cl.cmd("scontrol").args(["-o", "show", "job", id.as_str()]))?;
+        for line in text.lines() {
+            let field = |k: &str| line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap_or("?").to_string();
+            if field("JobState=") != "COMPLETED" {
+                bad.push(format!(
+                    "job {} {}: {} (exit {})",
+                    field("JobId="),
+                    field("JobName="),
+                    field("JobState="),
+                    field("ExitCode=")
+                ));
+            }
         }
-        bail!("the merge job failed or never ran ({status}); the arrays' logs are above");
     }
-    eprintln!("slurm-check: all jobs finished in {:.0} s; {} task logs", t0.elapsed().as_secs_f64(), job_logs.len());
+    if !bad.is_empty() {
+        for l in &job_logs {
+            eprintln!("--- {}\n{}", l.display(), tail(l, 6));
+        }
+        bail!("not every Slurm task completed:\n  {}", bad.join("\n  "));
+    }
+    eprintln!("slurm-check: all jobs COMPLETED in {:.0} s; {} task logs", t0.elapsed().as_secs_f64(), job_logs.len());
     for l in job_logs.iter().filter(|l| l.to_string_lossy().contains("stiff-merge")) {
         eprintln!("{}", tail(l, 4));
     }

@@ -379,7 +379,6 @@ impl std::fmt::Debug for RunControl<'_> {
     }
 }
 
-
 /// Paths of a job folder.
 pub(crate) struct Layout {
     pub dir: PathBuf,
