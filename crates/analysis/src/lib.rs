@@ -6,6 +6,7 @@
 //! * [`identity`]: the cosine class matrix through the class-sum identity (cross-check).
 //! * [`superclass`]: super-class block score with a permutation test.
 //! * [`distance`]: stiffness vs dot-product distance, stiff domain size.
+//! * [`trend`]: permutation trend tests over seeds (Spearman; censored Kendall).
 //! * [`io`]: atomic JSON/CSV writers.
 
 pub mod bootstrap;
@@ -17,6 +18,7 @@ pub mod identity;
 pub mod io;
 pub mod settings;
 pub mod superclass;
+pub mod trend;
 mod validate;
 
 pub use bootstrap::{bootstrap_within_between, BootstrapCi, Ci, WithinBetweenCi};
@@ -33,3 +35,4 @@ pub use identity::{cosine_class_matrix_from_class_sums, cosine_class_matrix_from
 pub use io::{write_atomic, write_class_csv, write_curve_csv, write_json};
 pub use settings::{StiffnessSettings, SCHEMA_VERSION};
 pub use superclass::{superclass_block_score, BlockScore};
+pub use trend::{censored_kendall_permutation, spearman_permutation, TrendOptions, TrendTest, Verdict};
