@@ -28,6 +28,7 @@ pub use class::{
 };
 pub use distance::{
     distance_curve, distance_curves, BinMoments, BinSpec, Crossing, DistanceCurve, FitOver, LinearFit, PairFilter,
+    DEFAULT_MIN_PAIRS,
 };
 pub use error::{AnalysisError, Result};
 pub use float::Float;
