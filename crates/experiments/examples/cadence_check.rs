@@ -12,6 +12,9 @@
 //! ```text
 //! cargo run --release -p stiff-experiments --example cadence_check -- \
 //!     --data-dir ../shared/datasets --seeds 3 --lrs 0.01,0.1 --threshold 0.2
+//! # the new protocol's own choice, the smoothing length:
+//! cargo run --release -p stiff-experiments --example cadence_check -- \
+//!     --data-dir ../shared/datasets --protocols window --cadences 100 --smooth 400
 //! ```
 
 use std::path::PathBuf;
@@ -35,6 +38,8 @@ struct Args {
     smooth: u64,
     window: u32,
     window_every: u64,
+    protocols: Vec<String>,
+    cadences: Vec<u64>,
 }
 
 fn parse() -> Result<Args> {
@@ -46,6 +51,8 @@ fn parse() -> Result<Args> {
         smooth: 200,
         window: 5,
         window_every: 20,
+        protocols: vec!["legacy".into(), "window".into()],
+        cadences: vec![20, 100],
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -58,6 +65,8 @@ fn parse() -> Result<Args> {
             "--smooth" => a.smooth = val.parse()?,
             "--window" => a.window = val.parse()?,
             "--window-every" => a.window_every = val.parse()?,
+            "--protocols" => a.protocols = val.split(',').map(String::from).collect(),
+            "--cadences" => a.cadences = val.split(',').map(str::parse).collect::<Result<_, _>>()?,
             other => anyhow::bail!("unknown flag {other}"),
         }
     }
@@ -106,7 +115,10 @@ fn main() -> Result<()> {
             Some(ThresholdWindow { count: args.window, every: args.window_every }),
         ),
     ] {
-        for eval_every in [20u64, 100] {
+        if !args.protocols.iter().any(|p| p == protocol) {
+            continue;
+        }
+        for &eval_every in &args.cadences {
             for &lr in &args.lrs {
                 let mut values = Vec::new();
                 for seed in 0..args.seeds {
