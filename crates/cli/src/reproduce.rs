@@ -3,13 +3,13 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use stiff_experiments::lr_sweep::OptimizerKind;
-use stiff_experiments::runner::{self, ReproduceOptions};
+use stiff_experiments::options::{parse_device, OptimizerKind, ReproduceOptions};
+use stiff_experiments::runner;
 use stiff_experiments::sweep::RunSelection;
 
 #[derive(clap::Args)]
 pub struct ReproduceArgs {
-    /// fig2 .. fig10 or all (see `stiff list`).
+    /// A figure (fig2 .. fig10, spherical; see `stiff list`) or all.
     figure: String,
     /// The same pipeline scaled down (fewer rates, one seed, higher loss thresholds): minutes, not quarter hours.
     #[arg(long)]
@@ -26,7 +26,7 @@ pub struct ReproduceArgs {
     /// Seeds per learning rate (default 3; 1 with --quick).
     #[arg(long)]
     seeds: Option<usize>,
-    /// sgd or adam (constant learning rate).
+    /// sgd or adam (constant learning rate). Figures of a non-default optimizer go to `<figure>-adam/`.
     #[arg(long, default_value = "sgd")]
     optimizer: String,
     /// Skip runs already finished in --out (the default).
@@ -63,9 +63,10 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     let opts = ReproduceOptions {
         figure: args.figure,
         quick: args.quick,
+        tiny: false,
         data_dir: args.data_dir,
         out: args.out,
-        device: runner::parse_device(&args.device)?,
+        device: parse_device(&args.device)?,
         seeds: args.seeds,
         optimizer: args.optimizer.parse::<OptimizerKind>()?,
         resume: args.resume && !args.fresh,

@@ -4,26 +4,33 @@
 //! models (stiff-models), training to loss thresholds (stiff-train), the per-example gradient
 //! Gram (stiff-gradkernel), stiffness analysis (stiff-analysis) and plots (stiff-plot).
 //!
-//! * [`dynamics`]: training dynamics behind Figs 2-7 (stiffness measured along training).
-//! * [`lr_sweep`]: the learning-rate sweep behind Figs 8-10 (runs with stable ids, records).
-//! * [`measure`]: one stiffness measurement of a model snapshot.
-//! * [`runner`]: `reproduce` (resume, shards, progress) and `report`.
-//! * [`figures`]: figure outputs (config, JSON, CSV, PNG, SVG, summary.md).
+//! One pattern, three times: each figure family implements [`pipeline::Pipeline`] in its own
+//! folder (`config`, `run`, `figures`, `summary`), and the [`registry`] lists them. Module
+//! dependency order, lowest first (no module imports one to its right):
+//!
+//! 1. shared vocabulary and helpers: [`error`](ExperimentError), [`store`], [`sweep`],
+//!    [`options`], [`stats`], [`tidy`], [`progress`], [`prepare`], [`measure`], [`testdata`],
+//!    [`pipeline`];
+//! 2. the pipelines: [`dynamics`] (Figs 2-7), [`lr_sweep`] (Figs 8-10), [`spherical`];
+//! 3. [`registry`] (the one list of pipelines), [`index`] (`index.md`);
+//! 4. [`runner`]: `reproduce` and `report` for any pipeline.
 
 pub mod dynamics;
 mod error;
-pub mod figures;
+pub mod index;
 pub mod lr_sweep;
 pub mod measure;
+pub mod options;
+pub mod pipeline;
 pub mod prepare;
 pub mod progress;
 pub mod registry;
-pub mod report;
 pub mod runner;
 pub mod spherical;
 pub mod stats;
 pub mod store;
 pub mod sweep;
+pub mod testdata;
 pub mod tidy;
 
 pub use error::ExperimentError;

@@ -1,167 +1,93 @@
-//! `reproduce` and `report`: run the selected runs of a figure's sweep (resuming by default),
-//! then draw the figure from every finished run.
+//! `reproduce` and `report` for any [`Pipeline`]: plan the selected runs of a figure's sweep
+//! (resuming by default), run them with progress, store their records, then draw the figures
+//! from every finished run. Pipelines come from [`crate::registry`]; this module names none.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle::Device;
-use stiff_data::DatasetName;
-
-use crate::figures::lr::{fig9_run, write_fig10, write_fig8, write_fig9};
-use crate::lr_sweep::{run_one, LrRunRecord, LrRunSpec, LrSweepConfig, OptimizerKind, RunEnd};
-use crate::prepare::{prepare, DataSettings, Prepared};
+use crate::index::write_index;
+use crate::options::{figure_dir, OptimizerKind, ReproduceOptions};
+use crate::pipeline::{AnyPipeline, FigureInfo, Pipeline};
 use crate::progress::SweepProgress;
-use crate::report::write_index;
-use crate::store::read_json;
-use crate::sweep::{plan, RunSelection};
+use crate::registry::pipelines;
+use crate::store::{read_json, write_atomic, write_json, RunStore};
+use crate::sweep::{is_partial, plan};
 use crate::{ExperimentError, Result};
 
-/// Everything `reproduce` takes from the command line.
-#[derive(Debug, Clone)]
-pub struct ReproduceOptions {
-    /// fig8, fig9, fig10 or all.
-    pub figure: String,
-    pub quick: bool,
-    pub data_dir: Option<PathBuf>,
-    pub out: PathBuf,
-    pub device: Device,
-    /// Seeds per configuration; default 3 (full) or 1 (quick).
-    pub seeds: Option<usize>,
-    pub optimizer: OptimizerKind,
-    /// Skip runs already finished in `out` (default true).
-    pub resume: bool,
-    pub list_runs: bool,
-    pub selection: RunSelection,
-    /// The command line, recorded in each figure's config.
-    pub command: String,
-}
-
-/// Parses `cpu` or `cuda:N`.
-pub fn parse_device(s: &str) -> Result<Device> {
-    if s == "cpu" {
-        return Ok(Device::Cpu);
-    }
-    let Some(n) = s.strip_prefix("cuda:").or(if s == "cuda" { Some("0") } else { None }) else {
-        return Err(ExperimentError::InvalidArgument(format!("--device `{s}`: expected cpu or cuda:N")));
-    };
-    let n: usize = n.parse().map_err(|_| ExperimentError::InvalidArgument(format!("--device `{s}`: bad GPU index")))?;
-    if !candle::utils::cuda_is_available() {
-        return Err(ExperimentError::InvalidArgument(format!(
-            "--device {s}: this build has no CUDA support; build with the `cuda` feature (`cargo xtask build-cuda`)"
-        )));
-    }
-    Ok(Device::new_cuda(n)?)
-}
-
-const FIGS: [&str; 3] = ["fig8", "fig9", "fig10"];
-use crate::dynamics::DYN_FIGURES;
-use crate::spherical::{SphericalConfig, FIGURE as SPHERICAL};
-
-/// The runs a figure needs.
-fn figure_runs(figure: &str, cfg: &LrSweepConfig) -> Vec<LrRunSpec> {
-    match figure {
-        "fig9" => fig9_run(cfg).into_iter().collect(),
-        _ => cfg.runs(),
-    }
-}
+pub use crate::options::parse_device;
 
 /// Runs (or resumes) the selected runs of `opts.figure`, then writes its outputs. `all` runs
 /// every figure whose data is present and lists the others, with the reason, in `OUT/skipped.md`.
 pub fn reproduce(opts: &ReproduceOptions) -> Result<()> {
     let all = opts.figure == "all";
-    if opts.figure == SPHERICAL {
-        return crate::spherical::reproduce_spherical(opts);
-    }
-    let requested: Vec<&str> = match opts.figure.as_str() {
-        "all" => DYN_FIGURES.iter().chain(FIGS.iter()).copied().collect(),
-        f if FIGS.contains(&f) || DYN_FIGURES.contains(&f) => vec![f],
-        f => {
-            return Err(ExperimentError::InvalidArgument(format!(
-                "unknown figure `{f}`: expected one of {}, {}, {SPHERICAL}, all (see `cargo xtask list`)",
-                DYN_FIGURES.join(", "),
-                FIGS.join(", ")
-            )))
-        }
-    };
+    let registry = pipelines();
+    // (pipeline, its requested figures), in registry order.
+    let mut groups: Vec<(&dyn AnyPipeline, Vec<&str>)> = Vec::new();
     let mut skipped: Vec<(&str, String)> = Vec::new();
-    let figs: Vec<&str> = if all && !opts.list_runs {
-        requested
-            .into_iter()
-            .filter(|f| {
-                let missing: Vec<String> = crate::registry::datasets_for(f)
-                    .into_iter()
-                    .filter(|d| stiff_data::locate(*d, opts.data_dir.as_deref()).is_err())
-                    .map(|d| d.to_string())
-                    .collect();
-                if !missing.is_empty() {
-                    let fetch = missing.iter().map(|d| format!("`cargo xtask data fetch {d}`")).collect::<Vec<_>>();
-                    skipped.push((f, format!("{} not found; fetch with {}", missing.join(", "), fetch.join(", "))));
+    for p in registry.iter().copied() {
+        let mut figs = Vec::new();
+        for f in p.figures() {
+            if all {
+                match (!opts.list_runs).then(|| missing_data(f, opts)).flatten() {
+                    Some(why) => skipped.push((f.name, why)),
+                    None => figs.push(f.name),
                 }
-                missing.is_empty()
-            })
-            .collect()
-    } else {
-        requested
-    };
+            } else if f.name == opts.figure {
+                figs.push(f.name);
+            }
+        }
+        if !figs.is_empty() {
+            groups.push((p, figs));
+        }
+    }
+    if !all && groups.is_empty() {
+        let names: Vec<&str> = registry.iter().flat_map(|p| p.figures().iter().map(|f| f.name)).collect();
+        return Err(ExperimentError::InvalidArgument(format!(
+            "unknown figure `{}`: expected one of {}, all (see `cargo xtask list`)",
+            opts.figure,
+            names.join(", ")
+        )));
+    }
     if all && !opts.list_runs {
         write_skipped(&opts.out, &skipped)?;
         for (f, why) in &skipped {
             eprintln!("skipping {f}: {why}");
         }
     }
-    let lr_figs: Vec<&str> = figs.iter().copied().filter(|f| FIGS.contains(f)).collect();
-    let dyn_figs: Vec<&str> = figs.iter().copied().filter(|f| DYN_FIGURES.contains(f)).collect();
-    // `--only` ids may belong to either sweep; each sweep gets the ids that are its own.
-    let lr_ids: Vec<String> = if lr_figs.is_empty() {
-        vec![]
-    } else {
-        let cfg =
-            LrSweepConfig::new(opts.quick, opts.optimizer, opts.seeds.unwrap_or(if opts.quick { 1 } else { 3 }).max(1));
-        lr_figs.iter().flat_map(|f| figure_runs(f, &cfg)).map(|s| s.id()).collect()
-    };
-    let dyn_ids = crate::dynamics::run_ids(&dyn_figs, opts)?;
-    // The synthetic figure needs no data, so `all` always includes it.
-    let sph_ids: Vec<String> = if all {
-        let seeds = opts.seeds.unwrap_or(if opts.quick { 1 } else { 3 }).max(1);
-        SphericalConfig::new(opts.quick, opts.optimizer, seeds).runs().iter().map(|r| r.id()).collect()
-    } else {
-        vec![]
-    };
-    let part = |ids: &[String]| -> Result<Option<ReproduceOptions>> {
-        let only = &opts.selection.only;
-        if only.is_empty() {
-            return Ok(Some(opts.clone()));
-        }
-        if let Some(bad) = only.iter().find(|o| !lr_ids.contains(o) && !dyn_ids.contains(o) && !sph_ids.contains(o)) {
-            return Err(ExperimentError::InvalidArgument(format!("--only {bad}: no such run (see --list-runs)")));
-        }
-        let mine: Vec<String> = only.iter().filter(|o| ids.contains(o)).cloned().collect();
-        Ok((!mine.is_empty()).then(|| {
-            let mut o = opts.clone();
-            o.selection.only = mine;
-            o
-        }))
-    };
-    if !dyn_figs.is_empty() {
-        if let Some(o) = part(&dyn_ids)? {
-            crate::dynamics::reproduce(&dyn_figs, &o)?;
-        }
+    // `--only` ids may belong to any pipeline; each gets the ids that are its own.
+    let ids: Vec<Vec<String>> = groups.iter().map(|(p, figs)| p.run_ids(figs, opts)).collect::<Result<_>>()?;
+    if let Some(bad) = opts.selection.only.iter().find(|o| !ids.iter().any(|i| i.contains(o))) {
+        return Err(ExperimentError::InvalidArgument(format!("--only {bad}: no such run (see --list-runs)")));
     }
-    if !lr_figs.is_empty() {
-        if let Some(o) = part(&lr_ids)? {
-            reproduce_lr(&lr_figs, &o)?;
+    for ((p, figs), ids) in groups.iter().zip(&ids) {
+        let mut o = opts.clone();
+        if !opts.selection.only.is_empty() {
+            o.selection.only = opts.selection.only.iter().filter(|x| ids.contains(x)).cloned().collect();
+            if o.selection.only.is_empty() {
+                continue;
+            }
         }
-    }
-    if all {
-        if let Some(o) = part(&sph_ids)? {
-            crate::spherical::reproduce_spherical(&o)?;
-        }
+        p.reproduce(figs, &o)?;
     }
     if opts.list_runs || !opts.selection.is_everything() {
         return Ok(());
     }
     write_index(&opts.out)
+}
+
+/// Why `f` cannot run here (its data is missing), if it cannot.
+fn missing_data(f: &FigureInfo, opts: &ReproduceOptions) -> Option<String> {
+    let missing: Vec<String> = f
+        .datasets
+        .iter()
+        .filter(|d| stiff_data::locate(**d, opts.data_dir.as_deref()).is_err())
+        .map(|d| d.to_string())
+        .collect();
+    if missing.is_empty() {
+        return None;
+    }
+    let fetch = missing.iter().map(|d| format!("`cargo xtask data fetch {d}`")).collect::<Vec<_>>();
+    Some(format!("{} not found; fetch with {}", missing.join(", "), fetch.join(", ")))
 }
 
 /// `OUT/skipped.md`: the figures `all` skipped and why (removed when none was skipped).
@@ -179,148 +105,163 @@ fn write_skipped(out: &Path, skipped: &[(&str, String)]) -> Result<()> {
     for (f, why) in skipped {
         md.push_str(&format!("| {f} | {why} |\n"));
     }
-    crate::store::write_atomic(&path, md.as_bytes())
+    write_atomic(&path, md.as_bytes())
 }
 
-/// The learning-rate sweep part of `reproduce` (Figs 8-10).
-fn reproduce_lr(figs: &[&str], opts: &ReproduceOptions) -> Result<()> {
-    let seeds = opts.seeds.unwrap_or(if opts.quick { 1 } else { 3 });
-    if seeds == 0 {
-        return Err(ExperimentError::InvalidArgument("--seeds must be at least 1".into()));
-    }
-    let cfg = LrSweepConfig::new(opts.quick, opts.optimizer, seeds);
-    let store = cfg.store(&opts.out);
-    let mut specs: Vec<LrRunSpec> = Vec::new();
-    for f in figs {
-        for s in figure_runs(f, &cfg) {
-            if !specs.contains(&s) {
-                specs.push(s);
-            }
-        }
-    }
-    let done = |s: &LrRunSpec| store.get::<LrRunRecord>(&s.id()).is_some_and(|r| &r.spec == s);
-    let Some(todo) = plan(&figs.join("+"), &specs, LrRunSpec::id, done, opts)? else { return Ok(()) };
-    run_specs(&todo, opts, &store)?;
-
-    if crate::sweep::is_partial(opts) {
-        return Ok(());
-    }
-    for f in figs {
-        draw(f, &cfg, &opts.out, &opts.command)?;
-        eprintln!("wrote {}", opts.out.join(f).display());
-    }
-    Ok(())
-}
-
-fn run_specs(todo: &[&LrRunSpec], opts: &ReproduceOptions, store: &crate::store::RunStore) -> Result<()> {
-    if todo.is_empty() {
-        return Ok(());
-    }
-    let progress = SweepProgress::new("sweep", todo.len());
-    let mut data: BTreeMap<DatasetName, Prepared> = BTreeMap::new();
-    for spec in todo {
-        if let std::collections::btree_map::Entry::Vacant(slot) = data.entry(spec.dataset) {
-            let mut s = spec.data.clone();
-            if s.stiffness_subset == 0 {
-                s = DataSettings::for_dataset(spec.dataset);
-            }
-            slot.insert(prepare(spec.dataset, opts.data_dir.as_deref(), &s, &opts.device)?);
-        }
-        let run_bar = progress.start_run(spec.id(), spec.max_steps);
-        let t = Instant::now();
-        let record = run_one(spec, &data[&spec.dataset], &opts.device, Some(run_bar.clone()))?;
-        store.put(&record.id, &record)?;
-        let end = match &record.end {
-            RunEnd::Completed => "completed".to_string(),
-            RunEnd::StepBudget { steps } => format!("out of steps at {steps}"),
-            RunEnd::Diverged { step, reason } => format!("DIVERGED at step {step}: {reason}"),
-        };
-        let line = format!(
-            "run {} {end}: {} thresholds reached in {} steps, {:.1}s ({})",
-            record.id,
-            record.points.len(),
-            record.steps,
-            t.elapsed().as_secs_f64(),
-            record
-                .points
-                .iter()
-                .map(|p| format!(
-                    "<{}: between sign {:.3}, cos {:.3}",
-                    p.threshold, p.measurement.sign.between, p.measurement.cosine.between
-                ))
-                .collect::<Vec<_>>()
-                .join("; "),
-        );
-        progress.finish_run(&run_bar, line);
-    }
-    progress.finish();
-    Ok(())
-}
-
-/// Draws one figure from the finished runs of the sweep `cfg` in `out`.
-fn draw(figure: &str, cfg: &LrSweepConfig, out: &Path, command: &str) -> Result<()> {
-    let store = cfg.store(out);
-    let specs = figure_runs(figure, cfg);
-    let records: Vec<LrRunRecord> =
-        specs.iter().filter_map(|s| store.get::<LrRunRecord>(&s.id()).filter(|r| &r.spec == s)).collect();
-    let missing = specs.len() - records.len();
-    if missing > 0 {
-        eprintln!("{figure}: {missing} of {} runs are not finished yet; drawing from the rest", specs.len());
-    }
-    let dir = out.join(figure);
-    match figure {
-        "fig8" => write_fig8(&dir, cfg, &records, command),
-        "fig10" => write_fig10(&dir, cfg, &records, command),
-        "fig9" => match records.first() {
-            Some(r) => write_fig9(&dir, cfg, r, command),
-            None => {
-                Err(ExperimentError::InvalidArgument(format!("fig9: its run is not finished in {}", out.display())))
-            }
-        },
-        _ => unreachable!("figure names are checked by the caller"),
-    }
-}
-
-/// `report --out DIR`: redraws every figure whose config is in `out`, from the finished runs.
+/// `report --out DIR`: redraws every figure whose config or runs are in `out`, from the
+/// finished runs, and rewrites `index.md`.
 pub fn report(out: &Path) -> Result<()> {
     let mut drawn = 0;
-    for f in FIGS {
-        let cfg_path = out.join(f).join("config.json");
-        let sweep_cfg = if cfg_path.is_file() {
-            let v: serde_json::Value = read_json(&cfg_path)?;
-            let cfg: LrSweepConfig = serde_json::from_value(v["sweep"].clone())
-                .map_err(|e| ExperimentError::Format(format!("{}: {e}", cfg_path.display())))?;
-            let command = v["command"].as_str().unwrap_or("").to_string();
-            Some((cfg, command))
-        } else {
-            // Shards never draw; find the sweep from the stored runs instead.
-            sweep_from_runs(out)?.map(|c| (c, "cargo xtask report".to_string()))
-        };
-        if let Some((cfg, command)) = sweep_cfg {
-            draw(f, &cfg, out, &command)?;
-            drawn += 1;
-        }
+    for p in pipelines() {
+        drawn += p.report(out)?;
     }
-    drawn += crate::dynamics::report(out)?;
-    drawn += usize::from(crate::spherical::report_spherical(out)?);
     if drawn == 0 {
         return Err(ExperimentError::InvalidArgument(format!("{}: no finished runs or figures found", out.display())));
     }
     write_index(out)
 }
 
-/// Rebuilds a sweep configuration from stored runs (for folders filled by shards).
-fn sweep_from_runs(out: &Path) -> Result<Option<LrSweepConfig>> {
-    for (sweep, quick) in [("lr-sweep", false), ("lr-sweep-quick", true)] {
-        let records: Vec<LrRunRecord> = crate::store::RunStore::new(out, sweep).all()?;
-        let Some(first) = records.first() else { continue };
-        let opt = if first.spec.optimizer.name() == "adam" { OptimizerKind::Adam } else { OptimizerKind::Sgd };
-        let mut seeds: Vec<u64> = records.iter().map(|r| r.spec.seed).collect();
-        seeds.sort();
-        seeds.dedup();
-        let mut cfg = LrSweepConfig::new(quick, opt, seeds.len());
-        cfg.seeds = seeds;
-        return Ok(Some(cfg));
+/// The configurations of `figs`, with their figure names.
+fn configs<'f, P: Pipeline>(p: &P, figs: &[&'f str], opts: &ReproduceOptions) -> Result<Vec<(&'f str, P::Config)>> {
+    figs.iter().map(|&f| Ok((f, p.config(f, opts)?))).collect()
+}
+
+/// Every run of `cfgs`, deduplicated, in order.
+fn specs<P: Pipeline>(p: &P, cfgs: &[(&str, P::Config)]) -> Vec<P::Spec> {
+    let mut specs: Vec<P::Spec> = Vec::new();
+    for (f, c) in cfgs {
+        for s in p.runs(f, c) {
+            if !specs.contains(&s) {
+                specs.push(s);
+            }
+        }
     }
-    Ok(None)
+    specs
+}
+
+/// The finished record of `spec` in `store`, if any (a record of another spec does not count).
+fn finished<P: Pipeline>(p: &P, store: &RunStore, spec: &P::Spec) -> Option<P::Record> {
+    store.get::<P::Record>(&p.run_id(spec)).filter(|r| p.record_spec(r) == spec)
+}
+
+/// [`AnyPipeline::reproduce`] with explicit configurations (tests shrink them): plans the runs
+/// of every `(figure, config)`, runs the selected unfinished ones, then draws each figure and
+/// rewrites `index.md` (unless only part of the sweep was selected).
+pub fn reproduce_with<P: Pipeline>(p: &P, cfgs: &[(&str, P::Config)], opts: &ReproduceOptions) -> Result<()> {
+    let Some((_, first)) = cfgs.first() else { return Ok(()) };
+    for (_, c) in cfgs {
+        p.check(c, opts)?;
+    }
+    let store = p.store(first, &opts.out);
+    let specs = specs(p, cfgs);
+    let label = cfgs.iter().map(|(f, _)| *f).collect::<Vec<_>>().join("+");
+    let done = |s: &P::Spec| finished(p, &store, s).is_some();
+    let Some(todo) = plan(&label, &specs, |s| p.run_id(s), done, opts)? else { return Ok(()) };
+    for (f, c) in cfgs {
+        p.begin(c, &opts.out)?;
+        let cfg_json = serde_json::to_value(c).map_err(|e| ExperimentError::Format(format!("{f} config: {e}")))?;
+        write_json(
+            &config_beside_runs(&opts.out, &figure_dir(f, p.optimizer(c))),
+            &serde_json::json!({ "figure": f, "command": opts.command, P::CONFIG_KEY: cfg_json }),
+        )?;
+    }
+    run_all(p, &todo, opts, &store)?;
+    if is_partial(opts) {
+        return Ok(());
+    }
+    for (f, c) in cfgs {
+        let dir = draw(p, f, c, &opts.out, &opts.command)?;
+        eprintln!("wrote {}", dir.display());
+    }
+    write_index(&opts.out)
+}
+
+fn run_all<P: Pipeline>(p: &P, todo: &[&P::Spec], opts: &ReproduceOptions, store: &RunStore) -> Result<()> {
+    if todo.is_empty() {
+        return Ok(());
+    }
+    let progress = SweepProgress::new(p.label(), todo.len());
+    let mut cache = P::Cache::default();
+    for spec in todo {
+        let id = p.run_id(spec);
+        let bar = progress.start_run(id.clone(), p.max_steps(spec));
+        let t = Instant::now();
+        let record = p.run_one(spec, &mut cache, opts, bar.clone())?;
+        store.put(&id, &record)?;
+        progress.finish_run(&bar, p.log_line(&record, t.elapsed().as_secs_f64()));
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// Draws `figure` of `cfg` from the finished runs in `out`; returns its folder.
+fn draw<P: Pipeline>(p: &P, figure: &str, cfg: &P::Config, out: &Path, command: &str) -> Result<std::path::PathBuf> {
+    let store = p.store(cfg, out);
+    let specs = p.runs(figure, cfg);
+    let records: Vec<P::Record> = specs.iter().filter_map(|s| finished(p, &store, s)).collect();
+    let missing = specs.len() - records.len();
+    if missing > 0 {
+        eprintln!("{figure}: {missing} of {} runs are not finished yet; drawing from the rest", specs.len());
+    }
+    let dir = out.join(figure_dir(figure, p.optimizer(cfg)));
+    p.draw(figure, cfg, &records, &dir, command)?;
+    Ok(dir)
+}
+
+/// `OUT/runs/figures/<figure folder>.json`: a figure's config (as in its `config.json`), written
+/// before any run starts, so `report` can draw from a folder filled by shards (which draw nothing).
+fn config_beside_runs(out: &Path, dir_name: &str) -> PathBuf {
+    out.join("runs").join("figures").join(format!("{dir_name}.json"))
+}
+
+/// The configurations `report` redraws for `figure`: those recorded in its folders' config.json
+/// (one folder per optimizer) or beside the runs, else those rebuilt from the stored runs (folders
+/// written before configs were kept beside the runs).
+fn report_configs<P: Pipeline>(p: &P, figure: &str, out: &Path) -> Result<Vec<(P::Config, String)>> {
+    let mut found = Vec::new();
+    for opt in OptimizerKind::ALL {
+        let dir = figure_dir(figure, opt);
+        let in_folder = out.join(&dir).join("config.json");
+        let path = if in_folder.is_file() { in_folder } else { config_beside_runs(out, &dir) };
+        if path.is_file() {
+            let v: serde_json::Value = read_json(&path)?;
+            let cfg: P::Config = serde_json::from_value(v[P::CONFIG_KEY].clone())
+                .map_err(|e| ExperimentError::Format(format!("{}: {e}", path.display())))?;
+            found.push((cfg, v["command"].as_str().unwrap_or("cargo xtask report").to_string()));
+        }
+    }
+    if found.is_empty() {
+        found = p.configs_from_runs(figure, out)?.into_iter().map(|c| (c, "cargo xtask report".to_string())).collect();
+    }
+    Ok(found)
+}
+
+impl<P: Pipeline> AnyPipeline for P {
+    fn figures(&self) -> &'static [FigureInfo] {
+        Pipeline::figures(self)
+    }
+
+    fn run_ids(&self, figs: &[&str], opts: &ReproduceOptions) -> Result<Vec<String>> {
+        Ok(specs(self, &configs(self, figs, opts)?).iter().map(|s| self.run_id(s)).collect())
+    }
+
+    fn reproduce(&self, figs: &[&str], opts: &ReproduceOptions) -> Result<()> {
+        reproduce_with(self, &configs(self, figs, opts)?, opts)
+    }
+
+    fn report(&self, out: &Path) -> Result<usize> {
+        let mut drawn = 0;
+        for f in Pipeline::figures(self) {
+            for (cfg, command) in report_configs(self, f.name, out)? {
+                // A figure with no finished run has nothing to draw.
+                let store = self.store(&cfg, out);
+                if !self.runs(f.name, &cfg).iter().any(|s| finished(self, &store, s).is_some()) {
+                    continue;
+                }
+                draw(self, f.name, &cfg, out, &command)?;
+                drawn += 1;
+            }
+        }
+        Ok(drawn)
+    }
 }

@@ -61,7 +61,7 @@ pub fn plan<'a, S>(
     specs: &'a [S],
     id: impl Fn(&S) -> String,
     done: impl Fn(&S) -> bool,
-    opts: &crate::runner::ReproduceOptions,
+    opts: &crate::options::ReproduceOptions,
 ) -> Result<Option<Vec<&'a S>>> {
     if opts.list_runs {
         for s in specs {
@@ -85,7 +85,7 @@ pub fn plan<'a, S>(
 
 /// True when this process ran only part of the sweep (`--only` / `--shard`); then it says how to
 /// draw the figures once every part is done, and the caller draws nothing.
-pub fn is_partial(opts: &crate::runner::ReproduceOptions) -> bool {
+pub fn is_partial(opts: &crate::options::ReproduceOptions) -> bool {
     let partial = !opts.selection.is_everything();
     if partial {
         eprintln!(

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use candle::Device;
 use stiff_data::DatasetName;
+use stiff_experiments::dynamics::figures::superclass_order;
 use stiff_experiments::dynamics::{write_synthetic_cifar, DynRunRecord};
-use stiff_experiments::figures::dynamics::superclass_order;
-use stiff_experiments::lr_sweep::OptimizerKind;
-use stiff_experiments::runner::{reproduce, ReproduceOptions};
+use stiff_experiments::options::{OptimizerKind, ReproduceOptions};
+use stiff_experiments::runner::reproduce;
 use stiff_experiments::sweep::RunSelection;
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
@@ -17,6 +17,7 @@ fn opts(figure: &str, data: &Path, out: &Path) -> ReproduceOptions {
     ReproduceOptions {
         figure: figure.into(),
         quick: true,
+        tiny: false,
         data_dir: Some(data.to_path_buf()),
         out: out.to_path_buf(),
         device: Device::Cpu,

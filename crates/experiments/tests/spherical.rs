@@ -6,12 +6,10 @@ use std::path::Path;
 
 use candle::Device;
 use stiff_analysis::BinSpec;
-use stiff_experiments::lr_sweep::OptimizerKind;
 use stiff_experiments::measure::crossing_distance;
-use stiff_experiments::runner::ReproduceOptions;
-use stiff_experiments::spherical::{
-    report_spherical, reproduce_spherical, reproduce_spherical_with, SphRunRecord, SphericalConfig, FIGURE,
-};
+use stiff_experiments::options::{OptimizerKind, ReproduceOptions};
+use stiff_experiments::runner::{report, reproduce, reproduce_with};
+use stiff_experiments::spherical::{SphRunRecord, Spherical, SphericalConfig, FIGURE};
 use stiff_experiments::sweep::RunSelection;
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
@@ -20,6 +18,7 @@ fn opts(out: &Path) -> ReproduceOptions {
     ReproduceOptions {
         figure: FIGURE.into(),
         quick: true,
+        tiny: false,
         data_dir: None,
         out: out.to_path_buf(),
         device: Device::Cpu,
@@ -48,6 +47,11 @@ fn tiny() -> SphericalConfig {
     c.loss_threshold = 0.3;
     c.measure.bins = BinSpec { bins: 40, lo: 0.0, hi: 2.0 };
     c
+}
+
+/// `reproduce spherical` with an explicit configuration, through the generic runner.
+fn run_with(o: &ReproduceOptions, cfg: &SphericalConfig) -> stiff_experiments::Result<()> {
+    reproduce_with(&Spherical, &[(FIGURE, cfg.clone())], o)
 }
 
 fn records(out: &Path) -> Vec<SphRunRecord> {
@@ -101,7 +105,7 @@ fn quick_pipeline_end_to_end_with_resume_shards_and_report() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("a");
     let cfg = tiny();
-    reproduce_spherical_with(&opts(&out), &cfg).unwrap();
+    run_with(&opts(&out), &cfg).unwrap();
     check_outputs(&out);
     let recs = records(&out);
     // Degrees 1 and 3 at lr 0.1, plus lr 0.05 at degree 3 (lr 0.1 at degree 3 is shared).
@@ -122,7 +126,7 @@ fn quick_pipeline_end_to_end_with_resume_shards_and_report() {
 
     // Resume: nothing reruns (the records, timings included, stay byte-identical).
     let before = std::fs::read(out.join("runs/spherical-quick/sph-d3-l1-sgd-lr0.1-s0.json")).unwrap();
-    reproduce_spherical_with(&opts(&out), &cfg).unwrap();
+    run_with(&opts(&out), &cfg).unwrap();
     let after = std::fs::read(out.join("runs/spherical-quick/sph-d3-l1-sgd-lr0.1-s0.json")).unwrap();
     assert_eq!(before, after, "a finished run was redone");
 
@@ -131,10 +135,10 @@ fn quick_pipeline_end_to_end_with_resume_shards_and_report() {
     for k in 0..2 {
         let mut o = opts(&out2);
         o.selection.shard = Some((k, 2));
-        reproduce_spherical_with(&o, &cfg).unwrap();
+        run_with(&o, &cfg).unwrap();
     }
     assert!(!out2.join(FIGURE).exists(), "a shard drew the figure");
-    assert!(report_spherical(&out2).unwrap());
+    report(&out2).unwrap();
     check_outputs(&out2);
     // Same seeds, same runs: the measurements agree bit for bit across the two folders.
     for (a, b) in recs.iter().zip(records(&out2)) {
@@ -142,8 +146,9 @@ fn quick_pipeline_end_to_end_with_resume_shards_and_report() {
         assert_eq!(a.step, b.step);
         assert_eq!(a.measurement.as_ref().map(|m| &m.curves), b.measurement.as_ref().map(|m| &m.curves));
     }
-    // Report on a folder with no runs draws nothing.
-    assert!(!report_spherical(&tmp.path().join("empty")).unwrap());
+    // Report on a folder with no runs draws nothing and says so.
+    let err = report(&tmp.path().join("empty")).unwrap_err().to_string();
+    assert!(err.contains("no finished runs"), "{err}");
 }
 
 #[test]
@@ -152,7 +157,7 @@ fn list_runs_and_bad_configs() {
     let mut o = opts(tmp.path());
     o.list_runs = true;
     // The real quick defaults: listing runs trains nothing and writes nothing.
-    reproduce_spherical(&o).unwrap();
+    reproduce(&o).unwrap();
     assert!(!tmp.path().join(FIGURE).exists() && !tmp.path().join("runs").exists());
     let quick = SphericalConfig::new(true, OptimizerKind::Sgd, 1);
     // Degrees 1, 2, 4 plus the l = 3 learning-rate sweep (its 0.1 run is not in the degree sweep).
@@ -162,11 +167,11 @@ fn list_runs_and_bad_configs() {
 
     let mut o = opts(tmp.path());
     o.seeds = Some(0);
-    assert!(reproduce_spherical(&o).is_err());
+    assert!(reproduce(&o).is_err());
     let mut c = tiny();
     c.stiffness_subset = c.n_val + 1;
-    assert!(reproduce_spherical_with(&opts(tmp.path()), &c).is_err());
+    assert!(run_with(&opts(tmp.path()), &c).is_err());
     let mut c = tiny();
     c.degrees = vec![0];
-    assert!(reproduce_spherical_with(&opts(tmp.path()), &c).is_err());
+    assert!(run_with(&opts(tmp.path()), &c).is_err());
 }

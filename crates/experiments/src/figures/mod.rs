@@ -1,5 +1,0 @@
-//! Figure writers.
-
-pub mod dynamics;
-pub mod lr;
-pub mod spherical;

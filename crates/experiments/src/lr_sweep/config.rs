@@ -1,0 +1,147 @@
+//! The learning-rate sweep's configuration and its runs (stable ids).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use stiff_data::DatasetName;
+use stiff_models::Preset;
+use stiff_train::OptimizerConfig;
+
+use crate::measure::MeasureSettings;
+use crate::options::OptimizerKind;
+use crate::prepare::DataSettings;
+use crate::store::RunStore;
+use crate::sweep::fmt_lr;
+
+/// The whole sweep (what `config.json` of Figs 8-10 records).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LrSweepConfig {
+    pub quick: bool,
+    pub datasets: Vec<DatasetName>,
+    pub preset: Preset,
+    pub optimizer: OptimizerKind,
+    pub lrs: Vec<f64>,
+    pub seeds: Vec<u64>,
+    /// Training-loss thresholds per dataset (descending).
+    pub thresholds: BTreeMap<DatasetName, Vec<f64>>,
+    pub max_steps: u64,
+    pub batch_size: usize,
+    pub eval_every: u64,
+    pub train_eval_subset: usize,
+    pub data: DataSettings,
+    pub measure: MeasureSettings,
+}
+
+impl LrSweepConfig {
+    /// Defaults (documented in docs/figures.md). SGD: rates 0.01..0.2 on a log grid; Adam: 1e-4..3e-3.
+    pub fn new(quick: bool, optimizer: OptimizerKind, seeds: usize) -> Self {
+        let lrs = match (optimizer, quick) {
+            (OptimizerKind::Sgd, false) => vec![0.01, 0.02, 0.05, 0.1, 0.2],
+            (OptimizerKind::Sgd, true) => vec![0.01, 0.1],
+            (OptimizerKind::Adam, false) => vec![1e-4, 3e-4, 1e-3, 3e-3],
+            (OptimizerKind::Adam, true) => vec![3e-4, 3e-3],
+        };
+        let thresholds = if quick {
+            BTreeMap::from([
+                (DatasetName::Mnist, vec![1.0, 0.6, 0.4]),
+                (DatasetName::FashionMnist, vec![1.2, 0.9, 0.7]),
+            ])
+        } else {
+            BTreeMap::from([
+                (DatasetName::Mnist, vec![0.5, 0.2, 0.1]),
+                (DatasetName::FashionMnist, vec![0.7, 0.5, 0.4]),
+            ])
+        };
+        let mut measure = MeasureSettings::default();
+        let mut data = DataSettings::for_dataset(DatasetName::Mnist);
+        if quick {
+            measure.bootstrap_reps = 50;
+            data.stiffness_subset = 200;
+        }
+        Self {
+            quick,
+            datasets: vec![DatasetName::Mnist, DatasetName::FashionMnist],
+            preset: Preset::Fc6,
+            optimizer,
+            lrs,
+            seeds: (0..seeds as u64).collect(),
+            thresholds,
+            max_steps: if quick { 4_000 } else { 30_000 },
+            batch_size: 32,
+            eval_every: if quick { 50 } else { 100 },
+            train_eval_subset: 1_000,
+            data,
+            measure,
+        }
+    }
+
+    /// Every run of the sweep, in a fixed order (dataset, lr, seed).
+    pub fn runs(&self) -> Vec<LrRunSpec> {
+        let mut out = Vec::new();
+        for &dataset in &self.datasets {
+            for &lr in &self.lrs {
+                for &seed in &self.seeds {
+                    out.push(LrRunSpec {
+                        dataset,
+                        preset: self.preset,
+                        optimizer: self.optimizer.with_lr(lr),
+                        seed,
+                        thresholds: self.thresholds.get(&dataset).cloned().unwrap_or_default(),
+                        max_steps: self.max_steps,
+                        batch_size: self.batch_size,
+                        eval_every: self.eval_every,
+                        train_eval_subset: self.train_eval_subset,
+                        data: self.data.clone(),
+                        measure: self.measure.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The store of this sweep's runs (quick and full runs never mix).
+    pub fn store(&self, out: &Path) -> RunStore {
+        RunStore::new(out, if self.quick { "lr-sweep-quick" } else { "lr-sweep" })
+    }
+}
+
+/// One training run of the sweep. Two runs with equal specs are the same run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LrRunSpec {
+    pub dataset: DatasetName,
+    pub preset: Preset,
+    pub optimizer: OptimizerConfig,
+    pub seed: u64,
+    pub thresholds: Vec<f64>,
+    pub max_steps: u64,
+    pub batch_size: usize,
+    pub eval_every: u64,
+    pub train_eval_subset: usize,
+    pub data: DataSettings,
+    pub measure: MeasureSettings,
+}
+
+impl LrRunSpec {
+    /// Stable id, e.g. `mnist-fc6-sgd-lr0.05-s0`.
+    pub fn id(&self) -> String {
+        format!(
+            "{}-{}-{}-lr{}-s{}",
+            self.dataset,
+            self.preset,
+            self.optimizer.name(),
+            fmt_lr(self.optimizer.lr()),
+            self.seed
+        )
+    }
+}
+
+/// The representative trained run of Fig 9: MNIST, the learning rate closest to 0.1 (log scale),
+/// the first seed, at the lowest threshold it reached.
+pub fn fig9_run(cfg: &LrSweepConfig) -> Option<LrRunSpec> {
+    let lr = cfg.lrs.iter().copied().min_by(|a, b| (a.log10() + 1.0).abs().total_cmp(&(b.log10() + 1.0).abs()))?;
+    cfg.runs().into_iter().find(|r| {
+        r.dataset == stiff_data::DatasetName::Mnist && r.optimizer.lr() == lr && Some(&r.seed) == cfg.seeds.first()
+    })
+}

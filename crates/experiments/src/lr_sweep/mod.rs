@@ -1,0 +1,215 @@
+//! The learning-rate sweep behind Figs 8, 9 and 10: fully-connected nets trained with a constant
+//! learning rate until the training loss first falls below each of several thresholds; at each
+//! threshold, stiffness is measured on the fixed validation subset (class stiffness for Fig 8,
+//! distance curves and stiff domain sizes for Figs 9 and 10). The three figures share one sweep
+//! (`runs/lr-sweep[-quick]/<id>.json`); Fig 9 draws one representative run of it.
+//!
+//! * [`config`]: the sweep and its runs (stable ids).
+//! * [`run`]: one run and its record.
+//! * [`figures`]: Figs 8, 9, 10 (aggregation, statistics, tables, plots).
+//! * [`summary`]: their prose.
+
+pub mod config;
+pub mod figures;
+pub mod run;
+pub mod summary;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use indicatif::ProgressBar;
+use stiff_data::DatasetName;
+
+pub use config::{fig9_run, LrRunSpec, LrSweepConfig};
+pub use run::{run_one, LrRunRecord, ThresholdPoint, RECORD_VERSION};
+
+use crate::options::{OptimizerKind, ReproduceOptions, RunEnd};
+use crate::pipeline::{FigureInfo, Pipeline};
+use crate::prepare::{prepare_with, DataSettings, Prepared};
+use crate::store::RunStore;
+use crate::{ExperimentError, Result};
+
+/// The learning-rate sweep pipeline (Figs 8-10).
+#[derive(Debug, Clone, Copy)]
+pub struct LrSweep;
+
+const FIGURES: &[FigureInfo] = &[
+    FigureInfo {
+        name: "fig8",
+        shows: "between-class stiffness vs learning rate at three training-loss thresholds (FC net)",
+        datasets: &[DatasetName::Mnist, DatasetName::FashionMnist],
+        time_quick: "~1-2 min",
+        time_full: "~15 min",
+    },
+    FigureInfo {
+        name: "fig9",
+        shows: "stiffness vs dot-product distance in input space and every layer, zero crossings marked",
+        datasets: &[DatasetName::Mnist],
+        time_quick: "~20 s (reuses fig8's run)",
+        time_full: "~1 min (reuses fig8's run)",
+    },
+    FigureInfo {
+        name: "fig10",
+        shows: "stiff domain size (zero crossing) vs learning rate, per space, v1 and v3 extraction",
+        datasets: &[DatasetName::Mnist, DatasetName::FashionMnist],
+        time_quick: "as fig8 (same runs)",
+        time_full: "as fig8 (same runs)",
+    },
+];
+
+/// Shrinks a quick sweep to seconds on small generated files (tests).
+fn tiny(cfg: &mut LrSweepConfig) {
+    cfg.max_steps = 40;
+    cfg.eval_every = 10;
+    cfg.train_eval_subset = 50;
+    cfg.data.stiffness_subset = 40;
+    cfg.measure.bootstrap_reps = 5;
+    for t in cfg.thresholds.values_mut() {
+        *t = vec![5.0, 2.2];
+    }
+}
+
+impl Pipeline for LrSweep {
+    type Config = LrSweepConfig;
+    type Spec = LrRunSpec;
+    type Record = LrRunRecord;
+    /// Prepared data per dataset.
+    type Cache = BTreeMap<DatasetName, Prepared>;
+
+    const CONFIG_KEY: &'static str = "sweep";
+
+    fn label(&self) -> &'static str {
+        "sweep"
+    }
+
+    fn figures(&self) -> &'static [FigureInfo] {
+        FIGURES
+    }
+
+    fn config(&self, _figure: &str, opts: &ReproduceOptions) -> Result<LrSweepConfig> {
+        let quick = opts.quick || opts.tiny;
+        let mut cfg = LrSweepConfig::new(quick, opts.optimizer, opts.seeds_or(if quick { 1 } else { 3 })?);
+        if opts.tiny {
+            tiny(&mut cfg);
+        }
+        Ok(cfg)
+    }
+
+    fn optimizer(&self, cfg: &LrSweepConfig) -> OptimizerKind {
+        cfg.optimizer
+    }
+
+    fn runs(&self, figure: &str, cfg: &LrSweepConfig) -> Vec<LrRunSpec> {
+        match figure {
+            "fig9" => fig9_run(cfg).into_iter().collect(),
+            _ => cfg.runs(),
+        }
+    }
+
+    fn run_id(&self, spec: &LrRunSpec) -> String {
+        spec.id()
+    }
+
+    fn max_steps(&self, spec: &LrRunSpec) -> u64 {
+        spec.max_steps
+    }
+
+    fn store(&self, cfg: &LrSweepConfig, out: &Path) -> RunStore {
+        cfg.store(out)
+    }
+
+    fn run_one(
+        &self,
+        spec: &LrRunSpec,
+        cache: &mut Self::Cache,
+        opts: &ReproduceOptions,
+        bar: ProgressBar,
+    ) -> Result<LrRunRecord> {
+        if let std::collections::btree_map::Entry::Vacant(slot) = cache.entry(spec.dataset) {
+            let mut s = spec.data.clone();
+            if s.stiffness_subset == 0 {
+                s = DataSettings::for_dataset(spec.dataset);
+            }
+            // Small generated files pass at test scale only; real runs insist on official counts.
+            let load = if opts.tiny { stiff_data::LoadOptions::lenient() } else { stiff_data::LoadOptions::default() };
+            slot.insert(prepare_with(spec.dataset, opts.data_dir.as_deref(), &s, &opts.device, &load)?);
+        }
+        run_one(spec, &cache[&spec.dataset], &opts.device, Some(bar))
+    }
+
+    fn record_spec<'r>(&self, record: &'r LrRunRecord) -> &'r LrRunSpec {
+        &record.spec
+    }
+
+    fn log_line(&self, record: &LrRunRecord, seconds: f64) -> String {
+        let end = match &record.end {
+            RunEnd::Completed => "completed".to_string(),
+            RunEnd::StepBudget { steps } => format!("out of steps at {steps}"),
+            RunEnd::Diverged { step, reason } => format!("DIVERGED at step {step}: {reason}"),
+        };
+        format!(
+            "run {} {end}: {} thresholds reached in {} steps, {seconds:.1}s ({})",
+            record.id,
+            record.points.len(),
+            record.steps,
+            record
+                .points
+                .iter()
+                .map(|p| format!(
+                    "<{}: between sign {:.3}, cos {:.3}",
+                    p.threshold, p.measurement.sign.between, p.measurement.cosine.between
+                ))
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+
+    fn draw(
+        &self,
+        figure: &str,
+        cfg: &LrSweepConfig,
+        records: &[LrRunRecord],
+        dir: &Path,
+        command: &str,
+    ) -> Result<()> {
+        match figure {
+            "fig8" => figures::fig8::write_fig8(dir, cfg, records, command),
+            "fig10" => figures::fig10::write_fig10(dir, cfg, records, command),
+            _ => match records.first() {
+                Some(r) => figures::fig9::write_fig9(dir, cfg, r, command),
+                None => Err(ExperimentError::InvalidArgument(format!(
+                    "{figure}: its run is not finished in {}",
+                    dir.parent().unwrap_or(dir).display()
+                ))),
+            },
+        }
+    }
+
+    fn configs_from_runs(&self, _figure: &str, out: &Path) -> Result<Vec<LrSweepConfig>> {
+        for (sweep, quick) in [("lr-sweep", false), ("lr-sweep-quick", true)] {
+            let records: Vec<LrRunRecord> = RunStore::new(out, sweep).all()?;
+            if records.is_empty() {
+                continue;
+            }
+            // One sweep per optimizer found, with the seeds found.
+            let mut cfgs = Vec::new();
+            for opt in OptimizerKind::ALL {
+                let mut seeds: Vec<u64> = records
+                    .iter()
+                    .filter(|r| OptimizerKind::of(&r.spec.optimizer) == opt)
+                    .map(|r| r.spec.seed)
+                    .collect();
+                if seeds.is_empty() {
+                    continue;
+                }
+                seeds.sort();
+                seeds.dedup();
+                let mut cfg = LrSweepConfig::new(quick, opt, seeds.len());
+                cfg.seeds = seeds;
+                cfgs.push(cfg);
+            }
+            return Ok(cfgs);
+        }
+        Ok(vec![])
+    }
+}

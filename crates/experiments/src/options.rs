@@ -1,0 +1,148 @@
+//! The shared vocabulary of every pipeline: what `reproduce` takes from the command line, the
+//! optimizer choice and how a run ended. It sits below the pipelines and the runner, so both
+//! import it and neither imports the other.
+
+use std::path::PathBuf;
+
+use candle::Device;
+use serde::{Deserialize, Serialize};
+use stiff_train::OptimizerConfig;
+
+use crate::sweep::RunSelection;
+use crate::{ExperimentError, Result};
+
+/// Everything `reproduce` takes from the command line.
+#[derive(Debug, Clone)]
+pub struct ReproduceOptions {
+    /// A figure name (`stiff list`) or `all`.
+    pub figure: String,
+    pub quick: bool,
+    /// Test scale (implies `quick`): each pipeline shrinks its quick configuration to seconds on
+    /// small generated files. Never mixed with real results: the run records say so in their specs.
+    pub tiny: bool,
+    pub data_dir: Option<PathBuf>,
+    pub out: PathBuf,
+    pub device: Device,
+    /// Seeds per configuration; the default is the pipeline's (3 full / 1 quick, dynamics 1).
+    pub seeds: Option<usize>,
+    pub optimizer: OptimizerKind,
+    /// Skip runs already finished in `out` (default true).
+    pub resume: bool,
+    pub list_runs: bool,
+    pub selection: RunSelection,
+    /// The command line, recorded in each figure's config.
+    pub command: String,
+}
+
+impl ReproduceOptions {
+    /// Defaults for `figure` into `out`: not quick, CPU, SGD, resume, every run.
+    pub fn new(figure: &str, out: impl Into<PathBuf>) -> Self {
+        Self {
+            figure: figure.to_string(),
+            quick: false,
+            tiny: false,
+            data_dir: None,
+            out: out.into(),
+            device: Device::Cpu,
+            seeds: None,
+            optimizer: OptimizerKind::Sgd,
+            resume: true,
+            list_runs: false,
+            selection: RunSelection::default(),
+            command: String::new(),
+        }
+    }
+
+    /// `--seeds`, or `default`; zero is an error.
+    pub fn seeds_or(&self, default: usize) -> Result<usize> {
+        match self.seeds.unwrap_or(default) {
+            0 => Err(ExperimentError::InvalidArgument("--seeds must be at least 1".into())),
+            n => Ok(n),
+        }
+    }
+}
+
+/// Parses `cpu` or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    if s == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    let Some(n) = s.strip_prefix("cuda:").or(if s == "cuda" { Some("0") } else { None }) else {
+        return Err(ExperimentError::InvalidArgument(format!("--device `{s}`: expected cpu or cuda:N")));
+    };
+    let n: usize = n.parse().map_err(|_| ExperimentError::InvalidArgument(format!("--device `{s}`: bad GPU index")))?;
+    if !candle::utils::cuda_is_available() {
+        return Err(ExperimentError::InvalidArgument(format!(
+            "--device {s}: this build has no CUDA support; build with the `cuda` feature (`cargo xtask build-cuda`)"
+        )));
+    }
+    Ok(Device::new_cuda(n)?)
+}
+
+/// Optimizer family of a sweep (each run gets its own learning rate).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+}
+
+impl OptimizerKind {
+    /// Every kind, the default (SGD) first.
+    pub const ALL: [OptimizerKind; 2] = [OptimizerKind::Sgd, OptimizerKind::Adam];
+
+    pub fn with_lr(self, lr: f64) -> OptimizerConfig {
+        match self {
+            OptimizerKind::Sgd => OptimizerConfig::sgd(lr),
+            OptimizerKind::Adam => OptimizerConfig::adam(lr),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adam => "adam",
+        }
+    }
+
+    /// The kind of a run's optimizer config (by name; unknown names are SGD).
+    pub fn of(cfg: &OptimizerConfig) -> Self {
+        if cfg.name() == "adam" {
+            OptimizerKind::Adam
+        } else {
+            OptimizerKind::Sgd
+        }
+    }
+}
+
+impl std::str::FromStr for OptimizerKind {
+    type Err = ExperimentError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "sgd" => Ok(Self::Sgd),
+            "adam" => Ok(Self::Adam),
+            _ => Err(ExperimentError::InvalidArgument(format!("--optimizer `{s}`: expected sgd or adam"))),
+        }
+    }
+}
+
+/// The folder of `figure` under `OUT`: `fig8` for the default optimizer (SGD), `fig8-adam` for
+/// another, so sweeps with different optimizers in one `--out` never overwrite each other.
+pub fn figure_dir(figure: &str, optimizer: OptimizerKind) -> String {
+    match optimizer {
+        OptimizerKind::Sgd => figure.to_string(),
+        other => format!("{figure}-{}", other.name()),
+    }
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RunEnd {
+    /// Every threshold was reached (or, for runs without thresholds, every step was run).
+    Completed,
+    /// The step budget ran out before the last threshold.
+    StepBudget { steps: u64 },
+    /// The loss or the weights became non-finite / exploded.
+    Diverged { step: u64, reason: String },
+}
