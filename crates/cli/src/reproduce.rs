@@ -23,7 +23,7 @@ pub struct ReproduceArgs {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Seeds per learning rate (default 5 for fig8-10, 3 elsewhere; 1 with --quick).
+    /// Seeds per learning rate (fig8-10: 5, 2 with --quick; others: 3, 1 with --quick).
     #[arg(long)]
     seeds: Option<usize>,
     /// sgd or adam (constant learning rate). Figures of a non-default optimizer go to `<figure>-adam/`.

@@ -191,7 +191,11 @@ fn space_curves(
     }
     let spaces: Vec<(&str, ArrayView2<f32>)> = reps.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
     let curves = distance_curves(k, &spaces, labels, settings.pair_filter, &settings.bins, s)?;
-    Ok(curves.into_iter().zip(&reps).map(|(curve, (name, _))| SpaceCurve::read(name, curve, settings.min_pairs)).collect())
+    Ok(curves
+        .into_iter()
+        .zip(&reps)
+        .map(|(curve, (name, _))| SpaceCurve::read(name, curve, settings.min_pairs))
+        .collect())
 }
 
 impl SpaceCurve {

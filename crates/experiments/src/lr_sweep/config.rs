@@ -78,7 +78,11 @@ impl LrSweepConfig {
             eval_every: if quick { 50 } else { 100 },
             train_eval_subset: 1_000,
             threshold_rule: ThresholdRule::RunningMean { steps: if quick { 50 } else { 200 } },
-            window: if quick { ThresholdWindow { count: 3, every: 10 } } else { ThresholdWindow { count: 5, every: 20 } },
+            window: if quick {
+                ThresholdWindow { count: 3, every: 10 }
+            } else {
+                ThresholdWindow { count: 5, every: 20 }
+            },
             data,
             measure,
         }

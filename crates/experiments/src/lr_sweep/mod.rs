@@ -72,6 +72,18 @@ fn tiny(cfg: &mut LrSweepConfig) {
     }
 }
 
+/// Seeds when `--seeds` is not given: 5 (full; docs/figures.md), 2 quick (the fewest that give
+/// the trend tests a seed spread to work with), 1 at test scale.
+fn default_seeds(opts: &ReproduceOptions) -> usize {
+    if opts.tiny {
+        1
+    } else if opts.quick {
+        2
+    } else {
+        5
+    }
+}
+
 /// Applies `--datasets`, `--lrs`, `--thresholds`, `--eval-every` to a sweep.
 fn apply_flags(cfg: &mut LrSweepConfig, flags: &SweepFlags) -> Result<()> {
     if let Some(ds) = &flags.datasets {
@@ -121,7 +133,7 @@ impl Pipeline for LrSweep {
 
     fn config(&self, _figure: &str, opts: &ReproduceOptions) -> Result<LrSweepConfig> {
         let quick = opts.quick || opts.tiny;
-        let mut cfg = LrSweepConfig::new(quick, opts.optimizer, opts.seeds_or(if quick { 1 } else { 5 })?);
+        let mut cfg = LrSweepConfig::new(quick, opts.optimizer, opts.seeds_or(default_seeds(opts))?);
         if opts.tiny {
             tiny(&mut cfg);
         }

@@ -10,7 +10,7 @@ use stiff_train::{LabelledData, Progress, Trainer};
 use super::config::LrRunSpec;
 use stiff_analysis::StiffnessKind;
 
-use crate::measure::{measure, KindSummary, Measurement, MeasureSettings, SpaceCurve};
+use crate::measure::{measure, KindSummary, MeasureSettings, Measurement, SpaceCurve};
 use crate::options::RunEnd;
 use crate::prepare::Prepared;
 use crate::Result;

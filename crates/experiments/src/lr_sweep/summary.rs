@@ -278,17 +278,30 @@ pub fn fig10_verdict(trends: &[DomainTrend]) -> String {
         if sel.is_empty() {
             continue;
         }
-        parts.push(format!("{method}: {} of {} (dataset, space) cases", tally(sel.iter().map(|t| t.verdict)), sel.len()));
+        parts.push(format!(
+            "{method}: {} of {} (dataset, space) cases",
+            tally(sel.iter().map(|t| t.verdict)),
+            sel.len()
+        ));
     }
     if parts.is_empty() {
         "no verdict: no domain sizes".into()
     } else {
-        format!("censored Kendall permutation tests of domain size vs log learning rate (alpha 0.05); {}", parts.join("; "))
+        format!(
+            "censored Kendall permutation tests of domain size vs log learning rate (alpha 0.05); {}",
+            parts.join("; ")
+        )
     }
 }
 
 /// Fig 10's `summary.md`.
-pub fn fig10(cfg: &LrSweepConfig, dcells: &[DomainCell], trends: &[DomainTrend], verdict: &str, command: &str) -> String {
+pub fn fig10(
+    cfg: &LrSweepConfig,
+    dcells: &[DomainCell],
+    trends: &[DomainTrend],
+    verdict: &str,
+    command: &str,
+) -> String {
     let mut md = format!(
         "# Fig 10: stiff domain size vs learning rate{}\n\nCommand: `{command}`\n\n\
          **Paper's claim (v1):** higher learning rates give larger stiff domains; v2/v3 claim the opposite.\n\n\
@@ -303,7 +316,15 @@ pub fn fig10(cfg: &LrSweepConfig, dcells: &[DomainCell], trends: &[DomainTrend],
         cfg.measure.min_pairs
     );
     for t in trends {
-        let _ = writeln!(md, "| {} | {} | {} | {} | {} |", t.dataset, t.method, t.space, test_text(t.test.as_ref()), t.verdict);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            t.dataset,
+            t.method,
+            t.space,
+            test_text(t.test.as_ref()),
+            t.verdict
+        );
     }
     let _ = writeln!(
         md,

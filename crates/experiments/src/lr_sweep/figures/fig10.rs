@@ -67,7 +67,9 @@ pub fn domain_cells(cfg: &LrSweepConfig, records: &[LrRunRecord], spaces: &[Stri
                     let reached: Vec<_> = runs.iter().filter_map(|r| r.point(th)).collect();
                     let obs: Vec<Option<(f64, bool)>> = reached
                         .iter()
-                        .map(|p| point_curves(p).iter().find(|c| &c.space == space).and_then(|c| pick(c).as_observation()))
+                        .map(|p| {
+                            point_curves(p).iter().find(|c| &c.space == space).and_then(|c| pick(c).as_observation())
+                        })
                         .collect();
                     let observations: Vec<(f64, bool)> = obs.iter().flatten().copied().collect();
                     let censored = observations.iter().filter(|o| o.1).count();

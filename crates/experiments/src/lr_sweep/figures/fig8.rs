@@ -7,14 +7,14 @@ use stiff_plot::{line_figure, LineFigure, Panel, Series};
 
 use super::super::config::LrSweepConfig;
 use super::super::run::LrRunRecord;
-use super::super::summary;
 use super::super::run::ThresholdPoint;
+use super::super::summary;
 use super::{kind_label, tidy_rows, verdict_label, KINDS};
 use crate::stats::{seed_mean, slope, SeedMean};
-use stiff_analysis::{spearman_permutation, TrendOptions, TrendTest};
 use crate::store::{write_atomic, write_json};
 use crate::tidy::write_csv;
 use crate::Result;
+use stiff_analysis::{spearman_permutation, TrendOptions, TrendTest};
 
 /// Aggregate of one (dataset, threshold, lr) cell over seeds. A seed's value is the mean over
 /// its window of snapshots after the crossing.

@@ -71,10 +71,8 @@ pub fn layer_cells(cfg: &LrSweepConfig, records: &[LrRunRecord]) -> Vec<LayerCel
     for &ds in &cfg.datasets {
         let th = cfg.thresholds.get(&ds).and_then(|t| t.last().copied()).unwrap_or(f64::NAN);
         let pts: Vec<_> = records.iter().filter(|r| r.spec.dataset == ds).filter_map(|r| r.point(th)).collect();
-        let spaces: Vec<String> = pts
-            .first()
-            .map(|p| point_curves(p).iter().skip(1).map(|c| c.space.clone()).collect())
-            .unwrap_or_default();
+        let spaces: Vec<String> =
+            pts.first().map(|p| point_curves(p).iter().skip(1).map(|c| c.space.clone()).collect()).unwrap_or_default();
         for (method, pick) in METHODS {
             for (i, space) in spaces.iter().enumerate() {
                 let obs: Vec<Option<(f64, bool)>> = pts

@@ -50,14 +50,9 @@ pub fn verdict_label(test: Option<&TrendTest>) -> &'static str {
 /// `rho = 0.53, p = 0.004 (n = 10)` or the reason there is no test.
 pub(crate) fn test_text(test: Option<&TrendTest>) -> String {
     match test {
-        Some(t) if t.censored > 0 => format!(
-            "{} {:.2}, p = {:.3} (n = {}, {} censored)",
-            stat_name(t),
-            t.statistic,
-            t.p_value,
-            t.n,
-            t.censored
-        ),
+        Some(t) if t.censored > 0 => {
+            format!("{} {:.2}, p = {:.3} (n = {}, {} censored)", stat_name(t), t.statistic, t.p_value, t.n, t.censored)
+        }
         Some(t) => format!("{} {:.2}, p = {:.3} (n = {})", stat_name(t), t.statistic, t.p_value, t.n),
         None => "no test (too few observations or no variation)".into(),
     }
