@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Checks a `reproduce` output folder: files exist and parse, numbers are finite and in [-1, 1];
 plus cheap scientific checks on Figs 8-10: within-class stiffness above between-class at every
-measured Fig 8 point (every seed's window mean), and every trend verdict carries its test
+measured Fig 8 point (every seed's window mean), Fig 4 (permuted labels) never gives a
+between-class lower bound above 0, and every trend verdict carries its test
 (statistic and p-value) or is "inconclusive".
 
 Usage: check_results.py OUT_DIR FIG [FIG ...]
@@ -110,6 +111,14 @@ def check_science(root: Path, fig: str):
         for t in res["trends"]:
             tested += check_test(f"{fig} trend {t['dataset']} {t['method']} {t['space']}", t, VERDICTS)
         print(f"check_results: {fig}: {len(res['trends'])} verdicts, {tested} with a test: ok")
+    elif base == "fig4":
+        # Permuted training labels: no between-class lower bound above 0 after initialisation.
+        claims = [c for c in res.get("claims", []) if c]
+        for c in claims:
+            if c.get("positive_between_develops") is True:
+                fail(f"{fig}: permuted labels gave a between-class lower bound above 0 "
+                     f"({c['kind']}, largest {c.get('max_between_after_init')}, lower bound {c.get('max_between_ci_lo')})")
+        print(f"check_results: {fig}: no positive between-class lower bound in {len(claims)} claims: ok")
     elif base == "fig9":
         for t in res["depth_trends"]:
             tested += check_test(f"{fig} depth trend {t['scope']} {t['method']}", t, DEPTH_VERDICTS)
