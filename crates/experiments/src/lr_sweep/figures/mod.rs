@@ -76,7 +76,23 @@ pub(crate) fn censored_median(obs: &[(f64, bool)]) -> Option<(f64, bool)> {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
-    Some((med, obs.iter().any(|&(x, c)| c && x <= med)))
+    // A censored value at or below the upper middle element could move the median up.
+    Some((med, obs.iter().any(|&(x, c)| c && x <= v[n / 2])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::censored_median;
+
+    #[test]
+    fn median_of_censored_observations_is_flagged_as_a_lower_bound_only_when_it_is_one() {
+        assert_eq!(censored_median(&[]), None);
+        // Censored above the median: the median is exact.
+        assert_eq!(censored_median(&[(1.0, false), (2.0, false), (9.0, true)]), Some((2.0, false)));
+        // Censored in the upper middle of an even count: the true median is larger.
+        assert_eq!(censored_median(&[(0.2, false), (0.6, true)]), Some((0.4, true)));
+        assert_eq!(censored_median(&[(0.5, true), (1.0, false), (3.0, false)]), Some((1.0, true)));
+    }
 }
 
 /// Rows shared by every figure of the sweep: losses, class stiffness and stiff domain sizes.
