@@ -80,21 +80,6 @@ pub(crate) fn censored_median(obs: &[(f64, bool)]) -> Option<(f64, bool)> {
     Some((med, obs.iter().any(|&(x, c)| c && x <= v[n / 2])))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::censored_median;
-
-    #[test]
-    fn median_of_censored_observations_is_flagged_as_a_lower_bound_only_when_it_is_one() {
-        assert_eq!(censored_median(&[]), None);
-        // Censored above the median: the median is exact.
-        assert_eq!(censored_median(&[(1.0, false), (2.0, false), (9.0, true)]), Some((2.0, false)));
-        // Censored in the upper middle of an even count: the true median is larger.
-        assert_eq!(censored_median(&[(0.2, false), (0.6, true)]), Some((0.4, true)));
-        assert_eq!(censored_median(&[(0.5, true), (1.0, false), (3.0, false)]), Some((1.0, true)));
-    }
-}
-
 /// Rows shared by every figure of the sweep: losses, class stiffness and stiff domain sizes.
 pub fn tidy_rows(records: &[LrRunRecord]) -> Vec<Row> {
     let mut rows = Vec::new();
@@ -185,5 +170,20 @@ pub(crate) fn crossing_note(c: &Crossing) -> String {
         }
         Crossing::NeverCrosses { reason, .. } => format!("never crosses: {reason}"),
         Crossing::NoData { reason } => format!("no data: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::censored_median;
+
+    #[test]
+    fn median_of_censored_observations_is_flagged_as_a_lower_bound_only_when_it_is_one() {
+        assert_eq!(censored_median(&[]), None);
+        // Censored above the median: the median is exact.
+        assert_eq!(censored_median(&[(1.0, false), (2.0, false), (9.0, true)]), Some((2.0, false)));
+        // Censored in the upper middle of an even count: the true median is larger.
+        assert_eq!(censored_median(&[(0.2, false), (0.6, true)]), Some((0.4, true)));
+        assert_eq!(censored_median(&[(0.5, true), (1.0, false), (3.0, false)]), Some((1.0, true)));
     }
 }
