@@ -1,5 +1,9 @@
 #!/usr/bin/env python3
-"""Checks a `reproduce` output folder: files exist and parse, numbers are finite and in [-1, 1].
+"""Checks a `reproduce` output folder: files exist and parse, numbers are finite and in [-1, 1];
+plus cheap scientific checks on Figs 8-10: within-class stiffness above between-class at every
+measured Fig 8 point (every seed's window mean), Fig 4 (permuted labels) never gives a
+between-class lower bound above 0, and every trend verdict carries its test
+(statistic and p-value) or is "inconclusive".
 
 Usage: check_results.py OUT_DIR FIG [FIG ...]
 """
@@ -56,12 +60,78 @@ def check_fig(root: Path, fig: str) -> int:
     return checked
 
 
+VERDICTS = {"supports v1", "supports v2/v3", "inconclusive"}
+DEPTH_VERDICTS = {"supports the paper", "contradicts the paper", "inconclusive"}
+
+
+def check_test(where, trend, labels):
+    verdict = trend.get("verdict")
+    if verdict not in labels:
+        fail(f"{where}: verdict {verdict!r} is not one of {sorted(labels)}")
+    test = trend.get("test")
+    if test is None:
+        if verdict != "inconclusive":
+            fail(f"{where}: verdict {verdict!r} without a test")
+        return 0
+    p = test.get("p_value")
+    stat = test.get("statistic")
+    if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0 and isinstance(stat, (int, float))
+            and math.isfinite(stat)):
+        fail(f"{where}: test without a valid statistic and p-value: {test}")
+    if verdict != "inconclusive" and p >= test.get("alpha", 0.05):
+        fail(f"{where}: verdict {verdict!r} with p = {p}")
+    return 1
+
+
+def check_science(root: Path, fig: str):
+    res = json.loads((root / fig / "results.json").read_text())
+    base = fig.split("-")[0]
+    tested = 0
+    if base == "fig8":
+        points = 0
+        for c in res["cells"]:
+            b, w = c.get("between"), c.get("within")
+            if not b or not w:
+                continue
+            if len(b["values"]) == len(w["values"]):
+                for bv, wv in zip(b["values"], w["values"]):
+                    if not wv > bv:
+                        fail(f"{fig}: within-class {wv} not above between-class {bv} in cell {c['dataset']} "
+                             f"{c['kind']} loss<{c['threshold']} lr {c['lr']}")
+                    points += 1
+            elif not w["mean"] > b["mean"]:
+                fail(f"{fig}: within-class mean not above between-class in cell {c}")
+        if points == 0:
+            fail(f"{fig}: no measured point to compare within- and between-class stiffness")
+        for t in res["trends"]:
+            tested += check_test(f"{fig} trend {t['dataset']} {t['kind']} {t['threshold']}", t, VERDICTS)
+        print(f"check_results: {fig}: within > between at {points} seed points; "
+              f"{len(res['trends'])} verdicts, {tested} with a test: ok")
+    elif base == "fig10":
+        for t in res["trends"]:
+            tested += check_test(f"{fig} trend {t['dataset']} {t['method']} {t['space']}", t, VERDICTS)
+        print(f"check_results: {fig}: {len(res['trends'])} verdicts, {tested} with a test: ok")
+    elif base == "fig4":
+        # Permuted training labels: no between-class lower bound above 0 after initialisation.
+        claims = [c for c in res.get("claims", []) if c]
+        for c in claims:
+            if c.get("positive_between_develops") is True:
+                fail(f"{fig}: permuted labels gave a between-class lower bound above 0 "
+                     f"({c['kind']}, largest {c.get('max_between_after_init')}, lower bound {c.get('max_between_ci_lo')})")
+        print(f"check_results: {fig}: no positive between-class lower bound in {len(claims)} claims: ok")
+    elif base == "fig9":
+        for t in res["depth_trends"]:
+            tested += check_test(f"{fig} depth trend {t['scope']} {t['method']}", t, DEPTH_VERDICTS)
+        print(f"check_results: {fig}: {len(res['depth_trends'])} depth verdicts, {tested} with a test: ok")
+
+
 def main():
     if len(sys.argv) < 3:
         fail(__doc__)
     root = Path(sys.argv[1])
     for fig in sys.argv[2:]:
         check_fig(root, fig)
+        check_science(root, fig)
     if not (root / "index.md").is_file():
         fail(f"{root}/index.md missing")
 

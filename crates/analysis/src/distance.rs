@@ -162,6 +162,11 @@ impl BinMoments {
     }
 }
 
+/// Default number of pairs a bin needs before a zero crossing reads it (`min_pairs` of
+/// [`DistanceCurve::first_zero_crossing_min`] and [`DistanceCurve::linear_fit_crossing_min`]):
+/// a bin of a handful of pairs has a mean too noisy to decide where stiffness changes sign.
+pub const DEFAULT_MIN_PAIRS: u64 = 30;
+
 /// Pairs a bin needs to count as the minimum of a curve in [`FitOver::PairsToMinimum`].
 fn min_count_for_minimum(m: &[BinMoments]) -> u64 {
     let total: u64 = m.iter().map(|b| b.count).sum();
@@ -212,10 +217,14 @@ pub enum Crossing {
         /// Stiffness there.
         value: f64,
     },
-    /// Stiffness stays positive over the data.
+    /// Stiffness stays positive over the data: a right-censored domain size.
     NeverCrosses {
         /// Why, with the numbers.
         reason: String,
+        /// The domain is larger than this distance (the last bin centre read, or the end of the
+        /// binned range for a fit). `None` in records written before it was recorded.
+        #[serde(default)]
+        beyond: Option<f64>,
     },
     /// Not enough data (no non-empty bin, or a fit with a single distinct distance).
     NoData {
@@ -324,14 +333,26 @@ impl DistanceCurve {
         }
     }
 
-    /// v1 stiff domain size: walking outwards from the smallest distance over non-empty bins,
-    /// the first bin whose mean is `<= 0`; the crossing is linearly interpolated between its
-    /// centre and the previous non-empty bin's centre.
+    /// v1 stiff domain size over every non-empty bin; see [`Self::first_zero_crossing_min`].
     pub fn first_zero_crossing(&self, kind: StiffnessKind) -> Crossing {
+        self.first_zero_crossing_min(kind, 1)
+    }
+
+    /// v1 stiff domain size: walking outwards from the smallest distance over the bins holding at
+    /// least `min_pairs` pairs, the first bin whose mean is `<= 0`; the crossing is linearly
+    /// interpolated between its centre and the previous qualifying bin's centre. No qualifying
+    /// bin gives [`Crossing::NoData`]; a curve that stays positive is censored at the last centre
+    /// read ([`Crossing::NeverCrosses`] with `beyond`).
+    pub fn first_zero_crossing_min(&self, kind: StiffnessKind, min_pairs: u64) -> Crossing {
         let centres = self.bins.centres();
-        let mut pts = self.moments(kind).iter().zip(&centres).filter_map(|(m, &c)| m.mean().map(|y| (c, y)));
+        let mut pts = self
+            .moments(kind)
+            .iter()
+            .zip(&centres)
+            .filter(|(m, _)| m.count >= min_pairs.max(1))
+            .filter_map(|(m, &c)| m.mean().map(|y| (c, y)));
         let Some((c0, y0)) = pts.next() else {
-            return Crossing::NoData { reason: "no non-empty bin".to_string() };
+            return Crossing::NoData { reason: format!("no bin holds at least {} pairs", min_pairs.max(1)) };
         };
         if y0 < 0.0 {
             return Crossing::StartsNegative { distance: c0, value: y0 };
@@ -349,14 +370,22 @@ impl DistanceCurve {
         }
         Crossing::NeverCrosses {
             reason: format!(
-                "mean stiffness stays > 0 over all {seen} non-empty bins (last centre d = {cp}, value {yp})"
+                "mean stiffness stays > 0 over all {seen} bins with >= {} pairs (last centre d = {cp}, value {yp})",
+                min_pairs.max(1)
             ),
+            beyond: Some(cp),
         }
     }
 
     /// Least-squares line of stiffness vs distance (see [`FitOver`]); `None` without two
     /// distinct distances.
     pub fn linear_fit(&self, kind: StiffnessKind, over: FitOver) -> Option<LinearFit> {
+        self.linear_fit_min(kind, over, 1)
+    }
+
+    /// [`Self::linear_fit`] over the bins holding at least `min_pairs` pairs only.
+    pub fn linear_fit_min(&self, kind: StiffnessKind, over: FitOver, min_pairs: u64) -> Option<LinearFit> {
+        let min_pairs = min_pairs.max(1);
         let (mut w, mut sx, mut sxx, mut sy, mut sxy) = (0u64, 0.0, 0.0, 0.0, 0.0);
         let centres = self.bins.centres();
         let last = match over {
@@ -365,7 +394,7 @@ impl DistanceCurve {
                 .iter()
                 .enumerate()
                 // A sparse tail bin (a handful of far pairs) must not define the minimum.
-                .filter(|(_, m)| m.count >= min_count_for_minimum(self.moments(kind)))
+                .filter(|(_, m)| m.count >= min_count_for_minimum(self.moments(kind)).max(min_pairs))
                 .filter_map(|(i, m)| m.mean().map(|v| (i, v)))
                 .fold(None, |best: Option<(usize, f64)>, (i, v)| match best {
                     Some((_, bv)) if bv <= v => best,
@@ -375,7 +404,7 @@ impl DistanceCurve {
             _ => usize::MAX,
         };
         for (i, (m, &c)) in self.moments(kind).iter().zip(&centres).enumerate() {
-            if m.count == 0 || i > last {
+            if m.count < min_pairs || i > last {
                 continue;
             }
             w += m.count;
@@ -410,12 +439,25 @@ impl DistanceCurve {
         Some(LinearFit { slope, intercept: my - slope * mx, weight: w })
     }
 
-    /// v3 stiff domain size / critical length: the zero of the least-squares line. Reported
-    /// as `StartsNegative` when the line is `<= 0` already at `bins.lo`, and `NeverCrosses`
-    /// when its slope is `>= 0` or its zero lies beyond `bins.hi` (extrapolated zero given in
-    /// the reason, not as a number).
+    /// v3 stiff domain size over every non-empty bin; see [`Self::linear_fit_crossing_min`].
     pub fn linear_fit_crossing(&self, kind: StiffnessKind, over: FitOver) -> Crossing {
-        let Some(f) = self.linear_fit(kind, over) else {
+        self.linear_fit_crossing_min(kind, over, 1)
+    }
+
+    /// v3 stiff domain size / critical length: the zero of the least-squares line through the
+    /// bins holding at least `min_pairs` pairs. Fewer than two such bins is
+    /// [`Crossing::NoData`] (a line inside one bin says nothing about where the curve crosses).
+    /// Reported as `StartsNegative` when the line is `<= 0` already at `bins.lo`, and
+    /// `NeverCrosses` (censored at `bins.hi`) when its slope is `>= 0` or its zero lies beyond
+    /// `bins.hi` (extrapolated zero given in the reason, not as a number).
+    pub fn linear_fit_crossing_min(&self, kind: StiffnessKind, over: FitOver, min_pairs: u64) -> Crossing {
+        let qualifying = self.moments(kind).iter().filter(|m| m.count >= min_pairs.max(1)).count();
+        if min_pairs > 1 && qualifying < 2 {
+            return Crossing::NoData {
+                reason: format!("{qualifying} bin(s) hold at least {min_pairs} pairs; a fit needs two"),
+            };
+        }
+        let Some(f) = self.linear_fit_min(kind, over, min_pairs) else {
             return Crossing::NoData { reason: "fewer than two distinct distances with pairs".to_string() };
         };
         let at_lo = f.intercept + f.slope * self.bins.lo;
@@ -425,6 +467,7 @@ impl DistanceCurve {
         if f.slope >= 0.0 {
             return Crossing::NeverCrosses {
                 reason: format!("fitted slope {} >= 0 with value {at_lo} > 0 at d = {}", f.slope, self.bins.lo),
+                beyond: Some(self.bins.hi),
             };
         }
         let x0 = -f.intercept / f.slope;
@@ -434,9 +477,25 @@ impl DistanceCurve {
                     "fitted line reaches 0 only at d = {x0}, beyond the binned range ending at {}",
                     self.bins.hi
                 ),
+                beyond: Some(self.bins.hi),
             };
         }
         Crossing::Found { distance: x0 }
+    }
+}
+
+impl Crossing {
+    /// The stiff domain as a possibly right-censored observation: `(value, censored)`.
+    /// `Found` is exact; `StartsNegative` is a domain of size 0 (the curve is negative at the
+    /// smallest distance read); `NeverCrosses` is censored at `beyond`; `NoData` (and old records
+    /// without `beyond`) give `None`.
+    pub fn as_observation(&self) -> Option<(f64, bool)> {
+        match self {
+            Crossing::Found { distance } => Some((*distance, false)),
+            Crossing::StartsNegative { .. } => Some((0.0, false)),
+            Crossing::NeverCrosses { beyond, .. } => beyond.map(|b| (b, true)),
+            Crossing::NoData { .. } => None,
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! * [`identity`]: the cosine class matrix through the class-sum identity (cross-check).
 //! * [`superclass`]: super-class block score with a permutation test.
 //! * [`distance`]: stiffness vs dot-product distance, stiff domain size.
+//! * [`trend`]: permutation trend tests over seeds (Spearman; censored Kendall).
 //! * [`io`]: atomic JSON/CSV writers.
 
 pub mod bootstrap;
@@ -19,6 +20,7 @@ pub mod io;
 pub mod settings;
 pub mod stream;
 pub mod superclass;
+pub mod trend;
 mod validate;
 
 pub use bootstrap::{bootstrap_within_between, BootstrapCi, BootstrapOptions, Ci, WithinBetweenCi};
@@ -28,6 +30,7 @@ pub use class::{
 };
 pub use distance::{
     distance_curve, distance_curves, BinMoments, BinSpec, Crossing, DistanceCurve, FitOver, LinearFit, PairFilter,
+    DEFAULT_MIN_PAIRS,
 };
 pub use error::{AnalysisError, Result};
 pub use float::Float;
@@ -36,6 +39,7 @@ pub use io::{write_atomic, write_class_csv, write_curve_csv, write_json};
 pub use settings::{StiffnessSettings, SCHEMA_VERSION};
 pub use stream::{reduce_tile, ColumnSummary, CrossAccumulator, CrossStiffness, TilePlace, TileSums};
 pub use superclass::{superclass_block_score, BlockScore};
+pub use trend::{censored_kendall_permutation, spearman_permutation, TrendOptions, TrendTest, Verdict};
 
 /// The workspace README's "use one crate" example, compiled and run as a doctest so it cannot
 /// drift from the API.

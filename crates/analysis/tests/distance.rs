@@ -244,3 +244,60 @@ fn several_spaces_and_zero_representation_rows() {
     let total: u64 = curves[1].sign_counts.iter().sum();
     assert_eq!(total, (n * (n - 1) / 2) as u64);
 }
+
+/// Bins with `counts[b]` pairs, all at the bin centre with stiffness `ys[b]`.
+fn counted_bins(bins: &BinSpec, ys: &[f64], counts: &[u64]) -> DistanceCurve {
+    let m: Vec<BinMoments> = bins
+        .centres()
+        .iter()
+        .zip(ys.iter().zip(counts))
+        .map(|(&c, (&y, &n))| {
+            let mut m = BinMoments::default();
+            for _ in 0..n {
+                m.push(c, y);
+            }
+            m
+        })
+        .collect();
+    DistanceCurve::from_moments(*bins, PairFilter::All, StiffnessSettings::default(), m.clone(), m).unwrap()
+}
+
+#[test]
+fn sparse_bins_do_not_decide_crossings() {
+    let bins = BinSpec { bins: 5, lo: 0.0, hi: 2.5 }; // centres 0.25, 0.75, 1.25, 1.75, 2.25
+                                                      // A 3-pair bin at the smallest distance with a negative mean, then a well-populated curve
+                                                      // 0.6, 0.2, -0.2 that crosses halfway between 1.25 and 1.75 (hand interpolation: d = 1.5).
+    let c = counted_bins(&bins, &[-0.5, 0.6, 0.2, -0.2, 0.1], &[3, 500, 400, 300, 2]);
+    assert!(matches!(c.first_zero_crossing(StiffnessKind::Sign), Crossing::StartsNegative { .. }));
+    match c.first_zero_crossing_min(StiffnessKind::Sign, 30) {
+        Crossing::Found { distance } => assert!((distance - 1.5).abs() < LINEAR_TOL, "{distance}"),
+        other => panic!("expected a crossing, got {other:?}"),
+    }
+    // Only one bin qualifies: no first crossing can be interpolated past it, and no line.
+    let c = counted_bins(&bins, &[0.5, 0.4, -0.3, 0.0, 0.0], &[100, 5, 5, 0, 0]);
+    match c.first_zero_crossing_min(StiffnessKind::Sign, 30) {
+        Crossing::NeverCrosses { beyond, .. } => assert_eq!(beyond, Some(0.25)),
+        other => panic!("expected a censored domain, got {other:?}"),
+    }
+    assert!(matches!(c.linear_fit_crossing_min(StiffnessKind::Sign, FitOver::Pairs, 30), Crossing::NoData { .. }));
+    // With min_pairs 1 the same data do give a line (through the sparse bins).
+    assert!(!matches!(c.linear_fit_crossing(StiffnessKind::Sign, FitOver::Pairs), Crossing::NoData { .. }));
+    // No bin qualifies at all: says so.
+    match c.first_zero_crossing_min(StiffnessKind::Sign, 1000) {
+        Crossing::NoData { reason } => assert!(reason.contains("1000"), "{reason}"),
+        other => panic!("expected NoData, got {other:?}"),
+    }
+}
+
+#[test]
+fn censored_observations_carry_the_last_distance_read() {
+    let bins = BinSpec { bins: 4, lo: 0.0, hi: 2.0 };
+    let c = counted_bins(&bins, &[0.5, 0.4, 0.3, 0.2], &[50, 50, 50, 1]);
+    assert_eq!(c.first_zero_crossing_min(StiffnessKind::Sign, 10).as_observation(), Some((1.25, true)));
+    assert_eq!(c.first_zero_crossing_min(StiffnessKind::Sign, 1).as_observation(), Some((1.75, true)));
+    let c = counted_bins(&bins, &[-0.1, 0.4, 0.3, 0.2], &[50, 50, 50, 50]);
+    assert_eq!(c.first_zero_crossing_min(StiffnessKind::Sign, 10).as_observation(), Some((0.0, false)));
+    // Old records without `beyond` still load, and are not usable as observations.
+    let old: Crossing = serde_json::from_str(r#"{"kind":"never_crosses","reason":"x"}"#).unwrap();
+    assert_eq!(old.as_observation(), None);
+}

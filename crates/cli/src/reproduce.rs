@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use stiff_experiments::options::{parse_device, OptimizerKind, ReproduceOptions};
+use stiff_experiments::options::{parse_device, OptimizerKind, ReproduceOptions, SweepFlags};
 use stiff_experiments::runner;
 use stiff_experiments::sweep::RunSelection;
 
@@ -23,12 +23,24 @@ pub struct ReproduceArgs {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Seeds per learning rate (default 3; 1 with --quick).
+    /// Seeds per learning rate (fig8-10: 5, 2 with --quick; others: 3, 1 with --quick).
     #[arg(long)]
     seeds: Option<usize>,
     /// sgd or adam (constant learning rate). Figures of a non-default optimizer go to `<figure>-adam/`.
     #[arg(long, default_value = "sgd")]
     optimizer: String,
+    /// Datasets of the learning-rate sweep (fig8-10), comma-separated, e.g. `mnist,fashion-mnist`.
+    #[arg(long)]
+    datasets: Option<String>,
+    /// Learning rates of the sweep (fig8-10), comma-separated, e.g. `0.01,0.1`.
+    #[arg(long)]
+    lrs: Option<String>,
+    /// Training-loss thresholds of the sweep (fig8-10), comma-separated, applied to every dataset.
+    #[arg(long)]
+    thresholds: Option<String>,
+    /// Steps between evaluations of the sweep (fig8-10; the crossing itself is decided on a running mean).
+    #[arg(long)]
+    eval_every: Option<u64>,
     /// Skip runs already finished in --out (the default).
     #[arg(long, default_value_t = true, overrides_with = "fresh")]
     resume: bool,
@@ -72,6 +84,12 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         optimizer: args.optimizer.parse::<OptimizerKind>()?,
         resume: args.resume && !args.fresh,
         list_runs: args.list_runs,
+        sweep: SweepFlags::parse(
+            args.datasets.as_deref(),
+            args.lrs.as_deref(),
+            args.thresholds.as_deref(),
+            args.eval_every,
+        )?,
         selection: RunSelection {
             only: args.only,
             shard: args.shard.as_deref().map(RunSelection::parse_shard).transpose()?,

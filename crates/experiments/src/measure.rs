@@ -30,6 +30,10 @@ pub struct MeasureSettings {
     pub distance_curves: bool,
     /// Memory budget of the gradient kernel in bytes. Default 2 GiB.
     pub memory_budget_bytes: usize,
+    /// Pairs a distance bin needs before a zero crossing may be read in it. Default
+    /// [`stiff_analysis::DEFAULT_MIN_PAIRS`]. No serde default: records read without this
+    /// rule do not parse as records of the current one.
+    pub min_pairs: u64,
 }
 
 impl Default for MeasureSettings {
@@ -41,6 +45,7 @@ impl Default for MeasureSettings {
             bootstrap_seed: 0,
             distance_curves: true,
             memory_budget_bytes: 2 << 30,
+            min_pairs: stiff_analysis::DEFAULT_MIN_PAIRS,
         }
     }
 }
@@ -187,15 +192,43 @@ fn space_curves(
     Ok(curves
         .into_iter()
         .zip(&reps)
-        .map(|(curve, (name, _))| SpaceCurve {
-            space: name.clone(),
-            sign_first_crossing: curve.first_zero_crossing(StiffnessKind::Sign),
-            sign_fit_crossing: curve.linear_fit_crossing(StiffnessKind::Sign, FitOver::PairsToMinimum),
-            cos_first_crossing: curve.first_zero_crossing(StiffnessKind::Cosine),
-            cos_fit_crossing: curve.linear_fit_crossing(StiffnessKind::Cosine, FitOver::PairsToMinimum),
-            curve,
-        })
+        .map(|(curve, (name, _))| SpaceCurve::read(name, curve, settings.min_pairs))
         .collect())
+}
+
+impl SpaceCurve {
+    /// Reads both crossings of both kinds from `curve`, in bins with at least `min_pairs` pairs.
+    pub fn read(space: &str, curve: DistanceCurve, min_pairs: u64) -> Self {
+        Self {
+            space: space.to_string(),
+            sign_first_crossing: curve.first_zero_crossing_min(StiffnessKind::Sign, min_pairs),
+            sign_fit_crossing: curve.linear_fit_crossing_min(StiffnessKind::Sign, FitOver::PairsToMinimum, min_pairs),
+            cos_first_crossing: curve.first_zero_crossing_min(StiffnessKind::Cosine, min_pairs),
+            cos_fit_crossing: curve.linear_fit_crossing_min(StiffnessKind::Cosine, FitOver::PairsToMinimum, min_pairs),
+            curve,
+        }
+    }
+
+    /// Pools the curves of one space over several snapshots (bin moments summed) and reads the
+    /// crossings of the pooled curve. `None` when `curves` is empty or their bins differ.
+    pub fn pooled(curves: &[&SpaceCurve], min_pairs: u64) -> Option<Self> {
+        let first = curves.first()?;
+        let c0 = &first.curve;
+        if curves.iter().any(|c| c.curve.bins != c0.bins || c.space != first.space) {
+            return None;
+        }
+        let mut sm = c0.sign_moments.clone();
+        let mut cm = c0.cos_moments.clone();
+        for c in &curves[1..] {
+            sm.iter_mut().zip(&c.curve.sign_moments).for_each(|(a, b)| a.merge(b));
+            cm.iter_mut().zip(&c.curve.cos_moments).for_each(|(a, b)| a.merge(b));
+        }
+        let mut pooled = DistanceCurve::from_moments(c0.bins, c0.filter, c0.settings, sm, cm).ok()?;
+        pooled.space = c0.space.clone();
+        pooled.n = c0.n;
+        pooled.out_of_range_pairs = curves.iter().map(|c| c.curve.out_of_range_pairs).sum();
+        Some(Self::read(&first.space, pooled, min_pairs))
+    }
 }
 
 /// The distance of a crossing, `None` when there is none (the reason stays in the record).

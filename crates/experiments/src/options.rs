@@ -30,8 +30,77 @@ pub struct ReproduceOptions {
     pub resume: bool,
     pub list_runs: bool,
     pub selection: RunSelection,
+    /// Sweep overrides (`--datasets`, `--lrs`, `--thresholds`, `--eval-every`); the
+    /// learning-rate sweep (Figs 8-10) reads them, other pipelines ignore them.
+    pub sweep: SweepFlags,
     /// The command line, recorded in each figure's config.
     pub command: String,
+}
+
+/// Overrides of a sweep's defaults from the command line; `None` keeps the default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SweepFlags {
+    pub datasets: Option<Vec<stiff_data::DatasetName>>,
+    /// Learning rates (finite, > 0).
+    pub lrs: Option<Vec<f64>>,
+    /// Training-loss thresholds applied to every dataset (finite, > 0; sorted descending).
+    pub thresholds: Option<Vec<f64>>,
+    /// Steps between evaluations (>= 1).
+    pub eval_every: Option<u64>,
+}
+
+impl SweepFlags {
+    /// Parses the comma-separated flag values; each error names its flag.
+    pub fn parse(
+        datasets: Option<&str>,
+        lrs: Option<&str>,
+        thresholds: Option<&str>,
+        eval_every: Option<u64>,
+    ) -> Result<Self> {
+        let datasets = datasets
+            .map(|s| {
+                split_list("--datasets", s)?
+                    .into_iter()
+                    .map(|d| {
+                        d.parse::<stiff_data::DatasetName>()
+                            .map_err(|e| ExperimentError::InvalidArgument(format!("--datasets `{d}`: {e}")))
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?;
+        let lrs = lrs.map(|s| positive_list("--lrs", s)).transpose()?;
+        let thresholds = thresholds
+            .map(|s| {
+                let mut v = positive_list("--thresholds", s)?;
+                // The trainer crosses thresholds from the highest down.
+                v.sort_by(|a, b| b.total_cmp(a));
+                v.dedup();
+                Ok::<_, ExperimentError>(v)
+            })
+            .transpose()?;
+        if eval_every == Some(0) {
+            return Err(ExperimentError::InvalidArgument("--eval-every must be at least 1".into()));
+        }
+        Ok(Self { datasets, lrs, thresholds, eval_every })
+    }
+}
+
+fn split_list<'a>(flag: &str, s: &'a str) -> Result<Vec<&'a str>> {
+    let items: Vec<&str> = s.split(',').map(str::trim).collect();
+    if items.iter().any(|i| i.is_empty()) {
+        return Err(ExperimentError::InvalidArgument(format!("{flag} `{s}`: empty item in the comma-separated list")));
+    }
+    Ok(items)
+}
+
+fn positive_list(flag: &str, s: &str) -> Result<Vec<f64>> {
+    split_list(flag, s)?
+        .into_iter()
+        .map(|i| match i.parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+            _ => Err(ExperimentError::InvalidArgument(format!("{flag} `{i}`: expected a finite number > 0"))),
+        })
+        .collect()
 }
 
 impl ReproduceOptions {
@@ -49,6 +118,7 @@ impl ReproduceOptions {
             resume: true,
             list_runs: false,
             selection: RunSelection::default(),
+            sweep: SweepFlags::default(),
             command: String::new(),
         }
     }

@@ -26,6 +26,7 @@ fn opts(figure: &str, data: &Path, out: &Path) -> ReproduceOptions {
         resume: true,
         list_runs: false,
         selection: RunSelection::default(),
+        sweep: Default::default(),
         command: format!("test reproduce {figure} --quick"),
     }
 }

@@ -27,6 +27,7 @@ fn opts(out: &Path) -> ReproduceOptions {
         resume: true,
         list_runs: false,
         selection: RunSelection::default(),
+        sweep: Default::default(),
         command: "test reproduce spherical --quick".into(),
     }
 }

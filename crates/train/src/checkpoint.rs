@@ -55,6 +55,20 @@ pub struct TrainState {
     pub batch_loss_count: u64,
     /// Wall-clock seconds spent so far.
     pub elapsed_s: f64,
+    /// The most recent mini-batch losses, oldest first ([`crate::ThresholdRule::RunningMean`]).
+    #[serde(default)]
+    pub recent_losses: std::collections::VecDeque<f64>,
+    /// Threshold windows still taking snapshots.
+    #[serde(default)]
+    pub pending_windows: Vec<PendingWindow>,
+}
+
+/// A threshold window in progress: its next snapshot is `index`, due at step `due`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PendingWindow {
+    pub threshold: f64,
+    pub index: u32,
+    pub due: u64,
 }
 
 /// A loaded checkpoint.

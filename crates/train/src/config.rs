@@ -90,6 +90,36 @@ impl Default for OptimizerConfig {
     }
 }
 
+/// How "the training loss fell below a threshold" is decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ThresholdRule {
+    /// At each evaluation (every `eval_every` steps), the mean loss on the fixed training
+    /// subset. The step found depends on the evaluation cadence and on SGD's step-to-step
+    /// swings of the loss. Default (the historical behaviour).
+    #[default]
+    Evaluated,
+    /// After every step, the mean of the last `steps` mini-batch losses (each batch's loss
+    /// before its own update). Costs nothing extra, does not depend on `eval_every`, and averages
+    /// over SGD's swings; no crossing is declared before `steps` steps have been taken.
+    RunningMean {
+        /// Window length in optimizer steps.
+        steps: u64,
+    },
+}
+
+/// Extra snapshots after each threshold crossing, so a measurement can be averaged over a
+/// window instead of read at one noisy step: `count` snapshots in all (the crossing's own
+/// [`crate::SnapshotReason::Threshold`] snapshot is the first), `every` steps apart; the others
+/// are [`crate::SnapshotReason::ThresholdWindow`] snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThresholdWindow {
+    /// Snapshots per crossing, the crossing included (>= 1).
+    pub count: u32,
+    /// Steps between them (>= 1).
+    pub every: u64,
+}
+
 /// Which implementation performs the training step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -130,9 +160,13 @@ pub struct TrainConfig {
     /// Training-loss thresholds; the first time the measured training loss falls below each one,
     /// a [`crate::SnapshotReason::Threshold`] snapshot is taken. Default empty.
     pub thresholds: Vec<f64>,
-    /// Stop once the measured training loss is below every threshold. Default true (has no effect
-    /// without thresholds).
+    /// Stop once the measured training loss is below every threshold (and every threshold
+    /// window is complete). Default true (has no effect without thresholds).
     pub stop_at_last_threshold: bool,
+    /// How a threshold crossing is decided. Default [`ThresholdRule::Evaluated`].
+    pub threshold_rule: ThresholdRule,
+    /// Snapshots after each crossing. Default `None` (the crossing's snapshot only).
+    pub threshold_window: Option<ThresholdWindow>,
     /// Steps at which to take a [`crate::SnapshotReason::Step`] snapshot (0 = initialisation).
     /// Default empty.
     pub snapshot_steps: Vec<u64>,
@@ -169,6 +203,8 @@ impl Default for TrainConfig {
             eval_batch: 1_000,
             thresholds: Vec::new(),
             stop_at_last_threshold: true,
+            threshold_rule: ThresholdRule::Evaluated,
+            threshold_window: None,
             snapshot_steps: Vec::new(),
             overfit_patience: Some(5),
             stop_at_overfit: false,
@@ -200,6 +236,14 @@ impl TrainConfig {
         }
         if let Some(t) = self.thresholds.iter().find(|t| !t.is_finite() || **t <= 0.0) {
             return bad(format!("thresholds must be positive and finite, got {t}"));
+        }
+        if self.threshold_rule == (ThresholdRule::RunningMean { steps: 0 }) {
+            return bad("threshold_rule running_mean needs steps >= 1".into());
+        }
+        if let Some(w) = self.threshold_window {
+            if w.count == 0 || w.every == 0 {
+                return bad(format!("threshold_window needs count >= 1 and every >= 1, got {w:?}"));
+            }
         }
         if self.overfit_patience == Some(0) {
             return bad("overfit_patience must be at least 1 (or null to disable)".into());

@@ -48,8 +48,10 @@ mod optim;
 mod snapshot;
 mod trainer;
 
-pub use checkpoint::{load_checkpoint, load_model, save_checkpoint, Checkpoint, OverfitTracker, TrainState};
-pub use config::{Backend, OptimizerConfig, TrainConfig};
+pub use checkpoint::{
+    load_checkpoint, load_model, save_checkpoint, Checkpoint, OverfitTracker, PendingWindow, TrainState,
+};
+pub use config::{Backend, OptimizerConfig, ThresholdRule, ThresholdWindow, TrainConfig};
 pub use data::{epoch_order, eval_subset, LabelledData};
 pub use error::{Result, TrainError};
 pub use optim::AutogradStep;

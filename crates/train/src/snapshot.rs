@@ -11,6 +11,9 @@ pub enum SnapshotReason {
     Step { step: u64 },
     /// The measured training loss first fell below this threshold.
     Threshold { threshold: f64 },
+    /// The `index`-th snapshot (1-based; the crossing itself is 0) of the window after the
+    /// crossing of `threshold` (see [`crate::ThresholdWindow`]).
+    ThresholdWindow { threshold: f64, index: u32 },
     /// Onset of overfitting detected; `best_step` is the evaluation with the lowest validation loss.
     OverfittingOnset { best_step: u64 },
     /// End of the run (not taken when the run diverged).
@@ -22,6 +25,9 @@ impl std::fmt::Display for SnapshotReason {
         match self {
             Self::Step { step } => write!(f, "step {step}"),
             Self::Threshold { threshold } => write!(f, "training loss below {threshold}"),
+            Self::ThresholdWindow { threshold, index } => {
+                write!(f, "window snapshot {index} after the loss fell below {threshold}")
+            }
             Self::OverfittingOnset { best_step } => {
                 write!(f, "overfitting onset (best validation at step {best_step})")
             }
@@ -61,6 +67,9 @@ pub struct Snapshot<'a> {
     pub epoch: u64,
     pub images_seen: u64,
     pub metrics: &'a Metrics,
+    /// The running mean of recent mini-batch losses ([`crate::ThresholdRule::RunningMean`]),
+    /// when that rule is in use and its window is full.
+    pub smoothed_loss: Option<f64>,
     pub model: &'a Model,
 }
 

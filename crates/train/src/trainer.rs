@@ -9,14 +9,14 @@ use candle::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use stiff_models::Model;
 
-use crate::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, TrainState};
+use crate::checkpoint::{load_checkpoint, save_checkpoint, Checkpoint, PendingWindow, TrainState};
 use crate::data::{epoch_order, eval_subset, LabelledData};
 use crate::fast_mlp::FastMlp;
 use crate::optim::AutogradStep;
 use crate::snapshot::LogRecord;
 use crate::{
     Backend, Metrics, Result, RunReport, RunStatus, Snapshot, SnapshotReason, SnapshotRecord, SnapshotSink, StopReason,
-    TrainConfig, TrainError,
+    ThresholdRule, ThresholdWindow, TrainConfig, TrainError,
 };
 
 /// How progress is shown.
@@ -291,6 +291,12 @@ impl Trainer {
             }
             self.state.batch_loss_sum += loss;
             self.state.batch_loss_count += 1;
+            if let ThresholdRule::RunningMean { steps } = self.cfg.threshold_rule {
+                self.state.recent_losses.push_back(loss);
+                while self.state.recent_losses.len() as u64 > steps {
+                    self.state.recent_losses.pop_front();
+                }
+            }
             if self.state.step % 50 == 0 {
                 bar.set_position(self.state.step);
             }
@@ -381,6 +387,15 @@ impl Trainer {
 
     /// Evaluates the model (after syncing weights): training subset and validation data.
     fn measure(&mut self, sets: &EvalSets, clock: &Instant, elapsed0: f64) -> Result<Metrics> {
+        let m = self.evaluate(sets, clock, elapsed0)?;
+        self.state.batch_loss_sum = 0.0;
+        self.state.batch_loss_count = 0;
+        Ok(m)
+    }
+
+    /// [`Self::measure`] without resetting the mini-batch loss average (evaluations outside the
+    /// regular schedule must not change what the regular ones report).
+    fn evaluate(&mut self, sets: &EvalSets, clock: &Instant, elapsed0: f64) -> Result<Metrics> {
         self.sync()?;
         let eb = self.cfg.eval_batch;
         let (train_loss, train_acc) = self.model.evaluate(&sets.train_x, &sets.train_y, eb)?;
@@ -393,8 +408,6 @@ impl Trainer {
         };
         let batch_loss =
             (self.state.batch_loss_count > 0).then(|| self.state.batch_loss_sum / self.state.batch_loss_count as f64);
-        self.state.batch_loss_sum = 0.0;
-        self.state.batch_loss_count = 0;
         Ok(Metrics {
             step: self.state.step,
             epoch: self.state.epoch,
@@ -425,6 +438,79 @@ impl Trainer {
         Ok(mx)
     }
 
+    /// Mean of the last `steps` mini-batch losses under [`ThresholdRule::RunningMean`], once
+    /// that many steps have been taken.
+    fn smoothed_loss(&self) -> Option<f64> {
+        let ThresholdRule::RunningMean { steps } = self.cfg.threshold_rule else { return None };
+        let r = &self.state.recent_losses;
+        (r.len() as u64 == steps && steps > 0).then(|| r.iter().sum::<f64>() / r.len() as f64)
+    }
+
+    fn crossed(&self, th: f64) -> bool {
+        self.state.thresholds_crossed.iter().any(|c| c.to_bits() == th.to_bits())
+    }
+
+    fn any_threshold_below(&self, loss: f64) -> bool {
+        self.cfg.thresholds.iter().any(|&th| !self.crossed(th) && loss < th)
+    }
+
+    /// Snapshots every threshold not yet crossed that `loss` is below (highest first, each
+    /// once), and opens its window.
+    fn cross_thresholds(
+        &mut self,
+        loss: f64,
+        m: &Metrics,
+        log: &mut MetricsLog,
+        sink: &mut dyn SnapshotSink,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        let mut ths = self.cfg.thresholds.clone();
+        ths.sort_by(|a, b| b.total_cmp(a));
+        for th in ths {
+            if !self.crossed(th) && loss < th {
+                self.state.thresholds_crossed.push(th);
+                self.snapshot(SnapshotReason::Threshold { threshold: th }, m, log, sink, report)?;
+                if let Some(w) = self.cfg.threshold_window.filter(|w| w.count > 1) {
+                    let due = self.state.step.saturating_add(w.every);
+                    self.state.pending_windows.push(PendingWindow { threshold: th, index: 1, due });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the window snapshots due at this step (one evaluation shared by all of them).
+    fn window_snapshots(
+        &mut self,
+        ctx: &EventCtx<'_>,
+        log: &mut MetricsLog,
+        sink: &mut dyn SnapshotSink,
+        report: &mut RunReport,
+    ) -> Result<()> {
+        let step = self.state.step;
+        let due: Vec<PendingWindow> = self.state.pending_windows.iter().copied().filter(|p| p.due == step).collect();
+        if due.is_empty() {
+            return Ok(());
+        }
+        let m = self.evaluate(ctx.sets, ctx.clock, ctx.elapsed0)?;
+        let w = self.cfg.threshold_window.unwrap_or(ThresholdWindow { count: 1, every: 1 });
+        for p in due {
+            self.snapshot(
+                SnapshotReason::ThresholdWindow { threshold: p.threshold, index: p.index },
+                &m,
+                log,
+                sink,
+                report,
+            )?;
+        }
+        for p in self.state.pending_windows.iter_mut().filter(|p| p.due == step) {
+            p.index += 1;
+            p.due = step.saturating_add(w.every);
+        }
+        self.state.pending_windows.retain(|p| p.index < w.count);
+        Ok(())
+    }
+
     fn snapshot(
         &mut self,
         reason: SnapshotReason,
@@ -440,6 +526,7 @@ impl Trainer {
             epoch: self.state.epoch,
             images_seen: self.state.images_seen,
             metrics,
+            smoothed_loss: self.smoothed_loss(),
             model: &self.model,
         };
         sink.on_snapshot(&snap).map_err(|source| TrainError::Sink {
@@ -492,24 +579,8 @@ impl Trainer {
             if snap_here {
                 self.snapshot(SnapshotReason::Step { step }, &m, log, sink, report)?;
             }
-            // Thresholds, highest first, each once.
-            let mut ths = self.cfg.thresholds.clone();
-            ths.sort_by(|a, b| b.total_cmp(a));
-            for th in ths {
-                let done = self.state.thresholds_crossed.iter().any(|c| c.to_bits() == th.to_bits());
-                if !done && m.train_loss < th {
-                    self.state.thresholds_crossed.push(th);
-                    self.snapshot(SnapshotReason::Threshold { threshold: th }, &m, log, sink, report)?;
-                }
-            }
-            let all_crossed = !self.cfg.thresholds.is_empty()
-                && self
-                    .cfg
-                    .thresholds
-                    .iter()
-                    .all(|t| self.state.thresholds_crossed.iter().any(|c| c.to_bits() == t.to_bits()));
-            if self.cfg.stop_at_last_threshold && all_crossed {
-                stop = Some(RunStatus::Completed { stop: StopReason::ThresholdsReached });
+            if self.cfg.threshold_rule == ThresholdRule::Evaluated {
+                self.cross_thresholds(m.train_loss, &m, log, sink, report)?;
             }
             // Overfitting onset, on the regular evaluation schedule only.
             if let (true, Some(patience), Some(vl)) = (regular, self.cfg.overfit_patience, m.val_loss) {
@@ -531,6 +602,23 @@ impl Trainer {
                     }
                 }
             }
+        }
+        if let (ThresholdRule::RunningMean { .. }, Some(smoothed)) = (self.cfg.threshold_rule, self.smoothed_loss()) {
+            if self.any_threshold_below(smoothed) {
+                let m = self.evaluate(ctx.sets, ctx.clock, ctx.elapsed0)?;
+                self.cross_thresholds(smoothed, &m, log, sink, report)?;
+            }
+        }
+        self.window_snapshots(ctx, log, sink, report)?;
+        let all_crossed = !self.cfg.thresholds.is_empty()
+            && self
+                .cfg
+                .thresholds
+                .iter()
+                .all(|t| self.state.thresholds_crossed.iter().any(|c| c.to_bits() == t.to_bits()));
+        if self.cfg.stop_at_last_threshold && all_crossed && self.state.pending_windows.is_empty() {
+            // Takes precedence over an overfitting stop at the same step, as it always has.
+            stop = Some(RunStatus::Completed { stop: StopReason::ThresholdsReached });
         }
         if let (Some(every), Some(p)) = (self.cfg.checkpoint_every, self.cfg.checkpoint_path.clone()) {
             if step > 0 && step % every == 0 {

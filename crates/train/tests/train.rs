@@ -423,3 +423,101 @@ fn epoch_orders_are_seeded_permutations() {
     assert_ne!(a, epoch_order(1000, 3, 1));
     assert_ne!(a, epoch_order(1000, 4, 0));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Cadence-independent thresholds and windows after the crossing.
+
+#[test]
+fn running_mean_crossing_matches_an_independent_replay_of_batch_losses() {
+    use stiff_train::{ThresholdRule, ThresholdWindow};
+    let data = clusters(400, 11, 0.9);
+    let window = 25u64;
+    let th = 0.8;
+    // Oracle: the per-step mini-batch losses, read back from an evaluation after every step
+    // (`batch_loss` is the mean since the previous evaluation, i.e. that step's loss), then the
+    // first step whose trailing mean of `window` losses is below the threshold.
+    let every_step = quiet(TrainConfig {
+        optimizer: OptimizerConfig::sgd(0.05),
+        max_steps: 400,
+        eval_every: 1,
+        ..Default::default()
+    });
+    let model = Model::new(&mlp_config(&[32]), 3, DType::F32, &Device::Cpu).unwrap();
+    let r = Trainer::new(model, every_step).unwrap().with_progress(Progress::Hidden).run(&data, None, &mut NoSnapshots);
+    let losses: Vec<f64> = r.unwrap().history.iter().filter_map(|m| m.batch_loss).collect();
+    let want = (window as usize..=losses.len())
+        .find(|&s| losses[s - window as usize..s].iter().sum::<f64>() / (window as f64) < th)
+        .expect("the loss falls below the threshold within the budget") as u64;
+
+    for eval_every in [7u64, 50] {
+        let cfg = quiet(TrainConfig {
+            optimizer: OptimizerConfig::sgd(0.05),
+            max_steps: 400,
+            eval_every,
+            thresholds: vec![th],
+            threshold_rule: ThresholdRule::RunningMean { steps: window },
+            threshold_window: Some(ThresholdWindow { count: 4, every: 3 }),
+            ..Default::default()
+        });
+        let model = Model::new(&mlp_config(&[32]), 3, DType::F32, &Device::Cpu).unwrap();
+        let seen = RefCell::new(Vec::new());
+        let mut sink = |s: &Snapshot<'_>| -> Result<(), SinkError> {
+            seen.borrow_mut().push((s.reason, s.step, s.smoothed_loss));
+            Ok(())
+        };
+        let r = Trainer::new(model, cfg).unwrap().with_progress(Progress::Hidden).run(&data, None, &mut sink).unwrap();
+        let seen = seen.into_inner();
+        let crossing = seen.iter().find(|s| s.0 == SnapshotReason::Threshold { threshold: th }).unwrap();
+        assert_eq!(crossing.1, want, "eval_every {eval_every}: crossing step");
+        assert!(crossing.2.unwrap() < th);
+        // The window: three more snapshots, 3 steps apart, then the run stops.
+        let win: Vec<(u32, u64)> = seen
+            .iter()
+            .filter_map(|s| match s.0 {
+                SnapshotReason::ThresholdWindow { index, .. } => Some((index, s.1)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(win, vec![(1, want + 3), (2, want + 6), (3, want + 9)], "eval_every {eval_every}");
+        assert_eq!(r.status, RunStatus::Completed { stop: StopReason::ThresholdsReached });
+        assert_eq!(r.step, want + 9);
+    }
+}
+
+#[test]
+fn window_survives_a_checkpoint_and_resume() {
+    use stiff_train::{ThresholdRule, ThresholdWindow};
+    let dir = tempfile::tempdir().unwrap();
+    let data = clusters(400, 12, 0.9);
+    let cfg = quiet(TrainConfig {
+        optimizer: OptimizerConfig::sgd(0.05),
+        max_steps: 400,
+        eval_every: 10,
+        thresholds: vec![0.8],
+        threshold_rule: ThresholdRule::RunningMean { steps: 25 },
+        threshold_window: Some(ThresholdWindow { count: 5, every: 4 }),
+        ..Default::default()
+    });
+    let steps_of = |r: &stiff_train::RunReport| -> Vec<(SnapshotReason, u64)> {
+        r.snapshots.iter().map(|s| (s.reason, s.step)).collect()
+    };
+    let model = Model::new(&mlp_config(&[32]), 4, DType::F32, &Device::Cpu).unwrap();
+    let full = Trainer::new(model, cfg.clone()).unwrap().with_progress(Progress::Hidden);
+    let mut full = full;
+    let whole = full.run(&data, None, &mut NoSnapshots).unwrap();
+    let crossing = whole.snapshots.iter().find(|s| matches!(s.reason, SnapshotReason::Threshold { .. })).unwrap().step;
+    // Stop inside the window (two window snapshots taken), checkpoint, resume to the end.
+    let ck = dir.path().join("ck.safetensors");
+    let part_cfg = TrainConfig { max_steps: crossing + 9, checkpoint_path: Some(ck.clone()), ..cfg.clone() };
+    let model = Model::new(&mlp_config(&[32]), 4, DType::F32, &Device::Cpu).unwrap();
+    let first =
+        Trainer::new(model, part_cfg).unwrap().with_progress(Progress::Hidden).run(&data, None, &mut NoSnapshots);
+    let first = first.unwrap();
+    let mut resumed = Trainer::resume(&ck, Some(cfg), &Device::Cpu).unwrap().with_progress(Progress::Hidden);
+    let rest = resumed.run(&data, None, &mut NoSnapshots).unwrap();
+    let mut got = steps_of(&first);
+    got.retain(|s| s.0 != SnapshotReason::Final);
+    got.extend(steps_of(&rest));
+    assert_eq!(got, steps_of(&whole));
+    assert_eq!(params(resumed.model().unwrap()), params(full.model().unwrap()));
+}

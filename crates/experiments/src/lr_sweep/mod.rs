@@ -20,10 +20,10 @@ use std::path::Path;
 use indicatif::ProgressBar;
 use stiff_data::DatasetName;
 
-pub use config::{fig9_run, LrRunSpec, LrSweepConfig};
-pub use run::{run_one, LrRunRecord, ThresholdPoint, RECORD_VERSION};
+pub use config::{fig9_lr, fig9_runs, LrRunSpec, LrSweepConfig};
+pub use run::{run_one, LrRunRecord, ThresholdPoint, WindowSample, RECORD_VERSION};
 
-use crate::options::{OptimizerKind, ReproduceOptions, RunEnd};
+use crate::options::{OptimizerKind, ReproduceOptions, RunEnd, SweepFlags};
 use crate::pipeline::{FigureInfo, Pipeline};
 use crate::prepare::{prepare_with, DataSettings, Prepared};
 use crate::store::RunStore;
@@ -38,15 +38,15 @@ const FIGURES: &[FigureInfo] = &[
         name: "fig8",
         shows: "between-class stiffness vs learning rate at three training-loss thresholds (FC net)",
         datasets: &[DatasetName::Mnist, DatasetName::FashionMnist],
-        time_quick: "~1-2 min",
-        time_full: "~15 min",
+        time_quick: "~2 min",
+        time_full: "~10 min (estimate)",
     },
     FigureInfo {
         name: "fig9",
-        shows: "stiffness vs dot-product distance in input space and every layer, zero crossings marked",
+        shows: "stiffness vs distance in input space and every layer; depth trend of stiff domains over seeds",
         datasets: &[DatasetName::Mnist],
-        time_quick: "~20 s (reuses fig8's run)",
-        time_full: "~1 min (reuses fig8's run)",
+        time_quick: "~30 s (reuses fig8's runs at lr 0.1)",
+        time_full: "~2 min (reuses fig8's runs at lr 0.1)",
     },
     FigureInfo {
         name: "fig10",
@@ -64,9 +64,54 @@ fn tiny(cfg: &mut LrSweepConfig) {
     cfg.train_eval_subset = 50;
     cfg.data.stiffness_subset = 40;
     cfg.measure.bootstrap_reps = 5;
+    cfg.measure.min_pairs = 5;
+    cfg.threshold_rule = stiff_train::ThresholdRule::RunningMean { steps: 3 };
+    cfg.window = stiff_train::ThresholdWindow { count: 2, every: 3 };
     for t in cfg.thresholds.values_mut() {
         *t = vec![5.0, 2.2];
     }
+}
+
+/// Seeds when `--seeds` is not given: 5 (full; docs/figures.md), 2 quick (the fewest that give
+/// the trend tests a seed spread to work with), 1 at test scale.
+fn default_seeds(opts: &ReproduceOptions) -> usize {
+    if opts.tiny {
+        1
+    } else if opts.quick {
+        2
+    } else {
+        5
+    }
+}
+
+/// Applies `--datasets`, `--lrs`, `--thresholds`, `--eval-every` to a sweep.
+fn apply_flags(cfg: &mut LrSweepConfig, flags: &SweepFlags) -> Result<()> {
+    if let Some(ds) = &flags.datasets {
+        let mut ds = ds.clone();
+        ds.dedup();
+        cfg.datasets = ds;
+    }
+    if let Some(lrs) = &flags.lrs {
+        let mut lrs = lrs.clone();
+        lrs.sort_by(f64::total_cmp);
+        lrs.dedup();
+        cfg.lrs = lrs;
+    }
+    if let Some(th) = &flags.thresholds {
+        cfg.thresholds = cfg.datasets.iter().map(|&d| (d, th.clone())).collect();
+    }
+    if let Some(e) = flags.eval_every {
+        cfg.eval_every = e;
+    }
+    for d in &cfg.datasets {
+        if cfg.thresholds.get(d).is_none_or(|t| t.is_empty()) {
+            return Err(ExperimentError::InvalidArgument(format!(
+                "--datasets: {d} has no default loss thresholds; give them with --thresholds"
+            )));
+        }
+    }
+    cfg.thresholds.retain(|d, _| cfg.datasets.contains(d));
+    Ok(())
 }
 
 impl Pipeline for LrSweep {
@@ -88,10 +133,11 @@ impl Pipeline for LrSweep {
 
     fn config(&self, _figure: &str, opts: &ReproduceOptions) -> Result<LrSweepConfig> {
         let quick = opts.quick || opts.tiny;
-        let mut cfg = LrSweepConfig::new(quick, opts.optimizer, opts.seeds_or(if quick { 1 } else { 3 })?);
+        let mut cfg = LrSweepConfig::new(quick, opts.optimizer, opts.seeds_or(default_seeds(opts))?);
         if opts.tiny {
             tiny(&mut cfg);
         }
+        apply_flags(&mut cfg, &opts.sweep)?;
         Ok(cfg)
     }
 
@@ -101,7 +147,7 @@ impl Pipeline for LrSweep {
 
     fn runs(&self, figure: &str, cfg: &LrSweepConfig) -> Vec<LrRunSpec> {
         match figure {
-            "fig9" => fig9_run(cfg).into_iter().collect(),
+            "fig9" => fig9_runs(cfg),
             _ => cfg.runs(),
         }
     }
@@ -156,8 +202,12 @@ impl Pipeline for LrSweep {
                 .points
                 .iter()
                 .map(|p| format!(
-                    "<{}: between sign {:.3}, cos {:.3}",
-                    p.threshold, p.measurement.sign.between, p.measurement.cosine.between
+                    "<{}: between sign {:.3} (window mean {:.3} over {}), cos {:.3}",
+                    p.threshold,
+                    p.measurement.sign.between,
+                    p.window_mean(stiff_analysis::StiffnessKind::Sign, false).unwrap_or(f64::NAN),
+                    p.window.len(),
+                    p.measurement.cosine.between
                 ))
                 .collect::<Vec<_>>()
                 .join("; "),
@@ -176,9 +226,9 @@ impl Pipeline for LrSweep {
             "fig8" => figures::fig8::write_fig8(dir, cfg, records, command),
             "fig10" => figures::fig10::write_fig10(dir, cfg, records, command),
             _ => match records.first() {
-                Some(r) => figures::fig9::write_fig9(dir, cfg, r, command),
+                Some(_) => figures::fig9::write_fig9(dir, cfg, records, command),
                 None => Err(ExperimentError::InvalidArgument(format!(
-                    "{figure}: its run is not finished in {}",
+                    "{figure}: its runs are not finished in {}",
                     dir.parent().unwrap_or(dir).display()
                 ))),
             },
@@ -206,6 +256,27 @@ impl Pipeline for LrSweep {
                 seeds.dedup();
                 let mut cfg = LrSweepConfig::new(quick, opt, seeds.len());
                 cfg.seeds = seeds;
+                // The sweep's settings as the records ran them (flags may have changed them).
+                let mine: Vec<&LrRunRecord> =
+                    records.iter().filter(|r| OptimizerKind::of(&r.spec.optimizer) == opt).collect();
+                let mut lrs: Vec<f64> = mine.iter().map(|r| r.spec.optimizer.lr()).collect();
+                lrs.sort_by(f64::total_cmp);
+                lrs.dedup();
+                cfg.lrs = lrs;
+                let mut datasets: Vec<DatasetName> = mine.iter().map(|r| r.spec.dataset).collect();
+                datasets.sort();
+                datasets.dedup();
+                cfg.thresholds = mine.iter().map(|r| (r.spec.dataset, r.spec.thresholds.clone())).collect();
+                cfg.datasets = datasets;
+                let s = &mine[0].spec;
+                cfg.eval_every = s.eval_every;
+                cfg.threshold_rule = s.threshold_rule;
+                cfg.window = s.window;
+                cfg.max_steps = s.max_steps;
+                cfg.batch_size = s.batch_size;
+                cfg.train_eval_subset = s.train_eval_subset;
+                cfg.data = s.data.clone();
+                cfg.measure = s.measure.clone();
                 cfgs.push(cfg);
             }
             return Ok(cfgs);

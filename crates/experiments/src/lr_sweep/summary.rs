@@ -6,30 +6,53 @@ use std::fmt::Write as _;
 use stiff_analysis::Crossing;
 
 use super::config::LrSweepConfig;
-use super::figures::fig10::DomainCell;
+use super::figures::fig10::{DomainCell, DomainTrend};
 use super::figures::fig8::{cell_err, Cell, Trend};
-use super::figures::{crossing_note, kind_label, KINDS};
+use super::figures::fig9::{DepthTrend, LayerCell};
+use super::figures::{crossing_note, kind_label, test_text, KINDS};
 use super::run::{LrRunRecord, ThresholdPoint};
 use crate::measure::{crossing_distance, SpaceCurve};
 use crate::options::RunEnd;
 
-/// Fig 8's verdict from the trend votes (up: higher learning rate, higher stiffness).
-pub fn fig8_verdict(up: usize, down: usize) -> String {
-    if up + down == 0 {
-        "no verdict: too few learning rates reached the thresholds".to_string()
-    } else if up > down {
-        format!(
-            "supports v1's direction (higher learning rate, higher between-class stiffness) in {up} of {} cases",
-            up + down
-        )
-    } else if down > up {
-        format!(
-            "supports v2/v3's direction (higher learning rate, lower between-class stiffness) in {down} of {} cases",
-            up + down
-        )
-    } else {
-        format!("mixed: {up} cases up, {down} down")
+fn tally<'a>(verdicts: impl Iterator<Item = &'a str>) -> String {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for v in verdicts {
+        match counts.iter_mut().find(|c| c.0 == v) {
+            Some(c) => c.1 += 1,
+            None => counts.push((v, 1)),
+        }
     }
+    counts.iter().map(|(v, n)| format!("{v} in {n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// Fig 8's headline: how many (dataset, kind, threshold) tests gave each verdict.
+pub fn fig8_verdict(trends: &[Trend]) -> String {
+    if trends.is_empty() {
+        return "no verdict: no threshold reached".into();
+    }
+    format!(
+        "Spearman permutation tests of between-class stiffness vs log learning rate over seeds (alpha 0.05): {} of {} (dataset, kind, threshold) cases",
+        tally(trends.iter().map(|t| t.verdict)),
+        trends.len()
+    )
+}
+
+fn protocol_text(cfg: &LrSweepConfig) -> String {
+    let rule = match cfg.threshold_rule {
+        stiff_train::ThresholdRule::RunningMean { steps } => {
+            format!("the running mean of the last {steps} mini-batch losses (checked after every step)")
+        }
+        stiff_train::ThresholdRule::Evaluated => format!(
+            "the loss on a fixed {}-example training subset, evaluated every {} steps",
+            cfg.train_eval_subset, cfg.eval_every
+        ),
+    };
+    format!(
+        "A threshold is crossed when {rule} first falls below it. Stiffness is then measured at {} snapshots {} steps \
+         apart (the crossing first); a seed's value is their mean, and the within-window SD is reported beside the \
+         seed SD.",
+        cfg.window.count, cfg.window.every
+    )
 }
 
 /// Fig 8's `summary.md`.
@@ -58,8 +81,7 @@ pub fn fig8(
     let _ = writeln!(
         md,
         "Setup: {} on {}, {} with constant learning rates {:?}, batch {}, seeds {:?}; stiffness on {} validation \
-         examples (class-balanced, fixed seed), measured the first time the training loss (mean cross-entropy on a \
-         fixed {}-example training subset, every {} steps) fell below each threshold. Intervals: {seeds_note}.\n",
+         examples (class-balanced, fixed seed). {} Intervals: {seeds_note}.\n",
         cfg.preset,
         cfg.datasets.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" and "),
         cfg.optimizer.name(),
@@ -67,11 +89,13 @@ pub fn fig8(
         cfg.batch_size,
         cfg.seeds,
         cfg.data.stiffness_subset,
-        cfg.train_eval_subset,
-        cfg.eval_every
+        protocol_text(cfg)
     );
     let _ = writeln!(md, "![fig8](fig8.png)\n");
-    let _ = writeln!(md, "## Between-class stiffness (mean ± 95% half-width; `–` = threshold not reached)\n");
+    let _ = writeln!(
+        md,
+        "## Between-class stiffness\n\nmean ± 95% half-width (n seeds) [seed SD / mean within-window SD]; `–` = threshold not reached\n"
+    );
     for &ds in &cfg.datasets {
         for (kind, kname) in KINDS {
             let _ = writeln!(md, "### {ds}, {kname} stiffness\n");
@@ -88,9 +112,17 @@ pub fn fig8(
                     let c = cells.iter().find(|c| {
                         c.dataset == ds.to_string() && c.kind == kind_label(kind) && c.threshold == th && c.lr == lr
                     });
-                    let txt = match c.and_then(|c| c.between.as_ref().map(|m| (m, cell_err(c)))) {
-                        Some((m, e)) if e.is_finite() => format!(" {:.4} ± {:.4} (n={}) |", m.mean, e, m.n),
-                        Some((m, _)) => format!(" {:.4} (n={}) |", m.mean, m.n),
+                    let txt = match c.and_then(|c| c.between.as_ref().map(|m| (c, m, cell_err(c)))) {
+                        Some((c, m, e)) => {
+                            let pm = if e.is_finite() { format!(" ± {e:.4}") } else { String::new() };
+                            format!(
+                                " {:.4}{pm} (n={}) [{} / {}] |",
+                                m.mean,
+                                m.n,
+                                fmt_opt(c.between_seed_sd, 4),
+                                fmt_opt(c.between_window_sd, 4)
+                            )
+                        }
                         None => " – |".into(),
                     };
                     line.push_str(&txt);
@@ -100,7 +132,12 @@ pub fn fig8(
             let _ = writeln!(md);
         }
     }
-    let _ = writeln!(md, "## Trend with learning rate\n\n| dataset | kind | threshold | slope per decade | Spearman | ends separated |\n|---|---|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "## Trend with learning rate\n\nSpearman's rho between log10(lr) and the seed values, over every (lr, seed) \
+         observation; two-sided permutation p-value. Verdict at alpha 0.05: rho > 0 supports v1, rho < 0 supports v2/v3.\n\n\
+         | dataset | kind | threshold | test | slope per decade | verdict |\n|---|---|---|---|---|---|"
+    );
     for t in trends {
         let _ = writeln!(
             md,
@@ -108,9 +145,9 @@ pub fn fig8(
             t.dataset,
             t.kind,
             t.threshold,
+            test_text(t.test.as_ref()),
             fmt_opt(t.slope_per_decade, 4),
-            fmt_opt(t.spearman, 2),
-            t.ends_separated.map_or("–".into(), |b| if b { "yes" } else { "no" }.to_string())
+            t.verdict
         );
     }
     let _ = writeln!(md, "\n## Runs\n\n{}", run_status_table(records));
@@ -118,8 +155,9 @@ pub fn fig8(
 }
 
 fn run_status_table(records: &[LrRunRecord]) -> String {
-    let mut s =
-        String::from("| run | end | steps | thresholds reached | train s | measure s |\n|---|---|---|---|---|---|\n");
+    let mut s = String::from(
+        "| run | end | steps | thresholds reached | window snapshots | train s | measure s |\n|---|---|---|---|---|---|---|\n",
+    );
     for r in records {
         let end = match &r.end {
             RunEnd::Completed => "completed".into(),
@@ -128,11 +166,12 @@ fn run_status_table(records: &[LrRunRecord]) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {} | {} | {:.1} | {:.1} |",
             r.id,
             end,
             r.steps,
             r.points.iter().map(|p| p.threshold.to_string()).collect::<Vec<_>>().join(", "),
+            r.points.iter().map(|p| p.window.len().to_string()).collect::<Vec<_>>().join(", "),
             r.train_seconds,
             r.measure_seconds
         );
@@ -144,12 +183,21 @@ fn fmt_opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("–".into(), |x| format!("{x:.digits$}"))
 }
 
-/// Fig 9's `summary.md`: `point` is the run's last threshold point with the Spearman rho of
-/// (depth, first-crossing distance) over the hidden layers; `None` when it reached no threshold.
+fn fmt_median(m: Option<(f64, bool)>) -> String {
+    match m {
+        Some((v, true)) => format!("≥ {v:.3}"),
+        Some((v, false)) => format!("{v:.3}"),
+        None => "–".into(),
+    }
+}
+
+/// Fig 9's `summary.md`: the drawn run's curves and the depth trend over every run.
 pub fn fig9(
     cfg: &LrSweepConfig,
     record: &LrRunRecord,
-    point: Option<(&ThresholdPoint, Option<f64>)>,
+    point: Option<&ThresholdPoint>,
+    cells: &[LayerCell],
+    trends: &[DepthTrend],
     command: &str,
 ) -> String {
     let mut md = format!(
@@ -158,24 +206,44 @@ pub fn fig9(
          domains (the curve crosses zero at a smaller distance).\n\n",
         if cfg.quick { " (quick run)" } else { "" }
     );
-    let Some((point, rho)) = point else {
-        md.push_str(&format!("Run `{}` reached no threshold ({:?}): nothing to plot.\n", record.id, record.end));
-        return md;
-    };
-    let curves: &[SpaceCurve] = &point.measurement.curves;
-    let judgement = match rho {
-        None => "too few hidden-layer crossings to judge the depth trend".to_string(),
-        Some(r) if r < 0.0 => format!(
-            "stiff domains shrink with depth (Spearman rho between depth and first-crossing distance = {r:.2}; supports the claim)"
-        ),
-        Some(r) => format!(
-            "stiff domains do not shrink with depth (Spearman rho between depth and first-crossing distance = {r:.2}; does not support the claim)"
-        ),
-    };
     let _ = writeln!(
         md,
-        "**This run** ({}, training loss {:.4} at step {}): {judgement}.\n",
-        record.id, point.train_loss, point.step
+        "**Depth trend** (censored Kendall tau of stiff domain size vs hidden-layer depth over every seed at the \
+         learning rate closest to 0.1, each dataset's lowest threshold; permutation p, alpha 0.05; a curve that never \
+         crosses zero is a censored observation at the last distance read):\n\n| scope | method | test | verdict |\n|---|---|---|---|"
+    );
+    for t in trends {
+        let _ = writeln!(md, "| {} | {} | {} | {} |", t.scope, t.method, test_text(t.test.as_ref()), t.verdict);
+    }
+    let _ = writeln!(
+        md,
+        "\n| dataset | method | layer | median size (≥ = lower bound) | observations | censored | no data |\n|---|---|---|---|---|---|---|"
+    );
+    for c in cells {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            c.dataset,
+            c.method,
+            c.space,
+            fmt_median(c.median),
+            c.observations.len(),
+            c.censored,
+            c.no_data
+        );
+    }
+    let Some(point) = point else {
+        let _ = writeln!(md, "\nRun `{}` reached no threshold ({:?}): nothing to plot.", record.id, record.end);
+        return md;
+    };
+    let curves: &[SpaceCurve] = super::figures::point_curves(point);
+    let _ = writeln!(
+        md,
+        "\n**Drawn run** ({}, training loss {:.4} at step {}; curves pooled over {} window snapshots):\n",
+        record.id,
+        point.train_loss,
+        point.step,
+        point.window.len()
     );
     let _ = writeln!(md, "![fig9](fig9.png)\n");
     let _ = writeln!(md, "| space | sign: first crossing (v1) | sign: line-fit zero (v3) | cosine: first crossing | cosine: line-fit zero |\n|---|---|---|---|---|");
@@ -194,53 +262,92 @@ pub fn fig9(
     let b = &cfg.measure.bins;
     let _ = writeln!(
         md,
-        "\nBins: {} equal bins over distance [{}, {}] (the paper gives none); crossings interpolate linearly between bin \
-         centres (v1) or take the zero of a least-squares line over the pairs of the initial decline, from distance 0 to the curve's minimum (v3). v1's axis is the cosine, `1 - distance`.",
-        b.bins, b.lo, b.hi
+        "\nBins: {} equal bins over distance [{}, {}] (the paper gives none); crossings read only bins with at least {} \
+         pairs and interpolate linearly between bin centres (v1) or take the zero of a least-squares line over the \
+         pairs of the initial decline, from distance 0 to the curve's minimum (v3). v1's axis is the cosine, `1 - distance`.",
+        b.bins, b.lo, b.hi, cfg.measure.min_pairs
     );
     md
 }
 
-/// Fig 10's verdict from the slope votes (up: larger domains at higher learning rate).
-pub fn fig10_verdict(up: usize, down: usize) -> String {
-    if up + down == 0 {
-        "no verdict: too few crossings".to_string()
-    } else if up > down {
-        format!(
-            "supports v1 (larger stiff domains at higher learning rate) in {up} of {} space/method cases",
-            up + down
-        )
-    } else if down > up {
-        format!(
-            "supports v2/v3 (smaller stiff domains at higher learning rate) in {down} of {} space/method cases",
-            up + down
-        )
+/// Fig 10's headline, per method (v1 and v3 judged separately).
+pub fn fig10_verdict(trends: &[DomainTrend]) -> String {
+    let mut parts = Vec::new();
+    for (method, _) in super::figures::METHODS {
+        let sel: Vec<&DomainTrend> = trends.iter().filter(|t| t.method == method).collect();
+        if sel.is_empty() {
+            continue;
+        }
+        parts.push(format!(
+            "{method}: {} of {} (dataset, space) cases",
+            tally(sel.iter().map(|t| t.verdict)),
+            sel.len()
+        ));
+    }
+    if parts.is_empty() {
+        "no verdict: no domain sizes".into()
     } else {
-        format!("mixed: {up} up, {down} down")
+        format!(
+            "censored Kendall permutation tests of domain size vs log learning rate (alpha 0.05); {}",
+            parts.join("; ")
+        )
     }
 }
 
 /// Fig 10's `summary.md`.
-pub fn fig10(cfg: &LrSweepConfig, dcells: &[DomainCell], verdict: &str, command: &str) -> String {
+pub fn fig10(
+    cfg: &LrSweepConfig,
+    dcells: &[DomainCell],
+    trends: &[DomainTrend],
+    verdict: &str,
+    command: &str,
+) -> String {
     let mut md = format!(
         "# Fig 10: stiff domain size vs learning rate{}\n\nCommand: `{command}`\n\n\
          **Paper's claim (v1):** higher learning rates give larger stiff domains; v2/v3 claim the opposite.\n\n\
          **This run:** {verdict}.\n\nStiff domain size = the dot-product distance at which sign stiffness first \
-         crosses zero going outwards (v1), or the zero of a least-squares line (v3), measured at the lowest \
-         training-loss threshold of each dataset. `–` = no crossing in any seed (see results.csv notes).\n\n\
-         ![fig10](fig10.png)\n\n| dataset | method | space | lr | mean size | seeds without crossing |\n|---|---|---|---|---|---|\n",
-        if cfg.quick { " (quick run)" } else { "" }
+         crosses zero going outwards (v1), or the zero of a least-squares line (v3), read from each seed's curves \
+         pooled over its window of snapshots at the lowest training-loss threshold of each dataset, in bins with at \
+         least {} pairs. A curve that never crosses zero is a censored observation (the domain is larger than the \
+         last distance read): it enters the rank test as such, and a cell with censored seeds reports the median \
+         (`≥` when it is only a lower bound) instead of a mean. `no data` = no bin had enough pairs.\n\n\
+         ![fig10](fig10.png)\n\n## Trends\n\n| dataset | method | space | test | verdict |\n|---|---|---|---|---|\n",
+        if cfg.quick { " (quick run)" } else { "" },
+        cfg.measure.min_pairs
     );
-    for c in dcells {
+    for t in trends {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
+            t.dataset,
+            t.method,
+            t.space,
+            test_text(t.test.as_ref()),
+            t.verdict
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n## Sizes\n\n| dataset | method | space | lr | mean ± 95% (uncensored only) | median | n | censored | no data | not reached |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for c in dcells {
+        let mean = c.mean.as_ref().map_or("–".into(), |m| match m.half_width {
+            Some(h) => format!("{:.3} ± {h:.3}", m.mean),
+            None => format!("{:.3}", m.mean),
+        });
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             c.dataset,
             c.method,
             c.space,
             c.lr,
-            c.size.as_ref().map_or("–".into(), |m| format!("{:.3}", m.mean)),
-            c.no_crossing
+            mean,
+            fmt_median(c.median),
+            c.observations.len(),
+            c.censored,
+            c.no_data,
+            c.not_reached
         );
     }
     md

@@ -1,31 +1,136 @@
 //! Fig 10: stiff domain size (zero crossing) vs learning rate, per space, both extractions.
+//! Sizes come from each seed's pooled window curves at the dataset's lowest threshold; a curve
+//! that never crosses zero is a right-censored observation (the domain is larger than the
+//! largest distance read), counted and used as such in the censored Kendall trend test.
 
 use std::path::Path;
 
 use serde::Serialize;
-use stiff_analysis::Crossing;
+use stiff_analysis::{censored_kendall_permutation, TrendOptions, TrendTest};
 use stiff_plot::{line_figure, LineFigure, Panel, Series};
 
 use super::super::config::LrSweepConfig;
 use super::super::run::LrRunRecord;
 use super::super::summary;
-use super::tidy_rows;
-use crate::measure::{crossing_distance, SpaceCurve};
-use crate::stats::{direction_votes, seed_mean, slope, SeedMean};
+use super::{censored_median, point_curves, tidy_rows, verdict_label, METHODS};
+use crate::stats::{seed_mean, SeedMean};
 use crate::store::{write_atomic, write_json};
 use crate::tidy::write_csv;
 use crate::Result;
 
-#[derive(Serialize)]
 /// Stiff domain size of one (dataset, method, space, lr) over seeds.
+#[derive(Debug, Clone, Serialize)]
 pub struct DomainCell {
     pub dataset: String,
     pub threshold: f64,
     pub method: &'static str,
     pub space: String,
     pub lr: f64,
-    pub size: Option<SeedMean>,
-    pub no_crossing: usize,
+    /// Observations `(size, censored)`, one per seed that reached the threshold and had data.
+    pub observations: Vec<(f64, bool)>,
+    /// Mean with a t-interval, only when no observation is censored.
+    pub mean: Option<SeedMean>,
+    /// Median of the observations and whether it is only a lower bound (censoring).
+    pub median: Option<(f64, bool)>,
+    pub censored: usize,
+    /// Seeds whose curve had no bin with enough pairs (no observation).
+    pub no_data: usize,
+    /// Seeds that did not reach the threshold.
+    pub not_reached: usize,
+}
+
+/// The learning-rate trend of one (dataset, method, space) over every (lr, seed) observation.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainTrend {
+    pub dataset: String,
+    pub method: &'static str,
+    pub space: String,
+    pub test: Option<TrendTest>,
+    /// "supports v1" (larger domains at higher learning rates), "supports v2/v3", "inconclusive".
+    pub verdict: &'static str,
+}
+
+/// Cells of every (dataset, method, space, lr) at each dataset's lowest threshold.
+pub fn domain_cells(cfg: &LrSweepConfig, records: &[LrRunRecord], spaces: &[String]) -> Vec<DomainCell> {
+    let mut out = Vec::new();
+    for &ds in &cfg.datasets {
+        let th = cfg.thresholds.get(&ds).and_then(|t| t.last().copied()).unwrap_or(f64::NAN);
+        for (mname, pick) in METHODS {
+            for space in spaces {
+                for &lr in &cfg.lrs {
+                    let runs: Vec<&LrRunRecord> = records
+                        .iter()
+                        .filter(|r| {
+                            r.spec.dataset == ds && r.spec.optimizer.lr() == lr && cfg.seeds.contains(&r.spec.seed)
+                        })
+                        .collect();
+                    let reached: Vec<_> = runs.iter().filter_map(|r| r.point(th)).collect();
+                    let obs: Vec<Option<(f64, bool)>> = reached
+                        .iter()
+                        .map(|p| {
+                            point_curves(p).iter().find(|c| &c.space == space).and_then(|c| pick(c).as_observation())
+                        })
+                        .collect();
+                    let observations: Vec<(f64, bool)> = obs.iter().flatten().copied().collect();
+                    let censored = observations.iter().filter(|o| o.1).count();
+                    let mean = if censored == 0 {
+                        seed_mean(&observations.iter().map(|o| o.0).collect::<Vec<_>>())
+                    } else {
+                        None
+                    };
+                    out.push(DomainCell {
+                        dataset: ds.to_string(),
+                        threshold: th,
+                        method: mname,
+                        space: space.clone(),
+                        lr,
+                        median: censored_median(&observations),
+                        mean,
+                        censored,
+                        no_data: obs.iter().filter(|o| o.is_none()).count(),
+                        not_reached: runs.len() - reached.len(),
+                        observations,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One censored Kendall test of size vs log10(lr) per (dataset, method, space).
+pub fn domain_trends(cells: &[DomainCell]) -> Result<Vec<DomainTrend>> {
+    let mut keys: Vec<(String, &'static str, String)> = Vec::new();
+    for c in cells {
+        let k = (c.dataset.clone(), c.method, c.space.clone());
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    keys.into_iter()
+        .map(|(dataset, method, space)| {
+            let (mut x, mut y, mut cens) = (Vec::new(), Vec::new(), Vec::new());
+            for c in cells.iter().filter(|c| c.dataset == dataset && c.method == method && c.space == space) {
+                for &(v, cz) in &c.observations {
+                    x.push(c.lr.log10());
+                    y.push(v);
+                    cens.push(cz);
+                }
+            }
+            let test = censored_kendall_permutation(&x, &y, &cens, &TrendOptions::default())?;
+            Ok(DomainTrend { verdict: verdict_label(test.as_ref()), dataset, method, space, test })
+        })
+        .collect()
+}
+
+/// Spaces present (input, layer1, ...), from any record.
+pub(crate) fn spaces_of(records: &[LrRunRecord]) -> Vec<String> {
+    records
+        .iter()
+        .flat_map(|r| r.points.iter())
+        .next()
+        .map(|p| point_curves(p).iter().map(|c| c.space.clone()).collect())
+        .unwrap_or_default()
 }
 
 /// Writes `DIR/fig10/`: stiff domain size vs learning rate, per space, both extraction methods.
@@ -33,53 +138,31 @@ pub fn write_fig10(dir: &Path, cfg: &LrSweepConfig, records: &[LrRunRecord], com
     std::fs::create_dir_all(dir).map_err(|e| crate::ExperimentError::io(dir, e))?;
     write_json(&dir.join("config.json"), &serde_json::json!({ "figure": "fig10", "command": command, "sweep": cfg }))?;
     write_csv(&dir.join("results.csv"), &tidy_rows(records))?;
-    // Spaces present (input, layer1, ...), from any record.
-    let spaces: Vec<String> = records
-        .iter()
-        .flat_map(|r| r.points.iter())
-        .next()
-        .map(|p| p.measurement.curves.iter().map(|c| c.space.clone()).collect())
-        .unwrap_or_default();
-    type Pick = fn(&SpaceCurve) -> &Crossing;
-    let methods: [(&str, Pick); 2] =
-        [("first crossing (v1)", |c| &c.sign_first_crossing), ("line-fit zero (v3)", |c| &c.sign_fit_crossing)];
-    let mut dcells = Vec::new();
+    let spaces = spaces_of(records);
+    let dcells = domain_cells(cfg, records, &spaces);
+    let trends = domain_trends(&dcells)?;
     let mut panels = Vec::new();
     for &ds in &cfg.datasets {
         let th = cfg.thresholds.get(&ds).and_then(|t| t.last().copied()).unwrap_or(f64::NAN);
-        for (mname, pick) in methods {
-            let mut series = Vec::new();
-            for space in &spaces {
-                let mut xs = Vec::new();
-                let mut ys = Vec::new();
-                let mut es = Vec::new();
-                for &lr in &cfg.lrs {
-                    let vals: Vec<Option<f64>> = records
+        for (mname, _) in METHODS {
+            let series = spaces
+                .iter()
+                .map(|space| {
+                    let sel: Vec<&DomainCell> = dcells
                         .iter()
-                        .filter(|r| r.spec.dataset == ds && r.spec.optimizer.lr() == lr)
-                        .filter_map(|r| r.point(th))
-                        .filter_map(|p| p.measurement.curves.iter().find(|c| &c.space == space))
-                        .map(|c| crossing_distance(pick(c)))
+                        .filter(|c| c.dataset == ds.to_string() && c.method == mname && &c.space == space)
                         .collect();
-                    let found: Vec<f64> = vals.iter().flatten().copied().collect();
-                    let size = seed_mean(&found);
-                    xs.push(lr);
-                    ys.push(size.as_ref().map_or(f64::NAN, |m| m.mean));
-                    es.push(size.as_ref().and_then(|m| m.half_width).unwrap_or(f64::NAN));
-                    dcells.push(DomainCell {
-                        dataset: ds.to_string(),
-                        threshold: th,
-                        method: mname,
-                        space: space.clone(),
-                        lr,
-                        no_crossing: vals.iter().filter(|v| v.is_none()).count(),
-                        size,
-                    });
-                }
-                series.push(Series::new(space.clone(), xs, ys).with_err(es));
-            }
+                    // The median (a lower bound where censored) is drawn; the mean only exists
+                    // without censoring, so it cannot be drawn for every point.
+                    Series::new(
+                        space.clone(),
+                        sel.iter().map(|c| c.lr).collect(),
+                        sel.iter().map(|c| c.median.map_or(f64::NAN, |m| m.0)).collect(),
+                    )
+                })
+                .collect();
             panels.push(Panel {
-                title: format!("{ds}: {mname}, train loss < {th}"),
+                title: format!("{ds}: {mname}, train loss < {th} (median over seeds)"),
                 x_label: format!("learning rate ({})", cfg.optimizer.name()),
                 y_label: "stiff domain size (distance)".into(),
                 log_x: true,
@@ -88,28 +171,11 @@ pub fn write_fig10(dir: &Path, cfg: &LrSweepConfig, records: &[LrRunRecord], com
             });
         }
     }
-    // Direction per dataset x method x space: slope of size vs log10 lr.
-    let mut slopes = Vec::new();
-    for ds in &cfg.datasets {
-        for (mname, _) in methods {
-            for space in &spaces {
-                let sel: Vec<&DomainCell> = dcells
-                    .iter()
-                    .filter(|c| {
-                        c.dataset == ds.to_string() && c.method == mname && &c.space == space && c.size.is_some()
-                    })
-                    .collect();
-                let x: Vec<f64> = sel.iter().map(|c| c.lr.log10()).collect();
-                let y: Vec<f64> = sel.iter().map(|c| c.size.as_ref().map_or(f64::NAN, |m| m.mean)).collect();
-                slopes.push(slope(&x, &y));
-            }
-        }
-    }
-    let (up, down) = direction_votes(slopes);
-    let verdict = summary::fig10_verdict(up, down);
+    let verdict = summary::fig10_verdict(&trends);
     write_json(
         &dir.join("results.json"),
-        &serde_json::json!({ "figure": "fig10", "cells": dcells, "verdict": verdict }),
+        &serde_json::json!({ "figure": "fig10", "cells": dcells, "trends": trends, "verdict": verdict,
+            "min_pairs": cfg.measure.min_pairs }),
     )?;
     line_figure(
         &LineFigure {
@@ -119,6 +185,6 @@ pub fn write_fig10(dir: &Path, cfg: &LrSweepConfig, records: &[LrRunRecord], com
         },
         &dir.join("fig10"),
     )?;
-    let md = summary::fig10(cfg, &dcells, &verdict, command);
+    let md = summary::fig10(cfg, &dcells, &trends, &verdict, command);
     write_atomic(&dir.join("summary.md"), md.as_bytes())
 }

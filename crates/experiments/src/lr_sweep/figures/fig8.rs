@@ -7,27 +7,42 @@ use stiff_plot::{line_figure, LineFigure, Panel, Series};
 
 use super::super::config::LrSweepConfig;
 use super::super::run::LrRunRecord;
+use super::super::run::ThresholdPoint;
 use super::super::summary;
-use super::{kind_label, tidy_rows, KINDS};
-use crate::measure::Measurement;
-use crate::stats::{direction_votes, intervals_separated, seed_mean, slope, spearman, SeedMean};
+use super::{kind_label, tidy_rows, verdict_label, KINDS};
+use crate::stats::{seed_mean, slope, SeedMean};
 use crate::store::{write_atomic, write_json};
 use crate::tidy::write_csv;
 use crate::Result;
+use stiff_analysis::{spearman_permutation, TrendOptions, TrendTest};
 
-/// Aggregate of one (dataset, threshold, lr) cell over seeds.
+/// Aggregate of one (dataset, threshold, lr) cell over seeds. A seed's value is the mean over
+/// its window of snapshots after the crossing.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
     pub dataset: String,
     pub threshold: f64,
     pub lr: f64,
     pub kind: String,
+    /// Seed means of the between-class window means, with a 95% t-interval over seeds.
     pub between: Option<SeedMean>,
     pub within: Option<SeedMean>,
+    /// Standard deviation of the between-class value across seeds.
+    pub between_seed_sd: Option<f64>,
+    /// Mean over seeds of the between-class standard deviation within each window.
+    pub between_window_sd: Option<f64>,
     /// Seeds that did not reach this threshold (diverged or out of steps).
     pub missing_seeds: Vec<u64>,
-    /// With a single seed: the bootstrap interval over examples of that run.
+    /// With a single seed: the bootstrap interval over examples at the crossing.
     pub between_bootstrap: Option<(f64, f64)>,
+}
+
+fn sd(v: &[f64]) -> Option<f64> {
+    if v.len() < 2 {
+        return None;
+    }
+    let m = v.iter().sum::<f64>() / v.len() as f64;
+    Some((v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt())
 }
 
 fn cells(cfg: &LrSweepConfig, records: &[LrRunRecord]) -> Vec<Cell> {
@@ -43,19 +58,21 @@ fn cells(cfg: &LrSweepConfig, records: &[LrRunRecord]) -> Vec<Cell> {
                             r.spec.dataset == ds && r.spec.optimizer.lr() == lr && cfg.seeds.contains(&r.spec.seed)
                         })
                         .collect();
-                    let pts: Vec<&Measurement> =
-                        runs.iter().filter_map(|r| r.point(th)).map(|p| &p.measurement).collect();
-                    let between: Vec<f64> = pts.iter().map(|m| m.kind(kind).between).collect();
-                    let within: Vec<f64> = pts.iter().map(|m| m.kind(kind).within).collect();
+                    let pts: Vec<&ThresholdPoint> = runs.iter().filter_map(|r| r.point(th)).collect();
+                    let between: Vec<f64> = pts.iter().filter_map(|p| p.window_mean(kind, false)).collect();
+                    let within: Vec<f64> = pts.iter().filter_map(|p| p.window_mean(kind, true)).collect();
+                    let wsd: Vec<f64> = pts.iter().filter_map(|p| p.window_sd(kind, false)).collect();
                     let missing_seeds = runs.iter().filter(|r| r.point(th).is_none()).map(|r| r.spec.seed).collect();
                     let between_bootstrap = (pts.len() == 1)
-                        .then(|| pts[0].kind(kind).ci.as_ref().map(|c| (c.between.lo, c.between.hi)))
+                        .then(|| pts[0].measurement.kind(kind).ci.as_ref().map(|c| (c.between.lo, c.between.hi)))
                         .flatten();
                     out.push(Cell {
                         dataset: ds.to_string(),
                         threshold: th,
                         lr,
                         kind: kind_label(kind).into(),
+                        between_seed_sd: sd(&between),
+                        between_window_sd: (!wsd.is_empty()).then(|| wsd.iter().sum::<f64>() / wsd.len() as f64),
                         between: seed_mean(&between),
                         within: seed_mean(&within),
                         missing_seeds,
@@ -77,23 +94,32 @@ pub(crate) fn cell_err(c: &Cell) -> f64 {
     }
 }
 
-/// Direction of between-class stiffness with learning rate, per (dataset, kind, threshold).
+/// The learning-rate trend of between-class stiffness for one (dataset, kind, threshold):
+/// a permutation test of Spearman's rho between log10(lr) and the value over every (lr, seed)
+/// observation; seeds are the units.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trend {
     pub dataset: String,
     pub kind: String,
     pub threshold: f64,
-    /// Learning rates with data, and the seed means there.
-    pub lrs: Vec<f64>,
-    pub means: Vec<f64>,
-    /// Least-squares slope of the mean against log10(lr).
+    /// Observations: (learning rate, seed value).
+    pub observations: Vec<(f64, f64)>,
+    /// Least-squares slope of the seed values against log10(lr) (descriptive only).
     pub slope_per_decade: Option<f64>,
-    pub spearman: Option<f64>,
-    /// Whether the intervals at the lowest and highest learning rate do not overlap.
-    pub ends_separated: Option<bool>,
+    pub test: Option<TrendTest>,
+    /// "supports v1", "supports v2/v3" or "inconclusive".
+    pub verdict: &'static str,
 }
 
-fn trends(cells: &[Cell]) -> Vec<Trend> {
+/// The trend test of `(lr, value)` observations (see [`Trend`]).
+pub fn lr_trend(observations: &[(f64, f64)]) -> Result<(Option<TrendTest>, Option<f64>)> {
+    let x: Vec<f64> = observations.iter().map(|o| o.0.log10()).collect();
+    let y: Vec<f64> = observations.iter().map(|o| o.1).collect();
+    Ok((spearman_permutation(&x, &y, &TrendOptions::default())?, slope(&x, &y)))
+}
+
+/// One trend per (dataset, kind, threshold), in the order of the cells.
+pub fn trends(cells: &[Cell]) -> Result<Vec<Trend>> {
     let mut keys: Vec<(String, String, f64)> = Vec::new();
     for c in cells {
         let k = (c.dataset.clone(), c.kind.clone(), c.threshold);
@@ -103,27 +129,21 @@ fn trends(cells: &[Cell]) -> Vec<Trend> {
     }
     keys.into_iter()
         .map(|(dataset, kind, threshold)| {
-            let sel: Vec<&Cell> = cells
+            let observations: Vec<(f64, f64)> = cells
                 .iter()
-                .filter(|c| c.dataset == dataset && c.kind == kind && c.threshold == threshold && c.between.is_some())
+                .filter(|c| c.dataset == dataset && c.kind == kind && c.threshold == threshold)
+                .flat_map(|c| c.between.iter().flat_map(move |m| m.values.iter().map(move |&v| (c.lr, v))))
                 .collect();
-            let lrs: Vec<f64> = sel.iter().map(|c| c.lr).collect();
-            let means: Vec<f64> = sel.iter().map(|c| c.between.as_ref().map_or(f64::NAN, |m| m.mean)).collect();
-            let logs: Vec<f64> = lrs.iter().map(|l| l.log10()).collect();
-            let ends_separated = (sel.len() >= 2).then(|| {
-                let (a, b) = (sel[0], sel[sel.len() - 1]);
-                intervals_separated((means[0], cell_err(a)), (means[means.len() - 1], cell_err(b)))
-            });
-            Trend {
-                slope_per_decade: slope(&logs, &means),
-                spearman: spearman(&logs, &means),
+            let (test, slope_per_decade) = lr_trend(&observations)?;
+            Ok(Trend {
+                verdict: verdict_label(test.as_ref()),
                 dataset,
                 kind,
                 threshold,
-                lrs,
-                means,
-                ends_separated,
-            }
+                observations,
+                slope_per_decade,
+                test,
+            })
         })
         .collect()
 }
@@ -132,18 +152,12 @@ fn threshold_colour_label(th: f64) -> String {
     format!("train loss < {th}")
 }
 
-/// Trends up and down with learning rate (by the sign of the slope).
-fn votes(trends: &[Trend]) -> (usize, usize) {
-    direction_votes(trends.iter().map(|t| t.slope_per_decade))
-}
-
 /// Writes `DIR/fig8/`: config, results (JSON + CSV), figure (PNG + SVG), summary.
 pub fn write_fig8(dir: &Path, cfg: &LrSweepConfig, records: &[LrRunRecord], command: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| crate::ExperimentError::io(dir, e))?;
     let cells = cells(cfg, records);
-    let trends = trends(&cells);
-    let (up, down) = votes(&trends);
-    let verdict_text = summary::fig8_verdict(up, down);
+    let trends = trends(&cells)?;
+    let verdict_text = summary::fig8_verdict(&trends);
     write_json(&dir.join("config.json"), &serde_json::json!({ "figure": "fig8", "command": command, "sweep": cfg }))?;
     write_json(
         &dir.join("results.json"),
@@ -183,7 +197,7 @@ pub fn write_fig8(dir: &Path, cfg: &LrSweepConfig, records: &[LrRunRecord], comm
         }
     }
     let seeds_note = if cfg.seeds.len() > 1 {
-        format!("mean of {} seeds, 95% t-intervals", cfg.seeds.len())
+        format!("mean over {} seeds of each seed's window mean, 95% t-intervals", cfg.seeds.len())
     } else {
         "1 seed, 95% bootstrap intervals over examples".into()
     };
@@ -202,4 +216,119 @@ pub fn write_fig8(dir: &Path, cfg: &LrSweepConfig, records: &[LrRunRecord], comm
 
     let md = summary::fig8(cfg, records, &cells, &trends, &verdict_text, &seeds_note, command);
     write_atomic(&dir.join("summary.md"), md.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::run::{ThresholdPoint, WindowSample};
+    use super::*;
+    use crate::measure::{KindSummary, Measurement};
+    use crate::options::{OptimizerKind, RunEnd};
+    use stiff_data::DatasetName;
+
+    fn summary(within: f64, between: f64) -> KindSummary {
+        KindSummary { within, between, ci: None }
+    }
+
+    /// A record whose window at threshold 0.5 has between-class values `between` (sign and
+    /// cosine alike); the crossing's own measurement says `crossing` so a test can tell which
+    /// one the figure reads.
+    fn record(cfg: &LrSweepConfig, lr: f64, seed: u64, crossing: f64, between: &[f64]) -> LrRunRecord {
+        let mut spec = cfg.runs().into_iter().find(|r| r.optimizer.lr() == lr && r.seed == seed).unwrap();
+        spec.thresholds = vec![0.5];
+        let measurement = Measurement {
+            n: 10,
+            sign: summary(0.9, crossing),
+            cosine: summary(0.9, crossing),
+            class_sign: vec![],
+            class_cosine: vec![],
+            zero_norm_examples: vec![],
+            curves: vec![],
+            gram_seconds: 0.0,
+            analysis_seconds: 0.0,
+        };
+        let window = between
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| WindowSample {
+                index: i as u32,
+                step: 100 + 10 * i as u64,
+                train_loss: 0.45,
+                smoothed_loss: Some(0.49),
+                sign: summary(0.9, b),
+                cosine: summary(0.9, b),
+            })
+            .collect();
+        LrRunRecord {
+            record_version: 2,
+            id: spec.id(),
+            spec,
+            end: RunEnd::Completed,
+            points: vec![ThresholdPoint {
+                threshold: 0.5,
+                step: 100,
+                images_seen: 3200,
+                train_loss: 0.45,
+                smoothed_loss: Some(0.49),
+                val_loss: None,
+                val_acc: None,
+                measurement,
+                window,
+                pooled_curves: vec![],
+            }],
+            steps: 140,
+            train_seconds: 1.0,
+            measure_seconds: 1.0,
+        }
+    }
+
+    fn sweep(direction: f64, noise: &[f64]) -> (LrSweepConfig, Vec<LrRunRecord>) {
+        let mut cfg = LrSweepConfig::new(false, OptimizerKind::Sgd, 3);
+        cfg.datasets = vec![DatasetName::Mnist];
+        cfg.thresholds = [(DatasetName::Mnist, vec![0.5])].into();
+        let mut recs = Vec::new();
+        for (i, &lr) in cfg.lrs.clone().iter().enumerate() {
+            for seed in 0..3u64 {
+                let base = direction * 0.05 * i as f64 + noise[(i * 3 + seed as usize) % noise.len()];
+                // The crossing snapshot runs against the trend: only the window mean shows it.
+                recs.push(record(&cfg, lr, seed, -direction * i as f64 * 0.1, &[base - 0.01, base, base + 0.01]));
+            }
+        }
+        (cfg, recs)
+    }
+
+    #[test]
+    fn verdicts_follow_a_known_trend_over_seed_window_means() {
+        let noise = [0.004, -0.003, 0.001, -0.002, 0.003];
+        for (direction, want) in [(1.0, "supports v1"), (-1.0, "supports v2/v3")] {
+            let (cfg, recs) = sweep(direction, &noise);
+            let cells = cells(&cfg, &recs);
+            let trends = trends(&cells).unwrap();
+            assert_eq!(trends.len(), 2, "one trend per kind at one threshold");
+            for t in &trends {
+                assert_eq!(t.observations.len(), 15, "5 lrs x 3 seeds");
+                let test = t.test.as_ref().expect("a test");
+                assert!(test.p_value < 0.01 && test.statistic.signum() == direction, "{test:?}");
+                assert_eq!(t.verdict, want);
+            }
+            // A cell's value is the window mean (base), its window SD 0.01.
+            let c = &cells[0];
+            assert!((c.between_window_sd.unwrap() - 0.01).abs() < 1e-12);
+            assert!((c.between.as_ref().unwrap().mean - noise[..3].iter().sum::<f64>() / 3.0).abs() < 1e-12);
+        }
+        // No trend: values depend on the seed only.
+        let mut cfg = LrSweepConfig::new(false, OptimizerKind::Sgd, 3);
+        cfg.datasets = vec![DatasetName::Mnist];
+        cfg.thresholds = [(DatasetName::Mnist, vec![0.5])].into();
+        let recs: Vec<LrRunRecord> = cfg
+            .lrs
+            .clone()
+            .iter()
+            .flat_map(|&lr| (0..3u64).map(move |s| (lr, s)))
+            .map(|(lr, s)| record(&cfg, lr, s, 0.0, &[0.1 * s as f64]))
+            .collect();
+        let trends = trends(&cells(&cfg, &recs)).unwrap();
+        assert!(trends.iter().all(|t| t.verdict == "inconclusive"), "{trends:?}");
+        assert_eq!(verdict_label(None), "inconclusive");
+    }
 }

@@ -5,10 +5,10 @@ pub mod fig10;
 pub mod fig8;
 pub mod fig9;
 
-use stiff_analysis::{Crossing, StiffnessKind};
+use stiff_analysis::{Crossing, StiffnessKind, TrendTest, Verdict};
 
-use super::run::LrRunRecord;
-use crate::measure::crossing_distance;
+use super::run::{LrRunRecord, ThresholdPoint};
+use crate::measure::{crossing_distance, SpaceCurve};
 use crate::options::RunEnd;
 use crate::tidy::Row;
 
@@ -19,6 +19,65 @@ pub(crate) fn kind_label(kind: StiffnessKind) -> &'static str {
         StiffnessKind::Sign => "sign",
         StiffnessKind::Cosine => "cosine",
     }
+}
+
+/// How a stiff domain size is read from a space's curve.
+pub(crate) type Pick = fn(&SpaceCurve) -> &Crossing;
+/// The two extraction methods, judged separately: v1 (first crossing), v3 (line-fit zero).
+pub(crate) const METHODS: [(&str, Pick); 2] =
+    [("first crossing (v1)", |c| &c.sign_first_crossing), ("line-fit zero (v3)", |c| &c.sign_fit_crossing)];
+
+/// The curves a point's domain sizes are read from: the window's pooled curves, or the
+/// crossing's own when the window holds none.
+pub(crate) fn point_curves(p: &ThresholdPoint) -> &[SpaceCurve] {
+    if p.pooled_curves.is_empty() {
+        &p.measurement.curves
+    } else {
+        &p.pooled_curves
+    }
+}
+
+/// The verdict of a trend whose increase is v1's claim: "supports v1", "supports v2/v3" or
+/// "inconclusive" (also when no test could be made).
+pub fn verdict_label(test: Option<&TrendTest>) -> &'static str {
+    match test.map(|t| t.verdict) {
+        Some(Verdict::Increasing) => "supports v1",
+        Some(Verdict::Decreasing) => "supports v2/v3",
+        _ => "inconclusive",
+    }
+}
+
+/// `rho = 0.53, p = 0.004 (n = 10)` or the reason there is no test.
+pub(crate) fn test_text(test: Option<&TrendTest>) -> String {
+    match test {
+        Some(t) if t.censored > 0 => {
+            format!("{} {:.2}, p = {:.3} (n = {}, {} censored)", stat_name(t), t.statistic, t.p_value, t.n, t.censored)
+        }
+        Some(t) => format!("{} {:.2}, p = {:.3} (n = {})", stat_name(t), t.statistic, t.p_value, t.n),
+        None => "no test (too few observations or no variation)".into(),
+    }
+}
+
+fn stat_name(t: &TrendTest) -> &'static str {
+    if t.test.starts_with("spearman") {
+        "rho ="
+    } else {
+        "tau ="
+    }
+}
+
+/// Median of possibly right-censored observations `(value, censored)`, and whether it is only a
+/// lower bound (a censored observation lies at or below it).
+pub(crate) fn censored_median(obs: &[(f64, bool)]) -> Option<(f64, bool)> {
+    if obs.is_empty() {
+        return None;
+    }
+    let mut v: Vec<f64> = obs.iter().map(|o| o.0).collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let med = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+    // A censored value at or below the upper middle element could move the median up.
+    Some((med, obs.iter().any(|&(x, c)| c && x <= v[n / 2])))
 }
 
 /// Rows shared by every figure of the sweep: losses, class stiffness and stiff domain sizes.
@@ -55,6 +114,25 @@ pub fn tidy_rows(records: &[LrRunRecord]) -> Vec<Row> {
             rows.push(at("train_loss", Some(p.train_loss)));
             rows.push(at("val_loss", p.val_loss));
             rows.push(at("val_acc", p.val_acc));
+            rows.push(at("smoothed_loss", p.smoothed_loss));
+            rows.push(at("window_snapshots", Some(p.window.len() as f64)));
+            for (kind, name) in KINDS {
+                rows.push(at(&format!("within_{name}_stiffness_window_mean"), p.window_mean(kind, true)));
+                rows.push(at(&format!("between_{name}_stiffness_window_mean"), p.window_mean(kind, false)));
+                rows.push(at(&format!("between_{name}_window_sd"), p.window_sd(kind, false)));
+            }
+            for c in &p.pooled_curves {
+                for (metric, crossing) in [
+                    ("stiff_domain_sign_first_crossing_pooled", &c.sign_first_crossing),
+                    ("stiff_domain_sign_linear_fit_pooled", &c.sign_fit_crossing),
+                ] {
+                    rows.push(Row {
+                        space: c.space.clone(),
+                        note: crossing_note(crossing),
+                        ..at(metric, crossing_distance(crossing))
+                    });
+                }
+            }
             let m = &p.measurement;
             for (kind, name) in KINDS {
                 let s = m.kind(kind);
@@ -90,7 +168,22 @@ pub(crate) fn crossing_note(c: &Crossing) -> String {
         Crossing::StartsNegative { distance, value } => {
             format!("starts negative ({value:.3} at distance {distance:.3})")
         }
-        Crossing::NeverCrosses { reason } => format!("never crosses: {reason}"),
+        Crossing::NeverCrosses { reason, .. } => format!("never crosses: {reason}"),
         Crossing::NoData { reason } => format!("no data: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::censored_median;
+
+    #[test]
+    fn median_of_censored_observations_is_flagged_as_a_lower_bound_only_when_it_is_one() {
+        assert_eq!(censored_median(&[]), None);
+        // Censored above the median: the median is exact.
+        assert_eq!(censored_median(&[(1.0, false), (2.0, false), (9.0, true)]), Some((2.0, false)));
+        // Censored in the upper middle of an even count: the true median is larger.
+        assert_eq!(censored_median(&[(0.2, false), (0.6, true)]), Some((0.4, true)));
+        assert_eq!(censored_median(&[(0.5, true), (1.0, false), (3.0, false)]), Some((1.0, true)));
     }
 }

@@ -49,7 +49,7 @@ fn crossing_note(c: &Crossing) -> String {
         Crossing::StartsNegative { distance, value } => {
             format!("starts negative ({value:.3} at distance {distance:.4})")
         }
-        Crossing::NeverCrosses { reason } => format!("never crosses: {reason}"),
+        Crossing::NeverCrosses { reason, .. } => format!("never crosses: {reason}"),
         Crossing::NoData { reason } => format!("no data: {reason}"),
     }
 }
