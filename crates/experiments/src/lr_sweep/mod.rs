@@ -39,7 +39,7 @@ const FIGURES: &[FigureInfo] = &[
         shows: "between-class stiffness vs learning rate at three training-loss thresholds (FC net)",
         datasets: &[DatasetName::Mnist, DatasetName::FashionMnist],
         time_quick: "~2 min",
-        time_full: "~10 min (estimate)",
+        time_full: "~10-15 min",
     },
     FigureInfo {
         name: "fig9",
