@@ -80,36 +80,9 @@ pub fn slope(x: &[f64], y: &[f64]) -> Option<f64> {
 }
 
 /// Spearman rank correlation (average ranks for ties); `None` below 3 points or with constant data.
+/// The one implementation lives in `stiff_analysis::trend`, next to its permutation test.
 pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
-    if x.len() < 3 {
-        return None;
-    }
-    let (rx, ry) = (ranks(x), ranks(y));
-    let n = rx.len() as f64;
-    let m = (n + 1.0) / 2.0;
-    let cov: f64 = rx.iter().zip(&ry).map(|(a, b)| (a - m) * (b - m)).sum();
-    let vx: f64 = rx.iter().map(|a| (a - m).powi(2)).sum();
-    let vy: f64 = ry.iter().map(|b| (b - m).powi(2)).sum();
-    (vx > 0.0 && vy > 0.0).then(|| cov / (vx * vy).sqrt())
-}
-
-fn ranks(v: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut r = vec![0.0; v.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        for &k in &idx[i..=j] {
-            r[k] = avg;
-        }
-        i = j + 1;
-    }
-    r
+    stiff_analysis::trend::spearman_rho(x, y)
 }
 
 #[cfg(test)]
