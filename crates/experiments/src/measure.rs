@@ -232,6 +232,19 @@ impl SpaceCurve {
 }
 
 /// The distance of a crossing, `None` when there is none (the reason stays in the record).
+/// Why a crossing has no distance, for the `note` column (empty for a found crossing);
+/// `digits`: decimals of the distance in "starts negative".
+pub fn crossing_note(c: &Crossing, digits: usize) -> String {
+    match c {
+        Crossing::Found { .. } => String::new(),
+        Crossing::StartsNegative { distance, value } => {
+            format!("starts negative ({value:.3} at distance {distance:.digits$})")
+        }
+        Crossing::NeverCrosses { reason, .. } => format!("never crosses: {reason}"),
+        Crossing::NoData { reason } => format!("no data: {reason}"),
+    }
+}
+
 pub fn crossing_distance(c: &Crossing) -> Option<f64> {
     match c {
         Crossing::Found { distance } => Some(*distance),

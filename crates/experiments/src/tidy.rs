@@ -25,6 +25,24 @@ pub struct Row {
     pub note: String,
 }
 
+impl Row {
+    /// A row of one run, not yet tied to a threshold, space or metric.
+    pub fn for_run(run_id: &str, dataset: String, optimizer: &str, lr: f64, seed: u64) -> Self {
+        Self {
+            run_id: run_id.to_string(),
+            dataset,
+            optimizer: optimizer.to_string(),
+            lr,
+            seed,
+            threshold: None,
+            space: String::new(),
+            metric: String::new(),
+            value: None,
+            note: String::new(),
+        }
+    }
+}
+
 /// Writes rows as CSV (atomically).
 pub fn write_csv(path: &Path, rows: &[Row]) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());

@@ -9,9 +9,9 @@ use super::config::LrSweepConfig;
 use super::figures::fig10::{DomainCell, DomainTrend};
 use super::figures::fig8::{cell_err, Cell, Trend};
 use super::figures::fig9::{DepthTrend, LayerCell};
-use super::figures::{crossing_note, kind_label, test_text, KINDS};
+use super::figures::{kind_label, test_text, KINDS};
 use super::run::{LrRunRecord, ThresholdPoint};
-use crate::measure::{crossing_distance, SpaceCurve};
+use crate::measure::{crossing_distance, crossing_note, SpaceCurve};
 use crate::options::RunEnd;
 
 fn tally<'a>(verdicts: impl Iterator<Item = &'a str>) -> String {
@@ -248,7 +248,7 @@ pub fn fig9(
     let _ = writeln!(md, "![fig9](fig9.png)\n");
     let _ = writeln!(md, "| space | sign: first crossing (v1) | sign: line-fit zero (v3) | cosine: first crossing | cosine: line-fit zero |\n|---|---|---|---|---|");
     for c in curves {
-        let f = |x: &Crossing| crossing_distance(x).map_or_else(|| crossing_note(x), |d| format!("{d:.3}"));
+        let f = |x: &Crossing| crossing_distance(x).map_or_else(|| crossing_note(x, 3), |d| format!("{d:.3}"));
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} |",

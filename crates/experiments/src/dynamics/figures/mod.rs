@@ -27,18 +27,7 @@ pub use fig7::superclass_order;
 pub(crate) const KINDS: [(StiffnessKind, &str); 2] = [(StiffnessKind::Sign, "sign"), (StiffnessKind::Cosine, "cosine")];
 
 pub(crate) fn base_row(r: &DynRunRecord) -> Row {
-    Row {
-        run_id: r.id.clone(),
-        dataset: r.spec.dataset.to_string(),
-        optimizer: r.spec.optimizer.name().into(),
-        lr: r.spec.optimizer.lr(),
-        seed: r.spec.seed,
-        threshold: None,
-        space: String::new(),
-        metric: String::new(),
-        value: None,
-        note: String::new(),
-    }
+    Row::for_run(&r.id, r.spec.dataset.to_string(), r.spec.optimizer.name(), r.spec.optimizer.lr(), r.spec.seed)
 }
 
 /// Losses at every evaluation and within/between stiffness (with bootstrap bounds) at every

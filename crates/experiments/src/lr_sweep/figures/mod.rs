@@ -8,7 +8,7 @@ pub mod fig9;
 use stiff_analysis::{Crossing, StiffnessKind, TrendTest, Verdict};
 
 use super::run::{LrRunRecord, ThresholdPoint};
-use crate::measure::{crossing_distance, SpaceCurve};
+use crate::measure::{crossing_distance, crossing_note, SpaceCurve};
 use crate::options::RunEnd;
 use crate::tidy::Row;
 
@@ -84,18 +84,13 @@ pub(crate) fn censored_median(obs: &[(f64, bool)]) -> Option<(f64, bool)> {
 pub fn tidy_rows(records: &[LrRunRecord]) -> Vec<Row> {
     let mut rows = Vec::new();
     for r in records {
-        let base = Row {
-            run_id: r.id.clone(),
-            dataset: r.spec.dataset.to_string(),
-            optimizer: r.spec.optimizer.name().into(),
-            lr: r.spec.optimizer.lr(),
-            seed: r.spec.seed,
-            threshold: None,
-            space: String::new(),
-            metric: String::new(),
-            value: None,
-            note: String::new(),
-        };
+        let base = Row::for_run(
+            &r.id,
+            r.spec.dataset.to_string(),
+            r.spec.optimizer.name(),
+            r.spec.optimizer.lr(),
+            r.spec.seed,
+        );
         let end_note = match &r.end {
             RunEnd::Completed => "completed".to_string(),
             RunEnd::StepBudget { steps } => format!("step budget ({steps} steps) ran out before the last threshold"),
@@ -128,7 +123,7 @@ pub fn tidy_rows(records: &[LrRunRecord]) -> Vec<Row> {
                 ] {
                     rows.push(Row {
                         space: c.space.clone(),
-                        note: crossing_note(crossing),
+                        note: crossing_note(crossing, 3),
                         ..at(metric, crossing_distance(crossing))
                     });
                 }
@@ -152,7 +147,7 @@ pub fn tidy_rows(records: &[LrRunRecord]) -> Vec<Row> {
                 ] {
                     rows.push(Row {
                         space: c.space.clone(),
-                        note: crossing_note(crossing),
+                        note: crossing_note(crossing, 3),
                         ..at(metric, crossing_distance(crossing))
                     });
                 }
@@ -160,17 +155,6 @@ pub fn tidy_rows(records: &[LrRunRecord]) -> Vec<Row> {
         }
     }
     rows
-}
-
-pub(crate) fn crossing_note(c: &Crossing) -> String {
-    match c {
-        Crossing::Found { .. } => String::new(),
-        Crossing::StartsNegative { distance, value } => {
-            format!("starts negative ({value:.3} at distance {distance:.3})")
-        }
-        Crossing::NeverCrosses { reason, .. } => format!("never crosses: {reason}"),
-        Crossing::NoData { reason } => format!("no data: {reason}"),
-    }
 }
 
 #[cfg(test)]

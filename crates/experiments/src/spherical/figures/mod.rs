@@ -12,7 +12,7 @@ use stiff_analysis::Crossing;
 use super::run::{distance_to_angle, SphEnd, SphRunRecord};
 use super::summary;
 use super::{SphericalConfig, FIGURE};
-use crate::measure::{crossing_distance, SpaceCurve};
+use crate::measure::{crossing_distance, crossing_note, SpaceCurve};
 use crate::stats::{slope, spearman};
 use crate::store::{write_atomic, write_json};
 use crate::tidy::{write_csv, Row};
@@ -43,17 +43,6 @@ pub(crate) fn end_note(r: &SphRunRecord) -> String {
     }
 }
 
-fn crossing_note(c: &Crossing) -> String {
-    match c {
-        Crossing::Found { .. } => String::new(),
-        Crossing::StartsNegative { distance, value } => {
-            format!("starts negative ({value:.3} at distance {distance:.4})")
-        }
-        Crossing::NeverCrosses { reason, .. } => format!("never crosses: {reason}"),
-        Crossing::NoData { reason } => format!("no data: {reason}"),
-    }
-}
-
 /// Tidy rows: run status, losses, class stiffness, and stiff domain sizes per space (distance
 /// and angle) by both methods and both stiffness kinds. Stiffness rows are written only with a
 /// finite value (the CSV checker requires one).
@@ -61,16 +50,8 @@ pub fn tidy_rows(records: &[SphRunRecord]) -> Vec<Row> {
     let mut rows = Vec::new();
     for r in records {
         let base = Row {
-            run_id: r.id.clone(),
-            dataset: r.spec.data.name(),
-            optimizer: r.spec.optimizer.name().into(),
-            lr: r.spec.optimizer.lr(),
-            seed: r.spec.seed,
             threshold: r.fitted().then_some(r.spec.loss_threshold),
-            space: String::new(),
-            metric: String::new(),
-            value: None,
-            note: String::new(),
+            ..Row::for_run(&r.id, r.spec.data.name(), r.spec.optimizer.name(), r.spec.optimizer.lr(), r.spec.seed)
         };
         let row = |metric: &str, value: Option<f64>| Row { metric: metric.into(), value, ..base.clone() };
         let l = r.spec.data.degree;
@@ -84,7 +65,7 @@ pub fn tidy_rows(records: &[SphRunRecord]) -> Vec<Row> {
         ));
         rows.push(row("positive_fraction", Some(r.positive_fraction)));
         let ld = crossing_distance(&r.label_crossing);
-        let lnote = crossing_note(&r.label_crossing);
+        let lnote = crossing_note(&r.label_crossing, 4);
         rows.push(Row { space: "input".into(), note: lnote.clone(), ..row("label_agreement_zero", ld) });
         rows.push(Row {
             space: "input".into(),
@@ -111,7 +92,7 @@ pub fn tidy_rows(records: &[SphRunRecord]) -> Vec<Row> {
                 ("stiff_domain_cosine_linear_fit", &c.cos_fit_crossing),
             ] {
                 let d = crossing_distance(crossing);
-                let note = crossing_note(crossing);
+                let note = crossing_note(crossing, 4);
                 rows.push(Row { space: c.space.clone(), note: note.clone(), ..row(metric, d) });
                 rows.push(Row {
                     space: c.space.clone(),
