@@ -101,31 +101,32 @@ pub(crate) fn pass_bytes(model: &Model) -> usize {
         .sum()
 }
 
-/// Picks the chunk size: the largest `c` whose passes, factors and block temporaries fit the budget.
-/// `n_total` examples are involved (rows plus columns for a cross Gram); `n_max` bounds `c`.
-pub(crate) fn plan(model: &Model, opts: &GramOptions, n_total: usize, n_max: usize, out_elems: usize) -> Result<Plan> {
-    let acc = acc_dtype(model, opts);
-    let ae = acc.size_in_bytes();
-    let forms = forms(model, opts.method, n_total);
-    let layers = model.layers();
-    let (mut factor_pe, mut transient_pe) = (0usize, 0usize);
-    for (l, f) in layers.iter().zip(&forms) {
-        let (p, t) = factor_bytes(l, *f, ae);
-        factor_pe += p;
-        transient_pe = transient_pe.max(t);
-    }
-    let budget = opts.memory_budget_bytes;
-    // Per-layer Gram outputs count against the budget (K itself does not).
-    let outputs = if opts.per_layer { out_elems * ae * layers.len() } else { 0 };
+/// How examples are chunked: `chunk` examples per block, whether every chunk's factors stay
+/// cached, and the bytes left for block temporaries.
+pub(crate) struct Chunking {
+    pub chunk: usize,
+    pub cache: bool,
+    pub avail: usize,
+}
+
+/// The largest chunk whose passes (`pass_pe` bytes per example), factors (`factor_pe`) and block
+/// temporaries fit what `budget` leaves after the `outputs` bytes of part Grams (`outputs_what`
+/// names them in the error). Shared by the preset engine and the general one.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn size_chunks(
+    budget: usize,
+    outputs: usize,
+    outputs_what: &str,
+    n_total: usize,
+    n_max: usize,
+    pass_pe: usize,
+    factor_pe: usize,
+    ae: usize,
+) -> Result<Chunking> {
     if outputs >= budget {
-        return Err(GradKernelError::OverBudget {
-            what: "the per-layer Gram matrices".into(),
-            needed: outputs,
-            budget,
-        });
+        return Err(GradKernelError::OverBudget { what: outputs_what.into(), needed: outputs, budget });
     }
     let avail_all = budget - outputs;
-    let pass_pe = pass_bytes(model) + transient_pe;
     // Block temporaries: two products, their elementwise product, the running sum, the host copy.
     let per_c2 = ae * 6;
     let fits = |c: usize, cache: bool| {
@@ -147,6 +148,28 @@ pub(crate) fn plan(model: &Model, opts: &GramOptions, n_total: usize, n_max: usi
         });
     }
     let avail = if cache { avail_all - n_total * factor_pe } else { avail_all };
+    Ok(Chunking { chunk: c, cache, avail })
+}
+
+/// Picks the chunk size: the largest `c` whose passes, factors and block temporaries fit the budget.
+/// `n_total` examples are involved (rows plus columns for a cross Gram); `n_max` bounds `c`.
+pub(crate) fn plan(model: &Model, opts: &GramOptions, n_total: usize, n_max: usize, out_elems: usize) -> Result<Plan> {
+    let acc = acc_dtype(model, opts);
+    let ae = acc.size_in_bytes();
+    let forms = forms(model, opts.method, n_total);
+    let layers = model.layers();
+    let (mut factor_pe, mut transient_pe) = (0usize, 0usize);
+    for (l, f) in layers.iter().zip(&forms) {
+        let (p, t) = factor_bytes(l, *f, ae);
+        factor_pe += p;
+        transient_pe = transient_pe.max(t);
+    }
+    let budget = opts.memory_budget_bytes;
+    // Per-layer Gram outputs count against the budget (K itself does not).
+    let outputs = if opts.per_layer { out_elems * ae * layers.len() } else { 0 };
+    let pass_pe = pass_bytes(model) + transient_pe;
+    let Chunking { chunk: c, cache, avail } =
+        size_chunks(budget, outputs, "the per-layer Gram matrices", n_total, n_max, pass_pe, factor_pe, ae)?;
     // Ghost products hold (rows*S)^2 temporaries, three at a time.
     let max_s = layers
         .iter()

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use stiff_models::ops::unfold;
 use stiff_models::SpecModel;
 
-use crate::engine::HostMat;
+use crate::engine::{size_chunks, Chunking, HostMat};
 use crate::tape::{self, NormLayout, RecKind, Record, Recording, Tape};
 use crate::{CrossGramResult, GradKernelError, GramOptions, Method, Result};
 
@@ -605,29 +605,8 @@ fn plan<N: Network + ?Sized>(
     }
     let budget = opts.memory_budget_bytes;
     let outputs = if opts.per_layer { out_elems * ae * units.len() } else { 0 };
-    if outputs >= budget {
-        return Err(GradKernelError::OverBudget { what: "the per-unit Gram matrices".into(), needed: outputs, budget });
-    }
-    let avail_all = budget - outputs;
-    let per_c2 = ae * 6;
-    let fits = |c: usize, cache: bool| {
-        let (avail, factors) =
-            if cache { (avail_all.saturating_sub(n_total * factor_pe), 0) } else { (avail_all, 2 * c * factor_pe) };
-        c * pass_pe + factors + c * c * per_c2 <= avail
-    };
-    let cache = n_total.saturating_mul(factor_pe) <= avail_all / 2 && fits(1, true);
-    let mut c = n_max.max(1);
-    while c > 1 && !fits(c, cache) {
-        c = (c * 9 / 10).min(c - 1);
-    }
-    if !fits(c, cache) {
-        return Err(GradKernelError::OverBudget {
-            what: "one example's forward/backward pass and factors".into(),
-            needed: pass_pe + 2 * factor_pe + per_c2 + outputs,
-            budget,
-        });
-    }
-    let avail = if cache { avail_all - n_total * factor_pe } else { avail_all };
+    let Chunking { chunk: c, cache, avail } =
+        size_chunks(budget, outputs, "the per-unit Gram matrices", n_total, n_max, pass_pe, factor_pe, ae)?;
     let ghost_rows = ((avail as f64 / 4.0 / (3 * max_s * max_s * ae) as f64).sqrt() as usize).clamp(1, c);
     let record_names = records.iter().map(|r| r.name.clone()).collect();
     Ok(Plan { params, record_names, units, acc, chunk: c, cache, ghost_rows })
