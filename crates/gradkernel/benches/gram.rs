@@ -1,5 +1,5 @@
 //! Criterion benches of the Gram kernels: fc6 on MNIST-shaped inputs (fast CPU kernel and the
-//! device-generic tensor path), cnn5 on CIFAR-shaped inputs (auto vs materialised), N = 500.
+//! general engine, no CPU kernel), cnn5 on CIFAR-shaped inputs (auto vs materialised), N = 500.
 
 use candle::{DType, Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};

@@ -1,6 +1,6 @@
 //! Prints Gram timings and peak RSS: `cargo run --release -p stiff-gradkernel --example gram_bench -- fc6 500 [reps] [method]`.
 //! Presets fc6/fc4 use MNIST-shaped inputs, cnn5/cnn4 CIFAR-shaped; `method` is auto, factorised,
-//! materialised, `autograd` (probe deltas), `tensor` (device-generic path), `pergrad` (per-example
+//! materialised, `autograd` (probe deltas), `tensor` (the general engine, no CPU kernel), `pergrad` (per-example
 //! gradients then G G^T) or `reference` (one backward per example).
 
 use candle::{DType, Device, Tensor};

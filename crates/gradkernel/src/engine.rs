@@ -1,4 +1,9 @@
-//! Blockwise assembly of Gram matrices from per-chunk factors under a memory budget.
+//! The dispatch of [`crate::gram`] on a `Model` and what the engines share: input validation for
+//! presets, chunk sizing under the memory budget, host matrices assembled blockwise.
+//!
+//! `gram(&Model)` runs, in this one place, the specialised CPU kernels where they apply (the
+//! hand-written dense kernel [`crate::cpu_fast`]) and otherwise the general engine
+//! ([`crate::general`], through `impl Network for Model` in [`crate::preset`]).
 
 use std::time::Instant;
 
@@ -6,9 +11,7 @@ use candle::{DType, Device, Tensor};
 use stiff_models::Model;
 
 use crate::cpu_fast::{dense_gram, dense_gram_bytes, DenseLayer};
-use crate::factors::{choose_form, factor_bytes, make_factor, Factor, LayerForm};
-use crate::pass::{forward_backward, per_example_loss, Seed};
-use crate::{CrossGramResult, GradKernelError, GramOptions, GramResult, Method, Result};
+use crate::{DeltaRoute, GradKernelError, GramOptions, GramResult, LayerForm, Method, Result};
 
 /// K, the per-layer Grams and the per-example loss from the CPU kernel.
 type FastOut = (HostMat, Vec<HostMat>, Vec<f64>);
@@ -55,50 +58,12 @@ pub(crate) fn validate(model: &Model, x: &Tensor, y: Option<&Tensor>, what: &'st
     Ok(Set { x: xp, y, n })
 }
 
-/// Chunking decisions for one Gram computation.
-pub(crate) struct Plan {
-    pub forms: Vec<LayerForm>,
-    pub acc: DType,
-    /// Examples per forward/backward chunk and per Gram block side.
-    pub chunk: usize,
-    /// Whether every chunk's factors are kept (else recomputed per block).
-    pub cache: bool,
-    pub ghost_rows: usize,
-}
-
 pub(crate) fn acc_dtype(model: &Model, opts: &GramOptions) -> DType {
     if opts.accumulate_f64 || model.dtype() == DType::F64 {
         DType::F64
     } else {
         model.dtype()
     }
-}
-
-pub(crate) fn forms(model: &Model, method: Method, n: usize) -> Vec<LayerForm> {
-    model
-        .layers()
-        .iter()
-        .map(|l| match (method, l.kind) {
-            (Method::Materialised, _) => LayerForm::Materialised,
-            (Method::Factorised, stiff_models::LayerKind::Dense) => LayerForm::DenseFactorised,
-            (Method::Factorised, _) => LayerForm::ConvGhost,
-            (Method::Auto, _) => choose_form(l, n),
-        })
-        .collect()
-}
-
-/// Per-example bytes of one forward/backward pass (activations, deltas, autograd temporaries).
-pub(crate) fn pass_bytes(model: &Model) -> usize {
-    let elem = model.dtype().size_in_bytes();
-    model
-        .layers()
-        .iter()
-        .map(|l| {
-            let i: usize = l.in_dims.iter().product();
-            let o: usize = l.out_dims.iter().product();
-            (i + 4 * o) * elem * 2
-        })
-        .sum()
 }
 
 /// How examples are chunked: `chunk` examples per block, whether every chunk's factors stay
@@ -111,7 +76,7 @@ pub(crate) struct Chunking {
 
 /// The largest chunk whose passes (`pass_pe` bytes per example), factors (`factor_pe`) and block
 /// temporaries fit what `budget` leaves after the `outputs` bytes of part Grams (`outputs_what`
-/// names them in the error). Shared by the preset engine and the general one.
+/// names them in the error). Used by the general engine.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn size_chunks(
     budget: usize,
@@ -149,60 +114,6 @@ pub(crate) fn size_chunks(
     }
     let avail = if cache { avail_all - n_total * factor_pe } else { avail_all };
     Ok(Chunking { chunk: c, cache, avail })
-}
-
-/// Picks the chunk size: the largest `c` whose passes, factors and block temporaries fit the budget.
-/// `n_total` examples are involved (rows plus columns for a cross Gram); `n_max` bounds `c`.
-pub(crate) fn plan(model: &Model, opts: &GramOptions, n_total: usize, n_max: usize, out_elems: usize) -> Result<Plan> {
-    let acc = acc_dtype(model, opts);
-    let ae = acc.size_in_bytes();
-    let forms = forms(model, opts.method, n_total);
-    let layers = model.layers();
-    let (mut factor_pe, mut transient_pe) = (0usize, 0usize);
-    for (l, f) in layers.iter().zip(&forms) {
-        let (p, t) = factor_bytes(l, *f, ae);
-        factor_pe += p;
-        transient_pe = transient_pe.max(t);
-    }
-    let budget = opts.memory_budget_bytes;
-    // Per-layer Gram outputs count against the budget (K itself does not).
-    let outputs = if opts.per_layer { out_elems * ae * layers.len() } else { 0 };
-    let pass_pe = pass_bytes(model) + transient_pe;
-    let Chunking { chunk: c, cache, avail } =
-        size_chunks(budget, outputs, "the per-layer Gram matrices", n_total, n_max, pass_pe, factor_pe, ae)?;
-    // Ghost products hold (rows*S)^2 temporaries, three at a time.
-    let max_s = layers
-        .iter()
-        .zip(&forms)
-        .filter(|(_, f)| **f == LayerForm::ConvGhost)
-        .map(|(l, _)| l.out_dims[1] * l.out_dims[2])
-        .max()
-        .unwrap_or(1);
-    let ghost_rows = ((avail as f64 / 4.0 / (3 * max_s * max_s * ae) as f64).sqrt() as usize).clamp(1, c);
-    Ok(Plan { forms, acc, chunk: c, cache, ghost_rows })
-}
-
-/// Factors of every layer for examples `start..start+len` of `set`, plus their per-example loss.
-fn chunk_factors(
-    model: &Model,
-    set: &Set,
-    start: usize,
-    len: usize,
-    plan: &Plan,
-    opts: &GramOptions,
-) -> Result<(Vec<Factor>, Vec<f64>)> {
-    let x = set.x.narrow(0, start, len)?;
-    let y = set.y.narrow(0, start, len)?;
-    let pass = forward_backward(model, &x, Seed::CrossEntropy(&y), opts.delta_route)?;
-    let loss = per_example_loss(&pass.logits, &y)?;
-    let factors = model
-        .layers()
-        .iter()
-        .zip(&plan.forms)
-        .enumerate()
-        .map(|(l, (layer, form))| make_factor(layer, *form, &pass, l, plan.acc))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((factors, loss))
 }
 
 /// A row-major host matrix in the output dtype.
@@ -284,27 +195,6 @@ impl HostMat {
     }
 }
 
-fn chunks(n: usize, c: usize) -> Vec<(usize, usize)> {
-    (0..n).step_by(c).map(|s| (s, c.min(n - s))).collect()
-}
-
-/// Sum of the per-layer blocks between two chunks; also the per-layer blocks when asked.
-fn block_sum(fa: &[Factor], fb: &[Factor], plan: &Plan, keep: bool) -> Result<(Tensor, Vec<Tensor>)> {
-    let mut total: Option<Tensor> = None;
-    let mut parts = Vec::new();
-    for (a, b) in fa.iter().zip(fb) {
-        let blk = a.block(b, plan.ghost_rows)?;
-        total = Some(match total {
-            None => blk.clone(),
-            Some(t) => (t + &blk)?,
-        });
-        if keep {
-            parts.push(blk);
-        }
-    }
-    Ok((total.expect("a model has at least one layer"), parts))
-}
-
 #[allow(clippy::type_complexity)]
 /// The hand-written CPU kernel's inputs in dtype `T`: layers, x `(n, in)` row-major, labels.
 fn fast_inputs<T: crate::cpu_fast::Elem + candle::WithDType>(
@@ -329,13 +219,15 @@ fn fast_inputs<T: crate::cpu_fast::Elem + candle::WithDType>(
     Ok((layers, host(&set.x)?, set.y.to_vec1::<u32>()?))
 }
 
-/// Whether [`crate::cpu_fast`] handles this call: a dense net on the CPU, factorised, hand backward.
+/// Whether [`crate::cpu_fast`] handles this call: a dense-only net in f32/f64 on the CPU, with
+/// `cpu_fast_path`, a factorised method and a route other than `Autograd` (which means "the
+/// general engine").
 fn fast_applies(model: &Model, opts: &GramOptions) -> bool {
     opts.cpu_fast_path
         && model.device().is_cpu()
-        && crate::pass::manual_supported(model)
+        && model.layers().iter().all(|l| l.kind == stiff_models::LayerKind::Dense)
         && opts.method != Method::Materialised
-        && opts.delta_route != crate::DeltaRoute::Autograd
+        && opts.delta_route != DeltaRoute::Autograd
         && matches!(model.dtype(), DType::F32 | DType::F64)
 }
 
@@ -371,50 +263,11 @@ pub(crate) fn gram_impl(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOption
             return finish(model, k, per, loss, n, start, vec![LayerForm::DenseFactorised; model.layers().len()], n);
         }
     }
-    let plan = plan(model, opts, n, n, n * n)?;
-    let spans = chunks(n, plan.chunk);
-    let nl = model.layers().len();
-    let mut loss = vec![0.0; n];
-    let mut cached: Vec<Vec<Factor>> = Vec::new();
-    if plan.cache {
-        for &(s, len) in &spans {
-            let (f, l) = chunk_factors(model, &set, s, len, &plan, opts)?;
-            loss[s..s + len].copy_from_slice(&l);
-            cached.push(f);
-        }
+    if crate::preset::wants_manual(opts) {
+        // The hand-written backward lives only in the dense kernel, which declined or does not apply.
+        return Err(crate::preset::manual_unsupported("gram"));
     }
-    let mut k = HostMat::zeros(plan.acc, n * n);
-    let mut per: Vec<HostMat> =
-        if opts.per_layer { (0..nl).map(|_| HostMat::zeros(plan.acc, n * n)).collect() } else { Vec::new() };
-    for (bi, &(si, li)) in spans.iter().enumerate() {
-        let owned_row;
-        let fa: &[Factor] = if plan.cache {
-            &cached[bi]
-        } else {
-            let (f, l) = chunk_factors(model, &set, si, li, &plan, opts)?;
-            loss[si..si + li].copy_from_slice(&l);
-            owned_row = f;
-            &owned_row
-        };
-        for (bj, &(sj, lj)) in spans.iter().enumerate().skip(bi) {
-            let owned_col;
-            let fb: &[Factor] = if bj == bi {
-                fa
-            } else if plan.cache {
-                &cached[bj]
-            } else {
-                owned_col = chunk_factors(model, &set, sj, lj, &plan, opts)?.0;
-                &owned_col
-            };
-            let (total, parts) = block_sum(fa, fb, &plan, opts.per_layer)?;
-            let diag = bi == bj;
-            k.put(&total, si, sj, n, true, diag)?;
-            for (p, m) in parts.iter().zip(per.iter_mut()) {
-                m.put(p, si, sj, n, true, diag)?;
-            }
-        }
-    }
-    finish(model, k, per, loss, n, start, plan.forms, plan.chunk)
+    crate::preset::gram_general(model, &set, opts, start)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -444,84 +297,5 @@ fn finish(
         seconds: start.elapsed().as_secs_f64(),
         forms,
         chunk,
-    })
-}
-
-fn sq_norms_host(fs: &[Factor]) -> Result<Vec<f64>> {
-    let mut total: Option<Tensor> = None;
-    for f in fs {
-        let s = f.sq_norms()?;
-        total = Some(match total {
-            None => s,
-            Some(t) => (t + s)?,
-        });
-    }
-    let t = total.expect("a model has at least one layer");
-    Ok(t.to_dtype(DType::F64)?.to_device(&Device::Cpu)?.to_vec1::<f64>()?)
-}
-
-pub(crate) fn cross_gram_impl(
-    model: &Model,
-    x_a: &Tensor,
-    y_a: &Tensor,
-    x_b: &Tensor,
-    y_b: &Tensor,
-    opts: &GramOptions,
-) -> Result<CrossGramResult> {
-    let start = Instant::now();
-    let a = validate(model, x_a, Some(y_a), "cross_gram rows (set a)")?;
-    let b = validate(model, x_b, Some(y_b), "cross_gram columns (set b)")?;
-    let (n, m) = (a.n, b.n);
-    let plan = plan(model, opts, n + m, n.max(m), n * m)?;
-    let (sa, sb) = (chunks(n, plan.chunk), chunks(m, plan.chunk));
-    let nl = model.layers().len();
-    let (mut loss_a, mut loss_b) = (vec![0.0; n], vec![0.0; m]);
-    let (mut norm_a, mut norm_b) = (vec![0.0; n], vec![0.0; m]);
-    let mut cached_b: Vec<Vec<Factor>> = Vec::new();
-    for &(s, len) in &sb {
-        let (f, l) = chunk_factors(model, &b, s, len, &plan, opts)?;
-        loss_b[s..s + len].copy_from_slice(&l);
-        norm_b[s..s + len].copy_from_slice(&sq_norms_host(&f)?);
-        if plan.cache {
-            cached_b.push(f);
-        }
-    }
-    let mut k = HostMat::zeros(plan.acc, n * m);
-    let mut per: Vec<HostMat> =
-        if opts.per_layer { (0..nl).map(|_| HostMat::zeros(plan.acc, n * m)).collect() } else { Vec::new() };
-    for &(si, li) in &sa {
-        let (fa, l) = chunk_factors(model, &a, si, li, &plan, opts)?;
-        loss_a[si..si + li].copy_from_slice(&l);
-        norm_a[si..si + li].copy_from_slice(&sq_norms_host(&fa)?);
-        for (bj, &(sj, lj)) in sb.iter().enumerate() {
-            let owned;
-            let fb: &[Factor] = if plan.cache {
-                &cached_b[bj]
-            } else {
-                owned = chunk_factors(model, &b, sj, lj, &plan, opts)?.0;
-                &owned
-            };
-            let (total, parts) = block_sum(&fa, fb, &plan, opts.per_layer)?;
-            k.put(&total, si, sj, m, false, false)?;
-            for (p, h) in parts.iter().zip(per.iter_mut()) {
-                h.put(p, si, sj, m, false, false)?;
-            }
-        }
-    }
-    let per_layer = model
-        .layers()
-        .iter()
-        .zip(per)
-        .map(|(l, h)| Ok((l.name.clone(), h.into_tensor(n, m)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let sqrt = |v: Vec<f64>| v.into_iter().map(|x| x.max(0.0).sqrt()).collect();
-    Ok(CrossGramResult {
-        k: k.into_tensor(n, m)?,
-        per_layer,
-        norms_a: sqrt(norm_a),
-        norms_b: sqrt(norm_b),
-        loss_a,
-        loss_b,
-        seconds: start.elapsed().as_secs_f64(),
     })
 }

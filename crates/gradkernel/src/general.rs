@@ -1,5 +1,5 @@
-//! The general engine: exact per-example gradient Grams of any [`Network`] (a spec model, or a
-//! user's own candle `Module`), any [`Loss`].
+//! The general engine: exact per-example gradient Grams of any [`Network`] (a preset `Model`, a
+//! spec model, or a user's own candle `Module`), any [`Loss`].
 //!
 //! One batched forward with the tape recording, one backward of the **summed** loss: every tapped
 //! layer gets its per-example output deltas from its zero probe. Tapped layers whose parameters
@@ -10,7 +10,9 @@
 //! parameters, `G_u G_u^T`. The result lists each unit's route.
 //!
 //! Exactness requires that examples do not interact (eval mode: no batch statistics) and that
-//! a tapped layer's parameters are used only inside tapped calls.
+//! a tapped layer's parameters are used only inside tapped calls; a unit whose tapped gradient
+//! disagrees with autograd on the planning pass (a parameter also used in a plain op) is moved
+//! to the fallback.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -385,9 +387,15 @@ struct Pass {
     tape: Tape,
     deltas: Vec<Tensor>,
     loss: Vec<f64>,
+    /// The backward's gradients (kept for the probe pass only, see [`untapped_uses`]).
+    grads: Option<candle::backprop::GradStore>,
 }
 
 fn run_pass<N: Network + ?Sized>(net: &N, x: &Tensor, t: &Tensor, loss: &Loss) -> Result<Pass> {
+    run_pass_keep(net, x, t, loss, false)
+}
+
+fn run_pass_keep<N: Network + ?Sized>(net: &N, x: &Tensor, t: &Tensor, loss: &Loss, keep: bool) -> Result<Pass> {
     let rec = Recording::start();
     let out = net.forward(x)?;
     let tape = rec.finish();
@@ -403,7 +411,7 @@ fn run_pass<N: Network + ?Sized>(net: &N, x: &Tensor, t: &Tensor, loss: &Loss) -
         })
         .collect::<Result<Vec<_>>>()?;
     let loss_v = l.to_dtype(DType::F64)?.to_device(&Device::Cpu)?.to_vec1::<f64>()?;
-    Ok(Pass { tape, deltas, loss: loss_v })
+    Ok(Pass { tape, deltas, loss: loss_v, grads: keep.then_some(grads) })
 }
 
 /// Per-parameter per-example gradients of one record: `(param slot, (n, numel))`.
@@ -484,7 +492,7 @@ fn plan<N: Network + ?Sized>(
     n_max: usize,
     out_elems: usize,
 ) -> Result<Plan> {
-    let probe = run_pass(net, &x.narrow(0, 0, 1)?, &t.narrow(0, 0, 1)?, loss)?;
+    let probe = run_pass_keep(net, &x.narrow(0, 0, 1)?, &t.narrow(0, 0, 1)?, loss, true)?;
     let buffers: HashSet<TensorId> = probe.tape.buffers.iter().copied().collect();
     let params: Vec<(String, Var)> = net
         .parameters()
@@ -573,6 +581,16 @@ fn plan<N: Network + ?Sized>(
         let name = recs.iter().map(|&ri| records[ri].name.as_str()).collect::<Vec<_>>().join("+");
         units.push(Unit { name, records: recs, vars, form });
     }
+    // A tapped parameter also used outside its tapped calls (a plain op elsewhere) would make the
+    // tapped route miss that path: on the probe example, the tapped per-example gradient must
+    // equal autograd's gradient of the loss. Units that differ go to the exact fallback.
+    let moved = untapped_uses(&probe, &units, &params, records)?;
+    for &u in moved.iter().rev() {
+        for &v in &units[u].vars {
+            covered[v] = false;
+        }
+        units.remove(u);
+    }
     let fallback: Vec<usize> = (0..params.len()).filter(|&i| !covered[i]).collect();
     if !fallback.is_empty() {
         units.push(Unit { name: "fallback".into(), records: Vec::new(), vars: fallback, form: RouteForm::Fallback });
@@ -610,6 +628,47 @@ fn plan<N: Network + ?Sized>(
     let ghost_rows = ((avail as f64 / 4.0 / (3 * max_s * max_s * ae) as f64).sqrt() as usize).clamp(1, c);
     let record_names = records.iter().map(|r| r.name.clone()).collect();
     Ok(Plan { params, record_names, units, acc, chunk: c, cache, ghost_rows })
+}
+
+/// Indices (ascending) of the units whose per-example gradient on the one-example probe pass
+/// differs from autograd's gradient of that example's loss for one of their parameters, i.e.
+/// whose parameters reach the loss through an op the tape did not record. A use that contributes
+/// nothing on the probe example (a dead ReLU, say) is not seen.
+fn untapped_uses(probe: &Pass, units: &[Unit], params: &[(String, Var)], records: &[Record]) -> Result<Vec<usize>> {
+    let Some(grads) = &probe.grads else { return Ok(Vec::new()) };
+    let mut moved = Vec::new();
+    for (ui, u) in units.iter().enumerate() {
+        let mut by_var: HashMap<TensorId, Tensor> = HashMap::new();
+        for &ri in &u.records {
+            for (id, g) in record_grads(&records[ri], &probe.deltas[ri], DType::F64)? {
+                if let Some(id) = id {
+                    let g = g.flatten_all()?;
+                    let sum = match by_var.remove(&id) {
+                        Some(prev) => (prev + g)?,
+                        None => g,
+                    };
+                    by_var.insert(id, sum);
+                }
+            }
+        }
+        for &v in &u.vars {
+            let var = params[v].1.as_tensor();
+            let Some(tapped) = by_var.get(&var.id()) else { continue };
+            let batch = match grads.get(var) {
+                Some(g) => g.to_dtype(DType::F64)?.flatten_all()?,
+                None => tapped.zeros_like()?,
+            };
+            let scale = batch.abs()?.max(0)?.to_scalar::<f64>()?.max(tapped.abs()?.max(0)?.to_scalar::<f64>()?);
+            let diff = (tapped - &batch)?.abs()?.max(0)?.to_scalar::<f64>()?;
+            // Rounding of one example's products: far below any real missed path.
+            let tol = if var.dtype() == DType::F64 { 1e-9 } else { 1e-3 };
+            if diff > tol * scale {
+                moved.push(ui);
+                break;
+            }
+        }
+    }
+    Ok(moved)
 }
 
 /// The fallback's per-example gradients of `vars`: one backward per example, `(n, P_u)`.

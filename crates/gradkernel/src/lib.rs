@@ -4,21 +4,30 @@
 //! `g_i = dL(f_W(x_i), y_i)/dW` over **all** parameters (weights and biases), without ever
 //! materialising the `N x P` gradient matrix unless asked to.
 //!
-//! * Dense layer `z = W a + b` with per-example delta `d_i = dL_i/dz_i`: its gradient is
-//!   `d_i a_i^T` (and `d_i` for the bias), so it contributes `(D D^T) o (A A^T + 1)` to `K`.
-//!   `A` (layer inputs) and `D` (deltas) come from one batched forward and one batched backward
-//!   of the **summed** cross-entropy, so row `i` of `D` is example `i`'s own delta and no `1/N`
-//!   factor appears. The deltas come either from a hand-written backward (dense nets) or from
-//!   zero "probe" variables on the pre-activations and candle autograd ([`DeltaRoute`]).
-//! * Conv layer: per-example weight gradient `D_i U_i^T` with `U_i` the unfolded input patches
-//!   (im2col) and `D_i` the deltas at every output position; bias gradient `sum_s D_i[:, s]`.
-//!   Either materialised per chunk of examples (`G: (chunk, out*in*k*k + out)`, Gram `G_a G_b^T`)
-//!   or in the pairwise "ghost" form `sum_{s,t} (D_i^T D_j)[s,t] ((U_i^T U_j)[s,t] + 1)`, which is
-//!   cheaper only for tiny spatial maps; [`Method::Auto`] picks per layer by multiply-add count.
+//! **One engine.** Every network, the paper's presets (`stiff_models::Model`) included, goes
+//! through the general engine ([`gram_net`]): one batched forward with the tapped layers of
+//! [`nn`] recording each layer's input and a zero probe on its output, one backward of the
+//! **summed** loss (so row `i` of a probe's gradient is example `i`'s own delta, no `1/N`), then
+//! per layer the cheapest exact form:
+//! * dense layer `z = W a + b`: its gradient is `d_i a_i^T` (and `d_i` for the bias), so it
+//!   contributes `(D D^T) o (A A^T + 1)` to `K`;
+//! * conv layer: per-example weight gradient `D_i U_i^T` with `U_i` the unfolded input patches
+//!   (im2col); either materialised per chunk of examples or in the pairwise "ghost" form
+//!   `sum_{s,t} (D_i^T D_j)[s,t] ((U_i^T U_j)[s,t] + 1)`, cheaper only for tiny spatial maps;
+//!   [`Method::Auto`] picks per layer by multiply-add count;
+//! * parameters no tapped layer covers: an exact per-example autograd fallback.
+//!
+//! A `Model` is a [`Network`] whose layers are tapped under their checkpoint names (`layers.0`,
+//! `conv.1`, `head`). [`gram`] on a `Model` first offers the call to the **specialised CPU
+//! kernels** (the hand-written dense kernel for ReLU MLPs), all dispatched in one place; where
+//! none applies (conv nets, CUDA, `cpu_fast_path = false`, `Method::Materialised`,
+//! `DeltaRoute::Autograd`) the general engine runs, which is also the cross-check of the kernels.
+//!
 //! * Bounded memory: examples are processed in chunks sized from
 //!   [`GramOptions::memory_budget_bytes`] (default 2 GiB); `K` is assembled blockwise (upper
 //!   blocks only, mirrored) on the host.
-//! * [`reference_gram`] is the oracle: one autograd backward per example and explicit dot products.
+//! * [`reference_gram`] is the oracle: one autograd backward per example on the plain
+//!   [`Model::forward`] and explicit dot products.
 //!
 //! All results are returned on the CPU; the computation runs on the model's device (CPU, or CUDA
 //! with the `cuda` feature).
@@ -44,9 +53,8 @@ mod engine;
 mod error;
 mod factors;
 mod general;
-mod materialise;
 pub mod nn;
-mod pass;
+mod preset;
 mod reference;
 mod tape;
 
@@ -60,7 +68,7 @@ pub use general::{
     cross_gram_net, gram_net, per_example_gradients_net, reference_gram_net, reference_per_example_gradients_net, Loss,
     LossFn, ModuleNet, NetGramResult, Network, PlainSpec, Route, RouteForm,
 };
-pub use materialise::{logit_jacobians, per_example_gradients};
+pub use preset::{logit_jacobians, per_example_gradients};
 pub use reference::{reference_gram, reference_per_example_gradients};
 pub use tape::is_recording;
 
@@ -70,7 +78,8 @@ pub type Result<T> = std::result::Result<T, GradKernelError>;
 /// Default memory budget: 2 GiB.
 pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
 
-/// How layer contributions are computed.
+/// How layer contributions are computed (the general engine's per-layer form choice; the CPU
+/// dense kernel is factorised, so it runs for `Auto` and `Factorised` only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
@@ -80,20 +89,27 @@ pub enum Method {
     Auto,
     /// Dense layers factorised, conv layers in the ghost form.
     Factorised,
-    /// Every layer through materialised per-example gradients (chunked).
+    /// Every layer through materialised per-example gradients (chunked); always the general engine.
     Materialised,
 }
 
-/// Where the per-example deltas `dL/dz` come from.
+/// Where the per-example deltas `dL/dz` come from, i.e. which engine [`gram`] may use on a `Model`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeltaRoute {
-    /// Hand-written backward for dense-only nets, autograd otherwise (default).
+    /// A specialised CPU kernel where one applies (the dense kernel's hand-written backward),
+    /// else the general engine's probe deltas (default).
     #[default]
     Auto,
-    /// Zero probe `Var`s on the pre-activations and candle autograd (any architecture).
+    /// Always the general engine: zero probe `Var`s on every tapped layer's output and candle
+    /// autograd (any architecture). Same as `cpu_fast_path = false`.
     Autograd,
-    /// Hand-written backward `D_{l-1} = (D_l W_l) o relu'(z_{l-1})` (dense-only nets).
+    /// The hand-written backward `D_{l-1} = (D_l W_l) o relu'(z_{l-1})`. It now exists only
+    /// inside the CPU dense kernel of [`gram`]: every call where that kernel does not run
+    /// (conv nets, CUDA, `cpu_fast_path = false`, `Method::Materialised`, a budget the kernel does
+    /// not fit, [`cross_gram`], [`per_example_gradients`], [`logit_jacobians`]) is an
+    /// `Unsupported` error rather than a silent switch to autograd.
+    #[deprecated(note = "the hand-written backward exists only in the CPU dense kernel; use DeltaRoute::Auto")]
     Manual,
 }
 
@@ -113,9 +129,9 @@ pub struct GramOptions {
     pub method: Method,
     /// Default [`DeltaRoute::Auto`].
     pub delta_route: DeltaRoute,
-    /// For dense nets on the CPU (with `Auto`/`Factorised` and a non-autograd route), use the
-    /// hand-written `gemm` kernel; false forces the device-generic candle-tensor path (the
-    /// cross-check). Default true.
+    /// Let [`gram`] use the specialised CPU kernels where they apply (dense nets on the CPU with
+    /// `Auto`/`Factorised` and a non-autograd route: the hand-written `gemm` kernel); false
+    /// forces the general engine (device-generic, the cross-check). Default true.
     pub cpu_fast_path: bool,
 }
 
@@ -167,7 +183,8 @@ pub struct CrossGramResult {
     pub seconds: f64,
 }
 
-/// The Gram matrix of per-example loss gradients of `model` on `(x, y)`.
+/// The Gram matrix of per-example loss gradients of `model` on `(x, y)`: the budget check, then
+/// the specialised CPU kernels where they apply, else the general engine (see the crate docs).
 ///
 /// x: `(N, ...)` in any shape [`Model::prepare_input`] accepts; y: integer labels `(N)` (u8, u32
 /// or i64) in `0..num_classes`.
@@ -177,7 +194,8 @@ pub fn gram(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOptions) -> Result
     engine::gram_impl(model, x, y, &opts)
 }
 
-/// The `(N, M)` Gram between two example sets (e.g. validation rows, training columns).
+/// The `(N, M)` Gram between two example sets (e.g. validation rows, training columns), through
+/// the general engine.
 /// x_a: `(N, ...)`, y_a: `(N)`, x_b: `(M, ...)`, y_b: `(M)`.
 pub fn cross_gram(
     model: &Model,
@@ -189,7 +207,7 @@ pub fn cross_gram(
 ) -> Result<CrossGramResult> {
     let (n, m) = (x_a.dims().first().copied().unwrap_or(0), x_b.dims().first().copied().unwrap_or(0));
     let opts = budget::working_options(model, n, m, false, opts)?;
-    engine::cross_gram_impl(model, x_a, y_a, x_b, y_b, &opts)
+    preset::cross_gram(model, x_a, y_a, x_b, y_b, &opts)
 }
 
 /// Bytes per Gram entry for `model` under `opts` (see [`GramOptions::accumulate_f64`]).

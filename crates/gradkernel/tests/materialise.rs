@@ -96,6 +96,7 @@ fn finite_difference_matches_gram() {
 }
 
 #[test]
+#[allow(deprecated)] // DeltaRoute::Manual on a conv net: refused
 fn bad_inputs_are_typed_errors() {
     let dev = Device::Cpu;
     let model = Model::new(&ModelConfig::preset(Preset::Fc4, MNIST, 10), 0, DType::F32, &dev).unwrap();

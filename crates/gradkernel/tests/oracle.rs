@@ -94,9 +94,9 @@ fn methods_and_chunking_agree(dev: &Device) -> anyhow::Result<()> {
         let x = rand_input(11, shape, 9, DType::F64, dev);
         let y = rand_labels(11, 10, 9, dev);
         let oracle = reference_gram(&model, &x, &y)?;
-        let routes: &[DeltaRoute] =
-            if preset == Preset::Fc4 { &[DeltaRoute::Manual, DeltaRoute::Autograd] } else { &[DeltaRoute::Autograd] };
-        for &delta_route in routes {
+        // Auto: the CPU dense kernel where it applies (fc4 at the large budget), else the general
+        // engine; Autograd: always the general engine.
+        for delta_route in [DeltaRoute::Auto, DeltaRoute::Autograd] {
             for method in [Method::Auto, Method::Factorised, Method::Materialised] {
                 // A tiny budget forces chunks of a few examples and recomputed factors.
                 for budget in [2 << 30, small_budget(preset, method)] {
@@ -190,10 +190,11 @@ fn label_dtypes_agree() {
     let _ = Tensor::zeros(1, DType::F32, &dev);
 }
 
-/// The hand-written CPU kernel equals the device-generic tensor path (and both the oracle), with
-/// per-layer Grams, in f32 and f64, for block sizes that do and do not divide N.
+/// The hand-written CPU kernel equals the general engine (device-generic; `cpu_fast_path =
+/// false`), and both the oracle, with per-layer Grams, in f32 and f64, for block sizes that do
+/// and do not divide N.
 #[test]
-fn cpu_kernel_matches_tensor_path() {
+fn cpu_kernel_matches_general_engine() {
     let dev = Device::Cpu;
     for (dtype, n) in [(DType::F64, 7), (DType::F32, 9), (DType::F64, 150)] {
         let model = Model::new(&ModelConfig::preset(Preset::Fc6, MNIST, 10), 6, dtype, &dev).unwrap();
