@@ -127,7 +127,7 @@ pub enum InputPreprocess {
     },
 }
 
-fn parse_preprocess(s: &str) -> Result<InputPreprocess, String> {
+pub(crate) fn parse_preprocess(s: &str) -> Result<InputPreprocess, String> {
     match s {
         "none" => Ok(InputPreprocess::None),
         "per-example" => Ok(InputPreprocess::PerExample),
@@ -149,7 +149,7 @@ fn parse_preprocess(s: &str) -> Result<InputPreprocess, String> {
 }
 
 impl InputPreprocess {
-    fn apply(self, x: &Tensor) -> anyhow::Result<Tensor> {
+    pub(crate) fn apply(self, x: &Tensor) -> anyhow::Result<Tensor> {
         Ok(match self {
             InputPreprocess::None => x.clone(),
             InputPreprocess::MeanStd { mean, std } => x.affine(1.0 / std, -mean / std)?,

@@ -1,29 +1,46 @@
 //! `stiff measure`: stiffness of a user's checkpoint on a dataset subset: class matrices
 //! (sign and cosine, with bootstrap intervals), distance curves per space with zero crossings,
-//! and figures.
+//! and figures. The checkpoint is a preset's (`--preset`, or its stored config) or any PyTorch
+//! `nn.Sequential` state dict (`--spec FILE --weights W [--key-map M] [--loss L]`).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle::DType;
 use stiff_data::DatasetName;
-use stiff_experiments::measure::{measure, MeasureSettings};
+use stiff_experiments::measure::{measure_subject, MeasureSettings, Subject};
 use stiff_experiments::prepare::{prepare, DataSettings};
 use stiff_experiments::store::write_json;
-use stiff_models::{Model, ModelConfig, Preset};
+use stiff_models::{KeyMap, Model, ModelConfig, ModelSpec, Preset, SpecModel};
+
+use crate::gram::{parse_preprocess, InputPreprocess};
 use stiff_plot::{heatmap_figure, line_figure, Heatmap, HeatmapFigure, LineFigure, Panel, Series};
 
-/// Version of the `measurement.json` layout (see `docs/formats.md`).
-pub const MEASURE_SCHEMA_VERSION: u32 = 2;
+/// Version of the `measurement.json` layout (see `docs/formats.md`). 3: `model` (preset or
+/// spec), `loss` and `preprocess` recorded.
+pub const MEASURE_SCHEMA_VERSION: u32 = 3;
 
 #[derive(clap::Args)]
 pub struct MeasureArgs {
-    /// Checkpoint (safetensors, keys as stiff-models documents).
+    /// Checkpoint: safetensors with the stiff-models keys, or with `--spec` a PyTorch state dict
+    /// (safetensors or `.pt`/`.pth`, keys `0.weight`, ...; a `module.` prefix is stripped).
     #[arg(long)]
     weights: PathBuf,
     /// Architecture preset, needed when the checkpoint carries no `stiff.config` metadata.
-    #[arg(long, value_parser = crate::gram::preset_parser())]
+    #[arg(long, conflicts_with = "spec", value_parser = crate::gram::preset_parser())]
     preset: Option<Preset>,
+    /// Any `nn.Sequential` as a JSON layer list in PyTorch terms (stiff-models `ModelSpec`, see
+    /// the gradient-kernel README); its input shape must be the dataset's image shape (or its
+    /// flattened size) and its output count the dataset's class count.
+    #[arg(long)]
+    spec: Option<PathBuf>,
+    /// With `--spec`: JSON object renaming weight-file keys to spec keys
+    /// (`{"features.0.weight": "0.weight"}`).
+    #[arg(long, requires = "spec")]
+    key_map: Option<PathBuf>,
+    /// Loss whose per-example gradients are compared: cross-entropy or mse-onehot (needs --spec).
+    #[arg(long, default_value = "cross-entropy", value_parser = ["cross-entropy", "mse-onehot"])]
+    loss: String,
     /// The dataset whose test split is measured.
     #[arg(long, value_parser = crate::gram::dataset_parser())]
     dataset: DatasetName,
@@ -36,10 +53,11 @@ pub struct MeasureArgs {
     /// Dataset directory, the only place looked [default: $STIFF_DATA_DIR, else the user cache].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Input preprocessing: per-example (zero mean, unit variance per image, as training used)
-    /// or none.
-    #[arg(long, default_value = "per-example", value_parser = ["per-example", "none"])]
-    preprocess: String,
+    /// Input preprocessing: per-example (each image to zero mean, unit variance, as training
+    /// used), none (pixels in [0, 1]) or mean-std:M,S ((x - M) / S on the [0, 1] pixels, e.g. a
+    /// PyTorch checkpoint trained with `Normalize(M, S)`). Recorded in measurement.json.
+    #[arg(long, default_value = "per-example", value_parser = parse_preprocess)]
+    preprocess: InputPreprocess,
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -59,37 +77,116 @@ pub fn run(a: MeasureArgs) -> Result<()> {
     stiff_fs::ensure_writable_dir(&a.out).context("--out")?;
     let name = a.dataset;
     let mut ds = DataSettings::for_dataset(name);
-    if a.preprocess == "none" {
+    // The dataset loader standardises per example itself; none and mean-std start from [0, 1].
+    if a.preprocess != InputPreprocess::PerExample {
         ds.preprocess = stiff_data::preprocess::Preprocess::none();
+    }
+    if a.spec.is_none() && a.loss != "cross-entropy" {
+        anyhow::bail!("--loss {}: presets are measured with cross-entropy; other losses need --spec", a.loss);
     }
     if let Some(n) = a.subset {
         ds.stiffness_subset = n;
     }
     ds.subset_seed = a.subset_seed;
+    // The user's files are read before the data: their errors come first.
+    let spec = a.spec.as_ref().map(|p| load_spec(&a, p, &device)).transpose()?;
     let data = prepare(name, a.data_dir.as_deref(), &ds, &device)?;
-    let files_read = stiff_data::source_files(name, a.data_dir.as_deref())?;
-    let model = match a.preset {
-        Some(p) => {
-            let cfg = ModelConfig::preset(p, data.input, data.num_classes());
-            Model::load_with_config(&a.weights, &cfg, DType::F32, &device)?
-        }
-        None => match Model::load(&a.weights, DType::F32, &device) {
-            Err(e @ stiff_models::ModelError::NoConfig { .. }) => {
-                return Err(anyhow::Error::new(e).context("pass --preset to say which architecture the weights are for"))
-            }
-            other => other?,
-        },
+    let stiff_x = match a.preprocess {
+        InputPreprocess::MeanStd { .. } => a.preprocess.apply(&data.stiff_x)?,
+        _ => data.stiff_x.clone(),
     };
+    let files_read = stiff_data::source_files(name, a.data_dir.as_deref())?;
     let mut settings = MeasureSettings { bootstrap_reps: a.bootstrap, ..Default::default() };
     settings.bins.bins = a.bins;
-    let m = measure(&model, &data.stiff_x, &data.stiff_y, data.num_classes(), &settings)?;
+    let (m, model_record) = match spec {
+        Some((model, record)) => {
+            check_spec_fits(&a, model.spec(), data.input.numel(), data.num_classes())?;
+            let loss: stiff_gradkernel::Loss = a.loss.parse()?;
+            let subject = Subject::Spec { model: &model, loss: &loss };
+            (measure_subject(&subject, &stiff_x, &data.stiff_y, data.num_classes(), &settings)?, record)
+        }
+        None => {
+            let model = load_preset(&a, &data, &device)?;
+            let record = serde_json::json!({ "kind": "preset", "config": model.config() });
+            (measure_subject(&Subject::Preset(&model), &stiff_x, &data.stiff_y, data.num_classes(), &settings)?, record)
+        }
+    };
     write_json(
         &a.out.join("measurement.json"),
         &serde_json::json!({ "schema_version": MEASURE_SCHEMA_VERSION, "weights": a.weights,
             "weights_sha256": stiff_data::sha256_hex(&std::fs::read(&a.weights).with_context(|| format!("reading --weights {}", a.weights.display()))?),
+            "model": model_record, "loss": a.loss, "preprocess": a.preprocess,
             "dataset": name, "files_read": files_read, "data_settings": ds, "subset": data.stiff_idx.len(),
             "subset_seed": a.subset_seed, "device": a.device, "settings": settings, "measurement": m }),
     )?;
+    figures(&a, &data, &m)
+}
+
+/// `--spec` (and `--key-map`): the network with the `--weights`, and what to record.
+fn load_spec(
+    a: &MeasureArgs,
+    spec_path: &std::path::Path,
+    device: &candle::Device,
+) -> Result<(SpecModel, serde_json::Value)> {
+    let spec = ModelSpec::from_json_file(spec_path).with_context(|| format!("--spec {}", spec_path.display()))?;
+    let keys = match &a.key_map {
+        Some(p) => KeyMap::from_json_file(p).with_context(|| format!("--key-map {}", p.display()))?,
+        None => KeyMap::default(),
+    };
+    let model = SpecModel::load(&spec, &a.weights, &keys, DType::F32, device)
+        .with_context(|| format!("--weights {} for --spec {}", a.weights.display(), spec_path.display()))?;
+    let sha = |p: &std::path::Path| -> Result<String> {
+        Ok(stiff_data::sha256_hex(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?))
+    };
+    let mut files = vec![serde_json::json!({ "role": "spec", "path": spec_path, "sha256": sha(spec_path)? })];
+    if let Some(p) = &a.key_map {
+        files.push(serde_json::json!({ "role": "key_map", "path": p, "sha256": sha(p)? }));
+    }
+    Ok((model, serde_json::json!({ "kind": "spec", "spec": spec, "files": files })))
+}
+
+/// The spec's input must hold one image of the dataset and its outputs must be the classes.
+fn check_spec_fits(a: &MeasureArgs, spec: &ModelSpec, input_numel: usize, classes: usize) -> Result<()> {
+    let path = a.spec.as_deref().unwrap_or(std::path::Path::new("")).display();
+    let want: usize = spec.input.iter().product();
+    if want != input_numel {
+        anyhow::bail!(
+            "--spec {path}: the network takes input {:?} ({want} values) but {} images have {input_numel}",
+            spec.input,
+            a.dataset
+        );
+    }
+    let outputs = spec.num_outputs().with_context(|| format!("--spec {path}"))?;
+    if outputs != classes {
+        anyhow::bail!("--spec {path}: the network has {outputs} outputs but {} has {classes} classes", a.dataset);
+    }
+    Ok(())
+}
+
+/// `--preset`, or the config stored in the checkpoint.
+fn load_preset(a: &MeasureArgs, data: &stiff_experiments::prepare::Prepared, device: &candle::Device) -> Result<Model> {
+    Ok(match a.preset {
+        Some(p) => {
+            let cfg = ModelConfig::preset(p, data.input, data.num_classes());
+            Model::load_with_config(&a.weights, &cfg, DType::F32, device)?
+        }
+        None => match Model::load(&a.weights, DType::F32, device) {
+            Err(e @ stiff_models::ModelError::NoConfig { .. }) => {
+                return Err(anyhow::Error::new(e)
+                    .context("pass --preset (or --spec) to say which architecture the weights are for"))
+            }
+            other => other?,
+        },
+    })
+}
+
+/// The class-stiffness heatmaps, the distance curves, and the summary on stdout.
+fn figures(
+    a: &MeasureArgs,
+    data: &stiff_experiments::prepare::Prepared,
+    m: &stiff_experiments::measure::Measurement,
+) -> Result<()> {
+    let name = a.dataset;
     let cells = |c: &Vec<Vec<Option<f64>>>| -> Vec<Vec<f64>> {
         c.iter().map(|r| r.iter().map(|v| v.unwrap_or(f64::NAN)).collect()).collect()
     };

@@ -1,6 +1,10 @@
 //! One stiffness measurement of a model snapshot on a fixed set of examples: the Gram matrix of
 //! per-example gradients (gradient kernel), class stiffness with bootstrap intervals, and
 //! stiffness-vs-distance curves in input space and in every hidden layer's representation.
+//!
+//! The network is a preset [`Model`] (the figures; [`measure`]) or any [`Subject`]: a user's
+//! `nn.Sequential` checkpoint as a [`SpecModel`] with a label-based loss ([`measure_subject`]),
+//! which gets the same measurement through the same gradient kernel.
 
 use std::time::Instant;
 
@@ -11,9 +15,74 @@ use stiff_analysis::{
     bootstrap_within_between, class_stiffness, distance_curves, BinSpec, Crossing, DistanceCurve, FitOver, PairFilter,
     StiffnessKind, StiffnessSettings, WithinBetweenCi,
 };
-use stiff_models::Model;
+use stiff_gradkernel::Loss;
+use stiff_models::{LayerSpec, Model, SpecModel};
 
-use crate::Result;
+use crate::{ExperimentError, Result};
+
+/// The network whose per-example gradients are measured.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    /// A preset (`fc6`, `cnn5`, ...) with the summed cross-entropy; [`stiff_gradkernel::gram`]
+    /// (its CPU kernels where they apply, else the general engine).
+    Preset(&'a Model),
+    /// Any `nn.Sequential` spec with a label-based loss (cross-entropy or MSE on one-hot labels);
+    /// [`stiff_gradkernel::gram_net`]. Hidden representations for the distance curves are the
+    /// inputs of every `Linear`/`Conv2d` after the first (the same spaces as a preset's).
+    Spec {
+        /// The network (eval mode).
+        model: &'a SpecModel,
+        /// The per-example loss: [`Loss::CrossEntropy`] or [`Loss::MseOneHot`].
+        loss: &'a Loss,
+    },
+}
+
+impl Subject<'_> {
+    fn device(&self) -> Device {
+        match self {
+            Subject::Preset(m) => m.device().clone(),
+            Subject::Spec { model, .. } => model.device(),
+        }
+    }
+
+    /// K `(N, N)` of the per-example loss gradients.
+    fn gram(&self, x: &Tensor, y: &Tensor, opts: &stiff_gradkernel::GramOptions) -> Result<Tensor> {
+        Ok(match self {
+            Subject::Preset(m) => stiff_gradkernel::gram(m, x, y, opts)?.k,
+            Subject::Spec { model, loss } => {
+                if !matches!(loss, Loss::CrossEntropy | Loss::MseOneHot) {
+                    return Err(ExperimentError::InvalidArgument(format!(
+                        "loss {loss:?}: a measurement compares labels, so the loss must be cross-entropy or \
+                         mse-onehot (mse needs float targets; use `stiff gram --loss mse --inputs`)"
+                    )));
+                }
+                stiff_gradkernel::gram_net(*model, x, y, loss, opts)?.k
+            }
+        })
+    }
+
+    /// Hidden representations `(N, features)` in forward order.
+    fn representations(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        Ok(match self {
+            Subject::Preset(m) => m.forward_taps(x, false)?.representations,
+            Subject::Spec { model, .. } => {
+                let mut a = model.prepare_input(x)?;
+                let mut reps = Vec::new();
+                let mut seen_param = false;
+                for (i, l) in model.spec().layers.iter().enumerate() {
+                    if matches!(l, LayerSpec::Linear { .. } | LayerSpec::Conv2d { .. }) {
+                        if seen_param {
+                            reps.push(a.flatten_from(1)?.detach());
+                        }
+                        seen_param = true;
+                    }
+                    a = model.layer_forward(i, &a)?;
+                }
+                reps
+            }
+        })
+    }
+}
 
 /// What to measure and how.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -129,15 +198,28 @@ pub fn measure(
     num_classes: usize,
     settings: &MeasureSettings,
 ) -> Result<Measurement> {
-    let y = Tensor::new(labels, model.device())?;
+    measure_subject(&Subject::Preset(model), x, labels, num_classes, settings)
+}
+
+/// [`measure`] for any [`Subject`] (a preset, or a user's spec model and loss).
+///
+/// * `x`: `(N, ...)` preprocessed inputs in a shape the network accepts, `labels`: `(N)` in
+///   `0..num_classes` (and below the network's output count).
+pub fn measure_subject(
+    subject: &Subject,
+    x: &Tensor,
+    labels: &[u32],
+    num_classes: usize,
+    settings: &MeasureSettings,
+) -> Result<Measurement> {
+    let y = Tensor::new(labels, &subject.device())?;
     let opts = stiff_gradkernel::GramOptions {
         memory_budget_bytes: settings.memory_budget_bytes,
         per_layer: false,
         ..Default::default()
     };
     let t0 = Instant::now();
-    let gram = stiff_gradkernel::gram(model, x, &y, &opts)?;
-    let k = to_array2_f64(&gram.k)?;
+    let k = to_array2_f64(&subject.gram(x, &y, &opts)?)?;
     let gram_seconds = t0.elapsed().as_secs_f64();
 
     let t1 = Instant::now();
@@ -155,7 +237,7 @@ pub fn measure(
         None
     };
     let curves =
-        if settings.distance_curves { space_curves(model, x, k.view(), labels, settings, &s)? } else { vec![] };
+        if settings.distance_curves { space_curves(subject, x, k.view(), labels, settings, &s)? } else { vec![] };
     Ok(Measurement {
         n: labels.len(),
         sign: KindSummary { within: cs.sign.within, between: cs.sign.between, ci: boot.as_ref().map(|b| b.sign) },
@@ -175,16 +257,15 @@ pub fn measure(
 
 /// Curves in input space and every hidden layer's representation (one forward pass).
 fn space_curves(
-    model: &Model,
+    subject: &Subject,
     x: &Tensor,
     k: ArrayView2<f64>,
     labels: &[u32],
     settings: &MeasureSettings,
     s: &StiffnessSettings,
 ) -> Result<Vec<SpaceCurve>> {
-    let taps = model.forward_taps(x, false)?;
     let mut reps = vec![("input".to_string(), to_array2_f32(x)?)];
-    for (i, r) in taps.representations.iter().enumerate() {
+    for (i, r) in subject.representations(x)?.iter().enumerate() {
         reps.push((format!("layer{}", i + 1), to_array2_f32(r)?));
     }
     let spaces: Vec<(&str, ArrayView2<f32>)> = reps.iter().map(|(n, a)| (n.as_str(), a.view())).collect();
