@@ -39,11 +39,13 @@
 //! ```
 
 pub mod budget;
+mod conv_fast;
 mod cpu_fast;
 mod engine;
 mod error;
 mod factors;
 mod general;
+mod im2col;
 mod materialise;
 pub mod nn;
 mod pass;
@@ -54,6 +56,7 @@ use candle::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use stiff_models::Model;
 
+pub use conv_fast::{conv_gram_profiled, pooling_stats, ConvProfile, LayerProfile, PoolStats};
 pub use error::GradKernelError;
 pub use factors::LayerForm;
 pub use general::{
