@@ -215,24 +215,50 @@ fn same_inputs_give_bit_identical_k_and_f64_accumulation_matches_oracle() {
     assert!(e < COS_TOL_F64, "accumulate_f64: {e:e}");
 }
 
-#[test]
-fn pooling_stats_count_by_hand() {
-    // One channel, 1x4x4 input, a 3x3 kernel with only the centre tap = 1
-    // and bias 0: z = x, so the windows are the input's 2x2 blocks.
+/// One channel, 1x4x4 input, a 3x3 kernel with only the centre tap = 1 and bias 0: `z = x`
+/// exactly, so the pooling windows are the input's 2x2 blocks.
+fn centre_tap_model() -> Model {
     let cfg = ModelConfig::new(ArchSpec::Cnn { channels: vec![1], kernel: 3, pool: 2 }, InputShape::new(1, 4, 4), 2);
     let model = Model::new(&cfg, 0, DType::F64, &Device::Cpu).unwrap();
     let mut w = vec![0.0f64; 9];
     w[4] = 1.0;
     model.layers()[0].weight.set(&Tensor::from_vec(w, (1, 1, 3, 3), &Device::Cpu).unwrap()).unwrap();
     model.layers()[0].bias.set(&Tensor::zeros(1, DType::F64, &Device::Cpu).unwrap()).unwrap();
-    #[rustfmt::skip]
-    let x = Tensor::from_vec(vec![
-        1.0, 1.0,   2.0, 0.5,   // window (0,0): tie at 1.0 (live); window (0,1): 2.0 ...
-        0.0, -1.0,  0.0, 2.0,   // window (0,1) also has a second 2.0 -> tied, live
-        -1.0, -2.0, 0.0, 0.0,   // window (1,0): all <= 0 -> zero (and tied at 0 after ReLU)
-        -3.0, -1.0, 0.0, 0.0,   // window (1,1): all exactly 0 -> zero, tied
-    ], (1, 16), &Device::Cpu).unwrap();
+    model
+}
+
+#[rustfmt::skip]
+const TIED: [f64; 16] = [
+    1.0, 1.0,   2.0, 0.5,   // window (0,0): tie at 1.0 (live), the two 1.0s have different neighbours
+    0.0, -1.0,  0.0, 2.0,   // window (0,1): 2.0 twice -> tied, live
+    -1.0, -2.0, 0.0, 0.0,   // window (1,0): all <= 0 -> zero (and tied at 0 after ReLU)
+    -3.0, -1.0, 0.0, 0.0,   // window (1,1): all exactly 0 -> zero, tied
+];
+
+#[test]
+fn pooling_stats_count_by_hand() {
+    let model = centre_tap_model();
+    let x = Tensor::from_vec(TIED.to_vec(), (1, 16), &Device::Cpu).unwrap();
     let st = pooling_stats(&model, &x).unwrap();
     assert_eq!(st.len(), 1);
     assert_eq!((st[0].windows, st[0].tied, st[0].tied_live, st[0].zero), (4, 4, 2, 2), "{st:?}");
+}
+
+#[test]
+fn first_maximum_gets_the_gradient_where_tied_patches_differ() {
+    // The tied maxima of TIED have different neighbourhoods, so the weight gradient depends on
+    // which one receives the pooled gradient: first-max (ours, PyTorch, JAX), last-max or
+    // "every tied maximum" all give different Grams. Three examples: TIED scaled and shifted
+    // on the non-tied entries only.
+    let model = centre_tap_model();
+    let mut v = Vec::new();
+    for e in 0..3 {
+        v.extend(TIED.iter().enumerate().map(|(i, &t)| if [3, 4, 5].contains(&i) { t + 0.25 * e as f64 } else { t }));
+    }
+    let x = Tensor::from_vec(v, (3, 16), &Device::Cpu).unwrap();
+    let y = Tensor::new(&[0u32, 1, 0], &Device::Cpu).unwrap();
+    let r = gram(&model, &x, &y, &GramOptions::default()).unwrap();
+    assert_fast(&r);
+    let e = cos_err(&r.k, &reference_gram(&model, &x, &y).unwrap());
+    assert!(e < COS_TOL_F64, "cosine error {e:e}");
 }
