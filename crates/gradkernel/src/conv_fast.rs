@@ -32,7 +32,7 @@ use stiff_gemm::{MatMut, MatRef, Parallelism};
 use stiff_models::{LayerKind, Model};
 
 use crate::engine::{acc_dtype, validate, Set};
-use crate::im2col::{col2im_add, im2col};
+use crate::im2col::{col2im_add, im2col, im2row};
 use crate::{GradKernelError, GramOptions, GramResult, LayerForm, Method, Result};
 
 /// The float types the kernel runs in (f32, f64).
@@ -41,9 +41,6 @@ impl<T: candle::WithDType + stiff_gemm::Scalar + Default> Real for T {}
 
 /// Marks a pooled element whose gradient is zero (its maximum is 0 after ReLU).
 const NO_GRAD: u16 = u16::MAX;
-/// Rows per step of the staircase that multiplies only the upper triangle of a diagonal tile:
-/// `B / N` extra work (the lower part of each `B x B` diagonal square) against gemm efficiency.
-const STAIR_ROWS: usize = 48;
 
 /// `dst (m x n, row stride ldd) [+]= lhs (m x k) · rhs`, both row-major with leading dimensions;
 /// `rhs_t` reads `rhs` as `(n x k)` and uses its transpose. Shapes come from the model, never from
@@ -467,41 +464,61 @@ fn passes<T: Real>(net: &Net<T>, x: Vec<T>, y: &[u32], prof: &mut [LayerProfile]
 }
 
 /// Per-example gradient rows of conv `c` for examples `r0..r0+rows` into `g: (rows, P)`:
-/// `D_i U_iᵀ` (`c_out x f`, row-major) then the bias gradient `sum_s D_i[:, s]`.
+/// `D_i U_iᵀ` (`c_out x f`, row-major) then the bias gradient `sum_s D_i[:, s]`. `D_i` is zero
+/// except at one argmax per live pooling window, so each row of `D_i U_iᵀ` is a sum of a few
+/// patch rows (`im2row`): about `1/pool²` of the dense product's multiply-adds.
 fn build<T: Real>(c: &Conv<T>, acts: &[T], deltas: &[T], r0: usize, rows: usize, g: &mut [T]) {
     let (s, f, p) = (c.s(), c.f(), c.p());
     let zero = T::from_f64(0.0);
     g[..rows * p].par_chunks_mut(p).enumerate().for_each_init(
-        || vec![zero; f * s],
-        |u, (r, gi)| {
+        || vec![zero; s * f],
+        |patches, (r, gi)| {
             let i = r0 + r;
             let a = &acts[i * c.in_len()..(i + 1) * c.in_len()];
             let d = &deltas[i * c.delta_len()..(i + 1) * c.delta_len()];
-            im2col(a, c.c_in, c.h, c.wd, c.k, c.pad, u);
+            im2row(a, c.c_in, c.h, c.wd, c.k, c.pad, patches);
             let (gw, gb) = gi.split_at_mut(c.c_out * f);
-            mm((c.c_out, f, s), d, s, u, s, true, gw, f, false, Parallelism::None);
-            for (b, dc) in gb.iter_mut().zip(d.chunks_exact(s)) {
-                *b = dc.iter().fold(zero, |acc, &v| acc + v);
+            for ((row, dc), b) in gw.chunks_exact_mut(f).zip(d.chunks_exact(s)).zip(gb.iter_mut()) {
+                row.fill(zero);
+                let mut bias = zero;
+                for (pos, &dv) in dc.iter().enumerate() {
+                    if dv != zero {
+                        bias += dv;
+                        for (o, &u) in row.iter_mut().zip(&patches[pos * f..(pos + 1) * f]) {
+                            *o += dv * u;
+                        }
+                    }
+                }
+                *b = bias;
             }
         },
     );
 }
 
-/// `dst[r0.., c0..] (+)= ga (ra x p) · gb (rb x p)ᵀ` into an `n x n` matrix; with `diag`
-/// (`ga` and `gb` the same tile), only the upper triangle, as a staircase.
+/// `dst[r0.., c0..] += ga (ra x p) · gb (rb x p)ᵀ` into an `n x n` row-major matrix.
 #[allow(clippy::too_many_arguments)]
-fn product<T: Real>(ga: &[T], ra: usize, gb: &[T], rb: usize, p: usize, dst: &mut [T], n: usize, r0: usize, c0: usize, diag: bool) {
-    let par = Parallelism::Rayon(0);
-    if !diag {
-        mm((ra, rb, p), ga, p, gb, p, true, &mut dst[r0 * n + c0..], n, true, par);
+fn product<T: Real>(ga: &[T], ra: usize, gb: &[T], rb: usize, p: usize, dst: &mut [T], n: usize, r0: usize, c0: usize) {
+    mm((ra, rb, p), ga, p, gb, p, true, &mut dst[r0 * n + c0..], n, true, Parallelism::Rayon(0));
+}
+
+/// The upper triangle of `g gᵀ` for the `len` rows of `g: (len, p)`, added at `(r0, r0)` of an
+/// `n x n` matrix: split in halves, the off-diagonal rectangle in one gemm, both halves
+/// recursively; squares of at most [`TRI_BASE`] rows are multiplied whole (their lower part is
+/// overwritten by the final mirror).
+fn upper<T: Real>(g: &[T], len: usize, p: usize, dst: &mut [T], n: usize, r0: usize) {
+    if len <= TRI_BASE {
+        product(g, len, g, len, p, dst, n, r0, r0);
         return;
     }
-    for s0 in (0..ra).step_by(STAIR_ROWS) {
-        let rows = STAIR_ROWS.min(ra - s0);
-        let cols = rb - s0;
-        mm((rows, cols, p), &ga[s0 * p..], p, &gb[s0 * p..], p, true, &mut dst[(r0 + s0) * n + c0 + s0..], n, true, par);
-    }
+    let h = len / 2;
+    product(g, h, &g[h * p..], len - h, p, dst, n, r0, r0 + h);
+    upper(g, h, p, dst, n, r0);
+    upper(&g[h * p..], len - h, p, dst, n, r0 + h);
 }
+
+/// Largest diagonal square of [`upper`] multiplied whole: about `TRI_BASE / N` extra work
+/// against the efficiency of small gemms.
+const TRI_BASE: usize = 48;
 
 /// The head's factorised Gram `(D Dᵀ) o (A Aᵀ + 1)`, upper triangle, added into `dst`.
 fn head_gram<T: Real>(a: &[T], feat: usize, d: &[T], classes: usize, n: usize, dst: &mut [T]) {
@@ -565,7 +582,7 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
             build(c, acts, deltas, a0, ra, &mut ga);
             tb += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            product(&ga, ra, &ga, ra, p, dst, n, a0, a0, true);
+            upper(&ga[..ra * p], ra, p, dst, n, a0);
             tg += t.elapsed().as_secs_f64();
             for b0 in (a0 + tile..n).step_by(tile) {
                 let rb = tile.min(n - b0);
@@ -573,7 +590,7 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
                 build(c, acts, deltas, b0, rb, &mut gb);
                 tb += t.elapsed().as_secs_f64();
                 let t = Instant::now();
-                product(&ga, ra, &gb, rb, p, dst, n, a0, b0, false);
+                product(&ga, ra, &gb, rb, p, dst, n, a0, b0);
                 tg += t.elapsed().as_secs_f64();
             }
         }

@@ -43,6 +43,33 @@ pub(crate) fn im2col<T: Copy + Default>(a: &[T], c: usize, h: usize, w: usize, k
     }
 }
 
+/// The transpose of [`im2col`]: `r: (h*w, c*k*k)`, one contiguous patch per output position.
+pub(crate) fn im2row<T: Copy + Default>(a: &[T], c: usize, h: usize, w: usize, k: usize, pad: usize, r: &mut [T]) {
+    let (s, f) = (h * w, c * k * k);
+    debug_assert!(a.len() >= c * s && r.len() >= s * f);
+    let zero = T::default();
+    for y in 0..h {
+        for x in 0..w {
+            let patch = &mut r[(y * w + x) * f..][..f];
+            for ci in 0..c {
+                let plane = &a[ci * s..(ci + 1) * s];
+                for ki in 0..k {
+                    let yy = (y + ki).wrapping_sub(pad);
+                    let dst = &mut patch[(ci * k + ki) * k..][..k];
+                    if yy >= h {
+                        dst.fill(zero);
+                        continue;
+                    }
+                    for (kj, v) in dst.iter_mut().enumerate() {
+                        let xx = (x + kj).wrapping_sub(pad);
+                        *v = if xx < w { plane[yy * w + xx] } else { zero };
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The adjoint of [`im2col`]: adds every patch entry of `u: (c*k*k, h*w)` back onto the input
 /// position it was read from, in `g: (c, h, w)`.
 pub(crate) fn col2im_add<T: Copy + std::ops::AddAssign>(
@@ -112,6 +139,13 @@ mod tests {
             let v: Vec<f64> = (0..f * s).map(|i| (i as f64 * 0.71).cos()).collect();
             let mut g = vec![0.0; c * s];
             col2im_add(&v, c, h, w, k, pad, &mut g);
+            let mut r = vec![f64::NAN; s * f];
+            im2row(&a, c, h, w, k, pad, &mut r);
+            for fi in 0..f {
+                for si in 0..s {
+                    assert_eq!(r[si * f + fi], u[fi * s + si], "im2row is the transpose");
+                }
+            }
             let lhs: f64 = u.iter().zip(&v).map(|(x, y)| x * y).sum();
             let rhs: f64 = a.iter().zip(&g).map(|(x, y)| x * y).sum();
             assert!((lhs - rhs).abs() < 1e-12 * lhs.abs().max(1.0), "adjoint: {lhs} vs {rhs}");
