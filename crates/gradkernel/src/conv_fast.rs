@@ -296,15 +296,21 @@ fn plan<T>(net: &Net<T>, n: usize, per_layer: bool, budget: usize) -> Option<Vec
         .iter()
         .map(|c| {
             let row = c.p() * eb;
-            if n.checked_mul(row)? <= avail {
-                Some(n)
+            // A whole G within TILE_BYTES is built once; larger ones are tiled so the two tile
+            // buffers stay small enough to be reused warm (fresh pages cost a fault each).
+            let t = if n.checked_mul(row)? <= avail.min(TILE_BYTES) {
+                n
             } else {
-                let t = avail / (2 * row);
-                (t > 0).then_some(t.min(n))
-            }
+                (avail / (2 * row)).min((TILE_BYTES / row).max(1)).min(n)
+            };
+            (t > 0).then_some(t)
         })
         .collect()
 }
+
+/// Preferred size of one tile of per-example gradient rows `G` (both tile buffers are reused by
+/// every layer).
+const TILE_BYTES: usize = 160 << 20;
 
 /// Rows of the head's `D Dᵀ` / `A Aᵀ` strips.
 const HEAD_ROWS: usize = 256;
@@ -566,13 +572,22 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
     let zero = T::from_f64(0.0);
     let mut k = vec![zero; n * n];
     let mut per: Vec<Vec<T>> = Vec::new();
+    // Tile buffers shared by all layers: pages touched once, not per layer.
+    let (mut ga, mut gb) = (Vec::new(), Vec::new());
+    let grow = |v: &mut Vec<T>, len: usize| {
+        if v.len() < len {
+            v.resize(len, zero);
+        }
+    };
     for (l, c) in net.convs.iter().enumerate() {
         let tile = tiles[l];
         prof[l].tile = tile;
         let p = c.p();
         let (acts, deltas) = (&ps.acts[l], &ps.deltas[l]);
-        let mut ga = vec![zero; tile * p];
-        let mut gb = if tile < n { vec![zero; tile * p] } else { Vec::new() };
+        grow(&mut ga, tile * p);
+        if tile < n {
+            grow(&mut gb, tile * p);
+        }
         let mut layer = if per_layer { vec![zero; n * n] } else { Vec::new() };
         let dst = if per_layer { &mut layer } else { &mut k };
         let (mut tb, mut tg) = (0.0, 0.0);
@@ -599,6 +614,7 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
             per.push(layer);
         }
     }
+    drop((ga, gb));
     let t = Instant::now();
     let h = &net.head;
     let nc = net.convs.len();
