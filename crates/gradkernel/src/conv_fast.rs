@@ -236,7 +236,7 @@ pub struct LayerProfile {
     pub gram: f64,
     /// Pooling statistics (conv layers).
     pub pool: PoolStats,
-    /// Examples per tile of this layer's Gram (N when its whole `G` fits the budget).
+    /// Examples per row tile of this layer's Gram (N when its whole `G` is built once).
     pub tile: usize,
 }
 
@@ -271,9 +271,9 @@ struct Passes<T> {
     loss: Vec<f64>,
 }
 
-/// Bytes the kernel holds for `n` examples beyond `K` (`None` when it cannot fit `budget`),
-/// and the tile size of each conv layer.
-fn plan<T>(net: &Net<T>, n: usize, per_layer: bool, budget: usize) -> Option<Vec<usize>> {
+/// The `(row, column)` tile sizes of each conv layer's Gram for `n` examples within `budget`
+/// bytes (beyond `K`); `None` when the kernel's stored passes and one row of `G` do not fit.
+fn plan<T>(net: &Net<T>, n: usize, per_layer: bool, budget: usize) -> Option<Vec<(usize, usize)>> {
     let eb = std::mem::size_of::<T>();
     let threads = rayon::current_num_threads().max(1);
     let nl = net.convs.len() + 1;
@@ -296,21 +296,24 @@ fn plan<T>(net: &Net<T>, n: usize, per_layer: bool, budget: usize) -> Option<Vec
         .iter()
         .map(|c| {
             let row = c.p() * eb;
-            // A whole G within TILE_BYTES is built once; larger ones are tiled so the two tile
-            // buffers stay small enough to be reused warm (fresh pages cost a fault each).
-            let t = if n.checked_mul(row)? <= avail.min(TILE_BYTES) {
-                n
-            } else {
-                (avail / (2 * row)).min((TILE_BYTES / row).max(1)).min(n)
-            };
-            (t > 0).then_some(t)
+            if n.checked_mul(row)? <= avail.min(TILE_BYTES) {
+                return Some((n, 0));
+            }
+            // Row tiles `a` as large as fit (each column example is rebuilt once per row tile),
+            // but no larger than a third of N or TILE_BYTES unless the budget forces more rows
+            // (fresh pages cost a fault each); column tiles `b` small and reused warm.
+            let tb = (COL_TILE_BYTES / row).min(avail / (2 * row)).clamp(1, n);
+            let ta = (avail.checked_sub(tb * row)? / row).min((TILE_BYTES / row).max(n.div_ceil(3))).min(n);
+            (ta > 0).then_some((ta, tb))
         })
         .collect()
 }
 
-/// Preferred size of one tile of per-example gradient rows `G` (both tile buffers are reused by
+/// Preferred largest row tile of per-example gradient rows `G` (the tile buffers are reused by
 /// every layer).
 const TILE_BYTES: usize = 160 << 20;
+/// Size of a column tile of `G`.
+const COL_TILE_BYTES: usize = 64 << 20;
 
 /// Rows of the head's `D Dᵀ` / `A Aᵀ` strips.
 const HEAD_ROWS: usize = 256;
@@ -580,13 +583,13 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
         }
     };
     for (l, c) in net.convs.iter().enumerate() {
-        let tile = tiles[l];
+        let (tile, tile_b) = tiles[l];
         prof[l].tile = tile;
         let p = c.p();
         let (acts, deltas) = (&ps.acts[l], &ps.deltas[l]);
         grow(&mut ga, tile * p);
         if tile < n {
-            grow(&mut gb, tile * p);
+            grow(&mut gb, tile_b * p);
         }
         let mut layer = if per_layer { vec![zero; n * n] } else { Vec::new() };
         let dst = if per_layer { &mut layer } else { &mut k };
@@ -599,8 +602,8 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
             let t = Instant::now();
             upper(&ga[..ra * p], ra, p, dst, n, a0);
             tg += t.elapsed().as_secs_f64();
-            for b0 in (a0 + tile..n).step_by(tile) {
-                let rb = tile.min(n - b0);
+            for b0 in (a0 + ra..n).step_by(tile_b.max(1)) {
+                let rb = tile_b.min(n - b0);
                 let t = Instant::now();
                 build(c, acts, deltas, b0, rb, &mut gb);
                 tb += t.elapsed().as_secs_f64();
@@ -644,7 +647,7 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
     }
     mirror(&mut k, n);
     copies += t.elapsed().as_secs_f64();
-    let chunk = tiles.iter().copied().min().unwrap_or(n);
+    let chunk = tiles.iter().map(|t| t.0).min().unwrap_or(n);
     let profile = ConvProfile { layers: prof, copies, total: t_all.elapsed().as_secs_f64() };
     Ok(Some(Out { k, per_layer: per, loss, chunk, profile }))
 }
