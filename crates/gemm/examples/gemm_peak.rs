@@ -30,11 +30,7 @@ fn run<T: Scalar>(mode: &str, a: usize, b: usize, reps: usize, from: fn(f64) -> 
     let mut best = f64::INFINITY;
     for _ in 0..reps + 1 {
         let t = Instant::now();
-        let r = if mode == "gram" {
-            MatRef::row_major(&lhs, n, k).t()
-        } else {
-            MatRef::row_major(&rhs, k, n)
-        };
+        let r = if mode == "gram" { MatRef::row_major(&lhs, n, k).t() } else { MatRef::row_major(&rhs, k, n) };
         matmul(MatMut::row_major(&mut c, m, n), None, MatRef::row_major(&lhs, m, k), r, from(1.0), par)
             .expect("shapes are consistent by construction");
         best = best.min(t.elapsed().as_secs_f64());
@@ -64,8 +60,9 @@ fn main() {
     let shape = if mode == "gram" { format!("n={a} p={b}") } else { format!("size={a}") };
     println!(
         "gemm_peak mode={mode} {shape} dtype={dtype} threads={} best_s={best:.4} gflop_per_s={gflops:.1}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(
-            std::env::var("RAYON_NUM_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX)
-        )
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(std::env::var("RAYON_NUM_THREADS").ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX))
     );
 }

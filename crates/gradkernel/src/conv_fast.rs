@@ -277,9 +277,8 @@ fn plan<T>(net: &Net<T>, n: usize, per_layer: bool, budget: usize) -> Option<Vec
     let eb = std::mem::size_of::<T>();
     let threads = rayon::current_num_threads().max(1);
     let nl = net.convs.len() + 1;
-    let stored: usize = net.convs.iter().map(|c| c.in_len() + c.delta_len()).sum::<usize>()
-        + net.head.feat
-        + net.head.classes;
+    let stored: usize =
+        net.convs.iter().map(|c| c.in_len() + c.delta_len()).sum::<usize>() + net.head.feat + net.head.classes;
     let idx: usize = net.convs.iter().map(|c| c.pooled_len() * 2).sum();
     let store = n.checked_mul(stored * eb + idx)?;
     // Backward holds two pooled-gradient maps for all examples at once.
@@ -427,7 +426,18 @@ fn passes<T: Real>(net: &Net<T>, x: Vec<T>, y: &[u32], prof: &mut [LayerProfile]
     let t = Instant::now();
     let h = &net.head;
     let mut logits = vec![zero; n * h.classes];
-    mm((n, h.classes, h.feat), &acts[nc], h.feat, &h.w, h.feat, true, &mut logits, h.classes, false, Parallelism::Rayon(0));
+    mm(
+        (n, h.classes, h.feat),
+        &acts[nc],
+        h.feat,
+        &h.w,
+        h.feat,
+        true,
+        &mut logits,
+        h.classes,
+        false,
+        Parallelism::Rayon(0),
+    );
     let mut dhead = vec![zero; n * h.classes];
     let mut loss = vec![0.0; n];
     for i in 0..n {
@@ -458,7 +468,9 @@ fn passes<T: Real>(net: &Net<T>, x: Vec<T>, y: &[u32], prof: &mut [LayerProfile]
             let mut prev = vec![zero; n * c.in_len()];
             d.par_chunks_mut(c.delta_len()).zip(prev.par_chunks_mut(c.in_len())).enumerate().for_each_init(
                 || vec![zero; c.f() * c.s()],
-                |du, (i, (di, pi))| conv_backward(c, &g[i * pl..(i + 1) * pl], &ix[i * pl..(i + 1) * pl], di, du, Some(pi)),
+                |du, (i, (di, pi))| {
+                    conv_backward(c, &g[i * pl..(i + 1) * pl], &ix[i * pl..(i + 1) * pl], di, du, Some(pi))
+                },
             );
             g = prev;
         } else {
@@ -485,24 +497,33 @@ fn build<T: Real>(c: &Conv<T>, acts: &[T], deltas: &[T], r0: usize, rows: usize,
             let i = r0 + r;
             let a = &acts[i * c.in_len()..(i + 1) * c.in_len()];
             let d = &deltas[i * c.delta_len()..(i + 1) * c.delta_len()];
-            im2row(a, c.c_in, c.h, c.wd, c.k, c.pad, patches);
             let (gw, gb) = gi.split_at_mut(c.c_out * f);
-            for ((row, dc), b) in gw.chunks_exact_mut(f).zip(d.chunks_exact(s)).zip(gb.iter_mut()) {
+            for (b, dc) in gb.iter_mut().zip(d.chunks_exact(s)) {
+                *b = dc.iter().fold(zero, |acc, &v| acc + v);
+            }
+            if f < SPARSE_MIN_F {
+                // Short patches: the dense gemm (SIMD, FMA) beats skipping the zeros.
+                im2col(a, c.c_in, c.h, c.wd, c.k, c.pad, patches);
+                mm((c.c_out, f, s), d, s, patches, s, true, gw, f, false, Parallelism::None);
+                return;
+            }
+            im2row(a, c.c_in, c.h, c.wd, c.k, c.pad, patches);
+            for (row, dc) in gw.chunks_exact_mut(f).zip(d.chunks_exact(s)) {
                 row.fill(zero);
-                let mut bias = zero;
                 for (pos, &dv) in dc.iter().enumerate() {
                     if dv != zero {
-                        bias += dv;
                         for (o, &u) in row.iter_mut().zip(&patches[pos * f..(pos + 1) * f]) {
                             *o += dv * u;
                         }
                     }
                 }
-                *b = bias;
             }
         },
     );
 }
+
+/// Patch length from which [`build`] sums the few live patch rows instead of a dense `D Uᵀ`.
+const SPARSE_MIN_F: usize = 512;
 
 /// `dst[r0.., c0..] += ga (ra x p) · gb (rb x p)ᵀ` into an `n x n` row-major matrix.
 #[allow(clippy::too_many_arguments)]
@@ -539,7 +560,18 @@ fn head_gram<T: Real>(a: &[T], feat: usize, d: &[T], classes: usize, n: usize, d
     for r0 in (0..n).step_by(HEAD_ROWS) {
         let rows = HEAD_ROWS.min(n - r0);
         let cols = n - r0;
-        mm((rows, cols, classes), &d[r0 * classes..], classes, &d[r0 * classes..], classes, true, &mut dd, cols, false, par);
+        mm(
+            (rows, cols, classes),
+            &d[r0 * classes..],
+            classes,
+            &d[r0 * classes..],
+            classes,
+            true,
+            &mut dd,
+            cols,
+            false,
+            par,
+        );
         mm((rows, cols, feat), &a[r0 * feat..], feat, &a[r0 * feat..], feat, true, &mut aa, cols, false, par);
         for r in 0..rows {
             let out = &mut dst[(r0 + r) * n + r0..(r0 + r) * n + n];
@@ -570,7 +602,8 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
     let y = set.y.to_vec1::<u32>()?;
     let mut copies = t.elapsed().as_secs_f64();
     let names: Vec<String> = model.layers().iter().map(|l| l.name.clone()).collect();
-    let mut prof: Vec<LayerProfile> = names.iter().map(|nm| LayerProfile { name: nm.clone(), ..Default::default() }).collect();
+    let mut prof: Vec<LayerProfile> =
+        names.iter().map(|nm| LayerProfile { name: nm.clone(), ..Default::default() }).collect();
     let ps = passes(&net, x, &y, &mut prof);
     let zero = T::from_f64(0.0);
     let mut k = vec![zero; n * n];
@@ -707,7 +740,12 @@ pub(crate) fn try_gram(
 /// the budget, instead of falling back to the candle route.
 ///
 /// x: `(N, C, H, W)` or `(N, C*H*W)`; y: integer labels `(N)`.
-pub fn conv_gram_profiled(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOptions) -> Result<(GramResult, ConvProfile)> {
+pub fn conv_gram_profiled(
+    model: &Model,
+    x: &Tensor,
+    y: &Tensor,
+    opts: &GramOptions,
+) -> Result<(GramResult, ConvProfile)> {
     let start = Instant::now();
     if !applies(model, opts) {
         return Err(GradKernelError::Unsupported(
@@ -731,7 +769,9 @@ pub fn conv_gram_profiled(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOpti
 /// Errors when the model is not a conv chain the kernel covers.
 pub fn pooling_stats(model: &Model, x: &Tensor) -> Result<Vec<PoolStats>> {
     if !supported(model) {
-        return Err(GradKernelError::Unsupported("pooling_stats: not a conv chain (conv+ReLU+pool, dense head)".into()));
+        return Err(GradKernelError::Unsupported(
+            "pooling_stats: not a conv chain (conv+ReLU+pool, dense head)".into(),
+        ));
     }
     let set = validate(model, x, None, "pooling_stats inputs")?;
     fn go<T: Real>(model: &Model, set: &Set) -> Result<Vec<PoolStats>> {
