@@ -328,7 +328,7 @@ fn conv_forward<T: Real>(c: &Conv<T>, a: &[T], u: &mut [T], z: &mut [T], out: &m
         for v in zc.iter_mut() {
             let t = *v + b;
             // ReLU, keeping NaN (a diverged model must not look healthy).
-            *v = if t > zero || t != t { t } else { zero };
+            *v = if t > zero || t.to_f64().is_nan() { t } else { zero };
         }
     }
     let mut st = PoolStats::default();
@@ -353,7 +353,7 @@ fn conv_forward<T: Real>(c: &Conv<T>, a: &[T], u: &mut [T], z: &mut [T], out: &m
                 }
                 let e = (ch * c.ho + oy) * c.wo + ox;
                 out[e] = best;
-                let live = best > zero || best != best;
+                let live = best > zero || best.to_f64().is_nan();
                 idx[e] = if live { arg as u16 } else { NO_GRAD };
                 st.windows += 1;
                 st.tied += u64::from(count > 1);
