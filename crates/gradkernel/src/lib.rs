@@ -117,8 +117,9 @@ pub struct GramOptions {
     /// Default [`DeltaRoute::Auto`].
     pub delta_route: DeltaRoute,
     /// For dense nets on the CPU (with `Auto`/`Factorised` and a non-autograd route), use the
-    /// hand-written `gemm` kernel; false forces the device-generic candle-tensor path (the
-    /// cross-check). Default true.
+    /// hand-written `gemm` kernel; for conv presets on the CPU (with `Auto` and
+    /// [`DeltaRoute::Auto`]), the hand-written conv kernel (see [`conv_gram_profiled`]); false
+    /// forces the device-generic candle-tensor path (the cross-check). Default true.
     pub cpu_fast_path: bool,
 }
 
