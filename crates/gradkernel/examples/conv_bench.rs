@@ -132,14 +132,17 @@ fn main() -> anyhow::Result<()> {
             );
         }
         let sum = |f: fn(&stiff_gradkernel::LayerProfile) -> f64| p.layers.iter().map(f).sum::<f64>();
+        let parts = sum(|l| l.forward) + sum(|l| l.backward) + sum(|l| l.build) + sum(|l| l.gram) + p.copies;
+        // "other": validation, allocation and freeing of the big buffers, planning.
         println!(
-            "{:<8} {:>9.4} {:>9.4} {:>9.4} {:>9.4}   copies {:.4}  total {:.4}",
+            "{:<8} {:>9.4} {:>9.4} {:>9.4} {:>9.4}   copies {:.4}  other {:.4}  total {:.4}",
             "all",
             sum(|l| l.forward),
             sum(|l| l.backward),
             sum(|l| l.build),
             sum(|l| l.gram),
             p.copies,
+            p.total - parts,
             p.total
         );
     }
