@@ -610,9 +610,12 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
     let mut per: Vec<Vec<T>> = Vec::new();
     // Tile buffers shared by all layers: pages touched once, not per layer.
     let (mut ga, mut gb) = (Vec::new(), Vec::new());
+    // A fresh zeroed allocation (calloc: pages mapped lazily) instead of `resize`, which would
+    // write every element before `build` writes them again.
     let grow = |v: &mut Vec<T>, len: usize| {
         if v.len() < len {
-            v.resize(len, zero);
+            *v = Vec::new();
+            *v = vec![zero; len];
         }
     };
     for (l, c) in net.convs.iter().enumerate() {
