@@ -8,18 +8,34 @@
 //!   gradient Gram), full square product, `N^2 P` multiply-adds.
 //!
 //! Threads: `RAYON_NUM_THREADS` (default: all cores). Prints the best of `reps` (default 5) after
-//! one warm-up, in GFLOP/s (2 flops per multiply-add).
+//! one warm-up, in GFLOP/s (2 flops per multiply-add), and GFLOP per CPU-second over the timed
+//! reps (user + system time of all threads): on a shared machine the second barely moves with
+//! the load, and "GFLOP per CPU-second x threads" is the throughput of the same threads on free cores.
 
 use std::time::Instant;
 
 use stiff_gemm::{matmul, MatMut, MatRef, Parallelism, Scalar};
+
+/// CPU seconds (user + system, all threads) used by this process, from /proc/self/stat (ticks of
+/// 1/100 s); NaN where unavailable.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
 
 fn fill<T: Scalar>(len: usize, from: fn(f64) -> T) -> Vec<T> {
     // A cheap deterministic pattern in [-1, 1): no denormals, no zeros to skip.
     (0..len).map(|i| from(((i.wrapping_mul(2_654_435_761) % 1000) as f64) / 500.0 - 1.0)).collect()
 }
 
-fn run<T: Scalar>(mode: &str, a: usize, b: usize, reps: usize, from: fn(f64) -> T) -> (f64, f64) {
+/// Best wall seconds, GFLOP/s at that time, and GFLOP per CPU-second over all timed products.
+fn run<T: Scalar>(mode: &str, a: usize, b: usize, reps: usize, from: fn(f64) -> T) -> (f64, f64, f64) {
     let (m, n, k, lhs, rhs_len) = match mode {
         "gram" => (a, a, b, fill(a * b, from), 0),
         _ => (a, a, a, fill(a * a, from), a * a),
@@ -28,15 +44,20 @@ fn run<T: Scalar>(mode: &str, a: usize, b: usize, reps: usize, from: fn(f64) -> 
     let mut c = vec![T::ZERO; m * n];
     let par = Parallelism::Rayon(0);
     let mut best = f64::INFINITY;
-    for _ in 0..reps + 1 {
+    let mut cpu = 0.0;
+    for rep in 0..reps + 1 {
+        let c0 = cpu_seconds();
         let t = Instant::now();
         let r = if mode == "gram" { MatRef::row_major(&lhs, n, k).t() } else { MatRef::row_major(&rhs, k, n) };
         matmul(MatMut::row_major(&mut c, m, n), None, MatRef::row_major(&lhs, m, k), r, from(1.0), par)
             .expect("shapes are consistent by construction");
         best = best.min(t.elapsed().as_secs_f64());
+        if rep > 0 {
+            cpu += cpu_seconds() - c0;
+        }
     }
     let macs = (m * n) as f64 * k as f64;
-    (best, 2.0 * macs / best / 1e9)
+    (best, 2.0 * macs / best / 1e9, 2.0 * macs * reps as f64 / cpu / 1e9)
 }
 
 fn main() {
@@ -53,13 +74,14 @@ fn main() {
     };
     let reps = parse(rest, 5).max(1);
     let dtype = args.get(rest + 1).map(String::as_str).unwrap_or("f32");
-    let (best, gflops) = match dtype {
+    let (best, gflops, per_cpu) = match dtype {
         "f64" => run::<f64>(mode, a, b, reps, |v| v),
         _ => run::<f32>(mode, a, b, reps, |v| v as f32),
     };
     let shape = if mode == "gram" { format!("n={a} p={b}") } else { format!("size={a}") };
     println!(
-        "gemm_peak mode={mode} {shape} dtype={dtype} threads={} best_s={best:.4} gflop_per_s={gflops:.1}",
+        "gemm_peak mode={mode} {shape} dtype={dtype} threads={} best_s={best:.4} gflop_per_s={gflops:.1} \
+         gflop_per_cpu_s={per_cpu:.1}",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1)

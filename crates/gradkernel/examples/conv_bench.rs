@@ -33,6 +33,21 @@ fn vm_hwm_mib() -> f64 {
         / 1024.0
 }
 
+/// CPU seconds (user + system, all threads) this process has used so far, from /proc/self/stat
+/// (clock ticks of 1/100 s, Linux's USER_HZ): unlike wall time, it barely depends on how busy
+/// the machine is.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
 /// Half-flat CIFAR-shaped inputs: `(n, 3, 32, 32)` f32.
 fn inputs(n: usize, shape: InputShape, seed: u64) -> anyhow::Result<Tensor> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -110,19 +125,21 @@ fn main() -> anyhow::Result<()> {
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..a.reps {
+        let cpu0 = cpu_seconds();
         let (r, p) = if a.route == "fast" {
             let (r, p) = conv_gram_profiled(&model, &x, &y, &opts)?;
             (r, Some(p))
         } else {
             (gram(&model, &x, &y, &GramOptions { cpu_fast_path: false, ..opts.clone() })?, None)
         };
-        // Keep the fastest repetition's breakdown.
+        let cpu = cpu_seconds() - cpu0;
+        // Keep the fastest repetition's breakdown and CPU time.
         if times.iter().all(|&t| r.seconds < t) {
-            last = Some((r.clone(), p));
+            last = Some((r.clone(), p, cpu));
         }
         times.push(r.seconds);
     }
-    let (r, profile) = last.expect("reps >= 1");
+    let (r, profile, cpu) = last.expect("reps >= 1");
     if let Some(p) = &profile {
         println!("{:<8} {:>9} {:>9} {:>9} {:>9} {:>6}", "layer", "forward", "backward", "build_G", "gram", "tile");
         for l in &p.layers {
@@ -151,7 +168,8 @@ fn main() -> anyhow::Result<()> {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "conv_bench preset={} n={} classes={} route={} threads={threads} chunk={} best_s={:.4} median_s={:.4} reps={} peak_rss_mib={:.0}",
+        "conv_bench preset={} n={} classes={} route={} threads={threads} chunk={} best_s={:.4} median_s={:.4} reps={} \
+         best_rep_cpu_s={cpu:.2} peak_rss_mib={:.0}",
         a.preset,
         a.n,
         a.classes,
