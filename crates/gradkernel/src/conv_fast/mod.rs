@@ -235,7 +235,8 @@ pub struct LayerProfile {
     pub forward: f64,
     /// Scatter to the argmax, `Wᵀ D` and col2im (the head: `Wᵀ d`).
     pub backward: f64,
-    /// Rebuilding the per-example gradient rows `G` of tiles (im2col and `D Uᵀ` again).
+    /// Building the per-example gradient rows `G` of each tile (im2col and `D Uᵀ` again),
+    /// including the first touch of fresh tile buffers.
     pub build: f64,
     /// The Gram products (`G_a G_bᵀ`; the head: `D Dᵀ`, `A Aᵀ` and their product).
     pub gram: f64,
@@ -282,7 +283,7 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
     let zero = T::from_f64(0.0);
     let mut k = vec![zero; n * n];
     let mut per: Vec<Vec<T>> = Vec::new();
-    // Tile buffers shared by all layers: pages touched once, not per layer.
+    // Tile buffers, kept for the next layer when large enough.
     let (mut ga, mut gb) = (Vec::new(), Vec::new());
     // A fresh zeroed allocation (calloc: pages mapped lazily) instead of `resize`, which would
     // write every element before `build` writes them again.
