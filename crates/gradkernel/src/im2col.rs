@@ -13,16 +13,27 @@ fn valid_cols(w: usize, kj: usize, pad: usize) -> (usize, usize) {
     (lo, hi)
 }
 
-/// Fills `u: (c*k*k, h*w)` with the patches of `a: (c, h, w)`.
-pub(crate) fn im2col<T: Copy + Default>(a: &[T], c: usize, h: usize, w: usize, k: usize, pad: usize, u: &mut [T]) {
+/// Fills `u: (c*k*k, h*w)`, row stride `ld >= h*w`, with the patches of `a: (c, h, w)` (a wider
+/// `ld` puts several examples side by side for one gemm).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn im2col<T: Copy + Default>(
+    a: &[T],
+    c: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    pad: usize,
+    u: &mut [T],
+    ld: usize,
+) {
     let s = h * w;
-    debug_assert!(a.len() >= c * s && u.len() >= c * k * k * s);
+    debug_assert!(ld >= s && a.len() >= c * s && u.len() >= (c * k * k - 1) * ld + s);
     let zero = T::default();
     for ci in 0..c {
         let plane = &a[ci * s..(ci + 1) * s];
         for ki in 0..k {
             for kj in 0..k {
-                let row = &mut u[((ci * k + ki) * k + kj) * s..][..s];
+                let row = &mut u[((ci * k + ki) * k + kj) * ld..][..s];
                 let (lo, hi) = valid_cols(w, kj, pad);
                 for y in 0..h {
                     let dst = &mut row[y * w..(y + 1) * w];
@@ -129,7 +140,7 @@ mod tests {
             let (s, f) = (h * w, c * k * k);
             let a: Vec<f64> = (0..c * s).map(|i| (i as f64 * 0.37).sin()).collect();
             let mut u = vec![f64::NAN; f * s];
-            im2col(&a, c, h, w, k, pad, &mut u);
+            im2col(&a, c, h, w, k, pad, &mut u, s);
             for fi in 0..f {
                 for si in 0..s {
                     assert_eq!(u[fi * s + si], patch(&a, h, w, k, pad, fi, si), "c{c} h{h} w{w} k{k} f{fi} s{si}");

@@ -72,7 +72,7 @@ pub(super) fn build<T: Real>(c: &Conv<T>, acts: &[T], deltas: &[T], r0: usize, r
             }
             if f < SPARSE_MIN_F {
                 // Short patches: the dense gemm (SIMD, FMA) beats skipping the zeros.
-                im2col(a, c.c_in, c.h, c.wd, c.k, c.pad, patches);
+                im2col(a, c.c_in, c.h, c.wd, c.k, c.pad, patches, s);
                 mm((c.c_out, f, s), d, s, patches, s, true, gw, f, false, Parallelism::None);
                 return;
             }

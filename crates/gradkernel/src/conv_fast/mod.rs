@@ -29,7 +29,6 @@
 use std::time::Instant;
 
 use candle::{DType, Tensor};
-use rayon::prelude::*;
 use serde::Serialize;
 use stiff_gemm::{MatMut, MatRef, Parallelism};
 use stiff_models::{LayerKind, Model};
@@ -41,7 +40,7 @@ mod gram;
 mod passes;
 
 use gram::{build, head_gram, mirror, plan, product, upper};
-use passes::{conv_forward, passes, NO_GRAD};
+use passes::{forward_layer, passes, NO_GRAD};
 
 /// The float types the kernel runs in (f32, f64).
 pub(crate) trait Real: candle::WithDType + stiff_gemm::Scalar + Default {}
@@ -455,20 +454,9 @@ pub fn pooling_stats(model: &Model, x: &Tensor) -> Result<Vec<PoolStats>> {
     fn go<T: Real>(model: &Model, set: &Set) -> Result<Vec<PoolStats>> {
         let net = net::<T>(model)?;
         let mut a = host::<T>(&set.x)?;
-        let zero = T::from_f64(0.0);
         let mut stats = Vec::new();
         for c in &net.convs {
-            let mut out = vec![zero; set.n * c.pooled_len()];
-            let mut ix = vec![0u16; set.n * c.pooled_len()];
-            let st = out
-                .par_chunks_mut(c.pooled_len())
-                .zip(ix.par_chunks_mut(c.pooled_len()))
-                .enumerate()
-                .map_init(
-                    || (vec![zero; c.f() * c.s()], vec![zero; c.delta_len()]),
-                    |(u, z), (i, (o, ix))| conv_forward(c, &a[i * c.in_len()..(i + 1) * c.in_len()], u, z, o, ix),
-                )
-                .reduce(PoolStats::default, |x, y| x + y);
+            let (out, _, st) = forward_layer(c, &a, set.n);
             stats.push(st);
             a = out;
         }

@@ -22,31 +22,58 @@ pub(super) struct Passes<T> {
     pub(super) loss: Vec<f64>,
 }
 
-/// Forward of conv layer `c` for one example: `a: (c_in, h, wd)` -> pooled `out: (c_out, ho, wo)`
-/// with the argmax position of each window in `idx` (or [`NO_GRAD`]).
-pub(super) fn conv_forward<T: Real>(
-    c: &Conv<T>,
-    a: &[T],
-    u: &mut [T],
-    z: &mut [T],
-    out: &mut [T],
-    idx: &mut [u16],
-) -> PoolStats {
-    let (s, f) = (c.s(), c.f());
-    im2col(a, c.c_in, c.h, c.wd, c.k, c.pad, u);
-    mm((c.c_out, s, f), &c.w, f, u, s, false, z, s, false, Parallelism::None);
+/// Examples per forward gemm of conv `c`: enough columns (`examples x S >= 512`) for an
+/// efficient product on the small late maps.
+fn group<T>(c: &Conv<T>) -> usize {
+    (512 / c.s()).max(1)
+}
+
+/// Forward of conv layer `c` for `n` examples `input: (n, c_in*h*wd)`: pooled outputs
+/// `(n, c_out*ho*wo)`, the argmax position of each window (or [`NO_GRAD`]) and pooling counts.
+/// Rayon over groups of examples, one `W [U_1 .. U_g]` gemm per group.
+pub(super) fn forward_layer<T: Real>(c: &Conv<T>, input: &[T], n: usize) -> (Vec<T>, Vec<u16>, PoolStats) {
     let zero = T::from_f64(0.0);
-    for (zc, &b) in z.chunks_exact_mut(s).zip(&c.b) {
+    let (pl, il, s, f) = (c.pooled_len(), c.in_len(), c.s(), c.f());
+    let g = group(c).clamp(1, n.max(1));
+    let mut out = vec![zero; n * pl];
+    let mut idx = vec![0u16; n * pl];
+    let stats = out
+        .par_chunks_mut(g * pl)
+        .zip(idx.par_chunks_mut(g * pl))
+        .enumerate()
+        .map_init(
+            || (vec![zero; f * g * s], vec![zero; c.c_out * g * s]),
+            |(u, z), (gi, (o, ix))| {
+                let nb = o.len() / pl;
+                let ld = nb * s;
+                for b in 0..nb {
+                    let i = gi * g + b;
+                    im2col(&input[i * il..(i + 1) * il], c.c_in, c.h, c.wd, c.k, c.pad, &mut u[b * s..], ld);
+                }
+                mm((c.c_out, ld, f), &c.w, f, u, ld, false, z, ld, false, Parallelism::None);
+                (0..nb)
+                    .map(|b| relu_pool(c, z, ld, b * s, &mut o[b * pl..(b + 1) * pl], &mut ix[b * pl..(b + 1) * pl]))
+                    .fold(PoolStats::default(), |a, b| a + b)
+            },
+        )
+        .reduce(PoolStats::default, |a, b| a + b);
+    (out, idx, stats)
+}
+
+/// Bias, ReLU and first-max pooling of one example whose pre-activation is `z[ch*ld + off..][..S]`
+/// per channel: pooled `out: (c_out, ho, wo)` and the argmax position in `idx` (or [`NO_GRAD`]).
+fn relu_pool<T: Real>(c: &Conv<T>, z: &mut [T], ld: usize, off: usize, out: &mut [T], idx: &mut [u16]) -> PoolStats {
+    let s = c.s();
+    let zero = T::from_f64(0.0);
+    let mut st = PoolStats::default();
+    let (p, wd) = (c.pool, c.wd);
+    for (ch, &b) in c.b.iter().enumerate() {
+        let zc = &mut z[ch * ld + off..][..s];
         for v in zc.iter_mut() {
             let t = *v + b;
             // ReLU, keeping NaN (a diverged model must not look healthy).
             *v = if t > zero || t.to_f64().is_nan() { t } else { zero };
         }
-    }
-    let mut st = PoolStats::default();
-    let (p, wd) = (c.pool, c.wd);
-    for ch in 0..c.c_out {
-        let zc = &z[ch * s..(ch + 1) * s];
         for oy in 0..c.ho {
             for ox in 0..c.wo {
                 let first = oy * p * wd + ox * p;
@@ -124,18 +151,7 @@ pub(super) fn passes<T: Real>(net: &Net<T>, x: Vec<T>, y: &[u32], prof: &mut [La
     let mut idx: Vec<Vec<u16>> = Vec::with_capacity(nc);
     for (l, c) in net.convs.iter().enumerate() {
         let t = Instant::now();
-        let mut out = vec![zero; n * c.pooled_len()];
-        let mut ix = vec![0u16; n * c.pooled_len()];
-        let input = &acts[l];
-        let stats = out
-            .par_chunks_mut(c.pooled_len())
-            .zip(ix.par_chunks_mut(c.pooled_len()))
-            .enumerate()
-            .map_init(
-                || (vec![zero; c.f() * c.s()], vec![zero; c.delta_len()]),
-                |(u, z), (i, (o, ix))| conv_forward(c, &input[i * c.in_len()..(i + 1) * c.in_len()], u, z, o, ix),
-            )
-            .reduce(PoolStats::default, |a, b| a + b);
+        let (out, ix, stats) = forward_layer(c, &acts[l], n);
         prof[l].pool = stats;
         acts.push(out);
         idx.push(ix);
