@@ -258,6 +258,11 @@ pub(crate) fn gram_impl(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOption
     let set = validate(model, x, Some(y), "gram inputs")?;
     let n = set.n;
     let acc = acc_dtype(model, opts);
+    if crate::conv_fast::applies(model, opts) {
+        if let Some((r, _profile)) = crate::conv_fast::try_gram(model, &set, opts, start)? {
+            return Ok(r);
+        }
+    }
     if fast_applies(model, opts) {
         if let Some((k, per, loss)) = fast_gram(model, &set, opts, acc)? {
             return finish(model, k, per, loss, n, start, vec![LayerForm::DenseFactorised; model.layers().len()], n);

@@ -13,4 +13,7 @@ pub enum LayerForm {
     ConvGhost,
     /// Per-example gradients `G: (n, P_layer)` (weights then bias) and `G_a G_b^T`.
     Materialised,
+    /// Conv, CPU kernel (`conv_fast`): per-example gradient rows rebuilt per upper tile pair from
+    /// the stored layer inputs and deltas, `G_a G_b^T` (upper triangle only).
+    ConvTiles,
 }

@@ -48,11 +48,13 @@
 //! ```
 
 pub mod budget;
+mod conv_fast;
 mod cpu_fast;
 mod engine;
 mod error;
 mod factors;
 mod general;
+mod im2col;
 pub mod nn;
 mod preset;
 mod reference;
@@ -62,6 +64,7 @@ use candle::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use stiff_models::Model;
 
+pub use conv_fast::{conv_gram_profiled, pooling_stats, ConvProfile, LayerProfile, PoolStats};
 pub use error::GradKernelError;
 pub use factors::LayerForm;
 pub use general::{
@@ -129,9 +132,11 @@ pub struct GramOptions {
     pub method: Method,
     /// Default [`DeltaRoute::Auto`].
     pub delta_route: DeltaRoute,
-    /// Let [`gram`] use the specialised CPU kernels where they apply (dense nets on the CPU with
-    /// `Auto`/`Factorised` and a non-autograd route: the hand-written `gemm` kernel); false
-    /// forces the general engine (device-generic, the cross-check). Default true.
+    /// Let [`gram`] use the specialised CPU kernels where they apply: dense nets on the CPU with
+    /// `Auto`/`Factorised` and a non-autograd route (the hand-written dense `gemm` kernel), conv
+    /// presets on the CPU with `Auto` and [`DeltaRoute::Auto`] (the hand-written conv kernel, see
+    /// [`conv_gram_profiled`]); false forces the general engine (device-generic, the
+    /// cross-check). Default true.
     pub cpu_fast_path: bool,
 }
 

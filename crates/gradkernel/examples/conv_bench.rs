@@ -1,0 +1,184 @@
+//! Conv-net Gram benchmark: time, peak RSS, a per-layer breakdown and the pooling ties of the
+//! inputs. `cargo build --release -p stiff-gradkernel --example conv_bench`, then
+//!
+//! `target/release/examples/conv_bench [--preset cnn5] [--n 500] [--classes 10] [--reps 3]
+//!  [--route fast|old] [--dump FILE.safetensors]`
+//!
+//! * Inputs: CIFAR-shaped `3x32x32`, seeded; the left half of every image is one constant (per
+//!   image), the right half uniform noise in (-1, 1), so max-pool windows tie and whole windows
+//!   are zero after ReLU. The tie counts of every conv layer are printed.
+//! * `--route fast`: `gram` through the conv CPU kernel (`conv_gram_profiled`); `old`: the candle
+//!   route (`cpu_fast_path = false`, materialised/ghost per layer, autograd deltas).
+//! * f32, no per-layer Grams, default 2 GiB budget; threads from `RAYON_NUM_THREADS`.
+//! * `--dump FILE`: writes the weights (PyTorch keys), `x (N, 3, 32, 32)`, `y (N)` and our `K`
+//!   to a safetensors file for the JAX peer (`benches/peers/jax_conv_gram.py`).
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Context};
+use candle::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+use stiff_gradkernel::{conv_gram_profiled, gram, pooling_stats, GramOptions, GramResult};
+use stiff_models::{InputShape, Model, ModelConfig, Preset};
+
+fn vm_hwm_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// CPU seconds (user + system, all threads) this process has used so far, from /proc/self/stat
+/// (clock ticks of 1/100 s, Linux's USER_HZ): unlike wall time, it barely depends on how busy
+/// the machine is.
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+            let rest = &s[s.rfind(')')? + 2..];
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+/// Half-flat CIFAR-shaped inputs: `(n, 3, 32, 32)` f32.
+fn inputs(n: usize, shape: InputShape, seed: u64) -> anyhow::Result<Tensor> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let (c, h, w) = (shape.channels, shape.height, shape.width);
+    let mut v = Vec::with_capacity(n * shape.numel());
+    for _ in 0..n {
+        let flat: f32 = rng.random_range(-1.0..1.0);
+        for _ in 0..c * h {
+            for col in 0..w {
+                v.push(if col < w / 2 { flat } else { rng.random_range(-1.0..1.0) });
+            }
+        }
+    }
+    Ok(Tensor::from_vec(v, (n, c, h, w), &Device::Cpu)?)
+}
+
+struct Args {
+    preset: Preset,
+    n: usize,
+    classes: usize,
+    reps: usize,
+    route: String,
+    dump: Option<std::path::PathBuf>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args { preset: Preset::Cnn5, n: 500, classes: 10, reps: 3, route: "fast".into(), dump: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--preset" => a.preset = val()?.parse()?,
+            "--n" => a.n = val()?.parse().context("--n")?,
+            "--classes" => a.classes = val()?.parse().context("--classes")?,
+            "--reps" => a.reps = val()?.parse::<usize>().context("--reps")?.max(1),
+            "--route" => a.route = val()?,
+            "--dump" => a.dump = Some(val()?.into()),
+            other => bail!("unknown argument {other:?} (see the doc comment of conv_bench.rs)"),
+        }
+    }
+    if !matches!(a.route.as_str(), "fast" | "old") {
+        bail!("--route must be fast or old, got {:?}", a.route);
+    }
+    if !matches!(a.preset, Preset::Cnn5 | Preset::Cnn4) {
+        bail!("--preset must be a conv preset (cnn5, cnn4)");
+    }
+    Ok(a)
+}
+
+fn dump(path: &std::path::Path, model: &Model, x: &Tensor, y: &Tensor, r: &GramResult) -> anyhow::Result<()> {
+    let mut t: HashMap<String, Tensor> = model.named_tensors().into_iter().collect();
+    t.insert("x".into(), x.clone());
+    t.insert("y".into(), y.to_dtype(DType::I64)?);
+    t.insert("k".into(), r.k.clone());
+    let bytes = safetensors::tensor::serialize(t, None)?;
+    stiff_fs::write_atomic(path, &bytes).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let shape = InputShape::new(3, 32, 32);
+    let model = Model::new(&ModelConfig::preset(a.preset, shape, a.classes), 0, DType::F32, &Device::Cpu)?;
+    let x = inputs(a.n, shape, 1)?;
+    let y = Tensor::from_vec((0..a.n as u32).map(|i| i % a.classes as u32).collect::<Vec<_>>(), a.n, &Device::Cpu)?;
+    let threads = rayon::current_num_threads();
+    let stats = pooling_stats(&model, &x)?;
+    for (l, s) in stats.iter().enumerate() {
+        println!(
+            "pool conv.{l}: windows={} tied={} tied_with_positive_max={} all_zero={}",
+            s.windows, s.tied, s.tied_live, s.zero
+        );
+    }
+    let opts = GramOptions { per_layer: false, ..Default::default() };
+    let mut times = Vec::new();
+    let mut last = None;
+    for _ in 0..a.reps {
+        let cpu0 = cpu_seconds();
+        let (r, p) = if a.route == "fast" {
+            let (r, p) = conv_gram_profiled(&model, &x, &y, &opts)?;
+            (r, Some(p))
+        } else {
+            (gram(&model, &x, &y, &GramOptions { cpu_fast_path: false, ..opts.clone() })?, None)
+        };
+        let cpu = cpu_seconds() - cpu0;
+        // Keep the fastest repetition's breakdown and CPU time.
+        if times.iter().all(|&t| r.seconds < t) {
+            last = Some((r.clone(), p, cpu));
+        }
+        times.push(r.seconds);
+    }
+    let (r, profile, cpu) = last.expect("reps >= 1");
+    if let Some(p) = &profile {
+        println!("{:<8} {:>9} {:>9} {:>9} {:>9} {:>6}", "layer", "forward", "backward", "build_G", "gram", "tile");
+        for l in &p.layers {
+            println!(
+                "{:<8} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>6}",
+                l.name, l.forward, l.backward, l.build, l.gram, l.tile
+            );
+        }
+        let sum = |f: fn(&stiff_gradkernel::LayerProfile) -> f64| p.layers.iter().map(f).sum::<f64>();
+        let parts = sum(|l| l.forward) + sum(|l| l.backward) + sum(|l| l.build) + sum(|l| l.gram) + p.copies;
+        // "other": validation, allocation and freeing of the big buffers, planning.
+        println!(
+            "{:<8} {:>9.4} {:>9.4} {:>9.4} {:>9.4}   copies {:.4}  other {:.4}  total {:.4}",
+            "all",
+            sum(|l| l.forward),
+            sum(|l| l.backward),
+            sum(|l| l.build),
+            sum(|l| l.gram),
+            p.copies,
+            p.total - parts,
+            p.total
+        );
+    }
+    if let Some(path) = &a.dump {
+        dump(path, &model, &x, &y, &r)?;
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "conv_bench preset={} n={} classes={} route={} threads={threads} chunk={} best_s={:.4} median_s={:.4} reps={} \
+         best_rep_cpu_s={cpu:.2} peak_rss_mib={:.0}",
+        a.preset,
+        a.n,
+        a.classes,
+        a.route,
+        r.chunk,
+        times[0],
+        times[times.len() / 2],
+        a.reps,
+        vm_hwm_mib()
+    );
+    Ok(())
+}

@@ -1,0 +1,469 @@
+//! A hand-written CPU kernel for the preset conv nets (`cnn5`, `cnn4`, any [`ArchSpec::Cnn`]):
+//! conv (stride 1, "same" padding) -> ReLU -> `pool`x`pool` max pooling, repeated, then one dense
+//! head. Used by [`crate::gram`] for CPU models with [`Method::Auto`] and
+//! [`GramOptions::cpu_fast_path`]; the candle route in `engine` is its cross-check.
+//!
+//! 1. **Forward**, layer by layer, rayon across examples: im2col ([`crate::im2col`]) and one
+//!    `W U` gemm per example, ReLU, first-max pooling that records the argmax (or "no gradient"
+//!    when the pooled value is 0, since `relu'(0) = 0`). The head is one batched gemm.
+//! 2. **Backward** by hand (no autograd graph): `softmax - onehot` at the logits, `Wᵀ d` into the
+//!    last pooled map, then per conv layer the pooled gradient is scattered to the argmax
+//!    (`D_l`, the delta of the pre-activation) and, below the first layer, `W_lᵀ D_l` is folded
+//!    back by col2im into the previous pooled map.
+//! 3. Every example's layer inputs `A_l` and deltas `D_l` are kept (about 80k floats per example
+//!    for `cnn5`). **Gram**, per conv layer, per upper tile pair `a <= b` of examples: the
+//!    per-example gradient rows `G = [D_i U_iᵀ, sum_s D_i]` are rebuilt for the tile (cheap next
+//!    to the product) and `G_a G_bᵀ` is added with one big gemm (gemm's own threads); diagonal
+//!    tiles are split in halves recursively so only (about) the upper triangle is multiplied. The head is
+//!    factorised, `(D Dᵀ) o (A Aᵀ + 1)`. `K` is mirrored at the end, so it is exactly symmetric.
+//!
+//! Tile sizes come from [`GramOptions::memory_budget_bytes`]: a layer whose whole `G` fits (up to
+//! 1 GiB) is built once; otherwise row tiles are as large as fit beside one column tile. When the stored inputs and deltas
+//! do not fit, the kernel declines and the chunked candle route (which recomputes) runs instead.
+//!
+//! Files: this one (model extraction, dispatch, public API, the driver), `passes.rs` (forward
+//! and backward), `gram.rs` (tile planning, building `G`, the products).
+//!
+//! [`ArchSpec::Cnn`]: stiff_models::ArchSpec::Cnn
+
+use std::time::Instant;
+
+use candle::{DType, Tensor};
+use serde::Serialize;
+use stiff_gemm::{MatMut, MatRef, Parallelism};
+use stiff_models::{LayerKind, Model};
+
+use crate::engine::{acc_dtype, validate, Set};
+use crate::{GradKernelError, GramOptions, GramResult, LayerForm, Method, Result};
+
+mod gram;
+mod passes;
+
+use gram::{build, head_gram, mirror, plan, product, upper};
+use passes::{forward_layer, passes, NO_GRAD};
+
+/// The float types the kernel runs in (f32, f64).
+pub(crate) trait Real: candle::WithDType + stiff_gemm::Scalar + Default {}
+impl<T: candle::WithDType + stiff_gemm::Scalar + Default> Real for T {}
+
+/// `dst (m x n, row stride ldd) [+]= lhs (m x k) · rhs`, both row-major with leading dimensions;
+/// `rhs_t` reads `rhs` as `(n x k)` and uses its transpose. Shapes come from the model, never from
+/// user input, so a mismatch is a bug (hence `expect`).
+#[allow(clippy::too_many_arguments)]
+fn mm<T: Real>(
+    (m, n, k): (usize, usize, usize),
+    lhs: &[T],
+    lda: usize,
+    rhs: &[T],
+    ldb: usize,
+    rhs_t: bool,
+    dst: &mut [T],
+    ldd: usize,
+    accumulate: bool,
+    par: Parallelism,
+) {
+    let rhs = if rhs_t { MatRef::row_major_ld(rhs, n, k, ldb).t() } else { MatRef::row_major_ld(rhs, k, n, ldb) };
+    stiff_gemm::matmul(
+        MatMut::row_major_ld(dst, m, n, ldd),
+        accumulate.then_some(T::from_f64(1.0)),
+        MatRef::row_major_ld(lhs, m, k, lda),
+        rhs,
+        T::from_f64(1.0),
+        par,
+    )
+    .expect("internal shape invariant of the conv kernel");
+}
+
+/// One conv block: `w: (c_out, c_in*k*k)` row-major, `b: (c_out)`; input and pre-activation
+/// are `h x wd`, the pooled output `ho x wo` (floor mode).
+struct Conv<T> {
+    w: Vec<T>,
+    b: Vec<T>,
+    c_in: usize,
+    h: usize,
+    wd: usize,
+    c_out: usize,
+    k: usize,
+    pad: usize,
+    pool: usize,
+    ho: usize,
+    wo: usize,
+}
+
+impl<T> Conv<T> {
+    fn s(&self) -> usize {
+        self.h * self.wd
+    }
+    fn f(&self) -> usize {
+        self.c_in * self.k * self.k
+    }
+    fn in_len(&self) -> usize {
+        self.c_in * self.s()
+    }
+    fn delta_len(&self) -> usize {
+        self.c_out * self.s()
+    }
+    fn pooled_len(&self) -> usize {
+        self.c_out * self.ho * self.wo
+    }
+    /// Parameters: weights then bias.
+    fn p(&self) -> usize {
+        self.c_out * self.f() + self.c_out
+    }
+}
+
+/// The dense head: `w: (classes, feat)`, `b: (classes)`.
+struct Head<T> {
+    w: Vec<T>,
+    b: Vec<T>,
+    feat: usize,
+    classes: usize,
+}
+
+struct Net<T> {
+    convs: Vec<Conv<T>>,
+    head: Head<T>,
+}
+
+/// Whether the model is a conv chain this kernel covers: conv+ReLU+pool blocks (stride 1, same
+/// padding, pooling windows addressable in `u16`), then one dense head without ReLU on their
+/// flattened output.
+fn supported(model: &Model) -> bool {
+    let layers = model.layers();
+    let Some((head, convs)) = layers.split_last() else { return false };
+    if convs.is_empty() || head.kind != LayerKind::Dense || head.relu {
+        return false;
+    }
+    let mut expect: Option<Vec<usize>> = None;
+    for l in convs {
+        let LayerKind::Conv2d { kernel, padding, pool } = l.kind else { return false };
+        let ok = l.relu
+            && pool >= 1
+            && l.in_dims.len() == 3
+            && l.out_dims.len() == 3
+            && l.in_dims[1..] == l.out_dims[1..]
+            && kernel == 2 * padding + 1
+            && l.out_dims[1] * l.out_dims[2] < NO_GRAD as usize
+            && expect.as_ref().is_none_or(|e| *e == l.in_dims);
+        if !ok {
+            return false;
+        }
+        expect = Some(vec![l.out_dims[0], l.out_dims[1] / pool, l.out_dims[2] / pool]);
+    }
+    expect.is_some_and(|e| head.in_dims == [e.iter().product::<usize>()])
+}
+
+/// Whether [`crate::gram`] should try this kernel.
+pub(crate) fn applies(model: &Model, opts: &GramOptions) -> bool {
+    opts.cpu_fast_path
+        && opts.method == Method::Auto
+        && opts.delta_route == crate::DeltaRoute::Auto
+        && model.device().is_cpu()
+        && matches!(model.dtype(), DType::F32 | DType::F64)
+        && supported(model)
+}
+
+fn host<T: Real>(t: &Tensor) -> Result<Vec<T>> {
+    Ok(t.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1::<T>()?)
+}
+
+fn net<T: Real>(model: &Model) -> Result<Net<T>> {
+    let layers = model.layers();
+    let (head, convs) = layers.split_last().expect("checked by `supported`");
+    let convs = convs
+        .iter()
+        .map(|l| {
+            let LayerKind::Conv2d { kernel, padding, pool } = l.kind else { unreachable!("checked by `supported`") };
+            Ok(Conv {
+                w: host(l.weight.as_tensor())?,
+                b: host(l.bias.as_tensor())?,
+                c_in: l.in_dims[0],
+                h: l.in_dims[1],
+                wd: l.in_dims[2],
+                c_out: l.out_dims[0],
+                k: kernel,
+                pad: padding,
+                pool,
+                ho: l.out_dims[1] / pool,
+                wo: l.out_dims[2] / pool,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let head = Head {
+        w: host(head.weight.as_tensor())?,
+        b: host(head.bias.as_tensor())?,
+        feat: head.in_dims[0],
+        classes: head.out_dims[0],
+    };
+    Ok(Net { convs, head })
+}
+
+/// Max pooling windows of one conv layer over a set of examples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PoolStats {
+    /// Pooled windows (examples x channels x output positions).
+    pub windows: u64,
+    /// Windows whose maximum (after ReLU) is attained by two or more elements; the gradient goes
+    /// to the first in row-major order.
+    pub tied: u64,
+    /// Tied windows whose maximum is positive: here the first-maximum convention decides which
+    /// input receives the gradient.
+    pub tied_live: u64,
+    /// Windows whose maximum is 0 (every pre-activation `<= 0`): no gradient, `relu'(0) = 0`.
+    pub zero: u64,
+}
+
+impl std::ops::Add for PoolStats {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            windows: self.windows + o.windows,
+            tied: self.tied + o.tied,
+            tied_live: self.tied_live + o.tied_live,
+            zero: self.zero + o.zero,
+        }
+    }
+}
+
+/// Wall-clock seconds of one layer's share of the kernel.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LayerProfile {
+    /// The layer's parameter prefix (`conv.0`, ..., `head`).
+    pub name: String,
+    /// im2col, `W U`, ReLU and pooling (the head: its gemm, loss and `softmax - onehot`).
+    pub forward: f64,
+    /// Scatter to the argmax, `Wᵀ D` and col2im (the head: `Wᵀ d`).
+    pub backward: f64,
+    /// Building the per-example gradient rows `G` of each tile (im2col and `D Uᵀ` again),
+    /// including the first touch of fresh tile buffers.
+    pub build: f64,
+    /// The Gram products (`G_a G_bᵀ`; the head: `D Dᵀ`, `A Aᵀ` and their product).
+    pub gram: f64,
+    /// Pooling statistics (conv layers).
+    pub pool: PoolStats,
+    /// Examples per row tile of this layer's Gram (N when its whole `G` is built once).
+    pub tile: usize,
+}
+
+/// Where the kernel's time went, per layer and in total.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ConvProfile {
+    /// Forward order, head last.
+    pub layers: Vec<LayerProfile>,
+    /// Host copies: weights and inputs into the kernel's dtype, mirroring `K`, tensors out.
+    pub copies: f64,
+    /// Everything, as [`GramResult::seconds`].
+    pub total: f64,
+}
+
+/// The kernel's outputs in dtype `T`.
+struct Out<T> {
+    k: Vec<T>,
+    per_layer: Vec<Vec<T>>,
+    loss: Vec<f64>,
+    chunk: usize,
+    profile: ConvProfile,
+}
+
+/// The whole kernel in dtype `T`; `None` when it does not fit `budget` (bytes beyond `K`).
+fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Result<Option<Out<T>>> {
+    let t_all = Instant::now();
+    let t = Instant::now();
+    let net = net::<T>(model)?;
+    let n = set.n;
+    let Some(tiles) = plan(&net, n, per_layer, budget) else { return Ok(None) };
+    let x = host::<T>(&set.x)?;
+    let y = set.y.to_vec1::<u32>()?;
+    let mut copies = t.elapsed().as_secs_f64();
+    let names: Vec<String> = model.layers().iter().map(|l| l.name.clone()).collect();
+    let mut prof: Vec<LayerProfile> =
+        names.iter().map(|nm| LayerProfile { name: nm.clone(), ..Default::default() }).collect();
+    let ps = passes(&net, x, &y, &mut prof);
+    let zero = T::from_f64(0.0);
+    let mut k = vec![zero; n * n];
+    let mut per: Vec<Vec<T>> = Vec::new();
+    // Tile buffers, kept for the next layer when large enough.
+    let (mut ga, mut gb) = (Vec::new(), Vec::new());
+    // A fresh zeroed allocation (calloc: pages mapped lazily) instead of `resize`, which would
+    // write every element before `build` writes them again.
+    let grow = |v: &mut Vec<T>, len: usize| {
+        if v.len() < len {
+            *v = Vec::new();
+            *v = vec![zero; len];
+        }
+    };
+    for (l, c) in net.convs.iter().enumerate() {
+        let (tile, tile_b) = tiles[l];
+        prof[l].tile = tile;
+        let p = c.p();
+        let (acts, deltas) = (&ps.acts[l], &ps.deltas[l]);
+        grow(&mut ga, tile * p);
+        if tile < n {
+            grow(&mut gb, tile_b * p);
+        }
+        let mut layer = if per_layer { vec![zero; n * n] } else { Vec::new() };
+        let dst = if per_layer { &mut layer } else { &mut k };
+        let (mut tb, mut tg) = (0.0, 0.0);
+        for a0 in (0..n).step_by(tile) {
+            let ra = tile.min(n - a0);
+            let t = Instant::now();
+            build(c, acts, deltas, a0, ra, &mut ga);
+            tb += t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            upper(&ga[..ra * p], ra, p, dst, n, a0);
+            tg += t.elapsed().as_secs_f64();
+            for b0 in (a0 + ra..n).step_by(tile_b.max(1)) {
+                let rb = tile_b.min(n - b0);
+                let t = Instant::now();
+                build(c, acts, deltas, b0, rb, &mut gb);
+                tb += t.elapsed().as_secs_f64();
+                let t = Instant::now();
+                product(&ga, ra, &gb, rb, p, dst, n, a0, b0);
+                tg += t.elapsed().as_secs_f64();
+            }
+        }
+        (prof[l].build, prof[l].gram) = (tb, tg);
+        if per_layer {
+            per.push(layer);
+        }
+    }
+    drop((ga, gb));
+    let t = Instant::now();
+    let h = &net.head;
+    let nc = net.convs.len();
+    if per_layer {
+        let mut layer = vec![zero; n * n];
+        head_gram(&ps.acts[nc], h.feat, &ps.dhead, h.classes, n, &mut layer);
+        per.push(layer);
+    } else {
+        head_gram(&ps.acts[nc], h.feat, &ps.dhead, h.classes, n, &mut k);
+    }
+    prof[nc].gram = t.elapsed().as_secs_f64();
+    prof[nc].tile = n;
+    let t = Instant::now();
+    let loss = ps.loss;
+    drop(ps.acts);
+    drop(ps.deltas);
+    if per_layer {
+        // K is the sum of the layers in forward order.
+        for m in &per {
+            for (kv, &v) in k.iter_mut().zip(m) {
+                *kv += v;
+            }
+        }
+    }
+    for m in per.iter_mut() {
+        mirror(m, n);
+    }
+    mirror(&mut k, n);
+    copies += t.elapsed().as_secs_f64();
+    let chunk = tiles.iter().map(|t| t.0).min().unwrap_or(n);
+    let profile = ConvProfile { layers: prof, copies, total: t_all.elapsed().as_secs_f64() };
+    Ok(Some(Out { k, per_layer: per, loss, chunk, profile }))
+}
+
+fn tensor<T: Real>(v: Vec<T>, n: usize) -> Result<Tensor> {
+    Ok(Tensor::from_vec(v, (n, n), &candle::Device::Cpu)?)
+}
+
+/// Runs the kernel in the accumulation dtype and packs a [`GramResult`]; `None` when it declines
+/// (the stored passes do not fit the budget). `opts.memory_budget_bytes` excludes `K` (see
+/// [`crate::budget::working_options`]).
+pub(crate) fn try_gram(
+    model: &Model,
+    set: &Set,
+    opts: &GramOptions,
+    start: Instant,
+) -> Result<Option<(GramResult, ConvProfile)>> {
+    fn pack<T: Real>(
+        model: &Model,
+        o: Option<Out<T>>,
+        n: usize,
+        start: Instant,
+    ) -> Result<Option<(GramResult, ConvProfile)>> {
+        let Some(o) = o else { return Ok(None) };
+        let t = Instant::now();
+        let norms = (0..n).map(|i| o.k[i * n + i].to_f64().max(0.0).sqrt()).collect();
+        let layers = model.layers();
+        let per_layer = layers
+            .iter()
+            .zip(o.per_layer)
+            .map(|(l, m)| Ok((l.name.clone(), tensor(m, n)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let forms = layers
+            .iter()
+            .map(|l| {
+                let f = if l.kind == LayerKind::Dense { LayerForm::DenseFactorised } else { LayerForm::ConvTiles };
+                (l.name.clone(), f)
+            })
+            .collect();
+        let k = tensor(o.k, n)?;
+        let mut profile = o.profile;
+        profile.copies += t.elapsed().as_secs_f64();
+        let seconds = start.elapsed().as_secs_f64();
+        profile.total = seconds;
+        let r = GramResult { k, per_layer, norms, loss_per_example: o.loss, seconds, forms, chunk: o.chunk };
+        Ok(Some((r, profile)))
+    }
+    let budget = opts.memory_budget_bytes;
+    match acc_dtype(model, opts) {
+        DType::F64 => pack(model, run::<f64>(model, set, opts.per_layer, budget)?, set.n, start),
+        _ => pack(model, run::<f32>(model, set, opts.per_layer, budget)?, set.n, start),
+    }
+}
+
+/// [`crate::gram`] through the conv kernel, with where its time went (for benchmarks). Errors
+/// when the kernel does not apply to `model`/`opts` (see [`crate::gram`]'s dispatch) or declines
+/// the budget, instead of falling back to the candle route.
+///
+/// x: `(N, C, H, W)` or `(N, C*H*W)`; y: integer labels `(N)`.
+pub fn conv_gram_profiled(
+    model: &Model,
+    x: &Tensor,
+    y: &Tensor,
+    opts: &GramOptions,
+) -> Result<(GramResult, ConvProfile)> {
+    let start = Instant::now();
+    if !applies(model, opts) {
+        return Err(GradKernelError::Unsupported(
+            "the conv CPU kernel needs a conv preset chain on the CPU (f32/f64), Method::Auto, \
+             DeltaRoute::Auto and cpu_fast_path"
+                .into(),
+        ));
+    }
+    let n = x.dims().first().copied().unwrap_or(0);
+    let opts = crate::budget::working_options(model, n, n, true, opts)?;
+    let set = validate(model, x, Some(y), "gram inputs")?;
+    try_gram(model, &set, &opts, start)?.ok_or_else(|| GradKernelError::OverBudget {
+        what: "the conv kernel's stored layer inputs and deltas".into(),
+        needed: 0,
+        budget: opts.memory_budget_bytes,
+    })
+}
+
+/// Max-pooling statistics of each conv layer of `model` on inputs `x` (forward only, model dtype):
+/// how many windows tie (the first-maximum convention decides) and how many are all zero.
+/// Errors when the model is not a conv chain the kernel covers.
+pub fn pooling_stats(model: &Model, x: &Tensor) -> Result<Vec<PoolStats>> {
+    if !supported(model) {
+        return Err(GradKernelError::Unsupported(
+            "pooling_stats: not a conv chain (conv+ReLU+pool, dense head)".into(),
+        ));
+    }
+    let set = validate(model, x, None, "pooling_stats inputs")?;
+    fn go<T: Real>(model: &Model, set: &Set) -> Result<Vec<PoolStats>> {
+        let net = net::<T>(model)?;
+        let mut a = host::<T>(&set.x)?;
+        let mut stats = Vec::new();
+        for c in &net.convs {
+            let (out, _, st) = forward_layer(c, &a, set.n);
+            stats.push(st);
+            a = out;
+        }
+        Ok(stats)
+    }
+    match model.dtype() {
+        DType::F64 => go::<f64>(model, &set),
+        _ => go::<f32>(model, &set),
+    }
+}

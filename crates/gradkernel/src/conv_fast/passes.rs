@@ -1,0 +1,220 @@
+//! Forward and hand backward of the conv kernel over all examples (rayon across examples).
+
+use std::time::Instant;
+
+use rayon::prelude::*;
+use stiff_gemm::{MatMut, MatRef, Parallelism};
+
+use super::{mm, Conv, LayerProfile, Net, PoolStats, Real};
+use crate::im2col::{col2im_add, im2col};
+
+/// Marks a pooled element whose gradient is zero (its maximum is 0 after ReLU).
+pub(super) const NO_GRAD: u16 = u16::MAX;
+
+/// Per-example state kept from the passes for the Gram phase.
+pub(super) struct Passes<T> {
+    /// `acts[l]`: input of conv `l` (`acts[L]`: the head's input), `(n, len)` row-major.
+    pub(super) acts: Vec<Vec<T>>,
+    /// `deltas[l]`: `dL/dz` of conv `l` at every position, `(n, c_out * S)`.
+    pub(super) deltas: Vec<Vec<T>>,
+    /// `softmax - onehot`: `(n, classes)`.
+    pub(super) dhead: Vec<T>,
+    pub(super) loss: Vec<f64>,
+}
+
+/// Examples per forward gemm of conv `c`: enough columns (`examples x S >= 512`) for an
+/// efficient product on the small late maps.
+fn group<T>(c: &Conv<T>) -> usize {
+    (512 / c.s()).max(1)
+}
+
+/// Forward of conv layer `c` for `n` examples `input: (n, c_in*h*wd)`: pooled outputs
+/// `(n, c_out*ho*wo)`, the argmax position of each window (or [`NO_GRAD`]) and pooling counts.
+/// Rayon over groups of examples, one `W [U_1 .. U_g]` gemm per group.
+pub(super) fn forward_layer<T: Real>(c: &Conv<T>, input: &[T], n: usize) -> (Vec<T>, Vec<u16>, PoolStats) {
+    let zero = T::from_f64(0.0);
+    let (pl, il, s, f) = (c.pooled_len(), c.in_len(), c.s(), c.f());
+    let g = group(c).clamp(1, n.max(1));
+    let mut out = vec![zero; n * pl];
+    let mut idx = vec![0u16; n * pl];
+    let stats = out
+        .par_chunks_mut(g * pl)
+        .zip(idx.par_chunks_mut(g * pl))
+        .enumerate()
+        .map_init(
+            || (vec![zero; f * g * s], vec![zero; c.c_out * g * s]),
+            |(u, z), (gi, (o, ix))| {
+                let nb = o.len() / pl;
+                let ld = nb * s;
+                for b in 0..nb {
+                    let i = gi * g + b;
+                    im2col(&input[i * il..(i + 1) * il], c.c_in, c.h, c.wd, c.k, c.pad, &mut u[b * s..], ld);
+                }
+                mm((c.c_out, ld, f), &c.w, f, u, ld, false, z, ld, false, Parallelism::None);
+                (0..nb)
+                    .map(|b| relu_pool(c, z, ld, b * s, &mut o[b * pl..(b + 1) * pl], &mut ix[b * pl..(b + 1) * pl]))
+                    .fold(PoolStats::default(), |a, b| a + b)
+            },
+        )
+        .reduce(PoolStats::default, |a, b| a + b);
+    (out, idx, stats)
+}
+
+/// Bias, ReLU and first-max pooling of one example whose pre-activation is `z[ch*ld + off..][..S]`
+/// per channel: pooled `out: (c_out, ho, wo)` and the argmax position in `idx` (or [`NO_GRAD`]).
+fn relu_pool<T: Real>(c: &Conv<T>, z: &mut [T], ld: usize, off: usize, out: &mut [T], idx: &mut [u16]) -> PoolStats {
+    let s = c.s();
+    let zero = T::from_f64(0.0);
+    let mut st = PoolStats::default();
+    let (p, wd) = (c.pool, c.wd);
+    for (ch, &b) in c.b.iter().enumerate() {
+        let zc = &mut z[ch * ld + off..][..s];
+        for v in zc.iter_mut() {
+            let t = *v + b;
+            // ReLU, keeping NaN (a diverged model must not look healthy).
+            *v = if t > zero || t.to_f64().is_nan() { t } else { zero };
+        }
+        for oy in 0..c.ho {
+            for ox in 0..c.wo {
+                let first = oy * p * wd + ox * p;
+                let (mut best, mut arg, mut count) = (zc[first], first, 0u32);
+                for dy in 0..p {
+                    for dx in 0..p {
+                        let pos = first + dy * wd + dx;
+                        let v = zc[pos];
+                        // Strictly greater replaces: the first maximum in row-major order wins.
+                        if v > best {
+                            (best, arg, count) = (v, pos, 1);
+                        } else if v == best {
+                            count += 1;
+                        }
+                    }
+                }
+                let e = (ch * c.ho + oy) * c.wo + ox;
+                out[e] = best;
+                let live = best > zero || best.to_f64().is_nan();
+                idx[e] = if live { arg as u16 } else { NO_GRAD };
+                st.windows += 1;
+                st.tied += u64::from(count > 1);
+                st.tied_live += u64::from(count > 1 && live);
+                st.zero += u64::from(!live);
+            }
+        }
+    }
+    st
+}
+
+/// Backward of conv layer `c` for one example: the pooled gradient `g: (c_out, ho, wo)` goes to
+/// the argmax (`delta: (c_out, S)`); with `prev`, also `Wᵀ delta` folded into `prev: (c_in, h, wd)`.
+pub(super) fn conv_backward<T: Real>(
+    c: &Conv<T>,
+    g: &[T],
+    idx: &[u16],
+    delta: &mut [T],
+    du: &mut [T],
+    prev: Option<&mut [T]>,
+) {
+    let (s, f) = (c.s(), c.f());
+    let zero = T::from_f64(0.0);
+    delta.fill(zero);
+    let per = c.ho * c.wo;
+    for ch in 0..c.c_out {
+        for e in ch * per..(ch + 1) * per {
+            if idx[e] != NO_GRAD {
+                delta[ch * s + idx[e] as usize] = g[e];
+            }
+        }
+    }
+    if let Some(prev) = prev {
+        // du (f x S) = Wᵀ (f x c_out) · delta (c_out x S)
+        let wt = MatRef::row_major(&c.w, c.c_out, f).t();
+        stiff_gemm::matmul(
+            MatMut::row_major(du, f, s),
+            None,
+            wt,
+            MatRef::row_major(delta, c.c_out, s),
+            T::from_f64(1.0),
+            Parallelism::None,
+        )
+        .expect("internal shape invariant of the conv kernel");
+        prev.fill(zero);
+        col2im_add(du, c.c_in, c.h, c.wd, c.k, c.pad, prev);
+    }
+}
+
+/// Forward and backward of all `n` examples; `x: (n, c_in*h*w)` in dtype `T`, labels `y`.
+pub(super) fn passes<T: Real>(net: &Net<T>, x: Vec<T>, y: &[u32], prof: &mut [LayerProfile]) -> Passes<T> {
+    let n = y.len();
+    let nc = net.convs.len();
+    let zero = T::from_f64(0.0);
+    let mut acts = vec![x];
+    let mut idx: Vec<Vec<u16>> = Vec::with_capacity(nc);
+    for (l, c) in net.convs.iter().enumerate() {
+        let t = Instant::now();
+        let (out, ix, stats) = forward_layer(c, &acts[l], n);
+        prof[l].pool = stats;
+        acts.push(out);
+        idx.push(ix);
+        prof[l].forward = t.elapsed().as_secs_f64();
+    }
+    // Head: logits (n x classes) = A Wᵀ + b, per-example loss and softmax - onehot, in f64.
+    let t = Instant::now();
+    let h = &net.head;
+    let mut logits = vec![zero; n * h.classes];
+    mm(
+        (n, h.classes, h.feat),
+        &acts[nc],
+        h.feat,
+        &h.w,
+        h.feat,
+        true,
+        &mut logits,
+        h.classes,
+        false,
+        Parallelism::Rayon(0),
+    );
+    let mut dhead = vec![zero; n * h.classes];
+    let mut loss = vec![0.0; n];
+    for i in 0..n {
+        let row: Vec<f64> = (0..h.classes).map(|c| (logits[i * h.classes + c] + h.b[c]).to_f64()).collect();
+        let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let sum: f64 = row.iter().map(|v| (v - m).exp()).sum();
+        let lse = m + sum.ln();
+        loss[i] = lse - row[y[i] as usize];
+        for (c, v) in row.iter().enumerate() {
+            let p = (v - lse).exp() - if c == y[i] as usize { 1.0 } else { 0.0 };
+            dhead[i * h.classes + c] = T::from_f64(p);
+        }
+    }
+    prof[nc].forward = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    // Gradient at the last pooled map: dhead (n x classes) · W (classes x feat).
+    let mut g = vec![zero; n * h.feat];
+    mm((n, h.feat, h.classes), &dhead, h.classes, &h.w, h.feat, false, &mut g, h.feat, false, Parallelism::Rayon(0));
+    prof[nc].backward = t.elapsed().as_secs_f64();
+    let mut deltas: Vec<Vec<T>> = (0..nc).map(|_| Vec::new()).collect();
+    for l in (0..nc).rev() {
+        let t = Instant::now();
+        let c = &net.convs[l];
+        let mut d = vec![zero; n * c.delta_len()];
+        let ix = &idx[l];
+        let pl = c.pooled_len();
+        if l > 0 {
+            let mut prev = vec![zero; n * c.in_len()];
+            d.par_chunks_mut(c.delta_len()).zip(prev.par_chunks_mut(c.in_len())).enumerate().for_each_init(
+                || vec![zero; c.f() * c.s()],
+                |du, (i, (di, pi))| {
+                    conv_backward(c, &g[i * pl..(i + 1) * pl], &ix[i * pl..(i + 1) * pl], di, du, Some(pi))
+                },
+            );
+            g = prev;
+        } else {
+            d.par_chunks_mut(c.delta_len()).enumerate().for_each(|(i, di)| {
+                conv_backward(c, &g[i * pl..(i + 1) * pl], &ix[i * pl..(i + 1) * pl], di, &mut [], None)
+            });
+        }
+        deltas[l] = d;
+        prof[l].backward = t.elapsed().as_secs_f64();
+    }
+    Passes { acts, deltas, dhead, loss }
+}
