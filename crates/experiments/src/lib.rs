@@ -37,8 +37,8 @@ pub mod testdata;
 pub mod tidy;
 
 pub use error::ExperimentError;
-/// Result alias of this crate.
 
+/// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, ExperimentError>;
 
 /// The crate README's examples, compiled as doctests so they cannot drift from the API.

@@ -208,24 +208,20 @@ impl FileSet {
     fn publish_steps(self, stop_after: Option<usize>) -> Result<bool, WriteError> {
         let Some(done) = self.completion().map(Path::to_path_buf) else { return Ok(false) };
         remove_if_exists(&done)?;
-        let mut staged = self.staged.into_iter();
-        let mut renamed = 0;
-        for (tmp, path) in staged.by_ref() {
-            if stop_after == Some(renamed) {
-                tmp.keep().map_err(|e| WriteError::new(&path, e.error))?;
-                for (t, p) in staged {
-                    t.keep().map_err(|e| WriteError::new(&p, e.error))?;
-                }
-                return Ok(true);
-            }
+        let mut staged = self.staged;
+        let stopped = stop_after.is_some_and(|k| k < staged.len());
+        let left = if stopped { staged.split_off(stop_after.unwrap_or(0)) } else { Vec::new() };
+        for (tmp, path) in staged {
             if path == done {
                 // The members' renames must be durable before the completion file appears.
                 sync_dir(parent_dir(&path)).map_err(|e| WriteError::new(&path, e))?;
             }
             tmp.persist(&path).map_err(|e| WriteError::new(&path, e.error))?;
-            renamed += 1;
         }
-        Ok(false)
+        for (tmp, path) in left {
+            tmp.keep().map_err(|e| WriteError::new(&path, e.error))?;
+        }
+        Ok(stopped)
     }
 }
 
