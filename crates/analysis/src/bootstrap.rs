@@ -30,6 +30,7 @@ const ROW_BLOCK: usize = 128;
 
 /// A bootstrap percentile interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Ci {
     /// Point estimate on the full data.
     pub estimate: f64,
@@ -45,6 +46,7 @@ pub struct Ci {
 
 /// Intervals for within, between and their difference (within - between).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct WithinBetweenCi {
     /// Mean of the diagonal of the class matrix.
     pub within: Ci,

@@ -187,6 +187,7 @@ impl ClassStiffness {
 
 /// Class matrices between two sets (rectangular K, e.g. validation x train).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RectangularClassStiffness {
     /// Layout version ([`SCHEMA_VERSION`]).
     pub schema_version: u32,
@@ -456,6 +457,7 @@ pub fn pairwise_sign<F: Float>(k: ArrayView2<F>, s: &StiffnessSettings) -> Resul
 
 /// Pairwise cosine stiffness of a square K.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct PairwiseCosine {
     /// (N, N) cosines, clamped into [-1, 1]; rows and columns of zero-norm examples hold 0.0
     /// and mean "undefined".

@@ -191,6 +191,7 @@ pub enum FitOver {
 
 /// A fitted line `stiffness = intercept + slope * distance`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct LinearFit {
     /// Slope per unit distance.
     pub slope: f64,

@@ -8,8 +8,10 @@ use crate::error::{AnalysisError, Result};
 /// Version of the JSON layout of every result type in this crate. Bump on breaking changes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// How pairwise stiffness is read off a Gram matrix.
+/// How pairwise stiffness is read off a Gram matrix. Build with [`StiffnessSettings::default`] and
+/// the `with_*` setters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct StiffnessSettings {
     /// `sign(k)` is 0 when `|k| <= zero_tol`. Default `0.0`: only an exact zero has sign 0
     /// (`sign(0) = 0`); tiny f32 values keep their sign. Must be `>= 0`.
@@ -32,6 +34,30 @@ impl Default for StiffnessSettings {
         Self { zero_tol: 0.0, cos_tol: 1e-3, sym_tol: 1e-4, allow_empty_classes: false }
     }
 }
+
+/// `with_<field>(value)` setters that return the changed value, for `#[non_exhaustive]` structs.
+macro_rules! setters {
+    ($ty:ident { $($name:ident => $field:ident: $t:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Sets [`", stringify!($ty), "::", stringify!($field), "`] (its docs give the default).")]
+                #[must_use]
+                pub fn $name(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+pub(crate) use setters;
+
+setters!(StiffnessSettings {
+    with_zero_tol => zero_tol: f64,
+    with_cos_tol => cos_tol: f64,
+    with_sym_tol => sym_tol: f64,
+    with_allow_empty_classes => allow_empty_classes: bool,
+});
 
 impl StiffnessSettings {
     pub(crate) fn validate(&self) -> Result<()> {

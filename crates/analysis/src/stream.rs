@@ -325,6 +325,7 @@ impl CrossAccumulator {
 /// Class matrices of a streamed cross Gram (rows' class x columns' class) and, per column
 /// example, its mean stiffness to the rows of each class.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CrossStiffness {
     /// Layout version ([`SCHEMA_VERSION`]).
     pub schema_version: u32,
@@ -357,6 +358,7 @@ pub struct CrossStiffness {
 /// One column example's stiffness to rows of its own class and of all other classes (pooled
 /// over pairs). NaN where no such pair exists.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ColumnSummary {
     /// Mean sign stiffness to rows of the example's own class.
     pub own_sign: f64,

@@ -17,6 +17,7 @@ use crate::settings::SCHEMA_VERSION;
 
 /// Result of [`superclass_block_score`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct BlockScore {
     /// Layout version ([`SCHEMA_VERSION`]).
     pub schema_version: u32,

@@ -24,8 +24,9 @@ pub const DEFAULT_PERMUTATIONS: usize = 10_000;
 /// Up to this many distinct orderings the permutation distribution is enumerated exactly.
 const EXACT_LIMIT: usize = 40_320; // 8!
 
-/// Options of a permutation trend test.
+/// Options of a permutation trend test: [`TrendOptions::default`] and the `with_*` setters.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TrendOptions {
     /// Monte Carlo permutations when the exact distribution is too large. Default 10,000.
     pub permutations: usize,
@@ -41,6 +42,12 @@ impl Default for TrendOptions {
     }
 }
 
+crate::settings::setters!(TrendOptions {
+    with_permutations => permutations: usize,
+    with_seed => seed: u64,
+    with_alpha => alpha: f64,
+});
+
 /// Direction of a trend, or none shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,6 +62,7 @@ pub enum Verdict {
 
 /// Result of a trend test.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TrendTest {
     /// `"spearman_permutation"` or `"censored_kendall_permutation"`.
     pub test: String,

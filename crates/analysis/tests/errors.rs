@@ -59,7 +59,7 @@ fn empty_class_error_or_listed_skip() {
         class_stiffness(k3().view(), &[0, 0, 2], 3, &s()),
         Err(AnalysisError::EmptyClass { ref classes, .. }) if classes == &vec![1]
     ));
-    let allow = StiffnessSettings { allow_empty_classes: true, ..s() };
+    let allow = s().with_allow_empty_classes(true);
     let c = class_stiffness(k3().view(), &[0, 0, 2], 3, &allow).unwrap();
     assert_eq!(c.empty_classes, vec![1]);
     // Cells of class 1 have no pairs and are left out of the means: within uses only class
@@ -121,7 +121,7 @@ fn not_a_gram_matrix() {
 
 #[test]
 fn bad_settings() {
-    let bad = StiffnessSettings { zero_tol: -1.0, ..s() };
+    let bad = s().with_zero_tol(-1.0);
     assert!(matches!(
         class_stiffness(k3().view(), &[0, 1, 1], 2, &bad),
         Err(AnalysisError::InvalidSetting { what: "zero_tol", .. })

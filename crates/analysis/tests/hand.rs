@@ -106,7 +106,7 @@ fn f32_and_f64_inputs_agree() {
 fn zero_tol_is_applied_and_recorded() {
     // With zero_tol = 1.5, |K01| = 2 keeps sign +1 but |K03| = 1 becomes 0:
     // C_sign[0,1] = (0 + 0 + 0 - 1)/4 = -1/4 (only K13 = -2 survives).
-    let s = StiffnessSettings { zero_tol: 1.5, ..Default::default() };
+    let s = StiffnessSettings::default().with_zero_tol(1.5);
     let c = class_stiffness(k4().view(), &[0, 0, 1, 1], 2, &s).unwrap();
     assert!(close(c.sign.values[[0, 1]], -0.25));
     assert_eq!(c.settings.zero_tol, 1.5);

@@ -14,7 +14,7 @@ fn json_round_trip_and_csv_with_meta() {
         [-1.0, -2.0, 3.0, 2.0, 0.0],
         [0.0, 0.0, 0.0, 0.0, 0.0]
     ];
-    let allow = StiffnessSettings { allow_empty_classes: true, ..Default::default() };
+    let allow = StiffnessSettings::default().with_allow_empty_classes(true);
     // Class 2 empty: its cells serialise as null.
     let c = class_stiffness(k.view(), &[0, 0, 1, 1, 1], 3, &allow).unwrap();
     let p = dir.path().join("class.json");

@@ -193,7 +193,7 @@ proptest! {
         let cd = ndarray::Array1::from_iter(cols.iter().map(|&j| k[[j, j]]));
         let rl: Vec<u32> = rows.iter().map(|&i| labels[i]).collect();
         let cl: Vec<u32> = cols.iter().map(|&j| labels[j]).collect();
-        let s = StiffnessSettings { allow_empty_classes: true, ..Default::default() };
+        let s = StiffnessSettings::default().with_allow_empty_classes(true);
         let r = match rectangular_class_stiffness(kr.view(), rd.view(), cd.view(), &rl, &cl, c, &s) {
             Ok(r) => r,
             Err(AnalysisError::NoData { .. } | AnalysisError::AllZeroGradients { .. }) => {

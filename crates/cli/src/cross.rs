@@ -258,6 +258,8 @@ fn merge(dir: &Path) -> anyhow::Result<()> {
 
 fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
     let out = args.out.clone().ok_or_else(|| anyhow!("--out DIR is required"))?;
+    // Checked before any work: `budget_mb << 20` wrapped to a tiny budget for huge values.
+    let budget = crate::gram::budget_bytes(args.budget_mb as u64)? as usize;
     let rows_side = parse_side("--rows", &args.rows)?;
     let cols_side = parse_side("--cols", &args.cols)?;
     let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
@@ -274,16 +276,14 @@ fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
     let cols = if cols_side == rows_side { rows.clone() } else { load_side(&args, ds.as_ref(), &cols_side)? };
     let (model, id) = load_model(&args.model, &rows.x, ds.as_ref().map(|d| d.num_classes()))?;
     drop(ds);
-    let opts = CrossOptions {
-        memory_budget_bytes: args.budget_mb << 20,
-        tile_rows: args.tile_rows,
-        tile_cols: args.tile_cols,
-        accumulate_f64: args.f64,
-        method: args.method,
-        same_set: cols_side == rows_side,
-        top: args.top,
-        ..CrossOptions::default()
-    };
+    let opts = CrossOptions::default()
+        .with_memory_budget_bytes(budget)
+        .with_tile_rows(args.tile_rows)
+        .with_tile_cols(args.tile_cols)
+        .with_accumulate_f64(args.f64)
+        .with_method(args.method)
+        .with_same_set(cols_side == rows_side)
+        .with_top(args.top);
     let bar = if args.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
         ProgressStyle::with_template(
@@ -304,7 +304,7 @@ fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
         &cols,
         &opts,
         &out,
-        RunControl { shard, max_tiles: args.max_tiles, progress: Some(&mut cb) },
+        RunControl::default().with_shard(shard).with_max_tiles(args.max_tiles).with_progress(Some(&mut cb)),
     )?;
     bar.finish_and_clear();
     let p = &summary.plan;

@@ -305,7 +305,7 @@ fn load_model(args: &GramArgs, ex: &Examples, device: &Device) -> anyhow::Result
 }
 
 /// `--budget-mb` in bytes, refusing values whose byte count overflows.
-fn budget_bytes(mb: u64) -> anyhow::Result<u64> {
+pub(crate) fn budget_bytes(mb: u64) -> anyhow::Result<u64> {
     mb.checked_mul(1 << 20).filter(|&b| usize::try_from(b).is_ok()).ok_or_else(|| {
         anyhow!("--budget-mb {mb} is too large (at most {} MiB on this machine)", (usize::MAX as u64) >> 20)
     })
@@ -427,8 +427,7 @@ fn publish(args: &GramArgs, ex: Examples, c: Computed<'_>) -> anyhow::Result<()>
     let n = ex.labels.len();
     let num_classes = c.num_classes;
     // Analyse in place (no copy of K); a failure is recorded beside the Gram, not fatal to it.
-    let settings =
-        stiff_analysis::StiffnessSettings { allow_empty_classes: args.allow_empty_classes, ..Default::default() };
+    let settings = stiff_analysis::StiffnessSettings::default().with_allow_empty_classes(args.allow_empty_classes);
     let class = with_host_view(c.k, |k| match k {
         HostView::F32(v) => stiff_analysis::class_stiffness(v, &ex.labels, num_classes, &settings),
         HostView::F64(v) => stiff_analysis::class_stiffness(v, &ex.labels, num_classes, &settings),

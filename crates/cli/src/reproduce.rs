@@ -73,29 +73,19 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
             }
         }
     }
-    let opts = ReproduceOptions {
-        figure: args.figure,
-        quick: args.quick,
-        tiny: false,
-        data_dir: args.data_dir,
-        out: args.out,
-        device: parse_device(&args.device)?,
-        seeds: args.seeds,
-        optimizer: args.optimizer.parse::<OptimizerKind>()?,
-        resume: args.resume && !args.fresh,
-        list_runs: args.list_runs,
-        sweep: SweepFlags::parse(
-            args.datasets.as_deref(),
-            args.lrs.as_deref(),
-            args.thresholds.as_deref(),
-            args.eval_every,
-        )?,
-        selection: RunSelection {
-            only: args.only,
-            shard: args.shard.as_deref().map(RunSelection::parse_shard).transpose()?,
-        },
-        command,
-    };
+    let mut opts = ReproduceOptions::new(&args.figure, args.out);
+    opts.quick = args.quick;
+    opts.data_dir = args.data_dir;
+    opts.device = parse_device(&args.device)?;
+    opts.seeds = args.seeds;
+    opts.optimizer = args.optimizer.parse::<OptimizerKind>()?;
+    opts.resume = args.resume && !args.fresh;
+    opts.list_runs = args.list_runs;
+    opts.sweep =
+        SweepFlags::parse(args.datasets.as_deref(), args.lrs.as_deref(), args.thresholds.as_deref(), args.eval_every)?;
+    opts.selection =
+        RunSelection { only: args.only, shard: args.shard.as_deref().map(RunSelection::parse_shard).transpose()? };
+    opts.command = command;
     runner::reproduce(&opts)?;
     Ok(())
 }

@@ -83,7 +83,13 @@ fn four_shards_and_merge_equal_one_process() {
 fn bad_arguments_fail_with_a_message_and_no_result() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let cases: [(&[&str], &str); 3] = [
+    let cases: [(&[&str], &str); 4] = [
+        // Checked before any data is loaded. Before the fix `--budget-mb << 20` was computed after
+        // loading and wrapped to 0 bytes (an error blaming a 16 MiB minimum).
+        (
+            &["cross", "--weights", "w", "--rows", "train", "--cols", "test", "--budget-mb", "17592186044416"],
+            "--budget-mb 17592186044416 is too large",
+        ),
         (
             &["cross", "--weights", "nope.safetensors", "--rows", "no-such-file", "--cols", "test"],
             "--rows `no-such-file`",
@@ -99,4 +105,37 @@ fn bad_arguments_fail_with_a_message_and_no_result() {
     let o = Command::new(env!("CARGO_BIN_EXE_stiff")).args(["cross", "merge"]).arg(dir.path()).output().unwrap();
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("plan.json"));
     assert!(!out.join("cross.json").exists());
+}
+
+/// A `cross merge` killed after the first rename of its file set (stiff-fs's abort hook) over an
+/// earlier merge: `cross.json`, the completion file, is gone, so the folder does not look merged;
+/// merging again gives the same result as before.
+#[test]
+fn merge_killed_between_renames_is_not_a_result_and_reruns() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ModelConfig::new(ArchSpec::Mlp { hidden: vec![5] }, InputShape::new(1, 4, 4), 3);
+    let weights = dir.path().join("w.safetensors");
+    Model::new(&cfg, 3, DType::F32, &Device::Cpu).unwrap().save(&weights).unwrap();
+    let (rows, cols) = (dir.path().join("rows.safetensors"), dir.path().join("cols.safetensors"));
+    write_inputs(&rows, 11, 0);
+    write_inputs(&cols, 7, 2);
+    let out = dir.path().join("job");
+    let o = stiff(
+        &["cross", "--tile-rows", "4", "--quiet"],
+        &[("--weights", &weights), ("--rows", &rows), ("--cols", &cols), ("--out", &out)],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let merged = json_sans_timing(&out);
+    let killed = Command::new(env!("CARGO_BIN_EXE_stiff"))
+        .env(stiff_fs::ABORT_AFTER_RENAMES_ENV, "1")
+        .args(["cross", "merge"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!killed.status.success(), "the abort hook did not fire");
+    assert!(out.join("class_sign.csv").exists());
+    assert!(!out.join("cross.json").exists(), "an interrupted merge still looks complete");
+    let o = Command::new(env!("CARGO_BIN_EXE_stiff")).args(["cross", "merge"]).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(json_sans_timing(&out), merged);
 }

@@ -307,3 +307,35 @@ fn gram_device_flag_is_honoured() {
     let o = gram(&f, &inputs, &f.dir.path().join("o"), &["--device", "tpu"]);
     assert!(!o.status.success() && stderr(&o).contains("--device"), "{}", stderr(&o));
 }
+
+/// A `gram` killed between the renames of its two outputs (simulated with stiff-fs's abort hook
+/// after the first rename) over an older complete result: the old `stiffness.json` is gone, so the
+/// folder never pairs a new Gram with an old report; a rerun publishes the complete new set.
+#[test]
+fn gram_killed_between_renames_leaves_no_stale_report() {
+    let f = fixture();
+    let (six, nine) = (f.dir.path().join("six.safetensors"), f.dir.path().join("nine.safetensors"));
+    write_inputs(&six, balanced(6), None);
+    write_inputs(&nine, balanced(9), None);
+    let out = f.dir.path().join("o");
+    assert!(gram(&f, &six, &out, &[]).status.success());
+    let killed = Command::new(env!("CARGO_BIN_EXE_stiff"))
+        .env(stiff_fs::ABORT_AFTER_RENAMES_ENV, "1")
+        .args(["gram", "--weights"])
+        .arg(&f.weights)
+        .arg("--inputs")
+        .arg(&nine)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!killed.status.success(), "the abort hook did not fire");
+    let k = candle::safetensors::load(out.join("gram.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(k["K"].dims(), &[9, 9], "the first rename published the new Gram");
+    assert!(!out.join("stiffness.json").exists(), "a stale report sits beside the new Gram");
+
+    let o = gram(&f, &nine, &out, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("stiffness.json")).unwrap()).unwrap();
+    assert_eq!(json["n"], 9);
+}

@@ -20,6 +20,7 @@
 //!   and tiles are added in index order, so the result is bit-identical however the tiles were
 //!   ordered, split over shards, or interrupted and resumed. The tile grid itself is part of the
 //!   job (`DIR/plan.json`): a rerun with other settings, data or weights is refused.
+#![deny(missing_docs)]
 
 mod error;
 mod report;
@@ -41,8 +42,10 @@ pub use report::{merge, AntiStiff, CrossReport, MergeOutput};
 /// Default memory budget: 2 GiB.
 pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
 
-/// Version of `plan.json`, tile files and `cross.json`.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of `plan.json`, `examples.json`, tile files and `cross.json`: their top-level
+/// `schema_version` (2: the field was called `format_version` in version 1). See
+/// `docs/formats.md`.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// One side of the cross Gram: examples with labels.
 #[derive(Debug, Clone)]
@@ -118,12 +121,15 @@ impl ExampleSet {
 /// configuration) and a description for humans.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelId {
+    /// SHA-256 of the weights file and configuration (or any stable identity).
     pub fingerprint: String,
+    /// For humans: weights path and configuration.
     pub description: String,
 }
 
-/// Options of a cross-stiffness job.
+/// Options of a cross-stiffness job: [`CrossOptions::default`] and the `with_*` setters.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct CrossOptions {
     /// Working-memory budget in bytes (default [`DEFAULT_MEMORY_BUDGET`]): sizes the tiles.
     pub memory_budget_bytes: usize,
@@ -158,11 +164,41 @@ impl Default for CrossOptions {
     }
 }
 
+/// `with_<field>(value)` setters that return the changed value, for `#[non_exhaustive]` structs.
+macro_rules! setters {
+    ($ty:ident $(<$lt:lifetime>)? { $($name:ident => $field:ident: $t:ty),* $(,)? }) => {
+        impl$(<$lt>)? $ty$(<$lt>)? {
+            $(
+                #[doc = concat!("Sets [`", stringify!($ty), "::", stringify!($field), "`] (its docs give the default).")]
+                #[must_use]
+                pub fn $name(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters!(CrossOptions {
+    with_memory_budget_bytes => memory_budget_bytes: usize,
+    with_tile_rows => tile_rows: Option<usize>,
+    with_tile_cols => tile_cols: Option<usize>,
+    with_accumulate_f64 => accumulate_f64: bool,
+    with_method => method: Method,
+    with_same_set => same_set: bool,
+    with_settings => settings: StiffnessSettings,
+    with_top => top: usize,
+});
+
 /// One side as recorded in the plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SideInfo {
+    /// Human-readable origin, e.g. `mnist train (60000)`.
     pub name: String,
+    /// Number of examples.
     pub n: usize,
+    /// [`ExampleSet::fingerprint`] of the data.
     pub fingerprint: String,
 }
 
@@ -170,28 +206,47 @@ pub struct SideInfo {
 /// same plan compute bit-identical tiles (same machine).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
-    pub format_version: u32,
+    /// [`SCHEMA_VERSION`] of the job (`format_version` in version 1 files).
+    #[serde(alias = "format_version")]
+    pub schema_version: u32,
+    /// The row examples.
     pub rows: SideInfo,
+    /// The column examples.
     pub cols: SideInfo,
+    /// Classes of the model (labels are below it).
     pub num_classes: usize,
+    /// Rows and columns are the same set (self-pairs excluded).
     pub same_set: bool,
+    /// The model.
     pub model: ModelId,
+    /// Rows per tile.
     pub tile_rows: usize,
+    /// Columns per tile.
     pub tile_cols: usize,
+    /// Tiles down the grid (`ceil(rows.n / tile_rows)`).
     pub row_tiles: usize,
+    /// Tiles across the grid (`ceil(cols.n / tile_cols)`).
     pub col_tiles: usize,
+    /// Memory budget handed to each tile's `cross_gram` (bytes).
     pub gram_budget_bytes: usize,
+    /// Gram products in f64.
     pub accumulate_f64: bool,
+    /// Gram method.
     pub method: Method,
+    /// Pairwise stiffness conventions.
     pub settings: StiffnessSettings,
+    /// Length of the most-anti-stiff list.
     pub top: usize,
 }
 
 /// One tile of the grid, row-major index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tile {
+    /// Row-major index in the grid.
     pub index: usize,
+    /// Row range `[start, end)`.
     pub rows: (usize, usize),
+    /// Column range `[start, end)`.
     pub cols: (usize, usize),
 }
 
@@ -238,7 +293,7 @@ impl Plan {
         });
         let tile_rows = tile_rows.min(n);
         Ok(Plan {
-            format_version: FORMAT_VERSION,
+            schema_version: SCHEMA_VERSION,
             rows: SideInfo { name: rows.name.clone(), n, fingerprint: rows.fingerprint()? },
             cols: SideInfo { name: cols.name.clone(), n: m, fingerprint: cols.fingerprint()? },
             num_classes,
@@ -303,7 +358,9 @@ impl Plan {
 /// The `k`-th of `n` shards (0-based): tiles with `index % n == k`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
+    /// This shard's number (0-based).
     pub k: usize,
+    /// Number of shards.
     pub n: usize,
 }
 
@@ -329,14 +386,22 @@ impl Shard {
 /// Labels and source indices of both sides, stored as `DIR/examples.json` for [`merge`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Examples {
+    /// [`SCHEMA_VERSION`] (absent, read as 0, in version 1 files).
+    #[serde(default)]
+    pub schema_version: u32,
+    /// Class of each row example.
     pub row_labels: Vec<u32>,
+    /// Class of each column example.
     pub col_labels: Vec<u32>,
+    /// Index of each row example in its source.
     pub row_ids: Vec<usize>,
+    /// Index of each column example in its source.
     pub col_ids: Vec<usize>,
 }
 
 /// Progress of a run, passed to the callback after each tile.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct Progress {
     /// Tiles of this shard finished (including ones found finished).
     pub done: usize,
@@ -350,8 +415,11 @@ pub struct Progress {
 
 /// What one invocation of [`run`] did.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RunSummary {
+    /// Tiles in the whole grid.
     pub tiles_total: usize,
+    /// Tiles of this shard.
     pub tiles_in_shard: usize,
     /// Tiles computed now.
     pub computed: usize,
@@ -359,11 +427,14 @@ pub struct RunSummary {
     pub resumed: usize,
     /// All tiles of the whole grid are finished (so [`merge`] will succeed).
     pub complete: bool,
+    /// The job's plan.
     pub plan: Plan,
 }
 
-/// How [`run`] proceeds.
+/// How [`run`] proceeds: [`RunControl::default`] (every tile of the grid, no progress callback)
+/// and the `with_*` setters.
 #[derive(Default)]
+#[non_exhaustive]
 pub struct RunControl<'a> {
     /// Only this shard's tiles (default: all).
     pub shard: Option<Shard>,
@@ -372,6 +443,12 @@ pub struct RunControl<'a> {
     /// Called after every tile.
     pub progress: Option<&'a mut dyn FnMut(Progress)>,
 }
+
+setters!(RunControl<'a> {
+    with_shard => shard: Option<Shard>,
+    with_max_tiles => max_tiles: Option<usize>,
+    with_progress => progress: Option<&'a mut dyn FnMut(Progress)>,
+});
 
 impl std::fmt::Debug for RunControl<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -463,6 +540,7 @@ pub fn run(
         Err(_) => write_json_atomic(&lay.plan(), &plan)?,
     }
     let examples = Examples {
+        schema_version: SCHEMA_VERSION,
         row_labels: rows.labels.clone(),
         col_labels: cols.labels.clone(),
         row_ids: rows.ids.clone(),

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use stiff_analysis::{ClassMatrix, CrossAccumulator, CrossStiffness};
 
 use crate::error::{CrossError, Result};
-use crate::{read_json, tilefile, Examples, Layout, Plan, FORMAT_VERSION};
+use crate::{read_json, tilefile, Examples, Layout, Plan, SCHEMA_VERSION};
 
 /// A column example that the rows of its own class push the wrong way.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,12 +16,15 @@ pub struct AntiStiff {
     pub col: usize,
     /// Index in the column set's source (split or inputs file).
     pub id: usize,
+    /// Its class.
     pub label: u32,
     /// Mean cosine stiffness to rows of its own class (the ranking key, ascending).
     pub own_cosine: f64,
+    /// Mean sign stiffness to rows of its own class.
     pub own_sign: f64,
     /// Mean cosine stiffness to rows of all other classes (pooled).
     pub other_cosine: f64,
+    /// Mean sign stiffness to rows of all other classes.
     pub other_sign: f64,
 }
 
@@ -34,11 +37,16 @@ pub struct Timing {
 
 /// The content of `DIR/cross.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct CrossReport {
-    pub format_version: u32,
+    /// [`SCHEMA_VERSION`](crate::SCHEMA_VERSION).
+    #[serde(alias = "format_version")]
+    pub schema_version: u32,
     /// Everything that fixed the answer (sides, model, tile grid, conventions).
     pub settings: Plan,
+    /// Row examples per class.
     pub row_class_sizes: Vec<usize>,
+    /// Column examples per class.
     pub col_class_sizes: Vec<usize>,
     /// Sign class matrix, rows' class x columns' class, with pair counts.
     pub class_sign: ClassMatrix,
@@ -48,17 +56,23 @@ pub struct CrossReport {
     pub pairs: u64,
     /// Row / column examples with a zero gradient (positions in the job).
     pub zero_norm_rows: Vec<usize>,
+    /// Column examples with a zero gradient (positions in the job).
     pub zero_norm_cols: Vec<usize>,
     /// Column examples with the lowest mean cosine stiffness to their own class.
     pub most_anti_stiff: Vec<AntiStiff>,
+    /// Compute time of the job.
     pub timing: Timing,
 }
 
 /// Result of [`merge`]: the report, the full streamed result and the files written.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct MergeOutput {
+    /// What `cross.json` holds.
     pub report: CrossReport,
+    /// The full streamed result (per-column sums included).
     pub stiffness: CrossStiffness,
+    /// Files written (CSVs, `cross.json` last among them, then the heatmaps).
     pub files: Vec<PathBuf>,
 }
 
@@ -82,13 +96,19 @@ pub fn merge(dir: &Path) -> Result<MergeOutput> {
         });
     }
     let plan: Plan = read_json(&lay.plan())?;
-    if plan.format_version != FORMAT_VERSION {
+    if plan.schema_version != SCHEMA_VERSION {
         return Err(CrossError::BadFile {
             path: lay.plan(),
-            reason: format!("format version {} (this build reads {FORMAT_VERSION})", plan.format_version),
+            reason: format!("schema_version {} (this build reads {SCHEMA_VERSION})", plan.schema_version),
         });
     }
     let ex: Examples = read_json(&lay.examples())?;
+    if ex.schema_version != SCHEMA_VERSION {
+        return Err(CrossError::BadFile {
+            path: lay.examples(),
+            reason: format!("schema_version {} (this build reads {SCHEMA_VERSION})", ex.schema_version),
+        });
+    }
     let c = plan.num_classes;
     if ex.row_labels.len() != plan.rows.n
         || ex.col_labels.len() != plan.cols.n
@@ -146,7 +166,7 @@ pub fn merge(dir: &Path) -> Result<MergeOutput> {
     ranked.truncate(plan.top);
     let zero = |v: &[f64]| v.iter().enumerate().filter(|(_, &x)| x == 0.0).map(|(i, _)| i).collect();
     let report = CrossReport {
-        format_version: FORMAT_VERSION,
+        schema_version: SCHEMA_VERSION,
         row_class_sizes: class_sizes(&ex.row_labels, c),
         col_class_sizes: class_sizes(&ex.col_labels, c),
         class_sign: st.sign.clone(),
@@ -208,17 +228,10 @@ fn write_outputs(dir: &Path, r: &CrossReport, st: &CrossStiffness, ex: &Examples
     }
     let mut json = serde_json::to_vec_pretty(r).expect("report serialises");
     json.push(b'\n');
-    let paths = [
-        (dir.join("cross.json"), json),
-        (dir.join("class_sign.csv"), matrix_csv(&r.class_sign).into_bytes()),
-        (dir.join("class_cosine.csv"), matrix_csv(&r.class_cosine).into_bytes()),
-        (dir.join("columns.csv"), cols.into_bytes()),
-    ];
-    let mut set = stiff_fs::FileSet::new();
-    for (p, b) in &paths {
-        set.stage(p, b)?;
-    }
-    set.publish()?;
+    // `cross.json` is the completion file: removed before anything is replaced, published last,
+    // so an interrupted merge leaves no `cross.json` beside newer CSVs or heatmaps.
+    let done = dir.join("cross.json");
+    stiff_fs::remove_if_exists(&done)?;
     let heat = |title: &str, m: &ClassMatrix| stiff_plot::Heatmap {
         title: format!("{title} (within {:.3}, between {:.3})", m.within, m.between),
         values: (0..c).map(|a| (0..c).map(|b| m.get(a, b).unwrap_or(f64::NAN)).collect()).collect(),
@@ -232,7 +245,19 @@ fn write_outputs(dir: &Path, r: &CrossReport, st: &CrossStiffness, ex: &Examples
         panels: vec![heat("sign stiffness", &r.class_sign), heat("cosine stiffness", &r.class_cosine)],
         columns: 2,
     };
+    let heatmaps = stiff_plot::heatmap_figure(&fig, &dir.join("cross"))?;
+    let paths = [
+        (dir.join("class_sign.csv"), matrix_csv(&r.class_sign).into_bytes()),
+        (dir.join("class_cosine.csv"), matrix_csv(&r.class_cosine).into_bytes()),
+        (dir.join("columns.csv"), cols.into_bytes()),
+        (done, json),
+    ];
+    let mut set = stiff_fs::FileSet::new();
+    for (p, b) in &paths {
+        set.stage(p, b)?;
+    }
+    set.publish()?;
     let mut files: Vec<PathBuf> = paths.into_iter().map(|(p, _)| p).collect();
-    files.extend(stiff_plot::heatmap_figure(&fig, &dir.join("cross"))?);
+    files.extend(heatmaps);
     Ok(files)
 }

@@ -43,11 +43,11 @@ fn examples(n: usize, seed: u64, name: &str) -> ExampleSet {
 }
 
 fn opts(tile_rows: usize, tile_cols: usize, same_set: bool) -> CrossOptions {
-    CrossOptions { tile_rows: Some(tile_rows), tile_cols: Some(tile_cols), same_set, ..CrossOptions::default() }
+    CrossOptions::default().with_tile_rows(Some(tile_rows)).with_tile_cols(Some(tile_cols)).with_same_set(same_set)
 }
 
 fn go(dir: &Path, rows: &ExampleSet, cols: &ExampleSet, o: &CrossOptions, shard: Option<Shard>) {
-    run(&model(), model_id(), rows, cols, o, dir, RunControl { shard, ..RunControl::default() }).unwrap();
+    run(&model(), model_id(), rows, cols, o, dir, RunControl::default().with_shard(shard)).unwrap();
 }
 
 fn labels_tensor(l: &[u32]) -> Tensor {
@@ -174,7 +174,7 @@ fn interrupted_run_resumes_to_identical_output() {
     merge(full.path()).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let ctl = RunControl { max_tiles: Some(4), ..RunControl::default() };
+    let ctl = RunControl::default().with_max_tiles(Some(4));
     let s = run(&model(), model_id(), &set, &set, &o, dir.path(), ctl).unwrap();
     assert_eq!((s.computed, s.complete), (4, false));
     // A stray temporary file from a killed writer must not count as a tile.
@@ -245,4 +245,29 @@ fn bad_inputs_give_typed_errors() {
     assert!(matches!(merge(dir.path()), Err(CrossError::BadFile { ref path, .. }) if *path == tile));
     let e = run(&model(), model_id(), &rows, &cols, &opts(4, 4, false), dir.path(), RunControl::default());
     assert!(matches!(e, Err(CrossError::BadFile { ref path, .. }) if *path == tile), "{e:?}");
+}
+
+/// `plan.json`, `examples.json` and `cross.json` carry `schema_version` at the top; a job folder
+/// from version 1 (`format_version: 1`) is refused with the field named, not silently reused.
+#[test]
+fn outputs_carry_schema_version_and_old_plans_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("job");
+    let (rows, cols) = (examples(9, 4, "rows"), examples(6, 5, "cols"));
+    let o = opts(4, 6, false);
+    go(&dir, &rows, &cols, &o, None);
+    merge(&dir).unwrap();
+    for f in ["plan.json", "examples.json", "cross.json"] {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(f)).unwrap()).unwrap();
+        assert_eq!(v["schema_version"], stiff_cross::SCHEMA_VERSION, "{f}");
+    }
+    let mut plan: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("plan.json")).unwrap()).unwrap();
+    let obj = plan.as_object_mut().unwrap();
+    obj.remove("schema_version");
+    obj.insert("format_version".into(), 1.into());
+    std::fs::write(dir.join("plan.json"), serde_json::to_vec(&plan).unwrap()).unwrap();
+    let err = run(&model(), model_id(), &rows, &cols, &o, &dir, RunControl::default()).unwrap_err();
+    assert!(matches!(&err, CrossError::PlanMismatch { field, .. } if field == "schema_version"), "{err}");
+    let err = merge(&dir).unwrap_err();
+    assert!(err.to_string().contains("schema_version 1"), "{err}");
 }

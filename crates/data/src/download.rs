@@ -104,6 +104,7 @@ pub enum FileAction {
 
 /// One file's outcome.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FetchedFile {
     /// File name.
     pub name: String,
@@ -117,6 +118,7 @@ pub struct FetchedFile {
 
 /// The outcome of [`fetch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FetchReport {
     /// The dataset fetched.
     pub dataset: DatasetName,

@@ -12,8 +12,9 @@ use crate::locate::{
 };
 use crate::{classes, Dataset, DatasetName, SourceFile, Split};
 
-/// Options for [`load_with`].
+/// Options for [`load_with`]: [`LoadOptions::default`], [`LoadOptions::lenient`] or a setter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoadOptions {
     /// Require the official example counts (60,000/10,000 for MNIST and Fashion-MNIST; 10,000 per
     /// CIFAR-10 batch file; 50,000/10,000 for CIFAR-100). CIFAR files have no header, so this is
@@ -31,6 +32,13 @@ impl LoadOptions {
     /// Accept any number of (well-formed) examples, e.g. for small test files.
     pub fn lenient() -> Self {
         LoadOptions { check_official_counts: false }
+    }
+
+    /// Sets [`LoadOptions::check_official_counts`].
+    #[must_use]
+    pub fn with_check_official_counts(mut self, check: bool) -> Self {
+        self.check_official_counts = check;
+        self
     }
 }
 

@@ -593,6 +593,7 @@ pub fn sample_sphere(dim: usize, n: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
 /// A synthetic dataset: like [`crate::Dataset`] but described by its [`SyntheticSpec`] instead
 /// of a [`crate::DatasetName`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SyntheticDataset {
     /// What was drawn.
     pub spec: SyntheticSpec,

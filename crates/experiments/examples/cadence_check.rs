@@ -123,18 +123,16 @@ fn main() -> Result<()> {
                 let mut values = Vec::new();
                 for seed in 0..args.seeds {
                     let model = Model::new(&cfg, seed, DType::F32, &dev)?;
-                    let tc = TrainConfig {
-                        optimizer: OptimizerConfig::sgd(lr),
-                        seed,
-                        max_steps: 30_000,
-                        eval_every,
-                        train_eval_subset: 1_000,
-                        thresholds: vec![args.threshold],
-                        threshold_rule: rule,
-                        threshold_window: window,
-                        overfit_patience: None,
-                        ..Default::default()
-                    };
+                    let tc = TrainConfig::default()
+                        .with_optimizer(OptimizerConfig::sgd(lr))
+                        .with_seed(seed)
+                        .with_max_steps(30_000)
+                        .with_eval_every(eval_every)
+                        .with_train_eval_subset(1_000)
+                        .with_thresholds(vec![args.threshold])
+                        .with_threshold_rule(rule)
+                        .with_threshold_window(window)
+                        .with_overfit_patience(None);
                     let mut vals = Vec::new();
                     let mut crossing = None;
                     let mut sink = |s: &Snapshot<'_>| -> std::result::Result<(), SinkError> {

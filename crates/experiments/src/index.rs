@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::options::{figure_dir, OptimizerKind};
 use crate::registry::figures;
-use crate::store::write_atomic;
+use crate::store::{write_atomic, SUMMARY};
 use crate::Result;
 
 /// Rewrites `OUT/index.md` from the figure folders present (one per figure and optimizer).
@@ -16,7 +16,7 @@ pub fn write_index(out: &Path) -> Result<()> {
         for opt in OptimizerKind::ALL {
             let dir_name = figure_dir(f.name, opt);
             let dir = out.join(&dir_name);
-            if !dir.join("summary.md").is_file() {
+            if !dir.join(SUMMARY).is_file() {
                 continue;
             }
             any = true;

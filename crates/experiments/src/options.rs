@@ -11,24 +11,33 @@ use stiff_train::OptimizerConfig;
 use crate::sweep::RunSelection;
 use crate::{ExperimentError, Result};
 
-/// Everything `reproduce` takes from the command line.
+/// Everything `reproduce` takes from the command line. Start from [`ReproduceOptions::new`] (the
+/// defaults of `stiff reproduce`) and set the public fields.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ReproduceOptions {
     /// A figure name (`stiff list`) or `all`.
     pub figure: String,
+    /// Quick (scaled-down) configurations (`--quick`).
     pub quick: bool,
     /// Test scale (implies `quick`): each pipeline shrinks its quick configuration to seconds on
     /// small generated files. Never mixed with real results: the run records say so in their specs.
     pub tiny: bool,
+    /// Where the datasets are (`--data-dir`); `None`: `$STIFF_DATA_DIR`, then the user cache.
     pub data_dir: Option<PathBuf>,
+    /// Results folder (`--out`).
     pub out: PathBuf,
+    /// Device for training and Grams (`--device`; default CPU).
     pub device: Device,
     /// Seeds per configuration; the default is the pipeline's (3 full / 1 quick, dynamics 1).
     pub seeds: Option<usize>,
+    /// Optimizer family (`--optimizer`; default SGD).
     pub optimizer: OptimizerKind,
     /// Skip runs already finished in `out` (default true).
     pub resume: bool,
+    /// Only list the run ids, run nothing (`--list-runs`).
     pub list_runs: bool,
+    /// Which runs of the sweep (`--only`, `--shard`; default all).
     pub selection: RunSelection,
     /// Sweep overrides (`--datasets`, `--lrs`, `--thresholds`, `--eval-every`); the
     /// learning-rate sweep (Figs 8-10) reads them, other pipelines ignore them.
@@ -40,6 +49,7 @@ pub struct ReproduceOptions {
 /// Overrides of a sweep's defaults from the command line; `None` keeps the default.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SweepFlags {
+    /// Datasets of the sweep (`--datasets`).
     pub datasets: Option<Vec<stiff_data::DatasetName>>,
     /// Learning rates (finite, > 0).
     pub lrs: Option<Vec<f64>>,
@@ -153,7 +163,9 @@ pub fn parse_device(s: &str) -> Result<Device> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OptimizerKind {
+    /// Plain SGD.
     Sgd,
+    /// Adam with PyTorch's defaults.
     Adam,
 }
 
@@ -161,6 +173,7 @@ impl OptimizerKind {
     /// Every kind, the default (SGD) first.
     pub const ALL: [OptimizerKind; 2] = [OptimizerKind::Sgd, OptimizerKind::Adam];
 
+    /// The optimizer configuration of this kind at learning rate `lr`.
     pub fn with_lr(self, lr: f64) -> OptimizerConfig {
         match self {
             OptimizerKind::Sgd => OptimizerConfig::sgd(lr),
@@ -168,6 +181,7 @@ impl OptimizerKind {
         }
     }
 
+    /// The name in run ids and folders (`sgd`, `adam`).
     pub fn name(self) -> &'static str {
         match self {
             OptimizerKind::Sgd => "sgd",
@@ -212,7 +226,15 @@ pub enum RunEnd {
     /// Every threshold was reached (or, for runs without thresholds, every step was run).
     Completed,
     /// The step budget ran out before the last threshold.
-    StepBudget { steps: u64 },
+    StepBudget {
+        /// Steps taken.
+        steps: u64,
+    },
     /// The loss or the weights became non-finite / exploded.
-    Diverged { step: u64, reason: String },
+    Diverged {
+        /// Step at which divergence was detected.
+        step: u64,
+        /// What diverged.
+        reason: String,
+    },
 }

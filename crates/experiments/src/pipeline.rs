@@ -22,11 +22,13 @@ use crate::Result;
 pub struct FigureInfo {
     /// The `reproduce` target and the folder under `OUT`.
     pub name: &'static str,
+    /// One line on what the figure shows (`stiff list`, `index.md`).
     pub shows: &'static str,
     /// The datasets it needs (empty: generated data); `all` skips a figure whose data is missing.
     pub datasets: &'static [DatasetName],
     /// Expected wall time on 2 CPU cores: quick, full.
     pub time_quick: &'static str,
+    /// Expected wall time of the full configuration.
     pub time_full: &'static str,
 }
 
@@ -105,6 +107,7 @@ pub trait Pipeline: Sync {
 /// What the runner and the registry see of a pipeline (object safe; implemented for every
 /// [`Pipeline`] in [`crate::runner`]).
 pub trait AnyPipeline: Sync {
+    /// The figures this pipeline draws.
     fn figures(&self) -> &'static [FigureInfo];
     /// The run ids of `figs` (deduplicated, sweep order).
     fn run_ids(&self, figs: &[&str], opts: &ReproduceOptions) -> Result<Vec<String>>;

@@ -13,6 +13,7 @@ use crate::Result;
 /// How a dataset is turned into training and stiffness inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DataSettings {
+    /// Input preprocessing (default: the dataset's standardisation).
     pub preprocess: Preprocess,
     /// Examples in the stiffness subset (class-balanced, from the test split). Default: 500 for
     /// 10 classes, 3,000 for 100.
@@ -25,6 +26,7 @@ pub struct DataSettings {
 }
 
 impl DataSettings {
+    /// The defaults for `name`: standard preprocessing, a class-balanced stiffness subset of the default size, seed 0, the full training split.
     pub fn for_dataset(name: DatasetName) -> Self {
         Self {
             preprocess: Preprocess::default(),
@@ -38,24 +40,34 @@ impl DataSettings {
 /// A dataset ready for training and measurement.
 #[derive(Debug, Clone)]
 pub struct Prepared {
+    /// Dataset.
     pub name: DatasetName,
+    /// Class names, by label.
     pub class_names: Vec<String>,
+    /// CIFAR-100 super-class names, by coarse label.
     pub coarse_class_names: Option<Vec<String>>,
+    /// Per-example input shape.
     pub input: InputShape,
     /// Preprocessed training inputs `(N, C, H, W)` and labels.
     pub train_x: Tensor,
+    /// Training labels.
     pub train_y: Vec<u32>,
     /// Preprocessed validation (test split) inputs and labels.
     pub val_x: Tensor,
+    /// Validation labels.
     pub val_y: Vec<u32>,
     /// The stiffness subset: indices into the validation split, inputs, labels, coarse labels.
     pub stiff_idx: Vec<usize>,
+    /// Inputs of the stiffness subset `(n, C, H, W)`.
     pub stiff_x: Tensor,
+    /// Labels of the stiffness subset.
     pub stiff_y: Vec<u32>,
+    /// Coarse (super-class) labels of the stiffness subset (CIFAR-100).
     pub stiff_coarse: Option<Vec<u32>>,
 }
 
 impl Prepared {
+    /// Number of classes.
     pub fn num_classes(&self) -> usize {
         self.class_names.len()
     }

@@ -13,6 +13,7 @@ pub fn figures() -> Vec<&'static FigureInfo> {
     pipelines().into_iter().flat_map(|p| p.figures().iter()).collect()
 }
 
+/// The figure called `name`, if any pipeline draws it.
 pub fn find(name: &str) -> Option<&'static FigureInfo> {
     figures().into_iter().find(|f| f.name == name)
 }

@@ -10,7 +10,7 @@ use crate::options::{figure_dir, OptimizerKind, ReproduceOptions};
 use crate::pipeline::{AnyPipeline, FigureInfo, Pipeline};
 use crate::progress::SweepProgress;
 use crate::registry::pipelines;
-use crate::store::{read_json, write_atomic, write_json, RunStore};
+use crate::store::{read_json, write_atomic, write_json, RunStore, SUMMARY};
 use crate::sweep::{is_partial, plan};
 use crate::{ExperimentError, Result};
 
@@ -204,7 +204,15 @@ fn draw<P: Pipeline>(p: &P, figure: &str, cfg: &P::Config, out: &Path, command: 
         eprintln!("{figure}: {missing} of {} runs are not finished yet; drawing from the rest", specs.len());
     }
     let dir = out.join(figure_dir(figure, p.optimizer(cfg)));
+    // `summary.md` is the folder's completion file: every figure writes it last, so removing it
+    // first means an interrupted redraw leaves a folder that `index.md` and `report` treat as
+    // absent, never an old summary beside new results.
+    let done = dir.join(SUMMARY);
+    stiff_fs::remove_if_exists(&done).map_err(|e| ExperimentError::io(&e.path, e.source))?;
     p.draw(figure, cfg, &records, &dir, command)?;
+    if !done.is_file() {
+        return Err(ExperimentError::Format(format!("{figure}: the figure wrote no {}", done.display())));
+    }
     Ok(dir)
 }
 
@@ -221,8 +229,10 @@ fn report_configs<P: Pipeline>(p: &P, figure: &str, out: &Path) -> Result<Vec<(P
     let mut found = Vec::new();
     for opt in OptimizerKind::ALL {
         let dir = figure_dir(figure, opt);
+        // A folder without its summary was left by an interrupted draw: not a source.
+        let complete = out.join(&dir).join(SUMMARY).is_file();
         let in_folder = out.join(&dir).join("config.json");
-        let path = if in_folder.is_file() { in_folder } else { config_beside_runs(out, &dir) };
+        let path = if complete && in_folder.is_file() { in_folder } else { config_beside_runs(out, &dir) };
         if path.is_file() {
             let v: serde_json::Value = read_json(&path)?;
             let cfg: P::Config = serde_json::from_value(v[P::CONFIG_KEY].clone())

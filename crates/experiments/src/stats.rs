@@ -9,9 +9,13 @@ use statrs::distribution::{ContinuousCDF, StudentsT};
 /// Mean of a few values with a 95% Student-t half-width (`None` below two values).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SeedMean {
+    /// Mean of `values`.
     pub mean: f64,
+    /// Half-width of the 95% Student-t interval (`None` below two values).
     pub half_width: Option<f64>,
+    /// Number of values.
     pub n: usize,
+    /// The values averaged.
     pub values: Vec<f64>,
 }
 

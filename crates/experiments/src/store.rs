@@ -13,6 +13,10 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{ExperimentError, Result};
 
+/// The completion file of a figure folder `OUT/<fig>/`: every figure writes it last and the runner
+/// removes it before redrawing, so a folder without it is an interrupted draw and counts as absent.
+pub const SUMMARY: &str = "summary.md";
+
 /// Writes `bytes` to `path` atomically (temp file in the same folder, then rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -20,17 +24,45 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     stiff_fs::write_atomic(path, bytes).map_err(|e| ExperimentError::io(&e.path, e.source))
 }
 
-/// Serialises `value` as pretty JSON to `path`, atomically.
+/// Version of every JSON file this crate writes (figure `config.json` and `results.json`, run
+/// records, the configs beside the runs): a top-level `schema_version` field. See
+/// `docs/formats.md`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `value`'s fields after a leading `schema_version`.
+#[derive(Serialize)]
+struct Versioned<'a, T: Serialize> {
+    schema_version: u32,
+    #[serde(flatten)]
+    value: &'a T,
+}
+
+/// Serialises `value` (a struct or a JSON object) as pretty JSON to `path`, atomically, with a
+/// top-level `schema_version` ([`SCHEMA_VERSION`]) first.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let bytes =
-        serde_json::to_vec_pretty(value).map_err(|e| ExperimentError::Format(format!("{}: {e}", path.display())))?;
+    let bytes = serde_json::to_vec_pretty(&Versioned { schema_version: SCHEMA_VERSION, value })
+        .map_err(|e| ExperimentError::Format(format!("{}: {e}", path.display())))?;
     write_atomic(path, &bytes)
 }
 
-/// Reads JSON from `path`.
+/// Reads JSON from `path`. A file with a `schema_version` newer than [`SCHEMA_VERSION`] (written
+/// by a newer build) is refused; files without one (written before versions) are read as they are.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    #[derive(serde::Deserialize)]
+    struct Version {
+        schema_version: Option<u32>,
+    }
     let bytes = std::fs::read(path).map_err(|e| ExperimentError::io(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| ExperimentError::Format(format!("{}: {e}", path.display())))
+    let format = |e: serde_json::Error| ExperimentError::Format(format!("{}: {e}", path.display()));
+    if let Some(v) = serde_json::from_slice::<Version>(&bytes).map_err(format)?.schema_version {
+        if v > SCHEMA_VERSION {
+            return Err(ExperimentError::Format(format!(
+                "{}: schema_version {v} is newer than this build reads ({SCHEMA_VERSION})",
+                path.display()
+            )));
+        }
+    }
+    serde_json::from_slice(&bytes).map_err(format)
 }
 
 /// The per-run records of one sweep.
@@ -40,14 +72,17 @@ pub struct RunStore {
 }
 
 impl RunStore {
+    /// The store of sweep `sweep` under `out` (`out/runs/<sweep>/`).
     pub fn new(out: &Path, sweep: &str) -> Self {
         Self { dir: out.join("runs").join(sweep) }
     }
 
+    /// The sweep folder.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
+    /// The record file of run `id`.
     pub fn path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
@@ -58,6 +93,7 @@ impl RunStore {
         p.is_file().then(|| read_json(&p).ok()).flatten()
     }
 
+    /// Stores the finished record of run `id` atomically (with `schema_version`).
     pub fn put<T: Serialize>(&self, id: &str, record: &T) -> Result<()> {
         write_json(&self.path(id), record)
     }

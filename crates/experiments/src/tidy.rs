@@ -10,18 +10,25 @@ use crate::{ExperimentError, Result};
 /// One row of `results.csv`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
+    /// Run id.
     pub run_id: String,
+    /// Dataset name.
     pub dataset: String,
+    /// Optimizer name.
     pub optimizer: String,
+    /// Learning rate.
     pub lr: f64,
+    /// Model seed.
     pub seed: u64,
     /// Training-loss threshold (empty when the row is not tied to one).
     pub threshold: Option<f64>,
     /// Representation space for distance metrics ("input", "layer1", ...), else empty.
     pub space: String,
+    /// What is measured (the figure's own metric names, e.g. `run_steps`).
     pub metric: String,
     /// The value; empty when undefined (see `note`).
     pub value: Option<f64>,
+    /// Extra context: `step=N`, a divergence reason, why a value is missing.
     pub note: String,
 }
 

@@ -3,32 +3,20 @@
 
 use std::path::Path;
 
-use candle::Device;
 use stiff_data::DatasetName;
 use stiff_experiments::dynamics::figures::superclass_order;
 use stiff_experiments::dynamics::{write_synthetic_cifar, DynRunRecord};
-use stiff_experiments::options::{OptimizerKind, ReproduceOptions};
+use stiff_experiments::options::ReproduceOptions;
 use stiff_experiments::runner::reproduce;
-use stiff_experiments::sweep::RunSelection;
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 fn opts(figure: &str, data: &Path, out: &Path) -> ReproduceOptions {
-    ReproduceOptions {
-        figure: figure.into(),
-        quick: true,
-        tiny: false,
-        data_dir: Some(data.to_path_buf()),
-        out: out.to_path_buf(),
-        device: Device::Cpu,
-        seeds: None,
-        optimizer: OptimizerKind::Sgd,
-        resume: true,
-        list_runs: false,
-        selection: RunSelection::default(),
-        sweep: Default::default(),
-        command: format!("test reproduce {figure} --quick"),
-    }
+    let mut o = ReproduceOptions::new(figure, out);
+    o.quick = true;
+    o.data_dir = Some(data.to_path_buf());
+    o.command = format!("test reproduce {figure} --quick");
+    o
 }
 
 /// The files every figure folder must have, parsed; returns the number of stiffness rows checked.

@@ -7,9 +7,11 @@
 use std::path::{Path, PathBuf};
 
 use stiff_data::DatasetName;
+use stiff_experiments::index::write_index;
 use stiff_experiments::options::{OptimizerKind, ReproduceOptions};
 use stiff_experiments::registry::pipelines;
 use stiff_experiments::runner::{report, reproduce};
+use stiff_experiments::store::{read_json, SCHEMA_VERSION};
 use stiff_experiments::testdata::{write_synthetic_cifar, write_synthetic_idx};
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
@@ -110,6 +112,25 @@ fn every_registered_pipeline_lists_runs_tiny_and_reports() {
         assert!(index.contains(&format!("[{f}]({f}/summary.md)")), "index.md lacks {f}");
     }
 
+    // Every JSON file written (figure configs and results, run records, configs beside the runs)
+    // carries the crate's schema_version at the top, and reads back; a newer version is refused.
+    let mut json_files = run_record_paths(&out);
+    for f in &all_figs {
+        json_files.extend(["config.json", "results.json"].map(|n| out.join(f).join(n)));
+    }
+    json_files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    assert!(json_files.len() > all_figs.len() * 2, "no run records found");
+    for p in &json_files {
+        let text = std::fs::read_to_string(p).unwrap();
+        assert!(text.starts_with("{\n  \"schema_version\": "), "{}: schema_version is not first", p.display());
+        let v: serde_json::Value = read_json(p).unwrap();
+        assert_eq!(v["schema_version"], SCHEMA_VERSION, "{}", p.display());
+    }
+    let newer = tmp.path().join("newer.json");
+    std::fs::write(&newer, format!("{{\"schema_version\": {}}}", SCHEMA_VERSION + 1)).unwrap();
+    let err = read_json::<serde_json::Value>(&newer).unwrap_err().to_string();
+    assert!(err.contains("newer.json") && err.contains("schema_version"), "{err}");
+
     // Resume: a second pass reruns nothing (records byte-identical, timings included).
     let before: Vec<Vec<u8>> = run_record_paths(&out).iter().map(|p| std::fs::read(p).unwrap()).collect();
     reproduce(&tiny_opts("all", &data, &out)).unwrap();
@@ -168,6 +189,31 @@ fn two_optimizers_in_one_out_keep_their_figures_apart() {
     report(&out).unwrap();
     assert_eq!(optimizer_of("fig8"), "sgd");
     assert_eq!(optimizer_of("fig8-adam"), "adam");
+}
+
+/// A redraw that fails part-way (here: a folder where the figure's PNG goes, after `config.json`
+/// and `results.json` were rewritten) leaves no `summary.md`, the folder's completion file, so
+/// `index.md` does not list a half-new folder; once the obstacle is gone `report` completes it.
+/// Before the fix the old `summary.md` stayed beside the new files.
+#[test]
+fn interrupted_redraw_leaves_a_folder_that_counts_as_absent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, out) = (tmp.path().join("data"), tmp.path().join("out"));
+    generated_data(&data);
+    reproduce(&tiny_opts("fig8", &data, &out)).unwrap();
+    let fig = out.join("fig8");
+    assert!(fig.join("summary.md").is_file());
+    std::fs::remove_file(fig.join("fig8.png")).unwrap();
+    std::fs::create_dir(fig.join("fig8.png")).unwrap();
+    assert!(report(&out).is_err(), "the obstacle did not stop the redraw");
+    assert!(fig.join("results.json").is_file());
+    assert!(!fig.join("summary.md").exists(), "an interrupted folder still looks complete");
+    write_index(&out).unwrap();
+    let index = std::fs::read_to_string(out.join("index.md")).unwrap();
+    assert!(!index.contains("(fig8/summary.md)"), "index.md lists an interrupted folder:\n{index}");
+    std::fs::remove_dir(fig.join("fig8.png")).unwrap();
+    report(&out).unwrap();
+    check_figure(&fig, "fig8");
 }
 
 /// The crate's module layering, checked on the sources: shared modules import no pipeline and

@@ -4,32 +4,19 @@
 
 use std::path::Path;
 
-use candle::Device;
 use stiff_analysis::BinSpec;
 use stiff_experiments::measure::crossing_distance;
 use stiff_experiments::options::{OptimizerKind, ReproduceOptions};
 use stiff_experiments::runner::{report, reproduce, reproduce_with};
 use stiff_experiments::spherical::{SphRunRecord, Spherical, SphericalConfig, FIGURE};
-use stiff_experiments::sweep::RunSelection;
 
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
 fn opts(out: &Path) -> ReproduceOptions {
-    ReproduceOptions {
-        figure: FIGURE.into(),
-        quick: true,
-        tiny: false,
-        data_dir: None,
-        out: out.to_path_buf(),
-        device: Device::Cpu,
-        seeds: None,
-        optimizer: OptimizerKind::Sgd,
-        resume: true,
-        list_runs: false,
-        selection: RunSelection::default(),
-        sweep: Default::default(),
-        command: "test reproduce spherical --quick".into(),
-    }
+    let mut o = ReproduceOptions::new(FIGURE, out);
+    o.quick = true;
+    o.command = "test reproduce spherical --quick".into();
+    o
 }
 
 /// The quick defaults shrunk to a few seconds: 2 degrees, 2 learning rates (one shared), a small net.

@@ -114,9 +114,29 @@ pub fn publish(tmp: TempPath, path: &Path) -> Result<(), WriteError> {
     tmp.persist(path).map_err(|e| WriteError::new(path, e.error))
 }
 
+/// Removes `path` if it is there; a missing file is not an error. Writers of a set of files call
+/// it on the set's completion file before replacing any member (see [`FileSet`]).
+pub fn remove_if_exists(path: &Path) -> Result<(), WriteError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(WriteError::new(path, e)),
+    }
+}
+
+/// Environment variable read by [`FileSet::publish`] for crash tests only: when set to `K`, the
+/// process aborts right after the `K`-th rename, as a `kill -9` there would (temporaries stay).
+pub const ABORT_AFTER_RENAMES_ENV: &str = "STIFF_FS_TEST_ABORT_AFTER_RENAMES";
+
 /// Several files published together: each is staged under a temporary name, and only when all of
 /// them are written are they renamed into place (in the order staged), so a failure while writing
 /// any one of them publishes none. Dropped unpublished, the staged temporaries are deleted.
+///
+/// Renames are one file at a time, so a crash between two of them would leave a mix. The **last
+/// staged file is the set's completion file**: [`FileSet::publish`] first removes an existing
+/// completion file (an older set stops being complete), then renames the other files, and the
+/// completion file last. A reader must treat a set whose completion file is missing as absent
+/// (an interrupted publish); it never sees new members next to an old completion file.
 #[derive(Debug, Default)]
 pub struct FileSet {
     staged: Vec<(TempPath, PathBuf)>,
@@ -161,11 +181,59 @@ impl FileSet {
         Ok(())
     }
 
-    /// Renames every staged file into place.
+    /// The completion file (the last staged path), if anything is staged.
+    pub fn completion(&self) -> Option<&Path> {
+        self.staged.last().map(|(_, p)| p.as_path())
+    }
+
+    /// Removes the old completion file, then renames every staged file into place, the
+    /// completion file last.
     pub fn publish(self) -> Result<(), WriteError> {
-        for (tmp, path) in self.staged {
+        let abort_after = std::env::var(ABORT_AFTER_RENAMES_ENV).ok().and_then(|v| v.parse::<usize>().ok());
+        if self.publish_steps(abort_after)? {
+            std::process::abort();
+        }
+        Ok(())
+    }
+
+    /// Crash simulation for tests: publishes like [`FileSet::publish`] but stops right after
+    /// `renames` renames, keeping the remaining temporaries on disk as a killed process would.
+    #[doc(hidden)]
+    pub fn publish_interrupted_after(self, renames: usize) -> Result<(), WriteError> {
+        self.publish_steps(Some(renames)).map(|_| ())
+    }
+
+    /// Returns true when it stopped after `stop_after` renames (the unpublished temporaries are
+    /// kept on disk), false when everything was published.
+    fn publish_steps(self, stop_after: Option<usize>) -> Result<bool, WriteError> {
+        let Some(done) = self.completion().map(Path::to_path_buf) else { return Ok(false) };
+        remove_if_exists(&done)?;
+        let mut staged = self.staged;
+        let stopped = stop_after.is_some_and(|k| k < staged.len());
+        let left = if stopped { staged.split_off(stop_after.unwrap_or(0)) } else { Vec::new() };
+        for (tmp, path) in staged {
+            if path == done {
+                // The members' renames must be durable before the completion file appears.
+                sync_dir(parent_dir(&path)).map_err(|e| WriteError::new(&path, e))?;
+            }
             tmp.persist(&path).map_err(|e| WriteError::new(&path, e.error))?;
         }
+        for (tmp, path) in left {
+            tmp.keep().map_err(|e| WriteError::new(&path, e.error))?;
+        }
+        Ok(stopped)
+    }
+}
+
+/// Flushes a directory's entries (renames) to disk; a no-op where directories cannot be opened.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        std::fs::File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
         Ok(())
     }
 }
@@ -300,5 +368,57 @@ mod tests {
         let got = std::fs::read(&p).unwrap();
         assert!(bodies.contains(&got), "the final file is one writer's complete body");
         assert!(leftovers(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn interrupted_publish_leaves_a_set_without_its_completion_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("gram.safetensors"), dir.path().join("stiffness.json"));
+        // An older complete set.
+        let mut set = FileSet::new();
+        set.stage(&a, b"old K").unwrap();
+        set.stage(&b, b"old report").unwrap();
+        set.publish().unwrap();
+        // A new set whose publish is cut after its first rename.
+        let mut set = FileSet::new();
+        set.stage(&a, b"new K").unwrap();
+        set.stage(&b, b"new report").unwrap();
+        assert_eq!(set.completion(), Some(b.as_path()));
+        set.publish_interrupted_after(1).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"new K");
+        // Before the fix the old report stayed beside the new Gram: a complete-looking mix.
+        assert!(!b.exists(), "the completion file of the old set must be gone");
+        assert_eq!(leftovers(dir.path()).len(), 1, "the killed publish leaves its other temporary");
+
+        // Cut before any rename: the old set is no longer complete either.
+        let mut set = FileSet::new();
+        set.stage(&a, b"K3").unwrap();
+        set.stage(&b, b"R3").unwrap();
+        set.publish().unwrap();
+        let mut set = FileSet::new();
+        set.stage(&a, b"K4").unwrap();
+        set.stage(&b, b"R4").unwrap();
+        set.publish_interrupted_after(0).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"K3");
+        assert!(!b.exists());
+
+        // A rerun publishes the whole set.
+        let mut set = FileSet::new();
+        set.stage(&a, b"K5").unwrap();
+        set.stage(&b, b"R5").unwrap();
+        set.publish().unwrap();
+        assert_eq!((std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap()), (b"K5".to_vec(), b"R5".to_vec()));
+    }
+
+    #[test]
+    fn remove_if_exists_ignores_a_missing_file_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x");
+        remove_if_exists(&p).unwrap();
+        std::fs::write(&p, b"x").unwrap();
+        remove_if_exists(&p).unwrap();
+        assert!(!p.exists());
+        std::fs::create_dir(&p).unwrap();
+        assert_eq!(remove_if_exists(&p).unwrap_err().path, p);
     }
 }

@@ -21,6 +21,7 @@
 //! assert_eq!(c, a);
 //! # Ok::<(), stiff_gemm::ShapeError>(())
 //! ```
+#![deny(missing_docs)]
 
 pub use gemm::Parallelism;
 
@@ -44,6 +45,7 @@ mod sealed {
 /// A matrix view that does not fit its slice, or operands whose shapes do not chain.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("matmul: {0}")]
+#[non_exhaustive]
 pub struct ShapeError(pub String);
 
 /// A read-only strided matrix view: element `(i, j)` is `data[i * row_stride + j * col_stride]`.

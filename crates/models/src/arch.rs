@@ -6,12 +6,16 @@ use crate::{ModelError, Result};
 /// Shape of one input example: channels, height, width (MNIST: 1x28x28, CIFAR: 3x32x32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputShape {
+    /// Input channels (1 for MNIST, 3 for CIFAR).
     pub channels: usize,
+    /// Image height in pixels.
     pub height: usize,
+    /// Image width in pixels.
     pub width: usize,
 }
 
 impl InputShape {
+    /// The shape `channels x height x width`.
     pub fn new(channels: usize, height: usize, width: usize) -> Self {
         Self { channels, height, width }
     }
@@ -26,11 +30,21 @@ impl InputShape {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ArchSpec {
     /// Fully-connected ReLU net: flatten, then `hidden` widths, then a linear layer to the logits.
-    Mlp { hidden: Vec<usize> },
+    Mlp {
+        /// Widths of the hidden layers, input side first (fc6: `[500, 300, 100, 100, 100]`).
+        hidden: Vec<usize>,
+    },
     /// Conv net without batch norm: per entry of `channels`, a `kernel`x`kernel` conv (stride 1,
     /// "same" padding `kernel/2`), ReLU, `pool`x`pool` max pooling (stride = kernel, as candle's
     /// max-pool backward requires); then flatten and one linear layer to the logits.
-    Cnn { channels: Vec<usize>, kernel: usize, pool: usize },
+    Cnn {
+        /// Output channels of each conv layer, input side first (cnn5: `[32, 64, 128, 256]`).
+        channels: Vec<usize>,
+        /// Side of the square conv kernel (odd; the presets use 3).
+        kernel: usize,
+        /// Side and stride of the square max-pooling window after each conv (presets: 2).
+        pool: usize,
+    },
 }
 
 /// The paper's architectures.
@@ -48,8 +62,10 @@ pub enum Preset {
 }
 
 impl Preset {
+    /// Every preset, in the order of [`Preset::name`]'s list (fc6, fc4, cnn5, cnn4).
     pub const ALL: [Preset; 4] = [Preset::Fc6, Preset::Fc4, Preset::Cnn5, Preset::Cnn4];
 
+    /// The preset's layer structure.
     pub fn arch(self) -> ArchSpec {
         match self {
             Preset::Fc6 => ArchSpec::Mlp { hidden: vec![500, 300, 100, 100, 100] },
@@ -59,6 +75,7 @@ impl Preset {
         }
     }
 
+    /// The preset's name on the command line and in run ids (`fc6`, `fc4`, `cnn5`, `cnn4`).
     pub fn name(self) -> &'static str {
         match self {
             Preset::Fc6 => "fc6",
@@ -88,16 +105,21 @@ impl FromStr for Preset {
 /// A complete description of a model: architecture, input shape and number of classes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModelConfig {
+    /// The layer structure.
     pub arch: ArchSpec,
+    /// Shape of one input example.
     pub input: InputShape,
+    /// Number of classes (outputs of the last layer).
     pub num_classes: usize,
 }
 
 impl ModelConfig {
+    /// A configuration from its parts; checked by [`crate::Model::new`], not here.
     pub fn new(arch: ArchSpec, input: InputShape, num_classes: usize) -> Self {
         Self { arch, input, num_classes }
     }
 
+    /// A preset's layers for the given input shape and class count.
     pub fn preset(preset: Preset, input: InputShape, num_classes: usize) -> Self {
         Self::new(preset.arch(), input, num_classes)
     }

@@ -23,6 +23,7 @@
 //! `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` (fan_in = in_features, or in_channels*kh*kw), from a
 //! `ChaCha8Rng` seeded with the model seed, layer by layer, weight before bias, in row-major order.
 //! Values are drawn in f32 and cast, so an f64 model equals its f32 twin up to the cast.
+#![deny(missing_docs)]
 
 mod arch;
 mod error;
@@ -39,3 +40,8 @@ pub use spec::{KeyMap, LayerSpec, ModelSpec, SpecModel};
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, ModelError>;
+
+/// The crate README's examples, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -13,7 +13,14 @@ pub enum LayerKind {
     Dense,
     /// `z = conv2d(a, W, stride 1, padding) + b`, `W: (out, in, k, k)`; the block then applies
     /// ReLU and `pool`x`pool` max pooling (input cropped to a multiple of `pool`, like PyTorch's floor mode).
-    Conv2d { kernel: usize, padding: usize, pool: usize },
+    Conv2d {
+        /// Side of the square kernel.
+        kernel: usize,
+        /// Zero padding on each side (`kernel / 2`: "same").
+        padding: usize,
+        /// Side and stride of the max-pooling window.
+        pool: usize,
+    },
 }
 
 /// One trainable layer: its parameters and the per-example shapes it maps between.
@@ -21,6 +28,7 @@ pub enum LayerKind {
 pub struct Layer {
     /// Parameter prefix: `layers.{i}`, `conv.{i}` or `head`.
     pub name: String,
+    /// What the layer computes.
     pub kind: LayerKind,
     /// Dense: `(out, in)`; conv: `(out, in, k, k)`.
     pub weight: Var,
@@ -236,6 +244,7 @@ impl Model {
         Ok(Self { config: cfg.clone(), layers })
     }
 
+    /// The configuration the model was built from.
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }
@@ -245,10 +254,12 @@ impl Model {
         &self.layers
     }
 
+    /// The device holding the parameters.
     pub fn device(&self) -> &Device {
         self.layers[0].weight.device()
     }
 
+    /// The parameters' dtype (f32 or f64).
     pub fn dtype(&self) -> DType {
         self.layers[0].weight.dtype()
     }

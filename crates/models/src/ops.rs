@@ -52,9 +52,13 @@ pub fn silu(x: &Tensor) -> Result<Tensor> {
 /// Geometry of a 2-D sliding window (kernel, stride, padding, dilation), `(rows, cols)` each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// `(kh, kw)` window size.
     pub kernel: (usize, usize),
+    /// `(sh, sw)` step between windows.
     pub stride: (usize, usize),
+    /// `(ph, pw)` implicit padding on each side.
     pub padding: (usize, usize),
+    /// `(dh, dw)` spacing between window elements (1: contiguous).
     pub dilation: (usize, usize),
 }
 

@@ -31,11 +31,14 @@ use crate::{ModelError, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Size2 {
+    /// The same value for both dims, e.g. `3`.
     One(usize),
+    /// `[height, width]`, e.g. `[3, 5]`.
     Two([usize; 2]),
 }
 
 impl Size2 {
+    /// `(height, width)`.
     pub fn pair(self) -> (usize, usize) {
         match self {
             Size2::One(v) => (v, v),
@@ -73,11 +76,14 @@ fn gelu_none() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Shape1 {
+    /// A single trailing dim.
     One(usize),
+    /// Several trailing dims, outermost first.
     Many(Vec<usize>),
 }
 
 impl Shape1 {
+    /// The dims as a list.
     pub fn dims(&self) -> Vec<usize> {
         match self {
             Shape1::One(v) => vec![*v],
@@ -94,122 +100,173 @@ impl Shape1 {
 pub enum LayerSpec {
     /// `y = x W^T + b`, W: `(out_features, in_features)`; input `(N, ..., in_features)`.
     Linear {
+        /// Features per example in.
         in_features: usize,
+        /// Features per example out.
         out_features: usize,
+        /// Whether the layer adds a bias (default true).
         #[serde(default = "yes")]
         bias: bool,
     },
     /// 2-D convolution, W: `(out, in, kh, kw)`; `groups` must be 1, `padding_mode` zeros.
     Conv2d {
+        /// Channels in.
         in_channels: usize,
+        /// Channels out (filters).
         out_channels: usize,
+        /// Kernel size.
         kernel_size: Size2,
+        /// Stride (default 1).
         #[serde(default = "one")]
         stride: Size2,
+        /// Zero padding on each side (default 0).
         #[serde(default = "zero")]
         padding: Size2,
+        /// Dilation (default 1).
         #[serde(default = "one")]
         dilation: Size2,
+        /// Groups (default 1, the only supported value).
         #[serde(default = "one_usize")]
         groups: usize,
+        /// Whether the layer adds a bias (default true).
         #[serde(default = "yes")]
         bias: bool,
     },
     /// Max pooling (stride defaults to the kernel, `-inf` padding); `ceil_mode` must be false.
     MaxPool2d {
+        /// Window size.
         kernel_size: Size2,
+        /// Stride (default: the window size).
         #[serde(default)]
         stride: Option<Size2>,
+        /// Padding (default 0; padded cells never win the max).
         #[serde(default = "zero")]
         padding: Size2,
+        /// Dilation (default 1).
         #[serde(default = "one")]
         dilation: Size2,
+        /// Round output sizes up (default false, the only supported value).
         #[serde(default)]
         ceil_mode: bool,
     },
     /// Average pooling, zero padding counted (`count_include_pad` must be true), floor mode.
     AvgPool2d {
+        /// Window size.
         kernel_size: Size2,
+        /// Stride (default: the window size).
         #[serde(default)]
         stride: Option<Size2>,
+        /// Padding (default 0).
         #[serde(default = "zero")]
         padding: Size2,
+        /// Round output sizes up (default false, the only supported value).
         #[serde(default)]
         ceil_mode: bool,
+        /// Count padded zeros in the mean (default true, as PyTorch).
         #[serde(default = "yes")]
         count_include_pad: bool,
     },
     /// Global average pooling; only `output_size` 1 (or `[1, 1]`).
     AdaptiveAvgPool2d {
+        /// Must be 1 (or `[1, 1]`).
         output_size: Size2,
     },
     /// Flattens dims `start_dim..=end_dim` (defaults 1 and -1, the only supported values).
     Flatten {
+        /// First flattened dim (default 1).
         #[serde(default = "start_dim")]
         start_dim: i64,
+        /// Last flattened dim (default -1).
         #[serde(default = "end_dim")]
         end_dim: i64,
     },
+    /// `max(x, 0)`, with derivative 0 at 0 (see [`crate::ops`]).
     ReLU {
+        /// Ignored (no effect on the function).
         #[serde(default)]
         inplace: bool,
     },
+    /// `x` for `x > 0`, else `negative_slope * x`.
     LeakyReLU {
+        /// Slope for negative inputs (default 0.01).
         #[serde(default = "leaky")]
         negative_slope: f64,
+        /// Ignored.
         #[serde(default)]
         inplace: bool,
     },
     /// Exact erf form; `approximate` must be "none".
     GELU {
+        /// Only `"none"` (the default) is supported.
         #[serde(default = "gelu_none")]
         approximate: String,
     },
+    /// `x * sigmoid(x)`.
     SiLU {
+        /// Ignored.
         #[serde(default)]
         inplace: bool,
     },
+    /// `tanh(x)`.
     Tanh {},
+    /// `1 / (1 + exp(-x))`.
     Sigmoid {},
+    /// The input unchanged.
     Identity {},
     /// Identity: measurement is in eval mode.
     Dropout {
+        /// Drop probability; ignored (eval mode).
         #[serde(default)]
         p: Option<f64>,
+        /// Ignored.
         #[serde(default)]
         inplace: bool,
     },
     /// Eval mode: `(x - running_mean) / sqrt(running_var + eps) * weight + bias` on `(N, C)` or `(N, C, L)`.
     BatchNorm1d {
+        /// Channels `C`.
         num_features: usize,
+        /// Added to the variance (default 1e-5).
         #[serde(default = "eps")]
         eps: f64,
+        /// Ignored (eval mode uses the stored running statistics).
         #[serde(default)]
         momentum: Option<f64>,
+        /// Whether `weight` and `bias` exist (default true).
         #[serde(default = "yes")]
         affine: bool,
+        /// Must be true (default): eval mode needs the running statistics.
         #[serde(default = "yes")]
         track_running_stats: bool,
     },
     /// Eval mode on `(N, C, H, W)`.
     BatchNorm2d {
+        /// Channels `C`.
         num_features: usize,
+        /// Added to the variance (default 1e-5).
         #[serde(default = "eps")]
         eps: f64,
+        /// Ignored (eval mode uses the stored running statistics).
         #[serde(default)]
         momentum: Option<f64>,
+        /// Whether `weight` and `bias` exist (default true).
         #[serde(default = "yes")]
         affine: bool,
+        /// Must be true (default): eval mode needs the running statistics.
         #[serde(default = "yes")]
         track_running_stats: bool,
     },
     /// Normalises over the trailing `normalized_shape` dims (biased variance, as PyTorch).
     LayerNorm {
+        /// The trailing dims normalised over.
         normalized_shape: Shape1,
+        /// Added to the variance (default 1e-5).
         #[serde(default = "eps")]
         eps: f64,
+        /// Whether `weight` (and `bias`, see below) exist (default true).
         #[serde(default = "yes")]
         elementwise_affine: bool,
+        /// Whether `bias` exists when `elementwise_affine` (default true).
         #[serde(default = "yes")]
         bias: bool,
     },
@@ -223,19 +280,24 @@ fn one_usize() -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TensorRole {
+    /// Trained: gets a per-example gradient.
     Parameter,
+    /// Fixed statistics (batch norm running mean and variance).
     Buffer,
 }
 
 /// One tensor of the state dict: its key, shape, role, and the layer it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamSpec {
+    /// Index of the layer in the spec.
     pub layer: usize,
     /// `"{layer}.weight"` etc.
     pub key: String,
     /// `weight`, `bias`, `running_mean`, `running_var`.
     pub field: &'static str,
+    /// Shape PyTorch stores.
     pub shape: Vec<usize>,
+    /// Parameter or buffer.
     pub role: TensorRole,
     /// Fan-in for PyTorch's default uniform initialisation (Linear/Conv2d).
     pub fan_in: Option<usize>,
@@ -247,6 +309,7 @@ pub struct ParamSpec {
 pub struct ModelSpec {
     /// Per-example input shape, e.g. `[3, 32, 32]` or `[784]`.
     pub input: Vec<usize>,
+    /// The layers, in order (indices are the `state_dict()` key prefixes).
     pub layers: Vec<LayerSpec>,
 }
 
@@ -480,6 +543,7 @@ impl ModelSpec {
 /// leading `module.` (DataParallel) is stripped.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyMap {
+    /// File key to spec key.
     pub rename: HashMap<String, String>,
 }
 
@@ -494,6 +558,7 @@ impl KeyMap {
         Ok(Self { rename })
     }
 
+    /// The spec key of file key `key`: the rename if there is one, else `key` without a leading `module.`.
     pub fn apply(&self, key: &str) -> String {
         if let Some(k) = self.rename.get(key) {
             return k.clone();
@@ -628,6 +693,7 @@ impl SpecModel {
         Self::from_tensors(spec, t, path, keys, dtype, device)
     }
 
+    /// The layer list.
     pub fn spec(&self) -> &ModelSpec {
         &self.spec
     }
@@ -653,10 +719,12 @@ impl SpecModel {
         self.buffers.get(&format!("{layer}.{field}"))
     }
 
+    /// Number of trainable scalars.
     pub fn num_params(&self) -> usize {
         self.params.iter().map(|(_, v)| v.elem_count()).sum()
     }
 
+    /// The dtype of the stored tensors (f32 when there are none).
     pub fn dtype(&self) -> DType {
         self.buffers
             .values()
@@ -666,6 +734,7 @@ impl SpecModel {
             .unwrap_or(DType::F32)
     }
 
+    /// The device of the parameters (CPU when there are none).
     pub fn device(&self) -> Device {
         self.params.first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu)
     }

@@ -54,18 +54,16 @@ fn main() -> Result<()> {
         Model::new(&ModelConfig::preset(Preset::Fc6, InputShape::new(1, 28, 28), 10), seed, DType::F32, &Device::Cpu)?;
     let optimizer = if adam { OptimizerConfig::adam(lr) } else { OptimizerConfig::sgd(lr) };
     let ckpt = out.join("checkpoint.safetensors");
-    let cfg = TrainConfig {
-        optimizer,
-        seed,
-        max_steps,
-        eval_every: 250,
-        thresholds: vec![1.0, 0.5, 0.2],
-        snapshot_steps: vec![0],
-        checkpoint_path: Some(ckpt.clone()),
-        checkpoint_every: Some(2_000),
-        metrics_path: Some(out.join("metrics.jsonl")),
-        ..Default::default()
-    };
+    let cfg = TrainConfig::default()
+        .with_optimizer(optimizer)
+        .with_seed(seed)
+        .with_max_steps(max_steps)
+        .with_eval_every(250)
+        .with_thresholds(vec![1.0, 0.5, 0.2])
+        .with_snapshot_steps(vec![0])
+        .with_checkpoint_path(Some(ckpt.clone()))
+        .with_checkpoint_every(Some(2_000))
+        .with_metrics_path(Some(out.join("metrics.jsonl")));
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("train_config.json"), serde_json::to_string_pretty(&cfg)?)?;
     let mut sink = |s: &Snapshot<'_>| -> Result<(), SinkError> {

@@ -18,6 +18,9 @@ use crate::{Result, TrainConfig, TrainError};
 pub const TRAIN_CONFIG_KEY: &str = "stiff.train_config";
 /// Metadata key of the JSON [`TrainState`].
 pub const TRAIN_STATE_KEY: &str = "stiff.train_state";
+/// Metadata key of the checkpoint layout version ([`crate::SCHEMA_VERSION`], a decimal string;
+/// absent in checkpoints written before versions, which load as before).
+pub const SCHEMA_VERSION_KEY: &str = "stiff.schema_version";
 const M_PREFIX: &str = "optim.m.";
 const V_PREFIX: &str = "optim.v.";
 
@@ -26,7 +29,9 @@ const V_PREFIX: &str = "optim.v.";
 pub struct OverfitTracker {
     /// Lowest validation loss so far, its step, and the training loss measured with it.
     pub best_val: Option<f64>,
+    /// Step of that best evaluation.
     pub best_step: u64,
+    /// Training loss measured at that best evaluation.
     pub train_at_best: f64,
     /// Regular evaluations since the best one.
     pub evals_since_best: u32,
@@ -41,7 +46,9 @@ pub struct TrainState {
     pub step: u64,
     /// Current epoch (0-based) and the position of the next mini-batch in its order.
     pub epoch: u64,
+    /// Position of the next mini-batch in the current epoch's order.
     pub pos: usize,
+    /// Training examples seen (`step * batch_size`).
     pub images_seen: u64,
     /// Optimizer updates taken (Adam's `t`; equals `step`).
     pub updates: u64,
@@ -49,9 +56,11 @@ pub struct TrainState {
     pub started: bool,
     /// Thresholds already crossed.
     pub thresholds_crossed: Vec<f64>,
+    /// Overfitting-onset bookkeeping.
     pub overfit: OverfitTracker,
     /// Sum and count of mini-batch losses since the last evaluation.
     pub batch_loss_sum: f64,
+    /// Number of mini-batch losses in `batch_loss_sum`.
     pub batch_loss_count: u64,
     /// Wall-clock seconds spent so far.
     pub elapsed_s: f64,
@@ -66,19 +75,27 @@ pub struct TrainState {
 /// A threshold window in progress: its next snapshot is `index`, due at step `due`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PendingWindow {
+    /// The threshold whose crossing opened the window.
     pub threshold: f64,
+    /// Index of the next snapshot of the window (1-based; the crossing itself is 0).
     pub index: u32,
+    /// Step at which that snapshot is due.
     pub due: u64,
 }
 
 /// A loaded checkpoint.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Checkpoint {
+    /// The model with the checkpoint's weights.
     pub model: Model,
+    /// The training configuration the run was started with.
     pub config: TrainConfig,
+    /// Loop state to continue from.
     pub state: TrainState,
     /// Adam moments in [`Model::vars`] order (empty for SGD).
     pub m: Vec<Tensor>,
+    /// Adam second moments in the same order (empty for SGD).
     pub v: Vec<Tensor>,
 }
 
@@ -109,6 +126,7 @@ pub fn save_checkpoint(
         (CONFIG_METADATA_KEY.to_string(), json(model.config())?),
         (TRAIN_CONFIG_KEY.to_string(), json(config)?),
         (TRAIN_STATE_KEY.to_string(), json(state)?),
+        (SCHEMA_VERSION_KEY.to_string(), crate::SCHEMA_VERSION.to_string()),
     ]);
     Ok(save_tensors_atomic(&tensors, meta, path)?)
 }
@@ -117,6 +135,17 @@ pub fn save_checkpoint(
 pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
     let (tensors, meta) = load_tensors(path, device)?;
     let get = |key: &str| meta.get(key).ok_or_else(|| ck_err(path, format!("missing `{key}` metadata")));
+    if let Some(v) = meta.get(SCHEMA_VERSION_KEY) {
+        match v.parse::<u32>() {
+            Ok(v) if v <= crate::SCHEMA_VERSION => {}
+            _ => {
+                return Err(ck_err(
+                    path,
+                    format!("`{SCHEMA_VERSION_KEY}` is {v}; this build reads up to {}", crate::SCHEMA_VERSION),
+                ))
+            }
+        }
+    }
     let model_cfg: ModelConfig = serde_json::from_str(get(CONFIG_METADATA_KEY)?)
         .map_err(|e| ck_err(path, format!("bad `{CONFIG_METADATA_KEY}`: {e}")))?;
     let config: TrainConfig = serde_json::from_str(get(TRAIN_CONFIG_KEY)?)

@@ -11,11 +11,15 @@ use crate::{Result, TrainError};
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum OptimizerConfig {
     /// Plain SGD: `w -= lr * g` (no momentum, no weight decay).
-    Sgd { lr: f64 },
+    Sgd {
+        /// Learning rate (> 0).
+        lr: f64,
+    },
     /// Adam (Kingma & Ba, PyTorch's formulation, no weight decay):
     /// `m = b1 m + (1-b1) g`, `v = b2 v + (1-b2) g^2`,
     /// `w -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)`.
     Adam {
+        /// Learning rate (> 0).
         lr: f64,
         /// Default 0.9.
         #[serde(default = "default_beta1")]
@@ -135,8 +139,18 @@ pub enum Backend {
 
 /// Everything that defines a training run. Same config + same model seed + same data + same
 /// thread count → bit-identical weights on CPU.
+///
+/// Build one from [`TrainConfig::default`] and the `with_*` setters (the struct is
+/// `#[non_exhaustive]`, so later fields do not break callers):
+///
+/// ```
+/// use stiff_train::{OptimizerConfig, TrainConfig};
+/// let cfg = TrainConfig::default().with_optimizer(OptimizerConfig::sgd(0.05)).with_max_steps(500);
+/// assert_eq!((cfg.max_steps, cfg.batch_size), (500, 32));
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct TrainConfig {
     /// Default: SGD, lr 0.1.
     pub optimizer: OptimizerConfig,
@@ -216,6 +230,45 @@ impl Default for TrainConfig {
         }
     }
 }
+
+/// `with_<field>(value)` setters that return the changed value, for `#[non_exhaustive]` structs.
+macro_rules! setters {
+    ($ty:ident { $($name:ident => $field:ident: $t:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Sets [`", stringify!($ty), "::", stringify!($field), "`] (its docs give the default).")]
+                #[must_use]
+                pub fn $name(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters!(TrainConfig {
+    with_optimizer => optimizer: OptimizerConfig,
+    with_batch_size => batch_size: usize,
+    with_seed => seed: u64,
+    with_max_steps => max_steps: u64,
+    with_max_epochs => max_epochs: Option<u64>,
+    with_eval_every => eval_every: u64,
+    with_train_eval_subset => train_eval_subset: usize,
+    with_eval_batch => eval_batch: usize,
+    with_thresholds => thresholds: Vec<f64>,
+    with_stop_at_last_threshold => stop_at_last_threshold: bool,
+    with_threshold_rule => threshold_rule: ThresholdRule,
+    with_threshold_window => threshold_window: Option<ThresholdWindow>,
+    with_snapshot_steps => snapshot_steps: Vec<u64>,
+    with_overfit_patience => overfit_patience: Option<u32>,
+    with_stop_at_overfit => stop_at_overfit: bool,
+    with_max_abs_weight => max_abs_weight: f64,
+    with_checkpoint_path => checkpoint_path: Option<PathBuf>,
+    with_checkpoint_every => checkpoint_every: Option<u64>,
+    with_metrics_path => metrics_path: Option<PathBuf>,
+    with_backend => backend: Backend,
+});
 
 impl TrainConfig {
     /// Checks the configuration for values that cannot work (names the offending field).

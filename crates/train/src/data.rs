@@ -40,6 +40,7 @@ impl LabelledData {
         self.labels.len()
     }
 
+    /// Whether there are no examples (never true for a value from [`LabelledData::new`]).
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }

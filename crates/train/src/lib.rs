@@ -32,12 +32,13 @@
 //! # let (x, y, xv, yv): (Tensor, Vec<u32>, Tensor, Vec<u32>) = todo!();
 //! let cfg = ModelConfig::preset(Preset::Fc6, InputShape::new(1, 28, 28), 10);
 //! let model = Model::new(&cfg, 0, DType::F32, &Device::Cpu)?;
-//! let train = TrainConfig { optimizer: OptimizerConfig::sgd(0.1), thresholds: vec![0.5, 0.2], ..Default::default() };
+//! let train = TrainConfig::default().with_optimizer(OptimizerConfig::sgd(0.1)).with_thresholds(vec![0.5, 0.2]);
 //! let mut trainer = Trainer::new(model, train)?;
 //! let report = trainer.run(&LabelledData::new(x, y)?, Some(&LabelledData::new(xv, yv)?), &mut NoSnapshots)?;
 //! println!("{:?} after {} steps", report.status, report.step);
 //! # Ok(()) }
 //! ```
+#![deny(missing_docs)]
 
 pub mod checkpoint;
 mod config;
@@ -60,3 +61,12 @@ pub use snapshot::{
     StopReason,
 };
 pub use trainer::{Progress, Trainer};
+
+/// Version of what this crate writes: the `schema_version` field on every line of the metrics log
+/// and the `stiff.schema_version` metadata of training checkpoints (see `docs/formats.md`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The crate README's examples, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

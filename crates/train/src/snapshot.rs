@@ -8,14 +8,28 @@ use stiff_models::Model;
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SnapshotReason {
     /// A step listed in [`crate::TrainConfig::snapshot_steps`] (0 = initialisation).
-    Step { step: u64 },
+    Step {
+        /// The step.
+        step: u64,
+    },
     /// The measured training loss first fell below this threshold.
-    Threshold { threshold: f64 },
+    Threshold {
+        /// The threshold crossed.
+        threshold: f64,
+    },
     /// The `index`-th snapshot (1-based; the crossing itself is 0) of the window after the
     /// crossing of `threshold` (see [`crate::ThresholdWindow`]).
-    ThresholdWindow { threshold: f64, index: u32 },
+    ThresholdWindow {
+        /// The threshold whose crossing opened the window.
+        threshold: f64,
+        /// 1-based position in the window.
+        index: u32,
+    },
     /// Onset of overfitting detected; `best_step` is the evaluation with the lowest validation loss.
-    OverfittingOnset { best_step: u64 },
+    OverfittingOnset {
+        /// Step of the evaluation with the lowest validation loss.
+        best_step: u64,
+    },
     /// End of the run (not taken when the run diverged).
     Final,
 }
@@ -38,6 +52,7 @@ impl std::fmt::Display for SnapshotReason {
 
 /// Losses and accuracies measured at one evaluation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Metrics {
     /// Optimizer steps taken.
     pub step: u64,
@@ -51,6 +66,7 @@ pub struct Metrics {
     pub train_acc: f64,
     /// Mean cross-entropy over the validation data, when given.
     pub val_loss: Option<f64>,
+    /// Accuracy over the validation data, when given.
     pub val_acc: Option<f64>,
     /// Mean mini-batch loss since the previous evaluation (`None` at step 0).
     pub batch_loss: Option<f64>,
@@ -61,15 +77,22 @@ pub struct Metrics {
 /// What a [`SnapshotSink`] receives. `model` holds the current weights; clone it with
 /// [`Model::deep_clone`] to keep it, since training continues to update the same variables.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Snapshot<'a> {
+    /// Why this snapshot was taken.
     pub reason: SnapshotReason,
+    /// Optimizer steps taken.
     pub step: u64,
+    /// Epochs completed.
     pub epoch: u64,
+    /// Training examples seen.
     pub images_seen: u64,
+    /// The evaluation at this step (training loss on the fixed subset, validation loss, ...).
     pub metrics: &'a Metrics,
     /// The running mean of recent mini-batch losses ([`crate::ThresholdRule::RunningMean`]),
     /// when that rule is in use and its window is full.
     pub smoothed_loss: Option<f64>,
+    /// The model with the current weights (shared with the trainer).
     pub model: &'a Model,
 }
 
@@ -79,6 +102,7 @@ pub type SinkError = Box<dyn std::error::Error + Send + Sync>;
 /// Receives snapshots during training (e.g. to measure stiffness), without this crate knowing
 /// what is measured.
 pub trait SnapshotSink {
+    /// Called once per snapshot; an error stops the run with [`crate::TrainError::Sink`].
     fn on_snapshot(&mut self, snap: &Snapshot<'_>) -> Result<(), SinkError>;
 }
 
@@ -102,7 +126,9 @@ impl SnapshotSink for NoSnapshots {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopReason {
+    /// [`crate::TrainConfig::max_steps`] reached.
     MaxSteps,
+    /// [`crate::TrainConfig::max_epochs`] reached.
     MaxEpochs,
     /// The measured training loss fell below every threshold.
     ThresholdsReached,
@@ -114,17 +140,22 @@ pub enum StopReason {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum RunStatus {
+    /// The run stopped by a stop rule.
     Completed {
+        /// Which rule.
         stop: StopReason,
     },
     /// Non-finite loss or weights beyond [`crate::TrainConfig::max_abs_weight`] at `step`.
     Diverged {
+        /// Step at which divergence was detected.
         step: u64,
+        /// What diverged (loss or which weight).
         reason: String,
     },
 }
 
 impl RunStatus {
+    /// Whether the run diverged.
     pub fn is_diverged(&self) -> bool {
         matches!(self, Self::Diverged { .. })
     }
@@ -132,21 +163,29 @@ impl RunStatus {
 
 /// A snapshot that was delivered, as recorded in the report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SnapshotRecord {
+    /// Why it was taken.
     pub reason: SnapshotReason,
+    /// Its step.
     pub step: u64,
 }
 
 /// What [`crate::Trainer::run`] returns.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct RunReport {
+    /// How the run ended.
     pub status: RunStatus,
     /// Steps taken when the run ended.
     pub step: u64,
+    /// Epochs completed.
     pub epoch: u64,
+    /// Training examples seen.
     pub images_seen: u64,
     /// Every evaluation of this call (resumed runs: from the resume point on).
     pub history: Vec<Metrics>,
+    /// Snapshots delivered to the sink, in order.
     pub snapshots: Vec<SnapshotRecord>,
     /// Optimizer steps per second of this call, excluding evaluations, snapshots and checkpoints.
     pub steps_per_sec: f64,

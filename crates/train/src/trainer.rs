@@ -116,6 +116,7 @@ impl Trainer {
         self
     }
 
+    /// The training configuration.
     pub fn config(&self) -> &TrainConfig {
         &self.cfg
     }
@@ -138,6 +139,7 @@ impl Trainer {
         Ok(())
     }
 
+    /// The loop state (what a checkpoint stores besides weights and moments).
     pub fn state(&self) -> &TrainState {
         &self.state
     }
@@ -689,7 +691,14 @@ impl MetricsLog {
 
     fn write(&mut self, rec: &LogRecord<'_>) -> Result<()> {
         if let Some((path, w)) = &mut self.out {
-            let line = serde_json::to_string(rec)
+            /// Every line starts with the log's `schema_version`.
+            #[derive(serde::Serialize)]
+            struct Versioned<'r, 'a> {
+                schema_version: u32,
+                #[serde(flatten)]
+                rec: &'r LogRecord<'a>,
+            }
+            let line = serde_json::to_string(&Versioned { schema_version: crate::SCHEMA_VERSION, rec })
                 .map_err(|e| TrainError::Io { path: path.clone(), source: std::io::Error::other(e) })?;
             writeln!(w, "{line}").map_err(|e| TrainError::Io { path: path.clone(), source: e })?;
         }

@@ -46,7 +46,7 @@ fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
 }
 
 fn quiet(cfg: TrainConfig) -> TrainConfig {
-    TrainConfig { overfit_patience: None, ..cfg }
+    cfg.with_overfit_patience(None)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -123,7 +123,7 @@ fn fast_path_rejects_unsupported_models() {
     assert!(FastMlp::check_supported(&cnn).is_err());
     let f64_mlp = Model::new(&mlp_config(&[8]), 0, DType::F64, &Device::Cpu).unwrap();
     assert!(FastMlp::check_supported(&f64_mlp).is_err());
-    let tc = TrainConfig { backend: Backend::FastMlp, ..Default::default() };
+    let tc = TrainConfig::default().with_backend(Backend::FastMlp);
     assert!(matches!(Trainer::new(cnn, tc), Err(TrainError::FastPathUnsupported(_))));
     // Auto falls back to autograd for the f64 model.
     let t = Trainer::new(f64_mlp, TrainConfig::default()).unwrap();
@@ -136,8 +136,14 @@ fn fast_path_rejects_unsupported_models() {
 fn train_run(backend: Backend, opt: OptimizerConfig, steps: u64, seed: u64) -> Vec<Vec<f32>> {
     let data = clusters(500, 1, 0.8);
     let model = Model::new(&mlp_config(&[32, 24]), seed, DType::F32, &Device::Cpu).unwrap();
-    let cfg =
-        quiet(TrainConfig { optimizer: opt, max_steps: steps, eval_every: 100, seed, backend, ..Default::default() });
+    let cfg = quiet(
+        TrainConfig::default()
+            .with_optimizer(opt)
+            .with_max_steps(steps)
+            .with_eval_every(100)
+            .with_seed(seed)
+            .with_backend(backend),
+    );
     let mut t = Trainer::new(model, cfg).unwrap().with_progress(Progress::Hidden);
     let r = t.run(&data, None, &mut NoSnapshots).unwrap();
     assert_eq!(r.status, RunStatus::Completed { stop: StopReason::MaxSteps });
@@ -160,13 +166,13 @@ fn same_seed_gives_bit_identical_weights() {
 fn resume_matches_straight(backend: Backend, opt: OptimizerConfig, half: u64) {
     let data = clusters(500, 2, 0.8);
     let val = clusters(200, 3, 0.8);
-    let cfg = |max_steps| TrainConfig {
-        optimizer: opt,
-        max_steps,
-        eval_every: 250,
-        backend,
-        overfit_patience: Some(3),
-        ..Default::default()
+    let cfg = |max_steps| {
+        TrainConfig::default()
+            .with_optimizer(opt)
+            .with_max_steps(max_steps)
+            .with_eval_every(250)
+            .with_backend(backend)
+            .with_overfit_patience(Some(3))
     };
     let model = || Model::new(&mlp_config(&[32, 24]), 11, DType::F32, &Device::Cpu).unwrap();
 
@@ -216,15 +222,15 @@ fn periodic_checkpoint_resumes_exactly_and_loads_as_model() {
     let ck = dir.path().join("run/ck.safetensors");
     let metrics = dir.path().join("run/metrics.jsonl");
     let opt = OptimizerConfig::adam(1e-3);
-    let cfg = quiet(TrainConfig {
-        optimizer: opt,
-        max_steps: 300,
-        eval_every: 50,
-        checkpoint_path: Some(ck.clone()),
-        checkpoint_every: Some(100),
-        metrics_path: Some(metrics.clone()),
-        ..Default::default()
-    });
+    let cfg = quiet(
+        TrainConfig::default()
+            .with_optimizer(opt)
+            .with_max_steps(300)
+            .with_eval_every(50)
+            .with_checkpoint_path(Some(ck.clone()))
+            .with_checkpoint_every(Some(100))
+            .with_metrics_path(Some(metrics.clone())),
+    );
     let model = Model::new(&mlp_config(&[16]), 2, DType::F32, &Device::Cpu).unwrap();
     let mut t = Trainer::new(model, cfg.clone()).unwrap().with_progress(Progress::Hidden);
     t.run(&data, None, &mut NoSnapshots).unwrap();
@@ -244,6 +250,20 @@ fn periodic_checkpoint_resumes_exactly_and_loads_as_model() {
     assert_eq!(evals, vec![0, 50, 100, 150, 200, 250, 300]);
     assert_eq!(lines.last().unwrap()["event"], "end");
     assert!(lines.iter().any(|v| v["event"] == "snapshot" && v["reason"]["kind"] == "final"));
+    assert!(
+        lines.iter().all(|v| v["schema_version"] == stiff_train::SCHEMA_VERSION),
+        "a log line lacks schema_version"
+    );
+    // The checkpoint records its layout version, and a newer one is refused with the key named.
+    let (tensors, mut meta) = stiff_models::io::load_tensors(&ck, &Device::Cpu).unwrap();
+    assert_eq!(meta[stiff_train::checkpoint::SCHEMA_VERSION_KEY], stiff_train::SCHEMA_VERSION.to_string());
+    meta.insert(stiff_train::checkpoint::SCHEMA_VERSION_KEY.into(), "99".into());
+    let newer = dir.path().join("run/newer.safetensors");
+    let mut tensors: Vec<(String, candle::Tensor)> = tensors.into_iter().collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    stiff_models::io::save_tensors_atomic(&tensors, meta, &newer).unwrap();
+    let err = load_checkpoint(&newer, &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("stiff.schema_version") && err.contains("99"), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -253,14 +273,14 @@ fn periodic_checkpoint_resumes_exactly_and_loads_as_model() {
 fn step_and_threshold_snapshots_and_threshold_stop() {
     let data = clusters(400, 5, 0.6);
     let val = clusters(100, 6, 0.6);
-    let cfg = quiet(TrainConfig {
-        optimizer: OptimizerConfig::sgd(0.05),
-        max_steps: 20_000,
-        eval_every: 20,
-        snapshot_steps: vec![0, 30],
-        thresholds: vec![0.1, 1.0], // any order; crossed highest first
-        ..Default::default()
-    });
+    let cfg = quiet(
+        TrainConfig::default()
+            .with_optimizer(OptimizerConfig::sgd(0.05))
+            .with_max_steps(20_000)
+            .with_eval_every(20)
+            .with_snapshot_steps(vec![0, 30])
+            .with_thresholds(vec![0.1, 1.0]), // any order; crossed highest first
+    );
     let model = Model::new(&mlp_config(&[32]), 0, DType::F32, &Device::Cpu).unwrap();
     let init = params(&model);
     let seen = RefCell::new(Vec::new());
@@ -304,14 +324,12 @@ fn overfitting_onset_is_detected_on_memorised_noise() {
     for l in train.labels.iter_mut().chain(val.labels.iter_mut()) {
         *l = rng.random_range(0..CLASSES as u32);
     }
-    let cfg = TrainConfig {
-        optimizer: OptimizerConfig::adam(3e-3),
-        max_steps: 3_000,
-        eval_every: 20,
-        overfit_patience: Some(3),
-        stop_at_overfit: true,
-        ..Default::default()
-    };
+    let cfg = TrainConfig::default()
+        .with_optimizer(OptimizerConfig::adam(3e-3))
+        .with_max_steps(3_000)
+        .with_eval_every(20)
+        .with_overfit_patience(Some(3))
+        .with_stop_at_overfit(true);
     let model = Model::new(&mlp_config(&[64, 64]), 1, DType::F32, &Device::Cpu).unwrap();
     let mut t = Trainer::new(model, cfg).unwrap().with_progress(Progress::Hidden);
     let r = t.run(&train, Some(&val), &mut NoSnapshots).unwrap();
@@ -331,7 +349,7 @@ fn overfitting_onset_is_detected_on_memorised_noise() {
 #[test]
 fn max_epochs_stops_the_run() {
     let data = clusters(100, 10, 0.5); // 3 full batches per epoch (the 4th would be partial)
-    let cfg = quiet(TrainConfig { max_epochs: Some(2), max_steps: 1000, ..Default::default() });
+    let cfg = quiet(TrainConfig::default().with_max_epochs(Some(2)).with_max_steps(1000));
     let model = Model::new(&mlp_config(&[8]), 0, DType::F32, &Device::Cpu).unwrap();
     let mut t = Trainer::new(model, cfg).unwrap().with_progress(Progress::Hidden);
     let r = t.run(&data, None, &mut NoSnapshots).unwrap();
@@ -344,13 +362,13 @@ fn divergence_is_an_outcome_not_an_error() {
     let mut data = clusters(200, 11, 0.5);
     data.x = (data.x * 100.0).unwrap();
     for backend in [Backend::FastMlp, Backend::Autograd] {
-        let cfg = quiet(TrainConfig {
-            optimizer: OptimizerConfig::sgd(10.0),
-            max_steps: 500,
-            eval_every: 10,
-            backend,
-            ..Default::default()
-        });
+        let cfg = quiet(
+            TrainConfig::default()
+                .with_optimizer(OptimizerConfig::sgd(10.0))
+                .with_max_steps(500)
+                .with_eval_every(10)
+                .with_backend(backend),
+        );
         let model = Model::new(&mlp_config(&[32, 32]), 0, DType::F32, &Device::Cpu).unwrap();
         let mut t = Trainer::new(model, cfg).unwrap().with_progress(Progress::Hidden);
         let r = t.run(&data, None, &mut NoSnapshots).unwrap();
@@ -367,7 +385,7 @@ fn divergence_is_an_outcome_not_an_error() {
 #[test]
 fn sink_errors_stop_the_run_with_a_typed_error() {
     let data = clusters(100, 12, 0.5);
-    let cfg = quiet(TrainConfig { snapshot_steps: vec![0], max_steps: 10, ..Default::default() });
+    let cfg = quiet(TrainConfig::default().with_snapshot_steps(vec![0]).with_max_steps(10));
     let model = Model::new(&mlp_config(&[8]), 0, DType::F32, &Device::Cpu).unwrap();
     let mut t = Trainer::new(model, cfg).unwrap().with_progress(Progress::Hidden);
     let mut sink = |_: &Snapshot<'_>| -> Result<(), SinkError> { Err("disk full".into()) };
@@ -380,7 +398,7 @@ fn sink_errors_stop_the_run_with_a_typed_error() {
 
 #[test]
 fn config_roundtrips_through_json_and_rejects_bad_values() {
-    let cfg = TrainConfig { optimizer: OptimizerConfig::adam(1e-4), thresholds: vec![0.5], ..Default::default() };
+    let cfg = TrainConfig::default().with_optimizer(OptimizerConfig::adam(1e-4)).with_thresholds(vec![0.5]);
     let back: TrainConfig = serde_json::from_str(&serde_json::to_string(&cfg).unwrap()).unwrap();
     assert_eq!(back, cfg);
     // Omitted fields take their documented defaults.
@@ -388,11 +406,11 @@ fn config_roundtrips_through_json_and_rejects_bad_values() {
     assert_eq!(partial.optimizer, OptimizerConfig::adam(0.001));
     assert_eq!(partial.batch_size, 32);
     for bad in [
-        TrainConfig { batch_size: 0, ..Default::default() },
-        TrainConfig { optimizer: OptimizerConfig::sgd(-1.0), ..Default::default() },
-        TrainConfig { thresholds: vec![f64::NAN], ..Default::default() },
-        TrainConfig { checkpoint_every: Some(10), ..Default::default() },
-        TrainConfig { overfit_patience: Some(0), ..Default::default() },
+        TrainConfig::default().with_batch_size(0),
+        TrainConfig::default().with_optimizer(OptimizerConfig::sgd(-1.0)),
+        TrainConfig::default().with_thresholds(vec![f64::NAN]),
+        TrainConfig::default().with_checkpoint_every(Some(10)),
+        TrainConfig::default().with_overfit_patience(Some(0)),
     ] {
         assert!(matches!(bad.validate(), Err(TrainError::Config(_))), "{bad:?}");
     }
@@ -436,12 +454,8 @@ fn running_mean_crossing_matches_an_independent_replay_of_batch_losses() {
     // Oracle: the per-step mini-batch losses, read back from an evaluation after every step
     // (`batch_loss` is the mean since the previous evaluation, i.e. that step's loss), then the
     // first step whose trailing mean of `window` losses is below the threshold.
-    let every_step = quiet(TrainConfig {
-        optimizer: OptimizerConfig::sgd(0.05),
-        max_steps: 400,
-        eval_every: 1,
-        ..Default::default()
-    });
+    let every_step =
+        quiet(TrainConfig::default().with_optimizer(OptimizerConfig::sgd(0.05)).with_max_steps(400).with_eval_every(1));
     let model = Model::new(&mlp_config(&[32]), 3, DType::F32, &Device::Cpu).unwrap();
     let r = Trainer::new(model, every_step).unwrap().with_progress(Progress::Hidden).run(&data, None, &mut NoSnapshots);
     let losses: Vec<f64> = r.unwrap().history.iter().filter_map(|m| m.batch_loss).collect();
@@ -450,15 +464,15 @@ fn running_mean_crossing_matches_an_independent_replay_of_batch_losses() {
         .expect("the loss falls below the threshold within the budget") as u64;
 
     for eval_every in [7u64, 50] {
-        let cfg = quiet(TrainConfig {
-            optimizer: OptimizerConfig::sgd(0.05),
-            max_steps: 400,
-            eval_every,
-            thresholds: vec![th],
-            threshold_rule: ThresholdRule::RunningMean { steps: window },
-            threshold_window: Some(ThresholdWindow { count: 4, every: 3 }),
-            ..Default::default()
-        });
+        let cfg = quiet(
+            TrainConfig::default()
+                .with_optimizer(OptimizerConfig::sgd(0.05))
+                .with_max_steps(400)
+                .with_eval_every(eval_every)
+                .with_thresholds(vec![th])
+                .with_threshold_rule(ThresholdRule::RunningMean { steps: window })
+                .with_threshold_window(Some(ThresholdWindow { count: 4, every: 3 })),
+        );
         let model = Model::new(&mlp_config(&[32]), 3, DType::F32, &Device::Cpu).unwrap();
         let seen = RefCell::new(Vec::new());
         let mut sink = |s: &Snapshot<'_>| -> Result<(), SinkError> {
@@ -489,15 +503,15 @@ fn window_survives_a_checkpoint_and_resume() {
     use stiff_train::{ThresholdRule, ThresholdWindow};
     let dir = tempfile::tempdir().unwrap();
     let data = clusters(400, 12, 0.9);
-    let cfg = quiet(TrainConfig {
-        optimizer: OptimizerConfig::sgd(0.05),
-        max_steps: 400,
-        eval_every: 10,
-        thresholds: vec![0.8],
-        threshold_rule: ThresholdRule::RunningMean { steps: 25 },
-        threshold_window: Some(ThresholdWindow { count: 5, every: 4 }),
-        ..Default::default()
-    });
+    let cfg = quiet(
+        TrainConfig::default()
+            .with_optimizer(OptimizerConfig::sgd(0.05))
+            .with_max_steps(400)
+            .with_eval_every(10)
+            .with_thresholds(vec![0.8])
+            .with_threshold_rule(ThresholdRule::RunningMean { steps: 25 })
+            .with_threshold_window(Some(ThresholdWindow { count: 5, every: 4 })),
+    );
     let steps_of = |r: &stiff_train::RunReport| -> Vec<(SnapshotReason, u64)> {
         r.snapshots.iter().map(|s| (s.reason, s.step)).collect()
     };
@@ -508,7 +522,7 @@ fn window_survives_a_checkpoint_and_resume() {
     let crossing = whole.snapshots.iter().find(|s| matches!(s.reason, SnapshotReason::Threshold { .. })).unwrap().step;
     // Stop inside the window (two window snapshots taken), checkpoint, resume to the end.
     let ck = dir.path().join("ck.safetensors");
-    let part_cfg = TrainConfig { max_steps: crossing + 9, checkpoint_path: Some(ck.clone()), ..cfg.clone() };
+    let part_cfg = cfg.clone().with_max_steps(crossing + 9).with_checkpoint_path(Some(ck.clone()));
     let model = Model::new(&mlp_config(&[32]), 4, DType::F32, &Device::Cpu).unwrap();
     let first =
         Trainer::new(model, part_cfg).unwrap().with_progress(Progress::Hidden).run(&data, None, &mut NoSnapshots);

@@ -32,16 +32,25 @@ pub enum StageRule {
 /// One figure's configuration (what its `config.json` records under `dynamics`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DynConfig {
+    /// Figure name (`fig2` ... `fig7`).
     pub figure: String,
+    /// Quick (scaled-down) configuration.
     pub quick: bool,
+    /// Dataset trained on and measured.
     pub dataset: DatasetName,
+    /// Network preset.
     pub preset: Preset,
+    /// Optimizer (SGD or Adam).
     pub optimizer: OptimizerKind,
+    /// Learning rate (constant).
     pub lr: f64,
+    /// Model seeds, one run each.
     pub seeds: Vec<u64>,
     /// Train on a seeded permutation of the training labels (Fig 4).
     pub permute_labels: bool,
+    /// Step budget of a run.
     pub max_steps: u64,
+    /// Mini-batch size.
     pub batch_size: usize,
     /// Train/validation loss every this many steps (and at every measured step).
     pub eval_every: u64,
@@ -52,6 +61,7 @@ pub struct DynConfig {
     pub overfit_patience: u32,
     /// Steps at which stiffness is measured (0 = initialisation).
     pub schedule: Vec<u64>,
+    /// How the four stages (init, early, late 1, late 2) are picked from the measured steps (Figs 3-6).
     pub stage_rule: StageRule,
     /// Fig 7: the measured step whose matrix is drawn ("early in training").
     pub focus_step: Option<u64>,
@@ -59,7 +69,9 @@ pub struct DynConfig {
     pub block_permutations: usize,
     /// Fig 7: seed of the permutation test.
     pub block_seed: u64,
+    /// Dataset preparation (preprocessing, stiffness subset).
     pub data: DataSettings,
+    /// What is measured at each step (bins, bootstrap replicates, ...).
     pub measure: MeasureSettings,
 }
 
@@ -214,18 +226,31 @@ impl DynConfig {
 /// One training run. Two runs with equal specs are the same run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DynRunSpec {
+    /// Dataset.
     pub dataset: DatasetName,
+    /// Network preset.
     pub preset: Preset,
+    /// Optimizer with its learning rate.
     pub optimizer: OptimizerConfig,
+    /// Model seed (also seeds the batch order and the label permutation).
     pub seed: u64,
+    /// Train on permuted labels (Fig 4).
     pub permute_labels: bool,
+    /// Step budget.
     pub max_steps: u64,
+    /// Mini-batch size.
     pub batch_size: usize,
+    /// Steps between loss evaluations.
     pub eval_every: u64,
+    /// Size of the loss-evaluation subsets.
     pub eval_subset: usize,
+    /// Overfitting patience (evaluations).
     pub overfit_patience: u32,
+    /// Steps at which stiffness is measured.
     pub schedule: Vec<u64>,
+    /// Dataset preparation.
     pub data: DataSettings,
+    /// Measurement settings.
     pub measure: MeasureSettings,
 }
 

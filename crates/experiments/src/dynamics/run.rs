@@ -22,6 +22,7 @@ pub const RECORD_VERSION: u32 = 1;
 pub struct Onset {
     /// The evaluation with the lowest validation loss before the detection (the marked onset).
     pub best_step: u64,
+    /// Training examples seen at that evaluation.
     pub best_images_seen: u64,
     /// The step at which the onset was declared (`overfit_patience` evaluations later).
     pub detected_step: u64,
@@ -30,20 +31,30 @@ pub struct Onset {
 /// The state at one measured step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DynPoint {
+    /// Optimizer steps taken.
     pub step: u64,
+    /// Training examples seen.
     pub images_seen: u64,
+    /// Loss on the fixed training-evaluation subset.
     pub train_loss: f64,
+    /// Accuracy on that subset.
     pub train_acc: f64,
+    /// Validation loss.
     pub val_loss: Option<f64>,
+    /// Validation accuracy.
     pub val_acc: Option<f64>,
+    /// Stiffness measured at this step.
     pub measurement: Measurement,
 }
 
 /// A finished run, as stored in `runs/dynamics[-quick]/<id>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DynRunRecord {
+    /// [`RECORD_VERSION`] of the record's layout.
     pub record_version: u32,
+    /// Run id (`runs/<sweep>/<id>.json`).
     pub id: String,
+    /// What was run.
     pub spec: DynRunSpec,
     /// `Completed` (ran its steps) or `Diverged`.
     pub end: RunEnd,
@@ -51,9 +62,13 @@ pub struct DynRunRecord {
     pub history: Vec<Metrics>,
     /// The measured steps, in order.
     pub points: Vec<DynPoint>,
+    /// The overfitting onset, when detected.
     pub onset: Option<Onset>,
+    /// Steps taken.
     pub steps: u64,
+    /// Seconds spent training (measurements excluded).
     pub train_seconds: f64,
+    /// Seconds spent measuring stiffness.
     pub measure_seconds: f64,
 }
 
@@ -70,19 +85,17 @@ pub fn run_one(spec: &DynRunSpec, data: &Prepared, device: &Device, bar: Option<
     let t0 = Instant::now();
     let cfg = ModelConfig::preset(spec.preset, data.input, data.num_classes());
     let model = Model::new(&cfg, spec.seed, DType::F32, device)?;
-    let train_cfg = stiff_train::TrainConfig {
-        optimizer: spec.optimizer,
-        batch_size: spec.batch_size,
-        seed: spec.seed,
-        max_steps: spec.max_steps,
-        eval_every: spec.eval_every,
-        train_eval_subset: spec.eval_subset,
-        thresholds: vec![],
-        snapshot_steps: spec.schedule.clone(),
-        overfit_patience: Some(spec.overfit_patience),
-        stop_at_overfit: false,
-        ..Default::default()
-    };
+    let train_cfg = stiff_train::TrainConfig::default()
+        .with_optimizer(spec.optimizer)
+        .with_batch_size(spec.batch_size)
+        .with_seed(spec.seed)
+        .with_max_steps(spec.max_steps)
+        .with_eval_every(spec.eval_every)
+        .with_train_eval_subset(spec.eval_subset)
+        .with_thresholds(vec![])
+        .with_snapshot_steps(spec.schedule.clone())
+        .with_overfit_patience(Some(spec.overfit_patience))
+        .with_stop_at_overfit(false);
     let mut measure_seconds = 0.0;
     let mut points = Vec::new();
     let mut onset = None;

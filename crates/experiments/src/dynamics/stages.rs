@@ -13,6 +13,7 @@ pub struct Stage {
     pub name: String,
     /// Index into the record's points.
     pub point: usize,
+    /// The measured step.
     pub step: u64,
     /// The step the rule aimed at (the measured step is the nearest one).
     pub target_step: u64,

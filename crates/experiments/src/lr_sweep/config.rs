@@ -17,17 +17,27 @@ use crate::sweep::fmt_lr;
 /// The whole sweep (what `config.json` of Figs 8-10 records).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LrSweepConfig {
+    /// Quick (scaled-down) configuration.
     pub quick: bool,
+    /// Datasets swept.
     pub datasets: Vec<DatasetName>,
+    /// Network preset.
     pub preset: Preset,
+    /// Optimizer (SGD or Adam).
     pub optimizer: OptimizerKind,
+    /// Learning rates swept.
     pub lrs: Vec<f64>,
+    /// Model seeds per learning rate.
     pub seeds: Vec<u64>,
     /// Training-loss thresholds per dataset (descending).
     pub thresholds: BTreeMap<DatasetName, Vec<f64>>,
+    /// Step budget of a run.
     pub max_steps: u64,
+    /// Mini-batch size.
     pub batch_size: usize,
+    /// Steps between loss evaluations (reporting only; crossings use `threshold_rule`).
     pub eval_every: u64,
+    /// Size of the fixed training subset on which training loss is evaluated.
     pub train_eval_subset: usize,
     /// How a crossing is decided. Default: running mean of 200 mini-batch losses (quick: 50),
     /// independent of `eval_every` (docs/figures.md, "Measurement protocol").
@@ -35,7 +45,9 @@ pub struct LrSweepConfig {
     /// Snapshots measured per crossing (the crossing included). Default 5, 20 steps apart
     /// (quick: 3, 10 apart); a seed's value is their mean.
     pub window: ThresholdWindow,
+    /// Dataset preparation.
     pub data: DataSettings,
+    /// Measurement settings.
     pub measure: MeasureSettings,
 }
 
@@ -124,20 +136,32 @@ impl LrSweepConfig {
 /// One training run of the sweep. Two runs with equal specs are the same run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LrRunSpec {
+    /// Dataset.
     pub dataset: DatasetName,
+    /// Network preset.
     pub preset: Preset,
+    /// Optimizer with its learning rate.
     pub optimizer: OptimizerConfig,
+    /// Model seed.
     pub seed: u64,
+    /// Training-loss thresholds (descending).
     pub thresholds: Vec<f64>,
+    /// Step budget.
     pub max_steps: u64,
+    /// Mini-batch size.
     pub batch_size: usize,
+    /// Steps between loss evaluations.
     pub eval_every: u64,
+    /// Size of the training-loss evaluation subset.
     pub train_eval_subset: usize,
     /// No serde default: records of the legacy protocol (first evaluation below) do not parse
     /// as runs of this one, so they are rerun rather than mixed in.
     pub threshold_rule: ThresholdRule,
+    /// Snapshots measured per crossing.
     pub window: ThresholdWindow,
+    /// Dataset preparation.
     pub data: DataSettings,
+    /// Measurement settings.
     pub measure: MeasureSettings,
 }
 

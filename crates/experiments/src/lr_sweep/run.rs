@@ -21,7 +21,9 @@ pub const RECORD_VERSION: u32 = 2;
 /// Class stiffness at one snapshot of a crossing's window (index 0 is the crossing itself).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WindowSample {
+    /// Position in the window (0: the crossing).
     pub index: u32,
+    /// Step of the snapshot.
     pub step: u64,
     /// Loss on the fixed training-evaluation subset at this snapshot.
     pub train_loss: f64,
@@ -29,19 +31,26 @@ pub struct WindowSample {
     pub smoothed_loss: Option<f64>,
     /// Within/between sign stiffness (no bootstrap interval: a window snapshot is a fast Gram).
     pub sign: KindSummary,
+    /// Within/between cosine stiffness.
     pub cosine: KindSummary,
 }
 
 /// The state at one threshold.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ThresholdPoint {
+    /// The training-loss threshold.
     pub threshold: f64,
+    /// Step of the crossing.
     pub step: u64,
+    /// Training examples seen at the crossing.
     pub images_seen: u64,
+    /// Loss on the fixed training-evaluation subset at the crossing.
     pub train_loss: f64,
     /// The running mean that crossed the threshold (`None` under the evaluated rule).
     pub smoothed_loss: Option<f64>,
+    /// Validation loss at the crossing.
     pub val_loss: Option<f64>,
+    /// Validation accuracy at the crossing.
     pub val_acc: Option<f64>,
     /// The full measurement at the crossing (bootstrap intervals, class matrices, curves).
     pub measurement: Measurement,
@@ -90,18 +99,26 @@ impl ThresholdPoint {
 /// A finished run, as stored in `runs/<sweep>/<id>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LrRunRecord {
+    /// [`RECORD_VERSION`] of the record's layout.
     pub record_version: u32,
+    /// Run id (`runs/<sweep>/<id>.json`).
     pub id: String,
+    /// What was run.
     pub spec: LrRunSpec,
+    /// How it ended.
     pub end: RunEnd,
     /// Thresholds reached, in the order reached.
     pub points: Vec<ThresholdPoint>,
+    /// Steps taken.
     pub steps: u64,
+    /// Seconds spent training (measurements excluded).
     pub train_seconds: f64,
+    /// Seconds spent measuring stiffness.
     pub measure_seconds: f64,
 }
 
 impl LrRunRecord {
+    /// The crossing of `threshold`, if the run reached it.
     pub fn point(&self, threshold: f64) -> Option<&ThresholdPoint> {
         self.points.iter().find(|p| p.threshold == threshold)
     }
@@ -117,20 +134,18 @@ pub fn run_one(
     let t0 = Instant::now();
     let cfg = ModelConfig::preset(spec.preset, data.input, data.num_classes());
     let model = Model::new(&cfg, spec.seed, DType::F32, device)?;
-    let train_cfg = stiff_train::TrainConfig {
-        optimizer: spec.optimizer,
-        batch_size: spec.batch_size,
-        seed: spec.seed,
-        max_steps: spec.max_steps,
-        eval_every: spec.eval_every,
-        train_eval_subset: spec.train_eval_subset,
-        thresholds: spec.thresholds.clone(),
-        stop_at_last_threshold: true,
-        overfit_patience: None,
-        threshold_rule: spec.threshold_rule,
-        threshold_window: Some(spec.window),
-        ..Default::default()
-    };
+    let train_cfg = stiff_train::TrainConfig::default()
+        .with_optimizer(spec.optimizer)
+        .with_batch_size(spec.batch_size)
+        .with_seed(spec.seed)
+        .with_max_steps(spec.max_steps)
+        .with_eval_every(spec.eval_every)
+        .with_train_eval_subset(spec.train_eval_subset)
+        .with_thresholds(spec.thresholds.clone())
+        .with_stop_at_last_threshold(true)
+        .with_overfit_patience(None)
+        .with_threshold_rule(spec.threshold_rule)
+        .with_threshold_window(Some(spec.window));
     let mut measure_seconds = 0.0;
     let mut points: Vec<ThresholdPoint> = Vec::new();
     // Per point: the curves of each window snapshot, pooled once the run ends.

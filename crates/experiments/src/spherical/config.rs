@@ -16,14 +16,17 @@ use crate::{ExperimentError, Result};
 /// The whole experiment (recorded in `config.json`). Defaults: [`SphericalConfig::new`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SphericalConfig {
+    /// Quick (scaled-down) configuration.
     pub quick: bool,
     /// Ambient dimension (3: exact real spherical harmonics).
     pub dim: usize,
+    /// How the target labels are made from the harmonic.
     pub target: TargetKind,
     /// Degrees of the degree sweep (trained at [`Self::lr`]).
     pub degrees: Vec<usize>,
     /// Hidden widths of the ReLU MLP `d -> hidden... -> 2`.
     pub hidden: Vec<usize>,
+    /// Optimizer (SGD or Adam).
     pub optimizer: OptimizerKind,
     /// Learning rate of the degree sweep.
     pub lr: f64,
@@ -33,17 +36,24 @@ pub struct SphericalConfig {
     pub lrs: Vec<f64>,
     /// Seeds: each seed draws its own target, points and initialisation.
     pub seeds: Vec<u64>,
+    /// Training points per run.
     pub n_train: usize,
+    /// Validation points per run.
     pub n_val: usize,
     /// Validation points (the first ones, i.e. uniform on the sphere, not class-balanced) on which
     /// stiffness is measured.
     pub stiffness_subset: usize,
     /// A run is `fitted` when its training loss falls below this.
     pub loss_threshold: f64,
+    /// Step budget of a run.
     pub max_steps: u64,
+    /// Mini-batch size.
     pub batch_size: usize,
+    /// Steps between loss evaluations.
     pub eval_every: u64,
+    /// Size of the training-loss evaluation subset.
     pub train_eval_subset: usize,
+    /// Measurement settings.
     pub measure: MeasureSettings,
 }
 
@@ -173,6 +183,7 @@ impl SphericalConfig {
         }
     }
 
+    /// The run store of this sweep (`OUT/runs/<sweep>/`).
     pub fn store(&self, out: &Path) -> RunStore {
         RunStore::new(out, self.sweep_name())
     }
@@ -188,17 +199,27 @@ impl SphericalConfig {
 /// One training run. Two runs with equal specs are the same run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SphRunSpec {
+    /// The generated data (dimension, degree, target, sizes, seed).
     pub data: SyntheticSpec,
+    /// Hidden widths of the MLP.
     pub hidden: Vec<usize>,
+    /// Optimizer with its learning rate.
     pub optimizer: OptimizerConfig,
     /// Model initialisation and batch-order seed (the data seed is `data.seed`).
     pub seed: u64,
+    /// Training loss below which the run counts as fitted (and stops).
     pub loss_threshold: f64,
+    /// Step budget.
     pub max_steps: u64,
+    /// Mini-batch size.
     pub batch_size: usize,
+    /// Steps between loss evaluations.
     pub eval_every: u64,
+    /// Size of the training-loss evaluation subset.
     pub train_eval_subset: usize,
+    /// Validation points on which stiffness is measured.
     pub stiffness_subset: usize,
+    /// Measurement settings.
     pub measure: MeasureSettings,
 }
 

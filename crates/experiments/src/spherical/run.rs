@@ -24,37 +24,57 @@ pub enum SphEnd {
     /// The training loss fell below the threshold; measured there.
     Fitted,
     /// The step budget ran out first; measured at the end, flagged.
-    NotFitted { steps: u64 },
+    NotFitted {
+        /// Steps taken.
+        steps: u64,
+    },
     /// Non-finite loss or exploding weights; not measured.
-    Diverged { step: u64, reason: String },
+    Diverged {
+        /// Step at which divergence was detected.
+        step: u64,
+        /// What diverged.
+        reason: String,
+    },
 }
 
 /// A finished run (`runs/<sweep>/<id>.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SphRunRecord {
+    /// [`RECORD_VERSION`] of the record's layout.
     pub record_version: u32,
+    /// Run id.
     pub id: String,
+    /// What was run.
     pub spec: SphRunSpec,
+    /// How it ended.
     pub end: SphEnd,
     /// Steps when measured (or when the run ended, if diverged).
     pub step: u64,
+    /// Loss on the training-evaluation subset when measured.
     pub train_loss: Option<f64>,
+    /// Accuracy on that subset.
     pub train_acc: Option<f64>,
+    /// Validation loss.
     pub val_loss: Option<f64>,
+    /// Validation accuracy.
     pub val_acc: Option<f64>,
     /// Share of positive labels in the training split (sign labels need not be balanced for even l).
     pub positive_fraction: f64,
+    /// Stiffness measurement (`None` for a diverged run).
     pub measurement: Option<Measurement>,
     /// Label agreement `s_i s_j` (`s = +-1`) vs input distance over the stiffness subset: the
     /// reference the input-space stiffness curve is compared with (independent of the network).
     pub label_curve: DistanceCurve,
     /// Its first zero crossing: beyond it two points more often have different labels.
     pub label_crossing: Crossing,
+    /// Seconds spent training.
     pub train_seconds: f64,
+    /// Seconds spent measuring stiffness.
     pub measure_seconds: f64,
 }
 
 impl SphRunRecord {
+    /// Whether the run fitted its target.
     pub fn fitted(&self) -> bool {
         matches!(self.end, SphEnd::Fitted)
     }
@@ -75,18 +95,16 @@ pub fn run_one(spec: &SphRunSpec, device: &Device, bar: Option<ProgressBar>) -> 
     let stiff_y: Vec<u32> = ds.test.labels[..m].to_vec();
     let label_curve = label_agreement_curve(&stiff_x, &stiff_y, &spec.measure.bins)?;
     let label_crossing = label_curve.first_zero_crossing(StiffnessKind::Sign);
-    let train_cfg = stiff_train::TrainConfig {
-        optimizer: spec.optimizer,
-        batch_size: spec.batch_size,
-        seed: spec.seed,
-        max_steps: spec.max_steps,
-        eval_every: spec.eval_every,
-        train_eval_subset: spec.train_eval_subset,
-        thresholds: vec![spec.loss_threshold],
-        stop_at_last_threshold: true,
-        overfit_patience: None,
-        ..Default::default()
-    };
+    let train_cfg = stiff_train::TrainConfig::default()
+        .with_optimizer(spec.optimizer)
+        .with_batch_size(spec.batch_size)
+        .with_seed(spec.seed)
+        .with_max_steps(spec.max_steps)
+        .with_eval_every(spec.eval_every)
+        .with_train_eval_subset(spec.train_eval_subset)
+        .with_thresholds(vec![spec.loss_threshold])
+        .with_stop_at_last_threshold(true)
+        .with_overfit_patience(None);
     struct Taken {
         fitted: bool,
         step: u64,

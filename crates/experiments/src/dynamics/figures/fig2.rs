@@ -18,16 +18,23 @@ use crate::Result;
 /// The Fig 2 claim for one quantity: its value at the onset vs at the end of the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct FallBack {
+    /// Stiffness kind: `sign` or `cosine`.
     pub kind: String,
     /// "within" or "between".
     pub which: String,
+    /// Step of the overfitting onset.
     pub onset_step: u64,
+    /// Value at the onset.
     pub at_onset: f64,
+    /// Its bootstrap 95% interval.
     pub at_onset_ci: Option<(f64, f64)>,
     /// Largest value over the measured steps up to the onset.
     pub peak_before_onset: f64,
+    /// Last measured step.
     pub final_step: u64,
+    /// Value at the last measured step.
     pub at_end: f64,
+    /// Its bootstrap 95% interval.
     pub at_end_ci: Option<(f64, f64)>,
     /// `at_end / at_onset`.
     pub ratio: f64,

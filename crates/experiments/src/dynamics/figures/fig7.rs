@@ -57,12 +57,19 @@ pub fn superclass_order(fine_to_coarse: &[u8]) -> Vec<usize> {
 /// Block scores at one measured step (a trajectory, fewer permutations than the test).
 #[derive(Serialize)]
 pub struct Traj {
+    /// Measured step.
     pub step: u64,
+    /// Training examples seen at that step.
     pub images_seen: u64,
+    /// Training loss at that step.
     pub train_loss: f64,
+    /// Super-class block score of the sign matrix.
     pub sign: f64,
+    /// Its permutation p-value.
     pub sign_p: f64,
+    /// Super-class block score of the cosine matrix.
     pub cosine: f64,
+    /// Its permutation p-value.
     pub cosine_p: f64,
 }
 /// Writes `DIR/fig7/`: the CIFAR-100 matrix at the focus step ordered by super-class, block scores.

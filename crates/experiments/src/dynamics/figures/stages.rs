@@ -21,22 +21,32 @@ use crate::Result;
 /// The claims of the stage figures, as numbers.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageClaims {
+    /// Run id.
     pub run: String,
+    /// Stiffness kind: `sign` or `cosine`.
     pub kind: String,
+    /// Whether within-class stiffness at initialisation is positive (`None`: interval straddles 0).
     pub within_positive_at_init: Option<bool>,
+    /// Within-class stiffness at initialisation.
     pub within_at_init: f64,
     /// Between-class at late 1 minus at init; grows = positive with disjoint intervals.
     pub between_growth: f64,
+    /// Whether between-class stiffness grows from init to late 1 (`None`: undecided).
     pub between_grows: Option<bool>,
     /// |late 2| < |late 1| for within and between.
     pub within_regresses: bool,
+    /// Same for between-class stiffness.
     pub between_regresses: bool,
     /// Permuted labels (Fig 4): the largest between-class value after initialisation, its
     /// interval's lower bound, and whether that bound is ever above 0.
     pub max_between_after_init: f64,
+    /// Lower bound of that value's bootstrap interval.
     pub max_between_ci_lo: Option<f64>,
+    /// Whether that lower bound is ever above 0.
     pub positive_between_develops: Option<bool>,
+    /// Between-class stiffness at the last measured step.
     pub between_at_end: f64,
+    /// Its bootstrap 95% interval.
     pub between_at_end_ci: Option<(f64, f64)>,
 }
 

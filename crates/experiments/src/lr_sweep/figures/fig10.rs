@@ -21,10 +21,15 @@ use crate::Result;
 /// Stiff domain size of one (dataset, method, space, lr) over seeds.
 #[derive(Debug, Clone, Serialize)]
 pub struct DomainCell {
+    /// Dataset name.
     pub dataset: String,
+    /// Training-loss threshold.
     pub threshold: f64,
+    /// Domain-size method (`v1` or `v3`).
     pub method: &'static str,
+    /// Representation space (`input`, `layer1`, ...).
     pub space: String,
+    /// Learning rate.
     pub lr: f64,
     /// Observations `(size, censored)`, one per seed that reached the threshold and had data.
     pub observations: Vec<(f64, bool)>,
@@ -32,6 +37,7 @@ pub struct DomainCell {
     pub mean: Option<SeedMean>,
     /// Median of the observations and whether it is only a lower bound (censoring).
     pub median: Option<(f64, bool)>,
+    /// Censored observations (curves that never cross zero: lower bounds).
     pub censored: usize,
     /// Seeds whose curve had no bin with enough pairs (no observation).
     pub no_data: usize,
@@ -42,9 +48,13 @@ pub struct DomainCell {
 /// The learning-rate trend of one (dataset, method, space) over every (lr, seed) observation.
 #[derive(Debug, Clone, Serialize)]
 pub struct DomainTrend {
+    /// Dataset name.
     pub dataset: String,
+    /// Domain-size method (`v1` or `v3`).
     pub method: &'static str,
+    /// Representation space.
     pub space: String,
+    /// Censored Kendall permutation test of size against learning rate (`None`: too few observations).
     pub test: Option<TrendTest>,
     /// "supports v1" (larger domains at higher learning rates), "supports v2/v3", "inconclusive".
     pub verdict: &'static str,

@@ -20,12 +20,17 @@ use stiff_analysis::{spearman_permutation, TrendOptions, TrendTest};
 /// its window of snapshots after the crossing.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
+    /// Dataset name.
     pub dataset: String,
+    /// Training-loss threshold.
     pub threshold: f64,
+    /// Learning rate.
     pub lr: f64,
+    /// Stiffness kind: `sign` or `cosine`.
     pub kind: String,
     /// Seed means of the between-class window means, with a 95% t-interval over seeds.
     pub between: Option<SeedMean>,
+    /// The same for within-class stiffness.
     pub within: Option<SeedMean>,
     /// Standard deviation of the between-class value across seeds.
     pub between_seed_sd: Option<f64>,
@@ -99,13 +104,17 @@ pub(crate) fn cell_err(c: &Cell) -> f64 {
 /// observation; seeds are the units.
 #[derive(Debug, Clone, Serialize)]
 pub struct Trend {
+    /// Dataset name.
     pub dataset: String,
+    /// Stiffness kind: `sign` or `cosine`.
     pub kind: String,
+    /// Training-loss threshold.
     pub threshold: f64,
     /// Observations: (learning rate, seed value).
     pub observations: Vec<(f64, f64)>,
     /// Least-squares slope of the seed values against log10(lr) (descriptive only).
     pub slope_per_decade: Option<f64>,
+    /// Spearman permutation test over the observations (`None`: too few).
     pub test: Option<TrendTest>,
     /// "supports v1", "supports v2/v3" or "inconclusive".
     pub verdict: &'static str,

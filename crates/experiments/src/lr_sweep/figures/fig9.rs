@@ -33,14 +33,21 @@ fn curve_series(c: &SpaceCurve, kind: StiffnessKind) -> Series {
 /// Domain sizes of one (dataset, method, layer) over the seeds at Fig 9's learning rate.
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerCell {
+    /// Dataset name.
     pub dataset: String,
+    /// Domain-size method (`v1` or `v3`).
     pub method: &'static str,
+    /// Representation space (`layer1`, ...).
     pub space: String,
     /// Hidden-layer depth (1-based).
     pub depth: usize,
+    /// Observations `(size, censored)`, one per seed with data.
     pub observations: Vec<(f64, bool)>,
+    /// Median and whether it is only a lower bound.
     pub median: Option<(f64, bool)>,
+    /// Censored observations.
     pub censored: usize,
+    /// Seeds whose curve had no bin with enough pairs.
     pub no_data: usize,
 }
 
@@ -49,7 +56,9 @@ pub struct LayerCell {
 pub struct DepthTrend {
     /// A dataset, or "all" (both datasets pooled).
     pub scope: String,
+    /// Domain-size method (`v1` or `v3`).
     pub method: &'static str,
+    /// Censored Kendall permutation test of size against depth (`None`: too few observations).
     pub test: Option<TrendTest>,
     /// "supports the paper" (smaller with depth), "contradicts the paper", "inconclusive".
     pub verdict: &'static str,
