@@ -80,6 +80,31 @@ pub(crate) struct FastGram<T> {
     pub k: Vec<T>,
     pub per_layer: Vec<Vec<T>>,
     pub loss: Vec<f64>,
+    pub phases: Phases,
+}
+
+/// Where [`dense_gram`]'s time went, in seconds. Wall times, except the three Gram parts, which
+/// are summed over the threads (CPU seconds), so their sum is about `threads x gram`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Phases {
+    /// Copying weights and inputs out of the candle tensors (filled by [`crate::dense_gram_phases`]).
+    pub inputs: f64,
+    /// Batched forward (all layers, bias and ReLU included).
+    pub forward: f64,
+    /// Softmax deltas and the batched backward.
+    pub backward: f64,
+    /// The whole blocked Gram (wall).
+    pub gram: f64,
+    /// `D Dᵀ` block products (CPU seconds over threads).
+    pub dd: f64,
+    /// `A Aᵀ` block products (CPU seconds over threads).
+    pub aa: f64,
+    /// Hadamard accumulation into `K` (CPU seconds over threads).
+    pub hadamard: f64,
+    /// Mirroring the upper triangle.
+    pub mirror: f64,
+    /// Wrapping `K` into a candle tensor (filled by [`crate::dense_gram_phases`]).
+    pub output: f64,
 }
 
 /// Bytes the kernel holds besides `K`: activations, deltas, per-layer Grams, block scratch.
@@ -101,6 +126,8 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
     let threads = rayon::current_num_threads();
     let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
     let nl = layers.len();
+    let mut phases = Phases::default();
+    let t0 = std::time::Instant::now();
 
     // Forward: acts[l] is the input of layer l (acts[0] = x); the logits go to `z`.
     let mut acts: Vec<Vec<T>> = Vec::with_capacity(nl);
@@ -125,6 +152,8 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
             z = out;
         }
     }
+    phases.forward = t0.elapsed().as_secs_f64();
+    let t0 = std::time::Instant::now();
     // D_L = softmax - onehot, and the per-example loss logsumexp - z_y (in f64).
     let c = layers[nl - 1].out;
     let mut loss = vec![0.0; n];
@@ -168,6 +197,9 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
         deltas[l - 1] = d;
     }
 
+    phases.backward = t0.elapsed().as_secs_f64();
+    let t0 = std::time::Instant::now();
+    let cpu = std::sync::Mutex::new([0.0f64; 3]);
     // Gram: strips of `b` rows; only blocks on or right of the diagonal, then mirror.
     let b = block_size(n, threads);
     let nb = n.div_ceil(b);
@@ -201,6 +233,7 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
         tasks.into_par_iter().for_each(|task| {
             let mut dd = vec![T::ZERO; b * b];
             let mut aa = vec![T::ZERO; b * b];
+            let mut t = [0.0f64; 3];
             for (bi, strip, mut layer_strips) in task.into_iter().flatten() {
                 let (r0, nr) = (bi * b, b.min(n - bi * b));
                 for bj in bi..nb {
@@ -208,6 +241,7 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
                     for (l, layer) in layers.iter().enumerate() {
                         let (din, dout) = (layer.inp, layer.out);
                         let (a, d) = (input(l), &deltas[l]);
+                        let c0t = std::time::Instant::now();
                         matmul(
                             (nr, nc, dout),
                             &d[r0 * dout..],
@@ -220,6 +254,7 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
                             false,
                             Parallelism::None,
                         );
+                        let c1t = std::time::Instant::now();
                         matmul(
                             (nr, nc, din),
                             &a[r0 * din..],
@@ -232,6 +267,7 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
                             false,
                             Parallelism::None,
                         );
+                        let c2t = std::time::Instant::now();
                         for r in 0..nr {
                             let row = &mut strip[r * n + c0..r * n + c0 + nc];
                             let (ddr, aar) = (&dd[r * nc..(r + 1) * nc], &aa[r * nc..(r + 1) * nc]);
@@ -248,16 +284,27 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
                                 }
                             }
                         }
+                        t[0] += (c1t - c0t).as_secs_f64();
+                        t[1] += (c2t - c1t).as_secs_f64();
+                        t[2] += c2t.elapsed().as_secs_f64();
                     }
                 }
             }
+            let mut c = cpu.lock().unwrap_or_else(|e| e.into_inner());
+            for (acc, v) in c.iter_mut().zip(t) {
+                *acc += v;
+            }
         });
     }
+    phases.gram = t0.elapsed().as_secs_f64();
+    [phases.dd, phases.aa, phases.hadamard] = cpu.into_inner().unwrap_or_else(|e| e.into_inner());
+    let t0 = std::time::Instant::now();
     mirror(&mut k, n, b);
     for p in per.iter_mut() {
         mirror(p, n, b);
     }
-    FastGram { k, per_layer: per, loss }
+    phases.mirror = t0.elapsed().as_secs_f64();
+    FastGram { k, per_layer: per, loss, phases }
 }
 
 /// Copies the upper triangle onto the lower one, tile by tile, so the matrix is exactly symmetric.

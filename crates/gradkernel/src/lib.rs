@@ -47,6 +47,7 @@ mod general;
 mod materialise;
 pub mod nn;
 mod pass;
+mod profile;
 mod reference;
 mod tape;
 
@@ -54,6 +55,7 @@ use candle::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use stiff_models::Model;
 
+pub use cpu_fast::Phases as DensePhases;
 pub use error::GradKernelError;
 pub use factors::LayerForm;
 pub use general::{
@@ -61,6 +63,7 @@ pub use general::{
     LossFn, ModuleNet, NetGramResult, Network, PlainSpec, Route, RouteForm,
 };
 pub use materialise::{logit_jacobians, per_example_gradients};
+pub use profile::dense_gram_phases;
 pub use reference::{reference_gram, reference_per_example_gradients};
 pub use tape::is_recording;
 
