@@ -111,97 +111,196 @@ pub struct Phases {
 pub(crate) fn dense_gram_bytes<T>(layers: &[DenseLayer<T>], n: usize, per_layer: bool, threads: usize) -> usize {
     let e = std::mem::size_of::<T>();
     let acts: usize = layers.iter().map(|l| l.inp + 2 * l.out).sum();
-    let b = block_size(n, threads);
-    n * acts * e + if per_layer { layers.len() * n * n * e } else { 0 } + threads * 3 * b * b * e
+    let b = strip_rows(n, threads);
+    n * acts * e + if per_layer { layers.len() * n * n * e } else { 0 } + threads * 2 * b * TILE_COLS * e
 }
 
-fn block_size(n: usize, threads: usize) -> usize {
-    n.div_ceil(4 * threads.max(1)).clamp(64, 256).div_ceil(16) * 16
+/// Largest strip height: `b x TILE_COLS` scratch for `D Dᵀ` and `A Aᵀ` plus the `K` tile stay in a
+/// core's L2 (1 MiB on the development machine).
+const MAX_STRIP: usize = 192;
+/// Widest column tile of one product.
+const TILE_COLS: usize = 256;
+
+/// Strip height: `2 x threads` strips when they fit, so that pairing strip `t` with strip
+/// `nb-1-t` gives every thread exactly one task of equal area (N = 500, 2 threads: 125 rows).
+fn strip_rows(n: usize, threads: usize) -> usize {
+    n.div_ceil(2 * threads.max(1)).clamp(1, MAX_STRIP)
 }
 
-/// x: `(n, in_0)` row-major; labels `< out_L`. Returns the Gram of the summed cross-entropy's
-/// per-example gradients over all weights and biases.
-pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u32], per_layer: bool) -> FastGram<T> {
-    let n = labels.len();
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None };
+/// `s <= 0` (or NaN) gives 0: relu with relu'(0) = 0, as `stiff_models::ops`.
+fn positive<T: Elem>(s: T) -> bool {
+    s.partial_cmp(&T::ZERO) == Some(std::cmp::Ordering::Greater)
+}
+
+/// One thread's rows `r0..r0+nr` of every activation, logit, delta and loss buffer.
+struct Rows<'a, T> {
+    r0: usize,
+    nr: usize,
+    acts: Vec<&'a mut [T]>,
+    logits: &'a mut [T],
+    deltas: Vec<&'a mut [T]>,
+    loss: &'a mut [f64],
+}
+
+/// Forward, softmax deltas and backward for one block of rows, single-threaded gemm.
+/// Returns (forward, backward) seconds.
+fn rows_pass<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u32], rows: Rows<'_, T>) -> (f64, f64) {
+    let Rows { r0, nr, mut acts, logits, mut deltas, loss } = rows;
     let nl = layers.len();
-    let mut phases = Phases::default();
     let t0 = std::time::Instant::now();
-
-    // Forward: acts[l] is the input of layer l (acts[0] = x); the logits go to `z`.
-    let mut acts: Vec<Vec<T>> = Vec::with_capacity(nl);
-    let mut z = Vec::new();
+    // Forward: acts[l] = relu(A_l W_l^T + b_l) is the input of layer l+1; logits for the last.
     for (l, layer) in layers.iter().enumerate() {
-        let a: &[T] = if l == 0 { x } else { &acts[l - 1] };
-        let mut out = vec![T::ZERO; n * layer.out];
+        let (done, rest) = acts.split_at_mut(l.min(nl - 1));
+        let inp: &[T] = if l == 0 { &x[r0 * layer.inp..(r0 + nr) * layer.inp] } else { &*done[l - 1] };
+        let out: &mut [T] = if l + 1 < nl { &mut *rest[0] } else { &mut *logits };
+        matmul(
+            (nr, layer.out, layer.inp),
+            inp,
+            layer.inp,
+            &layer.w,
+            layer.inp,
+            true,
+            out,
+            layer.out,
+            false,
+            Parallelism::None,
+        );
+        // Bias and ReLU in one pass over the product.
         for row in out.chunks_mut(layer.out) {
-            row.copy_from_slice(&layer.b);
-        }
-        matmul((n, layer.out, layer.inp), a, layer.inp, &layer.w, layer.inp, true, &mut out, layer.out, true, par);
-        if layer.relu {
-            out.par_iter_mut().for_each(|v| {
-                if (*v).partial_cmp(&T::ZERO) != Some(std::cmp::Ordering::Greater) {
-                    *v = T::ZERO
-                }
-            });
-        }
-        if l + 1 < nl {
-            acts.push(out);
-        } else {
-            z = out;
+            for (v, &b) in row.iter_mut().zip(&layer.b) {
+                let s = *v + b;
+                *v = if layer.relu && !positive(s) { T::ZERO } else { s };
+            }
         }
     }
-    phases.forward = t0.elapsed().as_secs_f64();
+    let forward = t0.elapsed().as_secs_f64();
     let t0 = std::time::Instant::now();
     // D_L = softmax - onehot, and the per-example loss logsumexp - z_y (in f64).
     let c = layers[nl - 1].out;
-    let mut loss = vec![0.0; n];
-    let mut d_last = vec![T::ZERO; n * c];
-    for i in 0..n {
-        let zi = &z[i * c..(i + 1) * c];
+    for (i, (zi, di)) in logits.chunks(c).zip(deltas[nl - 1].chunks_mut(c)).enumerate() {
         let m = zi.iter().map(|v| v.to_f64()).fold(f64::NEG_INFINITY, f64::max);
         let s: f64 = zi.iter().map(|v| (v.to_f64() - m).exp()).sum();
-        let y = labels[i] as usize;
+        let y = labels[r0 + i] as usize;
         loss[i] = m + s.ln() - zi[y].to_f64();
-        for j in 0..c {
-            let p = (zi[j].to_f64() - m).exp() / s;
-            d_last[i * c + j] = T::from_f64(if j == y { p - 1.0 } else { p });
+        for (j, (z, d)) in zi.iter().zip(di.iter_mut()).enumerate() {
+            let p = (z.to_f64() - m).exp() / s;
+            *d = T::from_f64(if j == y { p - 1.0 } else { p });
         }
     }
     // Backward: D_{l-1} = (D_l W_l) o 1[A_l > 0]  (A_l = relu(z_{l-1}) > 0 iff z_{l-1} > 0).
-    let mut deltas: Vec<Vec<T>> = vec![Vec::new(); nl];
-    deltas[nl - 1] = d_last;
     for l in (1..nl).rev() {
         let layer = &layers[l];
-        let mut d = vec![T::ZERO; n * layer.inp];
+        let (lower, upper) = deltas.split_at_mut(l);
+        let d = &mut *lower[l - 1];
         matmul(
-            (n, layer.inp, layer.out),
-            &deltas[l],
+            (nr, layer.inp, layer.out),
+            &*upper[0],
             layer.out,
             &layer.w,
             layer.inp,
             false,
-            &mut d,
+            d,
             layer.inp,
             false,
-            par,
+            Parallelism::None,
         );
         if layers[l - 1].relu {
-            d.par_iter_mut().zip(acts[l - 1].par_iter()).for_each(|(dv, av)| {
-                if (*av).partial_cmp(&T::ZERO) != Some(std::cmp::Ordering::Greater) {
+            for (dv, av) in d.iter_mut().zip(acts[l - 1].iter()) {
+                if !positive(*av) {
                     *dv = T::ZERO
                 }
-            });
+            }
         }
-        deltas[l - 1] = d;
     }
+    (forward, t0.elapsed().as_secs_f64())
+}
 
-    phases.backward = t0.elapsed().as_secs_f64();
+/// A rectangle of the upper triangle: rows `r0..r0+nr` (within its strip) x columns `c0..c0+nc`.
+#[derive(Clone, Copy)]
+struct Piece {
+    r0: usize,
+    nr: usize,
+    c0: usize,
+    nc: usize,
+}
+
+/// The pieces covering the upper triangle of strip rows `r0..r1`: the diagonal block in two
+/// halves (top half x whole block, bottom half x its own square: 1/4 of the block's lower half
+/// is computed and discarded) and the columns right of it in tiles of [`TILE_COLS`].
+fn strip_pieces(r0: usize, r1: usize, n: usize) -> Vec<Piece> {
+    let nr = r1 - r0;
+    let mut v = Vec::new();
+    if nr >= 32 {
+        let h = nr / 2;
+        v.push(Piece { r0, nr: h, c0: r0, nc: nr });
+        v.push(Piece { r0: r0 + h, nr: nr - h, c0: r0 + h, nc: nr - h });
+    } else {
+        v.push(Piece { r0, nr, c0: r0, nc: nr });
+    }
+    let mut c0 = r1;
+    while c0 < n {
+        let nc = TILE_COLS.min(n - c0);
+        v.push(Piece { r0, nr, c0, nc });
+        c0 += nc;
+    }
+    v
+}
+
+/// x: `(n, in_0)` row-major; labels `< out_L`. Returns the Gram of the summed cross-entropy's
+/// per-example gradients over all weights and biases.
+///
+/// Two parallel phases: (1) the examples split into one block of rows per thread, each running
+/// forward and backward alone (single-threaded gemm, no synchronisation); (2) the upper triangle
+/// of `K` in strips of rows, strip `t` paired with strip `nb-1-t` so the tasks have equal area,
+/// each piece's `D Dᵀ` and `A Aᵀ` products followed at once by their Hadamard accumulation while
+/// they are in cache. Then the lower triangle is mirrored. Every split depends only on `n` and
+/// the thread count, so results are bit-identical across runs with the same threads.
+pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u32], per_layer: bool) -> FastGram<T> {
+    let n = labels.len();
+    let threads = rayon::current_num_threads().max(1);
+    let nl = layers.len();
+    let c = layers[nl - 1].out;
+    let mut phases = Phases::default();
+    let t0 = std::time::Instant::now();
+
+    // acts[l]: input of layer l+1 (x is the input of layer 0); deltas[l]: dL/dz_l.
+    let mut acts: Vec<Vec<T>> = layers[..nl - 1].iter().map(|l| vec![T::ZERO; n * l.out]).collect();
+    let mut logits = vec![T::ZERO; n * c];
+    let mut deltas: Vec<Vec<T>> = layers.iter().map(|l| vec![T::ZERO; n * l.out]).collect();
+    let mut loss = vec![0.0; n];
+    {
+        let per = n.div_ceil(threads);
+        let mut blocks: Vec<Rows<T>> = (0..n.div_ceil(per))
+            .map(|i| Rows {
+                r0: i * per,
+                nr: per.min(n - i * per),
+                acts: Vec::new(),
+                logits: &mut [],
+                deltas: Vec::new(),
+                loss: &mut [],
+            })
+            .collect();
+        for (l, a) in acts.iter_mut().enumerate() {
+            blocks.iter_mut().zip(a.chunks_mut(per * layers[l].out)).for_each(|(b, s)| b.acts.push(s));
+        }
+        for (l, d) in deltas.iter_mut().enumerate() {
+            blocks.iter_mut().zip(d.chunks_mut(per * layers[l].out)).for_each(|(b, s)| b.deltas.push(s));
+        }
+        blocks.iter_mut().zip(logits.chunks_mut(per * c)).for_each(|(b, s)| b.logits = s);
+        blocks.iter_mut().zip(loss.chunks_mut(per)).for_each(|(b, s)| b.loss = s);
+        let times: Vec<(f64, f64)> = blocks.into_par_iter().map(|b| rows_pass(layers, x, labels, b)).collect();
+        // The slowest thread's share of the wall time of phase 1.
+        let slowest = times.iter().copied().fold((0.0, 0.0), |m, t| if t.0 + t.1 > m.0 + m.1 { t } else { m });
+        let wall = t0.elapsed().as_secs_f64();
+        let busy = slowest.0 + slowest.1;
+        phases.forward = if busy > 0.0 { wall * slowest.0 / busy } else { wall };
+        phases.backward = wall - phases.forward;
+    }
+    drop(logits);
+
     let t0 = std::time::Instant::now();
     let cpu = std::sync::Mutex::new([0.0f64; 3]);
-    // Gram: strips of `b` rows; only blocks on or right of the diagonal, then mirror.
-    let b = block_size(n, threads);
+    let b = strip_rows(n, threads);
     let nb = n.div_ceil(b);
     let mut k = vec![T::ZERO; n * n];
     let mut per: Vec<Vec<T>> = if per_layer { (0..nl).map(|_| vec![T::ZERO; n * n]).collect() } else { Vec::new() };
@@ -216,7 +315,6 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
                 }
             }
         }
-        // Pair strip t with strip nb-1-t so every task does about the same number of blocks.
         let mut tasks = Vec::new();
         for t in 0..nb.div_ceil(2) {
             let first = strips[t].take();
@@ -230,23 +328,24 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
                 &acts[l - 1]
             }
         };
+        let scratch = b * TILE_COLS.max(b);
         tasks.into_par_iter().for_each(|task| {
-            let mut dd = vec![T::ZERO; b * b];
-            let mut aa = vec![T::ZERO; b * b];
+            let mut dd = vec![T::ZERO; scratch];
+            let mut aa = vec![T::ZERO; scratch];
             let mut t = [0.0f64; 3];
-            for (bi, strip, mut layer_strips) in task.into_iter().flatten() {
-                let (r0, nr) = (bi * b, b.min(n - bi * b));
-                for bj in bi..nb {
-                    let (c0, nc) = (bj * b, b.min(n - bj * b));
+            for (si, strip, mut layer_strips) in task.into_iter().flatten() {
+                let s0 = si * b;
+                for p in strip_pieces(s0, (s0 + b).min(n), n) {
+                    let (nr, nc) = (p.nr, p.nc);
                     for (l, layer) in layers.iter().enumerate() {
                         let (din, dout) = (layer.inp, layer.out);
                         let (a, d) = (input(l), &deltas[l]);
                         let c0t = std::time::Instant::now();
                         matmul(
                             (nr, nc, dout),
-                            &d[r0 * dout..],
+                            &d[p.r0 * dout..],
                             dout,
-                            &d[c0 * dout..],
+                            &d[p.c0 * dout..],
                             dout,
                             true,
                             &mut dd,
@@ -257,9 +356,9 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
                         let c1t = std::time::Instant::now();
                         matmul(
                             (nr, nc, din),
-                            &a[r0 * din..],
+                            &a[p.r0 * din..],
                             din,
-                            &a[c0 * din..],
+                            &a[p.c0 * din..],
                             din,
                             true,
                             &mut aa,
@@ -269,14 +368,19 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
                         );
                         let c2t = std::time::Instant::now();
                         for r in 0..nr {
-                            let row = &mut strip[r * n + c0..r * n + c0 + nc];
+                            let at = (p.r0 - s0 + r) * n + p.c0;
+                            let row = &mut strip[at..at + nc];
                             let (ddr, aar) = (&dd[r * nc..(r + 1) * nc], &aa[r * nc..(r + 1) * nc]);
                             if let Some(ls) = layer_strips.get_mut(l) {
-                                let lrow = &mut ls[r * n + c0..r * n + c0 + nc];
+                                let lrow = &mut ls[at..at + nc];
                                 for j in 0..nc {
                                     let v = ddr[j] * (aar[j] + T::ONE);
                                     lrow[j] = v;
-                                    row[j] = row[j] + v;
+                                    row[j] = if l == 0 { v } else { row[j] + v };
+                                }
+                            } else if l == 0 {
+                                for j in 0..nc {
+                                    row[j] = ddr[j] * (aar[j] + T::ONE);
                                 }
                             } else {
                                 for j in 0..nc {
@@ -299,9 +403,9 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
     phases.gram = t0.elapsed().as_secs_f64();
     [phases.dd, phases.aa, phases.hadamard] = cpu.into_inner().unwrap_or_else(|e| e.into_inner());
     let t0 = std::time::Instant::now();
-    mirror(&mut k, n, b);
+    mirror(&mut k, n, b.max(16));
     for p in per.iter_mut() {
-        mirror(p, n, b);
+        mirror(p, n, b.max(16));
     }
     phases.mirror = t0.elapsed().as_secs_f64();
     FastGram { k, per_layer: per, loss, phases }
