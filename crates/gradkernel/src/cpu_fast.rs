@@ -4,8 +4,42 @@
 //! accumulation, no tensor temporaries. The candle-tensor path in `engine` is the device-generic
 //! version and its cross-check.
 
+use std::sync::Mutex;
+
 use rayon::prelude::*;
 use stiff_gemm::Parallelism;
+
+/// At most this many bytes of working buffers are kept between calls.
+const POOL_CAP_BYTES: usize = 64 << 20;
+
+/// Working buffers (activations, deltas, logits, block scratch) reused across calls: freeing and
+/// reallocating them made the allocator hand megabytes back to the OS and page-fault them in
+/// again on every call (about 2,000 faults per `fc6` Gram at N = 500). Every buffer taken is
+/// fully overwritten before it is read, so reuse cannot change a result. Large ones (above the
+/// cap, e.g. N = 10,000) are freed as usual.
+struct Pool;
+
+impl Pool {
+    /// A buffer of exactly `len` elements with unspecified contents.
+    fn take<T: Elem>(len: usize) -> Vec<T> {
+        let mut pool = T::pool().lock().unwrap_or_else(|e| e.into_inner());
+        // Smallest pooled buffer that is large enough.
+        let best = (0..pool.len()).filter(|&i| pool[i].capacity() >= len).min_by_key(|&i| pool[i].capacity());
+        let mut v = best.map(|i| pool.swap_remove(i)).unwrap_or_default();
+        drop(pool);
+        v.truncate(len);
+        v.resize(len, T::ZERO);
+        v
+    }
+
+    fn give<T: Elem>(v: Vec<T>) {
+        let mut pool = T::pool().lock().unwrap_or_else(|e| e.into_inner());
+        let held: usize = pool.iter().map(|b| b.capacity()).sum::<usize>() + v.capacity();
+        if held * std::mem::size_of::<T>() <= POOL_CAP_BYTES {
+            pool.push(v);
+        }
+    }
+}
 
 /// The float types the kernel runs in.
 pub(crate) trait Elem:
@@ -14,10 +48,16 @@ pub(crate) trait Elem:
     const ONE: Self;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
+    /// Working buffers kept between calls (see [`Pool`]).
+    fn pool() -> &'static Mutex<Vec<Vec<Self>>>;
 }
 
 impl Elem for f32 {
     const ONE: Self = 1.0;
+    fn pool() -> &'static Mutex<Vec<Vec<Self>>> {
+        static P: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
+        &P
+    }
     fn to_f64(self) -> f64 {
         self as f64
     }
@@ -28,6 +68,10 @@ impl Elem for f32 {
 
 impl Elem for f64 {
     const ONE: Self = 1.0;
+    fn pool() -> &'static Mutex<Vec<Vec<Self>>> {
+        static P: Mutex<Vec<Vec<f64>>> = Mutex::new(Vec::new());
+        &P
+    }
     fn to_f64(self) -> f64 {
         self
     }
@@ -264,9 +308,9 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
     let t0 = std::time::Instant::now();
 
     // acts[l]: input of layer l+1 (x is the input of layer 0); deltas[l]: dL/dz_l.
-    let mut acts: Vec<Vec<T>> = layers[..nl - 1].iter().map(|l| vec![T::ZERO; n * l.out]).collect();
-    let mut logits = vec![T::ZERO; n * c];
-    let mut deltas: Vec<Vec<T>> = layers.iter().map(|l| vec![T::ZERO; n * l.out]).collect();
+    let mut acts: Vec<Vec<T>> = layers[..nl - 1].iter().map(|l| Pool::take(n * l.out)).collect();
+    let mut logits = Pool::take(n * c);
+    let mut deltas: Vec<Vec<T>> = layers.iter().map(|l| Pool::take(n * l.out)).collect();
     let mut loss = vec![0.0; n];
     {
         let per = n.div_ceil(threads);
@@ -296,7 +340,7 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
         phases.forward = if busy > 0.0 { wall * slowest.0 / busy } else { wall };
         phases.backward = wall - phases.forward;
     }
-    drop(logits);
+    Pool::give(logits);
 
     let t0 = std::time::Instant::now();
     let cpu = std::sync::Mutex::new([0.0f64; 3]);
@@ -330,8 +374,8 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
         };
         let scratch = b * TILE_COLS.max(b);
         tasks.into_par_iter().for_each(|task| {
-            let mut dd = vec![T::ZERO; scratch];
-            let mut aa = vec![T::ZERO; scratch];
+            let mut dd = Pool::take(scratch);
+            let mut aa = Pool::take(scratch);
             let mut t = [0.0f64; 3];
             for (si, strip, mut layer_strips) in task.into_iter().flatten() {
                 let s0 = si * b;
@@ -394,12 +438,15 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
                     }
                 }
             }
+            Pool::give(dd);
+            Pool::give(aa);
             let mut c = cpu.lock().unwrap_or_else(|e| e.into_inner());
             for (acc, v) in c.iter_mut().zip(t) {
                 *acc += v;
             }
         });
     }
+    acts.into_iter().chain(deltas).for_each(Pool::give);
     phases.gram = t0.elapsed().as_secs_f64();
     [phases.dd, phases.aa, phases.hadamard] = cpu.into_inner().unwrap_or_else(|e| e.into_inner());
     let t0 = std::time::Instant::now();
