@@ -268,26 +268,33 @@ struct Piece {
     nc: usize,
 }
 
-/// The pieces covering the upper triangle of strip rows `r0..r1`: the diagonal block in two
-/// halves (top half x whole block, bottom half x its own square: 1/4 of the block's lower half
-/// is computed and discarded) and the columns right of it in tiles of [`TILE_COLS`].
+/// The pieces covering the upper triangle of strip rows `r0..r1`: the diagonal block (see
+/// [`diag_pieces`]) and the columns right of it in tiles of [`TILE_COLS`].
 fn strip_pieces(r0: usize, r1: usize, n: usize) -> Vec<Piece> {
-    let nr = r1 - r0;
     let mut v = Vec::new();
-    if nr >= 32 {
-        let h = nr / 2;
-        v.push(Piece { r0, nr: h, c0: r0, nc: nr });
-        v.push(Piece { r0: r0 + h, nr: nr - h, c0: r0 + h, nc: nr - h });
-    } else {
-        v.push(Piece { r0, nr, c0: r0, nc: nr });
-    }
+    diag_pieces(r0, r1, &mut v);
     let mut c0 = r1;
     while c0 < n {
         let nc = TILE_COLS.min(n - c0);
-        v.push(Piece { r0, nr, c0, nc });
+        v.push(Piece { r0, nr: r1 - r0, c0, nc });
         c0 += nc;
     }
     v
+}
+
+/// A diagonal block `r0..r1` as its upper-right quadrant plus the two diagonal halves,
+/// recursively down to squares under 48 rows, which are computed whole (their lower triangle is
+/// discarded by [`mirror`]): about 6% of the Gram's products are wasted at N = 500, 2 threads.
+fn diag_pieces(r0: usize, r1: usize, out: &mut Vec<Piece>) {
+    let nr = r1 - r0;
+    if nr >= 48 {
+        let h = nr / 2;
+        out.push(Piece { r0, nr: h, c0: r0 + h, nc: nr - h });
+        diag_pieces(r0, r0 + h, out);
+        diag_pieces(r0 + h, r1, out);
+    } else {
+        out.push(Piece { r0, nr, c0: r0, nc: nr });
+    }
 }
 
 /// x: `(n, in_0)` row-major; labels `< out_L`. Returns the Gram of the summed cross-entropy's
@@ -415,21 +422,17 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
                             let at = (p.r0 - s0 + r) * n + p.c0;
                             let row = &mut strip[at..at + nc];
                             let (ddr, aar) = (&dd[r * nc..(r + 1) * nc], &aa[r * nc..(r + 1) * nc]);
-                            if let Some(ls) = layer_strips.get_mut(l) {
-                                let lrow = &mut ls[at..at + nc];
-                                for j in 0..nc {
-                                    let v = ddr[j] * (aar[j] + T::ONE);
-                                    lrow[j] = v;
-                                    row[j] = if l == 0 { v } else { row[j] + v };
+                            // Iterators, not indices, so the loops vectorise.
+                            let terms = ddr.iter().zip(aar).map(|(&d, &a)| d * (a + T::ONE));
+                            match layer_strips.get_mut(l) {
+                                Some(ls) => {
+                                    for ((kv, lv), v) in row.iter_mut().zip(&mut ls[at..at + nc]).zip(terms) {
+                                        *lv = v;
+                                        *kv = if l == 0 { v } else { *kv + v };
+                                    }
                                 }
-                            } else if l == 0 {
-                                for j in 0..nc {
-                                    row[j] = ddr[j] * (aar[j] + T::ONE);
-                                }
-                            } else {
-                                for j in 0..nc {
-                                    row[j] = row[j] + ddr[j] * (aar[j] + T::ONE);
-                                }
+                                None if l == 0 => row.iter_mut().zip(terms).for_each(|(kv, v)| *kv = v),
+                                None => row.iter_mut().zip(terms).for_each(|(kv, v)| *kv = *kv + v),
                             }
                         }
                         t[0] += (c1t - c0t).as_secs_f64();
