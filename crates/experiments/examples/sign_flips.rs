@@ -155,7 +155,7 @@ fn main() -> Result<()> {
         let dir = tempfile::tempdir()?;
         let per_class = n.div_ceil(10);
         stiff_experiments::testdata::write_synthetic_cifar(dir.path(), 200, per_class, 1, 1, 7)?;
-        let ds = stiff_data::load(DatasetName::Cifar10, Some(dir.path()))?;
+        let ds = stiff_data::load_with(DatasetName::Cifar10, Some(dir.path()), &stiff_data::LoadOptions::lenient())?;
         let train_set = LabelledData::new(pre.apply(&ds.train.images)?, ds.train.labels.clone())?;
         let cfg = ModelConfig::preset(Preset::Cnn5, InputShape::new(3, 32, 32), 10);
         let model = train(Model::new(&cfg, 0, DType::F32, &Device::Cpu)?, &train_set, 0.05, cnn_steps, None)?;
