@@ -79,5 +79,43 @@ fn main() -> anyhow::Result<()> {
         vm_hwm_kib() as f64 / 1024.0,
         gflop / best
     );
+    if method == "auto" && matches!(preset, Preset::Fc6 | Preset::Fc4) {
+        // Per-phase breakdown of the CPU kernel: best of `reps` per phase (ms); dd/aa/hadamard
+        // are CPU ms summed over threads, the rest wall ms.
+        let mut best: Option<stiff_gradkernel::DensePhases> = None;
+        for _ in 0..reps {
+            let p = stiff_gradkernel::dense_gram_phases(&model, &x, &y, false)?;
+            best = Some(match best {
+                None => p,
+                Some(b) => stiff_gradkernel::DensePhases {
+                    inputs: b.inputs.min(p.inputs),
+                    forward: b.forward.min(p.forward),
+                    backward: b.backward.min(p.backward),
+                    gram: b.gram.min(p.gram),
+                    dd: b.dd.min(p.dd),
+                    aa: b.aa.min(p.aa),
+                    hadamard: b.hadamard.min(p.hadamard),
+                    mirror: b.mirror.min(p.mirror),
+                    output: b.output.min(p.output),
+                },
+            });
+        }
+        let p = best.expect("reps >= 1");
+        let ms = |s: f64| s * 1e3;
+        println!(
+            "phases_ms(best of {reps}) inputs={:.3} forward={:.3} backward={:.3} gram={:.3} [cpu: dd={:.3} aa={:.3} hadamard={:.3}] \
+             mirror={:.3} output={:.3} sum={:.3}",
+            ms(p.inputs),
+            ms(p.forward),
+            ms(p.backward),
+            ms(p.gram),
+            ms(p.dd),
+            ms(p.aa),
+            ms(p.hadamard),
+            ms(p.mirror),
+            ms(p.output),
+            ms(p.inputs + p.forward + p.backward + p.gram + p.mirror + p.output),
+        );
+    }
     Ok(())
 }

@@ -197,7 +197,7 @@ impl HostMat {
 
 #[allow(clippy::type_complexity)]
 /// The hand-written CPU kernel's inputs in dtype `T`: layers, x `(n, in)` row-major, labels.
-fn fast_inputs<T: crate::cpu_fast::Elem + candle::WithDType>(
+pub(crate) fn fast_inputs<T: crate::cpu_fast::Elem + candle::WithDType>(
     model: &Model,
     set: &Set,
     dtype: DType,

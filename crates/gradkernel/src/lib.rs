@@ -57,6 +57,7 @@ mod general;
 mod im2col;
 pub mod nn;
 mod preset;
+mod profile;
 mod reference;
 mod tape;
 
@@ -65,6 +66,7 @@ use serde::{Deserialize, Serialize};
 use stiff_models::Model;
 
 pub use conv_fast::{conv_gram_profiled, pooling_stats, ConvProfile, LayerProfile, PoolStats};
+pub use cpu_fast::Phases as DensePhases;
 pub use error::GradKernelError;
 pub use factors::LayerForm;
 pub use general::{
@@ -72,6 +74,7 @@ pub use general::{
     LossFn, ModuleNet, NetGramResult, Network, PlainSpec, Route, RouteForm,
 };
 pub use preset::{logit_jacobians, per_example_gradients};
+pub use profile::dense_gram_phases;
 pub use reference::{reference_gram, reference_per_example_gradients};
 pub use tape::is_recording;
 
