@@ -431,7 +431,8 @@ fn record_grads(r: &Record, delta: &Tensor, acc: DType) -> Result<Vec<(Option<Te
             let u = unfold(&a, win)?; // (n, F, S)
             let c = d.dim(1)?;
             let d3 = d.reshape((n, c, ()))?;
-            let gw = d3.matmul(&u.transpose(1, 2)?.contiguous()?)?.reshape((n, ()))?;
+            // A transposed (column-major) right operand is fine for the batched gemm: no copy.
+            let gw = d3.matmul(&u.transpose(1, 2)?)?.reshape((n, ()))?;
             (gw, d3.sum(2)?)
         }
         RecKind::Norm { layout } => {
