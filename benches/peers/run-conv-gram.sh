@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side: cnn5 per-example-gradient Gram at N = 500 (CIFAR-shaped inputs, half of every
-# image flat so max-pool windows tie), f32, 2 threads: our conv CPU kernel, our old candle route
+# image flat so max-pool windows tie), f32, 2 threads: our conv CPU kernel, the general engine (tapped layers, autograd deltas)
 # (crates/gradkernel/examples/conv_bench.rs, release) and JAX jit(vmap(grad)) then G @ G.T on the
 # SAME weights and inputs (conv_bench --dump -> jax_conv_gram.py, which also checks that the two
 # Grams agree). Also prints the measured gemm throughput (gemm_peak) and the machine load.
@@ -36,7 +36,7 @@ printf '%-34s %10s %10s %8s %10s %12s\n' implementation seconds "vs ours" "CPU s
 awk -v f="$f" -v c="$fc" -v r="$(field "$fast" peak_rss_mib)" -v reps="$reps" \
   'BEGIN{printf "%-34s %10.3f %10s %8.2f %10s %12s\n", "stiff conv CPU kernel (best of " reps ")", f, "1", c, "1", r}'
 awk -v o="$o" -v f="$f" -v c="$oc" -v fc="$fc" -v r="$(field "$old" peak_rss_mib)" \
-  'BEGIN{printf "%-34s %10.3f %9.2fx %8.2f %9.2fx %12s\n", "stiff old candle route (1 run)", o, o/f, c, c/fc, r}'
+  'BEGIN{printf "%-34s %10.3f %9.2fx %8.2f %9.2fx %12s\n", "stiff general engine (1 run)", o, o/f, c, c/fc, r}'
 awk -v j="$j" -v f="$f" -v c="$jc" -v fc="$fc" \
   'BEGIN{printf "%-34s %10.3f %9.2fx %8.2f %9.2fx %12s\n", "jax jit(vmap(grad)) + G@G.T", j, j/f, c, c/fc, "-"}'
 echo "load after: $(uptime | sed 's/.*load average: //')"

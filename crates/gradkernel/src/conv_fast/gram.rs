@@ -94,7 +94,15 @@ pub(super) fn build<T: Real>(c: &Conv<T>, acts: &[T], deltas: &[T], r0: usize, r
 /// Patch length from which [`build`] sums the few live patch rows instead of a dense `D Uᵀ`.
 pub(super) const SPARSE_MIN_F: usize = 512;
 
-/// `dst[r0.., c0..] += ga (ra x p) · gb (rb x p)ᵀ` into an `n x n` row-major matrix.
+/// `dst[r0.., c0..] += ga gbᵀ` for `ga: (ra, p)`, `gb: (rb, p)` into an `n x n` row-major matrix;
+/// with `diag` (`ga` and `gb` the same rows, `r0 == c0`) only the blocks on or above the diagonal
+/// are multiplied (their lower part is overwritten by the final mirror).
+///
+/// The product is cut into blocks of about [`BLOCK_ROWS`] rows and columns, each multiplied by a
+/// single-threaded gemm, the blocks spread over rayon's threads, then added into `dst` in a fixed
+/// order (deterministic). With `p` in the hundreds of thousands (cnn5's last conv), two
+/// single-threaded gemms on separate blocks run near each core's peak, whereas one gemm split
+/// over both threads, or a recursion down to small diagonal squares, reached about 40% of it.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn product<T: Real>(
     ga: &[T],
@@ -102,32 +110,56 @@ pub(super) fn product<T: Real>(
     gb: &[T],
     rb: usize,
     p: usize,
+    diag: bool,
     dst: &mut [T],
     n: usize,
-    r0: usize,
-    c0: usize,
+    (r0, c0): (usize, usize),
 ) {
-    mm((ra, rb, p), ga, p, gb, p, true, &mut dst[r0 * n + c0..], n, true, Parallelism::Rayon(0));
-}
-
-/// The upper triangle of `g gᵀ` for the `len` rows of `g: (len, p)`, added at `(r0, r0)` of an
-/// `n x n` matrix: split in halves, the off-diagonal rectangle in one gemm, both halves
-/// recursively; squares of at most [`TRI_BASE`] rows are multiplied whole (their lower part is
-/// overwritten by the final mirror).
-pub(super) fn upper<T: Real>(g: &[T], len: usize, p: usize, dst: &mut [T], n: usize, r0: usize) {
-    if len <= TRI_BASE {
-        product(g, len, g, len, p, dst, n, r0, r0);
-        return;
+    let cut = |len: usize| -> Vec<(usize, usize)> {
+        let parts = len.div_ceil(BLOCK_ROWS).max(1);
+        (0..parts).map(|i| (i * len / parts, (i + 1) * len / parts)).filter(|(a, b)| b > a).collect()
+    };
+    let (rows, cols) = (cut(ra), cut(rb));
+    let tasks: Vec<((usize, usize), (usize, usize))> = rows
+        .iter()
+        .enumerate()
+        .flat_map(|(i, &r)| cols.iter().enumerate().filter(move |(j, _)| !diag || *j >= i).map(move |(_, &c)| (r, c)))
+        .collect();
+    let zero = T::from_f64(0.0);
+    let blocks: Vec<Vec<T>> = tasks
+        .par_iter()
+        .map(|&((a0, a1), (b0, b1))| {
+            let mut buf = vec![zero; (a1 - a0) * (b1 - b0)];
+            mm(
+                (a1 - a0, b1 - b0, p),
+                &ga[a0 * p..a1 * p],
+                p,
+                &gb[b0 * p..b1 * p],
+                p,
+                true,
+                &mut buf,
+                b1 - b0,
+                false,
+                Parallelism::None,
+            );
+            buf
+        })
+        .collect();
+    for (((a0, a1), (b0, b1)), buf) in tasks.iter().zip(&blocks) {
+        let w = b1 - b0;
+        for (i, src) in (*a0..*a1).zip(buf.chunks_exact(w)) {
+            let row = &mut dst[(r0 + i) * n + c0 + b0..(r0 + i) * n + c0 + b0 + w];
+            for (d, &v) in row.iter_mut().zip(src) {
+                *d += v;
+            }
+        }
     }
-    let h = len / 2;
-    product(g, h, &g[h * p..], len - h, p, dst, n, r0, r0 + h);
-    upper(g, h, p, dst, n, r0);
-    upper(&g[h * p..], len - h, p, dst, n, r0 + h);
 }
 
-/// Largest diagonal square of [`upper`] multiplied whole: about `TRI_BASE / N` extra work
-/// against the efficiency of small gemms.
-pub(super) const TRI_BASE: usize = 48;
+/// Rows (and columns) of one block of [`product`]: large enough for gemm to run near peak
+/// (measured: 125 x 125 blocks of a `p = 295,168` product at 85 GFLOP/s on one core), small
+/// enough that a 500-row diagonal tile gives ten blocks to share out.
+pub(super) const BLOCK_ROWS: usize = 128;
 
 /// The head's factorised Gram `(D Dᵀ) o (A Aᵀ + 1)`, upper triangle, added into `dst`.
 pub(super) fn head_gram<T: Real>(a: &[T], feat: usize, d: &[T], classes: usize, n: usize, dst: &mut [T]) {

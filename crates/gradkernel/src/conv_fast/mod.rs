@@ -13,8 +13,8 @@
 //! 3. Every example's layer inputs `A_l` and deltas `D_l` are kept (about 80k floats per example
 //!    for `cnn5`). **Gram**, per conv layer, per upper tile pair `a <= b` of examples: the
 //!    per-example gradient rows `G = [D_i U_iᵀ, sum_s D_i]` are rebuilt for the tile (cheap next
-//!    to the product) and `G_a G_bᵀ` is added with one big gemm (gemm's own threads); diagonal
-//!    tiles are split in halves recursively so only (about) the upper triangle is multiplied. The head is
+//!    to the product) and `G_a G_bᵀ` is added blockwise (single-threaded gemms on ~128-row blocks
+//!    shared out over rayon's threads); diagonal tiles multiply only their upper blocks. The head is
 //!    factorised, `(D Dᵀ) o (A Aᵀ + 1)`. `K` is mirrored at the end, so it is exactly symmetric.
 //!
 //! Tile sizes come from [`GramOptions::memory_budget_bytes`]: a layer whose whole `G` fits (up to
@@ -39,7 +39,7 @@ use crate::{GradKernelError, GramOptions, GramResult, LayerForm, Method, Result}
 mod gram;
 mod passes;
 
-use gram::{build, head_gram, mirror, plan, product, upper};
+use gram::{build, head_gram, mirror, plan, product};
 use passes::{forward_layer, passes, NO_GRAD};
 
 /// The float types the kernel runs in (f32, f64).
@@ -310,7 +310,7 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
             build(c, acts, deltas, a0, ra, &mut ga);
             tb += t.elapsed().as_secs_f64();
             let t = Instant::now();
-            upper(&ga[..ra * p], ra, p, dst, n, a0);
+            product(&ga[..ra * p], ra, &ga[..ra * p], ra, p, true, dst, n, (a0, a0));
             tg += t.elapsed().as_secs_f64();
             for b0 in (a0 + ra..n).step_by(tile_b.max(1)) {
                 let rb = tile_b.min(n - b0);
@@ -318,7 +318,7 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
                 build(c, acts, deltas, b0, rb, &mut gb);
                 tb += t.elapsed().as_secs_f64();
                 let t = Instant::now();
-                product(&ga, ra, &gb, rb, p, dst, n, a0, b0);
+                product(&ga, ra, &gb, rb, p, false, dst, n, (a0, b0));
                 tg += t.elapsed().as_secs_f64();
             }
         }
