@@ -16,7 +16,7 @@ best() { "$bench" fc6 500 "$1" "$2" | sed -nE '1s/.*best_s=([0-9.]+).*/\1/p'; }
 ours=$("$bench" fc6 500 21 auto)
 printf '%-28s %10s\n' implementation seconds
 printf '%-28s %10s\n' "stiff cpu kernel" "$(printf '%s\n' "$ours" | sed -nE '1s/.*best_s=([0-9.]+).*/\1/p')"
-printf '%-28s %10s\n' "stiff tensor path (candle)" "$(best 5 tensor)"
+printf '%-28s %10s\n' "stiff general engine" "$(best 5 tensor)"
 printf '%-28s %10s\n' "stiff reference (per-ex)" "$(best 1 reference)"
 "$PY" "$here/jax_gram.py" --n 500 --reps 21 | while read -r _ algo secs; do
   printf '%-28s %10s\n' "jax $algo" "$secs"
