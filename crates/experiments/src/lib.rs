@@ -20,8 +20,6 @@ pub mod dynamics;
 mod error;
 pub mod index;
 pub mod lr_sweep;
-// `measure` is being generalised to user models on another branch; its docs come with that.
-#[allow(missing_docs)]
 pub mod measure;
 pub mod options;
 pub mod pipeline;

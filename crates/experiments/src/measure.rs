@@ -122,8 +122,11 @@ impl Default for MeasureSettings {
 /// Within/between summary of one stiffness kind, with bootstrap intervals when requested.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KindSummary {
+    /// Mean over pairs of distinct examples of the same class.
     pub within: f64,
+    /// Mean over pairs of examples of different classes.
     pub between: f64,
+    /// Bootstrap intervals of both (resampling examples), when requested.
     pub ci: Option<WithinBetweenCi>,
 }
 
@@ -137,21 +140,30 @@ pub struct SpaceCurve {
     /// v3: zero of the least-squares line of sign stiffness vs distance, over the pairs of the
     /// initial decline (distance 0 to the bin with the lowest mean).
     pub sign_fit_crossing: Crossing,
+    /// v1 read from the cosine-stiffness curve.
     pub cos_first_crossing: Crossing,
+    /// v3 read from the cosine-stiffness curve.
     pub cos_fit_crossing: Crossing,
+    /// The binned curve itself (pairs per bin, means of both kinds).
     pub curve: DistanceCurve,
 }
 
 /// Everything measured at one snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Measurement {
+    /// Examples measured.
     pub n: usize,
+    /// Sign stiffness, within and between classes.
     pub sign: KindSummary,
+    /// Cosine stiffness, within and between classes.
     pub cosine: KindSummary,
     /// Class matrices (rows: class of example 1, columns: class of example 2); `None` = no pairs.
     pub class_sign: Vec<Vec<Option<f64>>>,
+    /// Same for cosine stiffness.
     pub class_cosine: Vec<Vec<Option<f64>>>,
+    /// Examples whose loss gradient is exactly zero (their stiffness is undefined; excluded).
     pub zero_norm_examples: Vec<usize>,
+    /// Distance curves and domain sizes, one per space (input, then hidden layers).
     pub curves: Vec<SpaceCurve>,
     /// Wall time of the Gram computation alone.
     pub gram_seconds: f64,
@@ -160,6 +172,7 @@ pub struct Measurement {
 }
 
 impl Measurement {
+    /// The summary of `kind`.
     pub fn kind(&self, kind: StiffnessKind) -> &KindSummary {
         match kind {
             StiffnessKind::Sign => &self.sign,
@@ -326,6 +339,7 @@ pub fn crossing_note(c: &Crossing, digits: usize) -> String {
     }
 }
 
+/// The crossing distance, if one was found.
 pub fn crossing_distance(c: &Crossing) -> Option<f64> {
     match c {
         Crossing::Found { distance } => Some(*distance),

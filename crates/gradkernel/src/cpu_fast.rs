@@ -1,7 +1,7 @@
 //! A hand-written CPU kernel for dense (MLP) nets: forward, hand-derived backward and the blocked
 //! factorised Gram `sum_l (D_l D_l^T) o (A_l A_l^T + 1)` on contiguous row-major slices with the
 //! `gemm` crate, upper-triangle blocks only (rayon over balanced pairs of block rows), fused
-//! accumulation, no tensor temporaries. The candle-tensor path in `engine` is the device-generic
+//! accumulation, no tensor temporaries. The general engine (`general.rs`, tapped layers) is the device-generic
 //! version and its cross-check.
 
 use std::sync::Mutex;

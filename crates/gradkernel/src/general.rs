@@ -54,6 +54,8 @@ pub struct ModuleNet<'a, M: Module> {
 }
 
 impl<'a, M: Module> ModuleNet<'a, M> {
+    /// Wraps `module`, whose trainable parameters are every `Var` of `vars` (named by their
+    /// `VarBuilder` paths). Buffers (`running_mean`, `running_var`) are not parameters.
     pub fn new(module: &'a M, vars: &candle_nn::VarMap) -> Self {
         let map = vars.data().lock().expect("the VarMap lock is not poisoned");
         let mut params: Vec<(String, Var)> =
@@ -272,13 +274,17 @@ pub enum RouteForm {
 /// One unit of the result: a name (the tapped layer's, or `fallback`), its parameters, its route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Route {
+    /// The tapped layer's name, or `fallback`.
     pub name: String,
+    /// Names of the parameters this unit covers.
     pub params: Vec<String>,
+    /// How its Gram contribution was computed.
     pub form: RouteForm,
 }
 
 /// Output of [`gram_net`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct NetGramResult {
     /// `(N, N)` on the CPU (f64 when the network is f64 or `accumulate_f64`), exactly symmetric.
     pub k: Tensor,
@@ -286,9 +292,11 @@ pub struct NetGramResult {
     pub per_unit: Vec<(String, Tensor)>,
     /// `sqrt(K[i,i])`.
     pub norms: Vec<f64>,
+    /// The loss of each example, length N.
     pub loss_per_example: Vec<f64>,
     /// Route of every unit, in the same order as `per_unit`.
     pub routes: Vec<Route>,
+    /// Wall time of the whole call.
     pub seconds: f64,
     /// Examples per chunk.
     pub chunk: usize,

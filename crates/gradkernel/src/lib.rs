@@ -47,6 +47,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![deny(missing_docs)]
+
 pub mod budget;
 mod conv_fast;
 mod cpu_fast;
@@ -158,6 +160,7 @@ impl Default for GramOptions {
 
 /// Output of [`gram`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct GramResult {
     /// `(N, N)` on the CPU, f32 (or f64: f64 model or `accumulate_f64`); exactly symmetric.
     pub k: Tensor,
@@ -177,6 +180,7 @@ pub struct GramResult {
 
 /// Output of [`cross_gram`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CrossGramResult {
     /// `K[i,j] = g^a_i . g^b_j`: `(N, M)` on the CPU.
     pub k: Tensor,
@@ -184,10 +188,13 @@ pub struct CrossGramResult {
     pub per_layer: Vec<(String, Tensor)>,
     /// Gradient norms of set a (length N) and set b (length M).
     pub norms_a: Vec<f64>,
+    /// Gradient norms of set b (length M).
     pub norms_b: Vec<f64>,
-    /// Per-example cross-entropy of set a and set b.
+    /// Per-example cross-entropy of set a (length N).
     pub loss_a: Vec<f64>,
+    /// Per-example cross-entropy of set b (length M).
     pub loss_b: Vec<f64>,
+    /// Wall time of the whole call.
     pub seconds: f64,
 }
 

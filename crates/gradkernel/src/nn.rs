@@ -135,8 +135,11 @@ pub fn layer_norm_forward(
 /// A tapped linear layer (see [`linear`]).
 #[derive(Debug, Clone)]
 pub struct Linear {
+    /// Name on the tape (the `VarBuilder` prefix for [`linear`]).
     pub name: String,
+    /// `(out, in)`, PyTorch's layout.
     pub weight: Tensor,
+    /// `(out)`, if any.
     pub bias: Option<Tensor>,
 }
 
@@ -169,9 +172,13 @@ pub fn linear_no_bias(in_dim: usize, out_dim: usize, vb: VarBuilder) -> candle::
 /// then go through the exact fallback).
 #[derive(Debug, Clone)]
 pub struct Conv2d {
+    /// Name on the tape (the `VarBuilder` prefix for [`conv2d`]).
     pub name: String,
+    /// `(out, in, k, k)`.
     pub weight: Tensor,
+    /// `(out)`, if any.
     pub bias: Option<Tensor>,
+    /// Stride, padding, dilation, groups.
     pub config: candle_nn::Conv2dConfig,
 }
 
@@ -197,6 +204,7 @@ impl Module for Conv2d {
 }
 
 impl Conv2d {
+    /// A tapped copy of a `candle_nn` convolution (same tensors), recorded under `name`.
     pub fn from_candle(name: impl Into<String>, c: &candle_nn::Conv2d) -> Self {
         Self { name: name.into(), weight: c.weight().clone(), bias: c.bias().cloned(), config: *c.config() }
     }
@@ -229,11 +237,15 @@ pub fn conv2d_no_bias(
 /// Eval-mode batch norm (see [`batch_norm`]).
 #[derive(Debug, Clone)]
 pub struct BatchNorm {
+    /// Name on the tape.
     pub name: String,
+    /// `(C)` running mean (a buffer, not a parameter).
     pub running_mean: Tensor,
+    /// `(C)` running variance (a buffer).
     pub running_var: Tensor,
     /// `(weight, bias)` when affine.
     pub affine: Option<(Tensor, Tensor)>,
+    /// Added to the variance (PyTorch default 1e-5).
     pub eps: f64,
 }
 
@@ -262,11 +274,15 @@ pub fn batch_norm(num_features: usize, eps: f64, vb: VarBuilder) -> candle::Resu
 /// Layer norm over the last dim (see [`layer_norm`]).
 #[derive(Debug, Clone)]
 pub struct LayerNorm {
+    /// Name on the tape.
     pub name: String,
+    /// Scale `γ`, shaped like the normalised dims, if affine.
     pub weight: Option<Tensor>,
+    /// Shift `β`, if affine with bias.
     pub bias: Option<Tensor>,
     /// Number of trailing dims normalised over (1 for `layer_norm`).
     pub dims: usize,
+    /// Added to the variance (PyTorch default 1e-5).
     pub eps: f64,
 }
 

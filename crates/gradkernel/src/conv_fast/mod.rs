@@ -1,7 +1,7 @@
 //! A hand-written CPU kernel for the preset conv nets (`cnn5`, `cnn4`, any [`ArchSpec::Cnn`]):
 //! conv (stride 1, "same" padding) -> ReLU -> `pool`x`pool` max pooling, repeated, then one dense
 //! head. Used by [`crate::gram`] for CPU models with [`Method::Auto`] and
-//! [`GramOptions::cpu_fast_path`]; the candle route in `engine` is its cross-check.
+//! [`GramOptions::cpu_fast_path`]; the general engine (`general.rs`) is its cross-check.
 //!
 //! 1. **Forward**, layer by layer, rayon across examples: im2col ([`crate::im2col`]) and one
 //!    `W U` gemm per example, ReLU, first-max pooling that records the argmax (or "no gradient"
@@ -19,7 +19,7 @@
 //!
 //! Tile sizes come from [`GramOptions::memory_budget_bytes`]: a layer whose whole `G` fits (up to
 //! 1 GiB) is built once; otherwise row tiles are as large as fit beside one column tile. When the stored inputs and deltas
-//! do not fit, the kernel declines and the chunked candle route (which recomputes) runs instead.
+//! do not fit, the kernel declines and the general engine (chunked, recomputing) runs instead.
 //!
 //! Files: this one (model extraction, dispatch, public API, the driver), `passes.rs` (forward
 //! and backward), `gram.rs` (tile planning, building `G`, the products).
@@ -414,7 +414,7 @@ pub(crate) fn try_gram(
 
 /// [`crate::gram`] through the conv kernel, with where its time went (for benchmarks). Errors
 /// when the kernel does not apply to `model`/`opts` (see [`crate::gram`]'s dispatch) or declines
-/// the budget, instead of falling back to the candle route.
+/// the budget, instead of falling back to the general engine.
 ///
 /// x: `(N, C, H, W)` or `(N, C*H*W)`; y: integer labels `(N)`.
 pub fn conv_gram_profiled(
