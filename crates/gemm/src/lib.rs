@@ -29,12 +29,16 @@ pub use gemm::Parallelism;
 pub trait Scalar: Copy + 'static + sealed::Sealed {
     /// Additive identity.
     const ZERO: Self;
+    /// Multiplicative identity.
+    const ONE: Self;
 }
 impl Scalar for f32 {
     const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
 }
 impl Scalar for f64 {
     const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
 }
 mod sealed {
     pub trait Sealed {}

@@ -45,7 +45,6 @@ impl Pool {
 pub(crate) trait Elem:
     stiff_gemm::Scalar + Send + Sync + PartialOrd + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self>
 {
-    const ONE: Self;
     fn to_f64(self) -> f64;
     fn from_f64(v: f64) -> Self;
     /// Working buffers kept between calls (see [`Pool`]).
@@ -53,7 +52,6 @@ pub(crate) trait Elem:
 }
 
 impl Elem for f32 {
-    const ONE: Self = 1.0;
     fn pool() -> &'static Mutex<Vec<Vec<Self>>> {
         static P: Mutex<Vec<Vec<f32>>> = Mutex::new(Vec::new());
         &P
@@ -67,7 +65,6 @@ impl Elem for f32 {
 }
 
 impl Elem for f64 {
-    const ONE: Self = 1.0;
     fn pool() -> &'static Mutex<Vec<Vec<Self>>> {
         static P: Mutex<Vec<Vec<f64>>> = Mutex::new(Vec::new());
         &P
@@ -80,35 +77,7 @@ impl Elem for f64 {
     }
 }
 
-/// `dst (m x n, row stride ldd) [+]= lhs (m x k, row stride lda) * op(rhs)`, where `op(rhs)` is
-/// `rhs^T` for `rhs: (n x k)` (`rhs_t = true`) or `rhs: (k x n)` itself, row stride `ldb`.
-/// Shapes come from the model and the chunking, never from user input, so a mismatch is a bug.
-#[allow(clippy::too_many_arguments)]
-fn matmul<T: Elem>(
-    (m, n, k): (usize, usize, usize),
-    lhs: &[T],
-    lda: usize,
-    rhs: &[T],
-    ldb: usize,
-    rhs_t: bool,
-    dst: &mut [T],
-    ldd: usize,
-    accumulate: bool,
-    par: Parallelism,
-) {
-    use stiff_gemm::{MatMut, MatRef};
-    let rhs = if rhs_t { MatRef::row_major_ld(rhs, n, k, ldb).t() } else { MatRef::row_major_ld(rhs, k, n, ldb) };
-    let alpha = accumulate.then_some(T::ONE);
-    stiff_gemm::matmul(
-        MatMut::row_major_ld(dst, m, n, ldd),
-        alpha,
-        MatRef::row_major_ld(lhs, m, k, lda),
-        rhs,
-        T::ONE,
-        par,
-    )
-    .expect("internal shape invariant of the fast dense Gram");
-}
+use crate::rowmajor::matmul;
 
 /// One dense layer: `w: (out, in)` row-major, `b: (out)`.
 pub(crate) struct DenseLayer<T> {

@@ -61,6 +61,7 @@ pub mod nn;
 mod preset;
 mod profile;
 mod reference;
+mod rowmajor;
 mod tape;
 
 use candle::{DType, Device, Tensor};

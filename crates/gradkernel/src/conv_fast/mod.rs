@@ -30,7 +30,6 @@ use std::time::Instant;
 
 use candle::{DType, Tensor};
 use serde::Serialize;
-use stiff_gemm::{MatMut, MatRef, Parallelism};
 use stiff_models::{LayerKind, Model};
 
 use crate::engine::{acc_dtype, validate, Set};
@@ -46,33 +45,7 @@ use passes::{forward_layer, passes, NO_GRAD};
 pub(crate) trait Real: candle::WithDType + stiff_gemm::Scalar + Default {}
 impl<T: candle::WithDType + stiff_gemm::Scalar + Default> Real for T {}
 
-/// `dst (m x n, row stride ldd) [+]= lhs (m x k) · rhs`, both row-major with leading dimensions;
-/// `rhs_t` reads `rhs` as `(n x k)` and uses its transpose. Shapes come from the model, never from
-/// user input, so a mismatch is a bug (hence `expect`).
-#[allow(clippy::too_many_arguments)]
-fn mm<T: Real>(
-    (m, n, k): (usize, usize, usize),
-    lhs: &[T],
-    lda: usize,
-    rhs: &[T],
-    ldb: usize,
-    rhs_t: bool,
-    dst: &mut [T],
-    ldd: usize,
-    accumulate: bool,
-    par: Parallelism,
-) {
-    let rhs = if rhs_t { MatRef::row_major_ld(rhs, n, k, ldb).t() } else { MatRef::row_major_ld(rhs, k, n, ldb) };
-    stiff_gemm::matmul(
-        MatMut::row_major_ld(dst, m, n, ldd),
-        accumulate.then_some(T::from_f64(1.0)),
-        MatRef::row_major_ld(lhs, m, k, lda),
-        rhs,
-        T::from_f64(1.0),
-        par,
-    )
-    .expect("internal shape invariant of the conv kernel");
-}
+use crate::rowmajor::matmul as mm;
 
 /// One conv block: `w: (c_out, c_in*k*k)` row-major, `b: (c_out)`; input and pre-activation
 /// are `h x wd`, the pooled output `ho x wo` (floor mode).
