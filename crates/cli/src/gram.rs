@@ -314,7 +314,7 @@ pub(crate) fn budget_bytes(mb: u64) -> anyhow::Result<u64> {
 /// Whether to keep the per-layer Grams, checked against the budget before any work. Returns the
 /// decision and, when they were dropped for the budget, the note saying so.
 fn plan_per_layer(args: &GramArgs, model: &Model, n: usize, budget: u64) -> anyhow::Result<(bool, Option<String>)> {
-    let opts = GramOptions { accumulate_f64: args.f64, ..Default::default() };
+    let opts = GramOptions::default().with_accumulate_f64(args.f64);
     let sizes = ModelSizes::of(model, &opts);
     let check =
         |per_layer: bool| stiff_gradkernel::budget::check(&sizes, &GramRequest::square(n as u64, per_layer, budget));
@@ -372,13 +372,11 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         eprintln!("stiff gram: {note}");
     }
     let y = Tensor::from_vec(ex.labels.clone(), n, &Device::Cpu)?;
-    let opts = GramOptions {
-        memory_budget_bytes: budget as usize,
-        accumulate_f64: args.f64,
-        per_layer,
-        method: args.method,
-        ..Default::default()
-    };
+    let opts = GramOptions::default()
+        .with_memory_budget_bytes(budget as usize)
+        .with_accumulate_f64(args.f64)
+        .with_per_layer(per_layer)
+        .with_method(args.method);
     let r = stiff_gradkernel::gram(&model, &ex.x, &y, &opts).map_err(|e| match e {
         // The library names its option; the user set --budget-mb.
         stiff_gradkernel::GradKernelError::OverBudget { what, needed, .. } => anyhow!(
@@ -528,13 +526,11 @@ fn run_spec(args: &GramArgs, ex: Examples, budget: u64, device: &Device) -> anyh
             Tensor::from_vec(ex.labels.clone(), n, &Device::Cpu)?
         }
     };
-    let opts = GramOptions {
-        memory_budget_bytes: budget as usize,
-        accumulate_f64: args.f64,
-        per_layer: !args.no_per_layer,
-        method: args.method,
-        ..Default::default()
-    };
+    let opts = GramOptions::default()
+        .with_memory_budget_bytes(budget as usize)
+        .with_accumulate_f64(args.f64)
+        .with_per_layer(!args.no_per_layer)
+        .with_method(args.method);
     let r = stiff_gradkernel::gram_net(&model, &ex.x, &targets, &loss, &opts)
         .with_context(|| format!("Gram of {}", ex.source))?;
     let parts = r.per_unit.iter().map(|(name, t)| (format!("K.{name}"), t.clone())).collect();

@@ -558,13 +558,11 @@ pub fn run(
         complete: false,
         plan: plan.clone(),
     };
-    let gram_opts = GramOptions {
-        memory_budget_bytes: plan.gram_budget_bytes,
-        accumulate_f64: plan.accumulate_f64,
-        per_layer: false,
-        method: plan.method,
-        ..GramOptions::default()
-    };
+    let gram_opts = GramOptions::default()
+        .with_memory_budget_bytes(plan.gram_budget_bytes)
+        .with_accumulate_f64(plan.accumulate_f64)
+        .with_per_layer(false)
+        .with_method(plan.method);
     let mut pairs = 0u64;
     for (done, &t) in mine.iter().enumerate() {
         let path = lay.tile(t);

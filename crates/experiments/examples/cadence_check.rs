@@ -100,7 +100,7 @@ fn main() -> Result<()> {
     let train = LabelledData::new(train_x, ds.train.labels.clone())?;
     let cfg = ModelConfig::preset(Preset::Fc6, InputShape::new(1, 28, 28), 10);
     let between = |model: &Model| -> std::result::Result<f64, SinkError> {
-        let g = gram(model, &sx, &sy, &GramOptions { per_layer: false, ..Default::default() })?;
+        let g = gram(model, &sx, &sy, &GramOptions::default().with_per_layer(false))?;
         let k = stiff_gradkernel::to_ndarray_f64(&g.k)?;
         Ok(class_stiffness(k.view(), &sy_v, 10, &StiffnessSettings::default())?.sign.between)
     };

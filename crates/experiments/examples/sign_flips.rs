@@ -64,7 +64,7 @@ fn train(model: Model, data: &LabelledData, lr: f64, steps: u64, below: Option<f
 
 /// f32 Gram (default options) vs the Gram of an f64 copy of the model; prints the flip figures.
 fn compare(label: &str, model: &Model, x: &Tensor, y: &Tensor) -> Result<()> {
-    let opts = GramOptions { per_layer: false, ..Default::default() };
+    let opts = GramOptions::default().with_per_layer(false);
     let k32 = gram(model, x, y, &opts)?;
     let m64 = Model::new(model.config(), 0, DType::F64, &Device::Cpu)?;
     for (dst, src) in m64.vars().iter().zip(model.vars()) {

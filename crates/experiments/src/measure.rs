@@ -226,11 +226,9 @@ pub fn measure_subject(
     settings: &MeasureSettings,
 ) -> Result<Measurement> {
     let y = Tensor::new(labels, &subject.device())?;
-    let opts = stiff_gradkernel::GramOptions {
-        memory_budget_bytes: settings.memory_budget_bytes,
-        per_layer: false,
-        ..Default::default()
-    };
+    let opts = stiff_gradkernel::GramOptions::default()
+        .with_memory_budget_bytes(settings.memory_budget_bytes)
+        .with_per_layer(false);
     let t0 = Instant::now();
     let k = to_array2_f64(&subject.gram(x, &y, &opts)?)?;
     let gram_seconds = t0.elapsed().as_secs_f64();

@@ -20,18 +20,18 @@ fn benches(c: &mut Criterion) {
     let (m, x, y) = setup(Preset::Fc6, InputShape::new(1, 28, 28), 500);
     let mut g = c.benchmark_group("gram_fc6_n500");
     g.sample_size(20);
-    let fast = GramOptions { per_layer: false, ..Default::default() };
+    let fast = GramOptions::default().with_per_layer(false);
     g.bench_function("cpu_kernel", |b| b.iter(|| gram(&m, &x, &y, &fast).unwrap()));
-    let tensor = GramOptions { per_layer: false, cpu_fast_path: false, ..Default::default() };
+    let tensor = GramOptions::default().with_per_layer(false).with_cpu_fast_path(false);
     g.bench_function("tensor_path", |b| b.iter(|| gram(&m, &x, &y, &tensor).unwrap()));
     g.finish();
 
     let (m, x, y) = setup(Preset::Cnn5, InputShape::new(3, 32, 32), 500);
     let mut g = c.benchmark_group("gram_cnn5_cifar_n500");
     g.sample_size(10);
-    let auto = GramOptions { per_layer: false, ..Default::default() };
+    let auto = GramOptions::default().with_per_layer(false);
     g.bench_function("auto", |b| b.iter(|| gram(&m, &x, &y, &auto).unwrap()));
-    let mat = GramOptions { per_layer: false, method: Method::Materialised, ..Default::default() };
+    let mat = GramOptions::default().with_per_layer(false).with_method(Method::Materialised);
     g.bench_function("materialised", |b| b.iter(|| gram(&m, &x, &y, &mat).unwrap()));
     g.finish();
 }

@@ -121,7 +121,7 @@ fn main() -> anyhow::Result<()> {
             s.windows, s.tied, s.tied_live, s.zero
         );
     }
-    let opts = GramOptions { per_layer: false, ..Default::default() };
+    let opts = GramOptions::default().with_per_layer(false);
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..a.reps {
@@ -130,7 +130,7 @@ fn main() -> anyhow::Result<()> {
             let (r, p) = conv_gram_profiled(&model, &x, &y, &opts)?;
             (r, Some(p))
         } else {
-            (gram(&model, &x, &y, &GramOptions { cpu_fast_path: false, ..opts.clone() })?, None)
+            (gram(&model, &x, &y, &opts.clone().with_cpu_fast_path(false))?, None)
         };
         let cpu = cpu_seconds() - cpu0;
         // Keep the fastest repetition's breakdown and CPU time.

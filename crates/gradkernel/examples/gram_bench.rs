@@ -34,7 +34,7 @@ fn main() -> anyhow::Result<()> {
     let xv: Vec<f32> = (0..n * shape.numel()).map(|_| rng.random_range(-1.0..1.0)).collect();
     let x = Tensor::from_vec(xv, (n, shape.numel()), &Device::Cpu)?;
     let y = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, &Device::Cpu)?;
-    let mut opts = GramOptions { per_layer: false, ..Default::default() };
+    let mut opts = GramOptions::default().with_per_layer(false);
     match method {
         "factorised" => opts.method = Method::Factorised,
         "materialised" => opts.method = Method::Materialised,
@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
                 &model,
                 &x,
                 &y,
-                &GramOptions { memory_budget_bytes: 8 << 30, ..opts.clone() },
+                &opts.clone().with_memory_budget_bytes(8 << 30),
             )?;
             let _k = g.matmul(&g.t()?)?;
             times.push(t.elapsed().as_secs_f64());

@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
         &Device::Cpu,
     )?;
     let y = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, &Device::Cpu)?;
-    let opts = GramOptions { per_layer: false, ..Default::default() };
+    let opts = GramOptions::default().with_per_layer(false);
     let best = |f: &dyn Fn() -> anyhow::Result<(f64, Tensor)>| -> anyhow::Result<(f64, Tensor)> {
         let mut out = f()?;
         for _ in 1..reps {

@@ -124,6 +124,7 @@ pub enum DeltaRoute {
 
 /// Options for [`gram`], [`cross_gram`], [`per_example_gradients`] and [`logit_jacobians`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct GramOptions {
     /// Memory budget in bytes (default [`DEFAULT_MEMORY_BUDGET`], 2 GiB). It covers `K`, the
     /// per-layer Grams and the working memory; a call that cannot fit is refused before any work
@@ -144,6 +145,32 @@ pub struct GramOptions {
     /// [`conv_gram_profiled`]); false forces the general engine (device-generic, the
     /// cross-check). Default true.
     pub cpu_fast_path: bool,
+}
+
+/// Builder-style setters (the struct is `#[non_exhaustive]`): start from
+/// `GramOptions::default()` and chain, e.g. `GramOptions::default().with_per_layer(false)`.
+macro_rules! gram_options_setters {
+    ($($name:ident => $field:ident: $t:ty),* $(,)?) => {
+        impl GramOptions {
+            $(
+                #[doc = concat!("Sets [`GramOptions::", stringify!($field), "`] (its docs give the default).")]
+                #[must_use]
+                pub fn $name(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+gram_options_setters! {
+    with_memory_budget_bytes => memory_budget_bytes: usize,
+    with_accumulate_f64 => accumulate_f64: bool,
+    with_per_layer => per_layer: bool,
+    with_method => method: Method,
+    with_delta_route => delta_route: DeltaRoute,
+    with_cpu_fast_path => cpu_fast_path: bool,
 }
 
 impl Default for GramOptions {
@@ -237,3 +264,8 @@ pub fn to_ndarray_f64(t: &Tensor) -> Result<ndarray::Array2<f64>> {
     let v = t.to_dtype(DType::F64)?.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f64>()?;
     ndarray::Array2::from_shape_vec((r, c), v).map_err(|e| GradKernelError::Unsupported(format!("to_ndarray_f64: {e}")))
 }
+
+/// The crate README's examples, compiled as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

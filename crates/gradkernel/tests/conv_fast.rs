@@ -136,7 +136,7 @@ fn per_layer_loss_and_norms_match_the_candle_route() {
     let y = rand_labels(9, 4, 4, &Device::Cpu);
     let fast = gram(&model, &x, &y, &GramOptions::default()).unwrap();
     assert_fast(&fast);
-    let slow = gram(&model, &x, &y, &GramOptions { cpu_fast_path: false, ..Default::default() }).unwrap();
+    let slow = gram(&model, &x, &y, &GramOptions::default().with_cpu_fast_path(false)).unwrap();
     assert!(slow.forms.iter().all(|(_, f)| *f != LayerForm::ConvTiles), "the cross-check must use the candle route");
     assert_eq!(fast.per_layer.len(), slow.per_layer.len());
     for ((na, a), (nb, b)) in fast.per_layer.iter().zip(&slow.per_layer) {
@@ -171,7 +171,7 @@ fn tiles_from_the_budget_do_not_change_k() {
     let n = 13;
     let x = flat_input(n, shape, 6, DType::F64);
     let y = rand_labels(n, 3, 6, &Device::Cpu);
-    let opts = |b: usize| GramOptions { memory_budget_bytes: b, per_layer: false, ..Default::default() };
+    let opts = |b: usize| GramOptions::default().with_memory_budget_bytes(b).with_per_layer(false);
     let whole = gram(&model, &x, &y, &opts(2 << 30)).unwrap();
     assert_fast(&whole);
     assert_eq!(whole.chunk, n);
@@ -206,7 +206,7 @@ fn same_inputs_give_bit_identical_k_and_f64_accumulation_matches_oracle() {
     let a = gram(&model, &x, &y, &GramOptions::default()).unwrap();
     let b = gram(&model, &x, &y, &GramOptions::default()).unwrap();
     assert_eq!(host(&a.k), host(&b.k), "same seed, same machine: bit-identical");
-    let r = gram(&model, &x, &y, &GramOptions { accumulate_f64: true, ..Default::default() }).unwrap();
+    let r = gram(&model, &x, &y, &GramOptions::default().with_accumulate_f64(true)).unwrap();
     assert_fast(&r);
     assert_eq!(r.k.dtype(), DType::F64);
     // The f32 model's weights, run in f64: the oracle on the same weights in f64.

@@ -61,7 +61,7 @@ fn strips_tiles_and_threads_match_tensor_path() {
     let n = 600;
     let m = model(DType::F64);
     let (x, y) = inputs(n, DType::F64);
-    let slow = gram(&m, &x, &y, &GramOptions { cpu_fast_path: false, ..Default::default() }).unwrap();
+    let slow = gram(&m, &x, &y, &GramOptions::default().with_cpu_fast_path(false)).unwrap();
     let zero = (0..n).filter(|i| i % 3 == 0).map(|i| host(&slow.k)[i][i]).fold(f64::INFINITY, f64::min);
     assert!(zero > 0.0, "zero inputs still have gradients (biases), so the cosine scale is defined");
     for threads in [1, 2, 3] {
@@ -93,7 +93,7 @@ fn f32_kernel_matches_f64_tensor_path() {
     let n = 600;
     let m64 = model(DType::F64);
     let (x64, y) = inputs(n, DType::F64);
-    let oracle = gram(&m64, &x64, &y, &GramOptions { cpu_fast_path: false, ..Default::default() }).unwrap();
+    let oracle = gram(&m64, &x64, &y, &GramOptions::default().with_cpu_fast_path(false)).unwrap();
     let m32 = Model::new(&ModelConfig::preset(Preset::Fc6, MNIST, 10), 9, DType::F32, &Device::Cpu).unwrap();
     for (v32, v64) in m32.vars().iter().zip(m64.vars()) {
         v32.set(&v64.as_tensor().to_dtype(DType::F32).unwrap()).unwrap();

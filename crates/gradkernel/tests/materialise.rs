@@ -120,13 +120,13 @@ fn bad_inputs_are_typed_errors() {
     let y = Tensor::new(&[0u32, 1, 2], &dev).unwrap();
     assert!(matches!(gram(&model, &wrong, &y, &opts), Err(GradKernelError::Model(_))));
     // fc4 has ~648k parameters: 3 examples need ~7.8 MB of f32 gradients.
-    let tight = GramOptions { memory_budget_bytes: 1 << 20, ..Default::default() };
+    let tight = GramOptions::default().with_memory_budget_bytes(1 << 20);
     assert!(matches!(per_example_gradients(&model, &x, &y, &tight), Err(GradKernelError::OverBudget { .. })));
     assert!(matches!(
-        gram(&model, &x, &y, &GramOptions { memory_budget_bytes: 1000, ..Default::default() }),
+        gram(&model, &x, &y, &GramOptions::default().with_memory_budget_bytes(1000)),
         Err(GradKernelError::OverBudget { .. })
     ));
-    let manual = GramOptions { delta_route: stiff_gradkernel::DeltaRoute::Manual, ..Default::default() };
+    let manual = GramOptions::default().with_delta_route(stiff_gradkernel::DeltaRoute::Manual);
     let cnn = Model::new(&ModelConfig::preset(Preset::Cnn4, MNIST, 10), 0, DType::F32, &dev).unwrap();
     assert!(matches!(gram(&cnn, &x, &y, &manual), Err(GradKernelError::Unsupported(_))));
 }

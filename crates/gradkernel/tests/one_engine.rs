@@ -101,8 +101,10 @@ fn presets_through_the_general_engine_match_the_oracle_on_flat_inputs() {
             // The small budget chunks (materialised fc4 gradients are 5.2 MB per example in f64).
             let small = if preset == Preset::Fc4 && method == Method::Materialised { 16 << 20 } else { 6 << 20 };
             for budget in [2 << 30, small] {
-                let opts =
-                    GramOptions { cpu_fast_path: false, method, memory_budget_bytes: budget, ..Default::default() };
+                let opts = GramOptions::default()
+                    .with_cpu_fast_path(false)
+                    .with_method(method)
+                    .with_memory_budget_bytes(budget);
                 let r = gram(&model, &x, &y, &opts).unwrap();
                 let e = cosine_err(&r.k, &oracle);
                 assert!(e < COS_TOL_F64, "{preset} {method:?} budget {budget}: cosine error {e:e}");
@@ -138,9 +140,9 @@ fn cpu_dense_kernel_equals_the_general_engine_on_fc6() {
         let x = flat_input(n, MNIST, 13, dtype);
         let y = rand_labels(n, 10, 13, &Device::Cpu);
         assert_conventions_bite(&model, &x);
-        let manual = GramOptions { delta_route: stiff_gradkernel::DeltaRoute::Manual, ..Default::default() };
+        let manual = GramOptions::default().with_delta_route(stiff_gradkernel::DeltaRoute::Manual);
         let fast = gram(&model, &x, &y, &manual).unwrap();
-        let general = gram(&model, &x, &y, &GramOptions { cpu_fast_path: false, ..Default::default() }).unwrap();
+        let general = gram(&model, &x, &y, &GramOptions::default().with_cpu_fast_path(false)).unwrap();
         let oracle = reference_gram(&model, &x, &y).unwrap();
         assert!(cosine_err(&fast.k, &oracle) < tol, "kernel vs oracle");
         assert!(cosine_err(&general.k, &oracle) < tol, "general engine vs oracle");
@@ -168,7 +170,7 @@ fn cpu_dense_kernel_equals_the_general_engine_on_fc6() {
 #[allow(deprecated)]
 fn manual_delta_route_is_refused_where_no_hand_backward_runs() {
     let dev = Device::Cpu;
-    let manual = GramOptions { delta_route: stiff_gradkernel::DeltaRoute::Manual, ..Default::default() };
+    let manual = GramOptions::default().with_delta_route(stiff_gradkernel::DeltaRoute::Manual);
     let fc = Model::new(&ModelConfig::preset(Preset::Fc4, MNIST, 10), 0, DType::F32, &dev).unwrap();
     let cnn = Model::new(&ModelConfig::preset(Preset::Cnn4, MNIST, 10), 0, DType::F32, &dev).unwrap();
     let x = rand_input(3, MNIST, 0, DType::F32, &dev);
@@ -176,7 +178,7 @@ fn manual_delta_route_is_refused_where_no_hand_backward_runs() {
     let unsupported =
         |r: Result<(), GradKernelError>| matches!(r, Err(GradKernelError::Unsupported(m)) if m.contains("Manual"));
     assert!(gram(&fc, &x, &y, &manual).is_ok(), "the dense kernel runs the hand backward");
-    let no_kernel = GramOptions { cpu_fast_path: false, ..manual.clone() };
+    let no_kernel = manual.clone().with_cpu_fast_path(false);
     assert!(unsupported(gram(&fc, &x, &y, &no_kernel).map(|_| ())));
     assert!(unsupported(gram(&cnn, &x, &y, &manual).map(|_| ())));
     assert!(unsupported(cross_gram(&fc, &x, &y, &x, &y, &manual).map(|_| ())));

@@ -101,7 +101,10 @@ fn methods_and_chunking_agree(dev: &Device) -> anyhow::Result<()> {
             for method in [Method::Auto, Method::Factorised, Method::Materialised] {
                 // A tiny budget forces chunks of a few examples and recomputed factors.
                 for budget in [2 << 30, small_budget(preset, method)] {
-                    let opts = GramOptions { memory_budget_bytes: budget, method, delta_route, ..Default::default() };
+                    let opts = GramOptions::default()
+                        .with_memory_budget_bytes(budget)
+                        .with_method(method)
+                        .with_delta_route(delta_route);
                     let r = gram(&model, &x, &y, &opts)?;
                     let e = rel_err(&r.k, &oracle);
                     assert!(e < TOL_F64, "{preset} {method:?} {delta_route:?} budget {budget}: {e:e}");
@@ -124,7 +127,7 @@ fn accumulate_f64(dev: &Device) -> anyhow::Result<()> {
     let model = Model::new(&ModelConfig::preset(Preset::Cnn4, MNIST, 10), 1, DType::F32, dev)?;
     let x = rand_input(6, MNIST, 2, DType::F32, dev);
     let y = rand_labels(6, 10, 2, dev);
-    let opts = GramOptions { accumulate_f64: true, ..Default::default() };
+    let opts = GramOptions::default().with_accumulate_f64(true);
     let r = gram(&model, &x, &y, &opts)?;
     assert_eq!(r.k.dtype(), DType::F64);
     assert!(rel_err(&r.k, &reference_gram(&model, &x, &y)?) < TOL_F32);
@@ -142,7 +145,7 @@ fn cross_gram_matches(dev: &Device) -> anyhow::Result<()> {
         let gb = stiff_gradkernel::reference_per_example_gradients(&model, &xb, &yb)?;
         let oracle = ga.matmul(&gb.t()?)?;
         for budget in [2 << 30, small_budget(preset, Method::Auto)] {
-            let opts = GramOptions { memory_budget_bytes: budget, ..Default::default() };
+            let opts = GramOptions::default().with_memory_budget_bytes(budget);
             let r = cross_gram(&model, &xa, &ya, &xb, &yb, &opts)?;
             assert_eq!(r.k.dims(), &[5, 7]);
             assert!(rel_err(&r.k, &oracle) < TOL_F64);
@@ -203,7 +206,7 @@ fn cpu_kernel_matches_general_engine() {
         let x = rand_input(n, MNIST, 13, dtype, &dev);
         let y = rand_labels(n, 10, 13, &dev);
         let fast = gram(&model, &x, &y, &GramOptions::default()).unwrap();
-        let slow = gram(&model, &x, &y, &GramOptions { cpu_fast_path: false, ..Default::default() }).unwrap();
+        let slow = gram(&model, &x, &y, &GramOptions::default().with_cpu_fast_path(false)).unwrap();
         assert!(rel_err(&fast.k, &slow.k) < tol(dtype) / 10.0);
         for ((_, a), (_, b)) in fast.per_layer.iter().zip(&slow.per_layer) {
             assert!(rel_err(a, b) < tol(dtype));

@@ -89,7 +89,7 @@ fn model(spec: &ModelSpec, seed: u64) -> SpecModel {
 }
 
 fn opts() -> GramOptions {
-    GramOptions { accumulate_f64: true, ..Default::default() }
+    GramOptions::default().with_accumulate_f64(true)
 }
 
 /// The acceptance network: stride-2 conv, BatchNorm2d (eval), a conv without bias,
@@ -189,13 +189,13 @@ fn invariances_subset_budget_permutation_cross() {
     let full = gram_net(&m, &x, &y, &Loss::CrossEntropy, &opts()).unwrap();
     let kf = full.k.to_vec2::<f64>().unwrap();
     // Memory budget (chunking) does not change K.
-    let small = GramOptions { memory_budget_bytes: 400_000, ..opts() };
+    let small = opts().with_memory_budget_bytes(400_000);
     let r = gram_net(&m, &x, &y, &Loss::CrossEntropy, &small).unwrap();
     assert!(r.chunk < n, "budget did not force chunking (chunk {})", r.chunk);
     assert!(cosine_err(&r.k, &full.k) < COS_TOL_F64);
     // Forced forms agree too.
     for method in [Method::Materialised, Method::Factorised] {
-        let r = gram_net(&m, &x, &y, &Loss::CrossEntropy, &GramOptions { method, ..opts() }).unwrap();
+        let r = gram_net(&m, &x, &y, &Loss::CrossEntropy, &opts().with_method(method)).unwrap();
         assert!(cosine_err(&r.k, &full.k) < COS_TOL_F64, "{method:?}");
     }
     // A subset's K is the sub-block.
