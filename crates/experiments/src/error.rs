@@ -15,6 +15,17 @@ pub enum ExperimentError {
     /// A file that cannot be read or written as JSON/CSV (names the file).
     #[error("{0}")]
     Format(String),
+    /// A file written by a newer build (its `schema_version` is above what this build reads):
+    /// refused, never overwritten.
+    #[error("{path}: schema_version {found} is newer than this build reads ({supported}); use a newer build or another --out")]
+    NewerSchema {
+        /// The file.
+        path: String,
+        /// Its `schema_version`.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
     /// A flag or option value that cannot work (names the flag).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -140,8 +140,9 @@ fn specs<P: Pipeline>(p: &P, cfgs: &[(&str, P::Config)]) -> Vec<P::Spec> {
 }
 
 /// The finished record of `spec` in `store`, if any (a record of another spec does not count).
-fn finished<P: Pipeline>(p: &P, store: &RunStore, spec: &P::Spec) -> Option<P::Record> {
-    store.get::<P::Record>(&p.run_id(spec)).filter(|r| p.record_spec(r) == spec)
+/// Errors: a record written by a newer build (never overwritten).
+fn finished<P: Pipeline>(p: &P, store: &RunStore, spec: &P::Spec) -> Result<Option<P::Record>> {
+    Ok(store.get::<P::Record>(&p.run_id(spec))?.filter(|r| p.record_spec(r) == spec))
 }
 
 /// [`AnyPipeline::reproduce`] with explicit configurations (tests shrink them): plans the runs
@@ -155,7 +156,13 @@ pub fn reproduce_with<P: Pipeline>(p: &P, cfgs: &[(&str, P::Config)], opts: &Rep
     let store = p.store(first, &opts.out);
     let specs = specs(p, cfgs);
     let label = cfgs.iter().map(|(f, _)| *f).collect::<Vec<_>>().join("+");
-    let done = |s: &P::Spec| finished(p, &store, s).is_some();
+    let mut done_ids = std::collections::HashSet::new();
+    for s in &specs {
+        if finished(p, &store, s)?.is_some() {
+            done_ids.insert(p.run_id(s));
+        }
+    }
+    let done = |s: &P::Spec| done_ids.contains(&p.run_id(s));
     let Some(todo) = plan(&label, &specs, |s| p.run_id(s), done, opts)? else { return Ok(()) };
     for (f, c) in cfgs {
         p.begin(c, &opts.out)?;
@@ -198,7 +205,10 @@ fn run_all<P: Pipeline>(p: &P, todo: &[&P::Spec], opts: &ReproduceOptions, store
 fn draw<P: Pipeline>(p: &P, figure: &str, cfg: &P::Config, out: &Path, command: &str) -> Result<std::path::PathBuf> {
     let store = p.store(cfg, out);
     let specs = p.runs(figure, cfg);
-    let records: Vec<P::Record> = specs.iter().filter_map(|s| finished(p, &store, s)).collect();
+    let mut records: Vec<P::Record> = Vec::new();
+    for s in &specs {
+        records.extend(finished(p, &store, s)?);
+    }
     let missing = specs.len() - records.len();
     if missing > 0 {
         eprintln!("{figure}: {missing} of {} runs are not finished yet; drawing from the rest", specs.len());
@@ -265,7 +275,11 @@ impl<P: Pipeline> AnyPipeline for P {
             for (cfg, command) in report_configs(self, f.name, out)? {
                 // A figure with no finished run has nothing to draw.
                 let store = self.store(&cfg, out);
-                if !self.runs(f.name, &cfg).iter().any(|s| finished(self, &store, s).is_some()) {
+                let mut any = false;
+                for s in self.runs(f.name, &cfg) {
+                    any |= finished(self, &store, &s)?.is_some();
+                }
+                if !any {
                     continue;
                 }
                 draw(self, f.name, &cfg, out, &command)?;

@@ -56,10 +56,11 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let format = |e: serde_json::Error| ExperimentError::Format(format!("{}: {e}", path.display()));
     if let Some(v) = serde_json::from_slice::<Version>(&bytes).map_err(format)?.schema_version {
         if v > SCHEMA_VERSION {
-            return Err(ExperimentError::Format(format!(
-                "{}: schema_version {v} is newer than this build reads ({SCHEMA_VERSION})",
-                path.display()
-            )));
+            return Err(ExperimentError::NewerSchema {
+                path: path.display().to_string(),
+                found: v,
+                supported: SCHEMA_VERSION,
+            });
         }
     }
     serde_json::from_slice(&bytes).map_err(format)
@@ -87,10 +88,19 @@ impl RunStore {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// The finished record of run `id`, if there is one that parses.
-    pub fn get<T: DeserializeOwned>(&self, id: &str) -> Option<T> {
+    /// The finished record of run `id`, if there is one that parses. A record in an older,
+    /// unreadable format counts as absent (the run is redone); a record written by a newer build
+    /// is an error ([`ExperimentError::NewerSchema`]), so it is never overwritten.
+    pub fn get<T: DeserializeOwned>(&self, id: &str) -> Result<Option<T>> {
         let p = self.path(id);
-        p.is_file().then(|| read_json(&p).ok()).flatten()
+        if !p.is_file() {
+            return Ok(None);
+        }
+        match read_json(&p) {
+            Ok(r) => Ok(Some(r)),
+            Err(e @ ExperimentError::NewerSchema { .. }) => Err(e),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Stores the finished record of run `id` atomically (with `schema_version`).
@@ -113,5 +123,28 @@ impl RunStore {
             out.push(read_json(&p)?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A record from a newer build must stop the sweep (it would otherwise count as unfinished
+    /// and be overwritten); a missing record is absent, an older unreadable one is redone.
+    #[test]
+    fn newer_records_are_refused_not_redone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RunStore::new(dir.path(), "s");
+        assert!(store.get::<serde_json::Value>("a").unwrap().is_none());
+        store.put("a", &serde_json::json!({ "x": 1 })).unwrap();
+        let got: serde_json::Value = store.get("a").unwrap().unwrap();
+        assert_eq!(got["x"], 1);
+        let newer = serde_json::json!({ "schema_version": SCHEMA_VERSION + 1, "x": 2 });
+        std::fs::write(store.path("b"), serde_json::to_vec(&newer).unwrap()).unwrap();
+        let err = store.get::<serde_json::Value>("b").unwrap_err();
+        assert!(matches!(err, ExperimentError::NewerSchema { found, .. } if found == SCHEMA_VERSION + 1), "{err}");
+        std::fs::write(store.path("c"), b"not json").unwrap();
+        assert!(store.get::<serde_json::Value>("c").unwrap().is_none());
     }
 }
