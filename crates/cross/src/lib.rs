@@ -164,23 +164,7 @@ impl Default for CrossOptions {
     }
 }
 
-/// `with_<field>(value)` setters that return the changed value, for `#[non_exhaustive]` structs.
-macro_rules! setters {
-    ($ty:ident $(<$lt:lifetime>)? { $($name:ident => $field:ident: $t:ty),* $(,)? }) => {
-        impl$(<$lt>)? $ty$(<$lt>)? {
-            $(
-                #[doc = concat!("Sets [`", stringify!($ty), "::", stringify!($field), "`] (its docs give the default).")]
-                #[must_use]
-                pub fn $name(mut self, value: $t) -> Self {
-                    self.$field = value;
-                    self
-                }
-            )*
-        }
-    };
-}
-
-setters!(CrossOptions {
+stiff_models::options_setters!(CrossOptions {
     with_memory_budget_bytes => memory_budget_bytes: usize,
     with_tile_rows => tile_rows: Option<usize>,
     with_tile_cols => tile_cols: Option<usize>,
@@ -444,7 +428,7 @@ pub struct RunControl<'a> {
     pub progress: Option<&'a mut dyn FnMut(Progress)>,
 }
 
-setters!(RunControl<'a> {
+stiff_models::options_setters!(RunControl<'a> {
     with_shard => shard: Option<Shard>,
     with_max_tiles => max_tiles: Option<usize>,
     with_progress => progress: Option<&'a mut dyn FnMut(Progress)>,

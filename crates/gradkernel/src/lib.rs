@@ -147,31 +147,16 @@ pub struct GramOptions {
     pub cpu_fast_path: bool,
 }
 
-/// Builder-style setters (the struct is `#[non_exhaustive]`): start from
-/// `GramOptions::default()` and chain, e.g. `GramOptions::default().with_per_layer(false)`.
-macro_rules! gram_options_setters {
-    ($($name:ident => $field:ident: $t:ty),* $(,)?) => {
-        impl GramOptions {
-            $(
-                #[doc = concat!("Sets [`GramOptions::", stringify!($field), "`] (its docs give the default).")]
-                #[must_use]
-                pub fn $name(mut self, value: $t) -> Self {
-                    self.$field = value;
-                    self
-                }
-            )*
-        }
-    };
-}
-
-gram_options_setters! {
+// Builder-style setters (the struct is `#[non_exhaustive]`): start from
+// `GramOptions::default()` and chain, e.g. `GramOptions::default().with_per_layer(false)`.
+stiff_models::options_setters!(GramOptions {
     with_memory_budget_bytes => memory_budget_bytes: usize,
     with_accumulate_f64 => accumulate_f64: bool,
     with_per_layer => per_layer: bool,
     with_method => method: Method,
     with_delta_route => delta_route: DeltaRoute,
     with_cpu_fast_path => cpu_fast_path: bool,
-}
+});
 
 impl Default for GramOptions {
     fn default() -> Self {

@@ -45,3 +45,22 @@ pub type Result<T> = std::result::Result<T, ModelError>;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// `with_<field>(value)` setters that return the changed value, for the workspace's
+/// `#[non_exhaustive]` options structs (`TrainConfig`, `GramOptions`, `CrossOptions`, ...):
+/// `options_setters!(Opts { with_a => a: usize, ... })`, or `Opts<'a> { ... }` with a lifetime.
+#[macro_export]
+macro_rules! options_setters {
+    ($ty:ident $(<$lt:lifetime>)? { $($name:ident => $field:ident: $t:ty),* $(,)? }) => {
+        impl$(<$lt>)? $ty$(<$lt>)? {
+            $(
+                #[doc = concat!("Sets [`", stringify!($ty), "::", stringify!($field), "`] (its docs give the default).")]
+                #[must_use]
+                pub fn $name(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}

@@ -231,23 +231,7 @@ impl Default for TrainConfig {
     }
 }
 
-/// `with_<field>(value)` setters that return the changed value, for `#[non_exhaustive]` structs.
-macro_rules! setters {
-    ($ty:ident { $($name:ident => $field:ident: $t:ty),* $(,)? }) => {
-        impl $ty {
-            $(
-                #[doc = concat!("Sets [`", stringify!($ty), "::", stringify!($field), "`] (its docs give the default).")]
-                #[must_use]
-                pub fn $name(mut self, value: $t) -> Self {
-                    self.$field = value;
-                    self
-                }
-            )*
-        }
-    };
-}
-
-setters!(TrainConfig {
+stiff_models::options_setters!(TrainConfig {
     with_optimizer => optimizer: OptimizerConfig,
     with_batch_size => batch_size: usize,
     with_seed => seed: u64,
