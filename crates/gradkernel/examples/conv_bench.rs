@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Context};
 use candle::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
-use stiff_gradkernel::{conv_gram_profiled, gram, pooling_stats, GramOptions, GramResult};
+use stiff_gradkernel::{conv_gram_profiled, gram, pooling_stats, GramOptions, GramResult, LayerForm};
 use stiff_models::{InputShape, Model, ModelConfig, Preset};
 
 fn vm_hwm_mib() -> f64 {
@@ -141,10 +141,19 @@ fn main() -> anyhow::Result<()> {
     }
     let (r, profile, cpu) = last.expect("reps >= 1");
     if let Some(p) = &profile {
-        println!("{:<8} {:>9} {:>9} {:>9} {:>9} {:>6}", "layer", "forward", "backward", "build_G", "gram", "tile");
+        // build_G: the gradient rows (route "rows") or the position-major copies ("pixel").
+        println!(
+            "{:<8} {:>9} {:>9} {:>9} {:>9} {:>6}  route",
+            "layer", "forward", "backward", "build_G", "gram", "tile"
+        );
         for l in &p.layers {
+            let route = match l.form {
+                LayerForm::ConvTiles => "rows",
+                LayerForm::ConvPixelGhost => "pixel",
+                _ => "factorised",
+            };
             println!(
-                "{:<8} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>6}",
+                "{:<8} {:>9.4} {:>9.4} {:>9.4} {:>9.4} {:>6}  {route}",
                 l.name, l.forward, l.backward, l.build, l.gram, l.tile
             );
         }

@@ -16,4 +16,8 @@ pub enum LayerForm {
     /// Conv, CPU kernel (`conv_fast`): per-example gradient rows rebuilt per upper tile pair from
     /// the stored layer inputs and deltas, `G_a G_b^T` (upper triangle only).
     ConvTiles,
+    /// Conv, CPU kernel (`conv_fast`): the ghost form with the patch Gram `U_i U_jᵀ` assembled
+    /// from shifted entries of the input-pixel Gram `X_i X_jᵀ` (chosen where it needs fewer
+    /// multiply-adds than gradient rows: small maps, many channels).
+    ConvPixelGhost,
 }

@@ -69,7 +69,8 @@ fn small_cnn(channels: Vec<usize>, shape: InputShape, classes: usize, dtype: DTy
 
 fn assert_fast(r: &GramResult) {
     let convs = r.forms.len() - 1;
-    assert!(r.forms[..convs].iter().all(|(_, f)| *f == LayerForm::ConvTiles), "conv kernel not used: {:?}", r.forms);
+    let kernel = |f: &LayerForm| matches!(f, LayerForm::ConvTiles | LayerForm::ConvPixelGhost);
+    assert!(r.forms[..convs].iter().all(|(_, f)| kernel(f)), "conv kernel not used: {:?}", r.forms);
     assert_eq!(r.forms[convs].1, LayerForm::DenseFactorised);
 }
 
@@ -261,4 +262,40 @@ fn first_maximum_gets_the_gradient_where_tied_patches_differ() {
     assert_fast(&r);
     let e = cos_err(&r.k, &reference_gram(&model, &x, &y).unwrap());
     assert!(e < COS_TOL_F64, "cosine error {e:e}");
+}
+
+/// A last conv on a small map with many channels (4x4, 128 -> 256, like cnn5's) takes the
+/// pixel-Gram route; 70 examples make two blocks (64 + 6), so off-diagonal block pairs and a
+/// ragged block are exercised. Checked against the oracle (f64 and f32) and, per layer, against
+/// the candle route.
+#[test]
+fn pixel_gram_route_matches_oracle_and_candle_route_per_layer() {
+    let shape = InputShape::new(2, 16, 16);
+    let n = 70;
+    let y = rand_labels(n, 4, 3, &Device::Cpu);
+    for dtype in [DType::F64, DType::F32] {
+        let model = small_cnn(vec![6, 128, 256], shape, 4, dtype, 13);
+        let x = flat_input(n, shape, 12, dtype);
+        assert_ties(&model, &x);
+        let r = gram(&model, &x, &y, &GramOptions::default()).unwrap();
+        let forms: Vec<LayerForm> = r.forms.iter().map(|(_, f)| *f).collect();
+        assert_eq!(
+            forms,
+            [LayerForm::ConvTiles, LayerForm::ConvTiles, LayerForm::ConvPixelGhost, LayerForm::DenseFactorised]
+        );
+        let oracle = reference_gram(&model, &x, &y).unwrap();
+        let tol = if dtype == DType::F64 { COS_TOL_F64 } else { COS_TOL_F32 };
+        let e = cos_err(&r.k, &oracle);
+        assert!(e < tol, "{dtype:?}: cosine error {e:e} vs oracle");
+        if dtype == DType::F64 {
+            let slow = gram(&model, &x, &y, &GramOptions::default().with_cpu_fast_path(false)).unwrap();
+            let (a, b, k) = (host(&r.per_layer[2].1), host(&slow.per_layer[2].1), host(&slow.k));
+            for i in 0..n {
+                for j in 0..n {
+                    let e = (a[i][j] - b[i][j]).abs() / (k[i][i] * k[j][j]).sqrt();
+                    assert!(e < COS_TOL_SAME_F64 * 10.0, "conv.2 [{i},{j}]: {e:e}");
+                }
+            }
+        }
+    }
 }

@@ -4,12 +4,23 @@
 use rayon::prelude::*;
 use stiff_gemm::Parallelism;
 
-use super::{mm, Conv, Net, Real};
+use super::{ghost, mm, Conv, Net, Real};
 use crate::im2col::{im2col, im2row};
 
-/// The `(row, column)` tile sizes of each conv layer's Gram for `n` examples within `budget`
-/// bytes (beyond `K`); `None` when the kernel's stored passes and one row of `G` do not fit.
-pub(super) fn plan<T>(net: &Net<T>, n: usize, per_layer: bool, budget: usize) -> Option<Vec<(usize, usize)>> {
+/// How one conv layer's Gram is computed (see [`plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LayerPlan {
+    /// Per-example gradient rows `G`, `tile` rows beside column tiles of `tile_b` (0: one tile).
+    Rows { tile: usize, tile_b: usize },
+    /// The pixel-Gram ghost route ([`super::ghost`]) in blocks of `block` examples.
+    Ghost { block: usize },
+}
+
+/// How each conv layer's Gram is computed for `n` examples within `budget` bytes (beyond `K`):
+/// the pixel-Gram route where it needs fewer multiply-adds and fits, otherwise per-example
+/// gradient rows in row tiles; `None` when the kernel's stored passes and one row of `G` do not
+/// fit.
+pub(super) fn plan<T>(net: &Net<T>, n: usize, per_layer: bool, budget: usize) -> Option<Vec<LayerPlan>> {
     let eb = std::mem::size_of::<T>();
     let threads = rayon::current_num_threads().max(1);
     let nl = net.convs.len() + 1;
@@ -30,15 +41,21 @@ pub(super) fn plan<T>(net: &Net<T>, n: usize, per_layer: bool, budget: usize) ->
     net.convs
         .iter()
         .map(|c| {
+            if ghost::preferred(c) {
+                let block = ghost::block(c, n);
+                if ghost::bytes(c, n, block, threads).is_some_and(|b| b <= avail) {
+                    return Some(LayerPlan::Ghost { block });
+                }
+            }
             let row = c.p() * eb;
             if n.checked_mul(row)? <= avail.min(TILE_BYTES) {
-                return Some((n, 0));
+                return Some(LayerPlan::Rows { tile: n, tile_b: 0 });
             }
             // Row tiles `a` as large as fit (each column example is rebuilt once per row tile),
             // up to TILE_BYTES (or a third of N); column tiles `b` smaller and reused warm.
             let tb = (COL_TILE_BYTES / row).min(avail / (2 * row)).clamp(1, n);
             let ta = (avail.checked_sub(tb * row)? / row).min((TILE_BYTES / row).max(n.div_ceil(3))).min(n);
-            (ta > 0).then_some((ta, tb))
+            (ta > 0).then_some(LayerPlan::Rows { tile: ta, tile_b: tb })
         })
         .collect()
 }

@@ -35,10 +35,11 @@ use stiff_models::{LayerKind, Model};
 use crate::engine::{acc_dtype, validate, Set};
 use crate::{GradKernelError, GramOptions, GramResult, LayerForm, Method, Result};
 
+mod ghost;
 mod gram;
 mod passes;
 
-use gram::{build, head_gram, mirror, plan, product};
+use gram::{build, head_gram, mirror, plan, product, LayerPlan};
 use passes::{forward_layer, passes, NO_GRAD};
 
 /// The float types the kernel runs in (f32, f64).
@@ -199,7 +200,7 @@ impl std::ops::Add for PoolStats {
 }
 
 /// Wall-clock seconds of one layer's share of the kernel.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LayerProfile {
     /// The layer's parameter prefix (`conv.0`, ..., `head`).
     pub name: String,
@@ -214,8 +215,12 @@ pub struct LayerProfile {
     pub gram: f64,
     /// Pooling statistics (conv layers).
     pub pool: PoolStats,
-    /// Examples per row tile of this layer's Gram (N when its whole `G` is built once).
+    /// Examples per row tile of this layer's Gram (N when its whole `G` is built once); with the
+    /// pixel-Gram route, examples per block.
     pub tile: usize,
+    /// How the layer's Gram was computed ([`LayerForm::ConvTiles`], [`LayerForm::ConvPixelGhost`];
+    /// the head: [`LayerForm::DenseFactorised`]).
+    pub form: LayerForm,
 }
 
 /// Where the kernel's time went, per layer and in total.
@@ -249,8 +254,19 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
     let y = set.y.to_vec1::<u32>()?;
     let mut copies = t.elapsed().as_secs_f64();
     let names: Vec<String> = model.layers().iter().map(|l| l.name.clone()).collect();
-    let mut prof: Vec<LayerProfile> =
-        names.iter().map(|nm| LayerProfile { name: nm.clone(), ..Default::default() }).collect();
+    let mut prof: Vec<LayerProfile> = names
+        .iter()
+        .map(|nm| LayerProfile {
+            name: nm.clone(),
+            forward: 0.0,
+            backward: 0.0,
+            build: 0.0,
+            gram: 0.0,
+            pool: PoolStats::default(),
+            tile: n,
+            form: LayerForm::DenseFactorised,
+        })
+        .collect();
     let ps = passes(&net, x, &y, &mut prof);
     let zero = T::from_f64(0.0);
     let mut k = vec![zero; n * n];
@@ -266,16 +282,28 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
         }
     };
     for (l, c) in net.convs.iter().enumerate() {
-        let (tile, tile_b) = tiles[l];
-        prof[l].tile = tile;
-        let p = c.p();
         let (acts, deltas) = (&ps.acts[l], &ps.deltas[l]);
+        let mut layer = if per_layer { vec![zero; n * n] } else { Vec::new() };
+        let dst = if per_layer { &mut layer } else { &mut k };
+        let (tile, tile_b) = match tiles[l] {
+            LayerPlan::Rows { tile, tile_b } => (tile, tile_b),
+            LayerPlan::Ghost { block } => {
+                prof[l].tile = block;
+                prof[l].form = LayerForm::ConvPixelGhost;
+                (prof[l].build, prof[l].gram) = ghost::gram(c, acts, deltas, n, block, dst);
+                if per_layer {
+                    per.push(layer);
+                }
+                continue;
+            }
+        };
+        prof[l].tile = tile;
+        prof[l].form = LayerForm::ConvTiles;
+        let p = c.p();
         grow(&mut ga, tile * p);
         if tile < n {
             grow(&mut gb, tile_b * p);
         }
-        let mut layer = if per_layer { vec![zero; n * n] } else { Vec::new() };
-        let dst = if per_layer { &mut layer } else { &mut k };
         let (mut tb, mut tg) = (0.0, 0.0);
         for a0 in (0..n).step_by(tile) {
             let ra = tile.min(n - a0);
@@ -330,7 +358,14 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
     }
     mirror(&mut k, n);
     copies += t.elapsed().as_secs_f64();
-    let chunk = tiles.iter().map(|t| t.0).min().unwrap_or(n);
+    let chunk = tiles
+        .iter()
+        .map(|t| match *t {
+            LayerPlan::Rows { tile, .. } => tile,
+            LayerPlan::Ghost { .. } => n,
+        })
+        .min()
+        .unwrap_or(n);
     let profile = ConvProfile { layers: prof, copies, total: t_all.elapsed().as_secs_f64() };
     Ok(Some(Out { k, per_layer: per, loss, chunk, profile }))
 }
@@ -363,13 +398,7 @@ pub(crate) fn try_gram(
             .zip(o.per_layer)
             .map(|(l, m)| Ok((l.name.clone(), tensor(m, n)?)))
             .collect::<Result<Vec<_>>>()?;
-        let forms = layers
-            .iter()
-            .map(|l| {
-                let f = if l.kind == LayerKind::Dense { LayerForm::DenseFactorised } else { LayerForm::ConvTiles };
-                (l.name.clone(), f)
-            })
-            .collect();
+        let forms = o.profile.layers.iter().map(|l| (l.name.clone(), l.form)).collect();
         let k = tensor(o.k, n)?;
         let mut profile = o.profile;
         profile.copies += t.elapsed().as_secs_f64();
