@@ -222,7 +222,8 @@ pub fn gram(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOptions) -> Result
     engine::gram_impl(model, x, y, &opts)
 }
 
-/// The `(N, M)` Gram between two example sets (e.g. validation rows, training columns), through
+/// The `(N, M)` Gram between two example sets (e.g. validation rows, training columns): the
+/// budget check, then the conv CPU kernel where it applies (conv presets, as for [`gram`]), else
 /// the general engine.
 /// x_a: `(N, ...)`, y_a: `(N)`, x_b: `(M, ...)`, y_b: `(M)`.
 pub fn cross_gram(

@@ -111,7 +111,8 @@ pub(crate) fn gram_general(model: &Model, set: &Set, opts: &GramOptions, start: 
     })
 }
 
-/// [`crate::cross_gram`]: validation with the model's class count, then the general engine.
+/// [`crate::cross_gram`]: validation with the model's class count, then the conv CPU kernel where
+/// it applies, else the general engine.
 pub(crate) fn cross_gram(
     model: &Model,
     x_a: &Tensor,
@@ -126,6 +127,11 @@ pub(crate) fn cross_gram(
     }
     let a = validate(model, x_a, Some(y_a), "cross_gram rows (set a)")?;
     let b = validate(model, x_b, Some(y_b), "cross_gram columns (set b)")?;
+    if crate::conv_fast::applies(model, opts) {
+        if let Some(r) = crate::conv_fast::try_cross(model, &a, &b, opts, start)? {
+            return Ok(r);
+        }
+    }
     let mut r = cross_gram_net(model, &a.x, &a.y, &b.x, &b.y, &Loss::CrossEntropy, opts)?;
     r.seconds = start.elapsed().as_secs_f64();
     Ok(r)

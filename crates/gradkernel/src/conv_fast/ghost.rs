@@ -108,34 +108,60 @@ fn position_major<T: Real>(src: &[T], n: usize, ch: usize, s: usize, b: usize) -
     out
 }
 
-/// Adds the upper triangle (at least) of conv `c`'s Gram over `n` examples into `dst: (n, n)`,
-/// from the layer inputs `acts: (n, c_in, S)` and deltas `deltas: (n, c_out, S)`, in blocks of
-/// `b` examples. Returns the seconds spent on the position-major copies and on the rest.
-pub(super) fn gram<T: Real>(c: &Conv<T>, acts: &[T], deltas: &[T], n: usize, b: usize, dst: &mut [T]) -> (f64, f64) {
+/// One example set's stored input and deltas of a conv layer: `acts: (n, c_in, S)`,
+/// `deltas: (n, c_out, S)`.
+#[derive(Clone, Copy)]
+pub(super) struct Side<'a, T> {
+    pub(super) acts: &'a [T],
+    pub(super) deltas: &'a [T],
+    pub(super) n: usize,
+}
+
+/// Adds conv `c`'s Gram between the examples of `a` (rows) and `b` (columns) into
+/// `dst: (a.n, ld)`; without `b`, the Gram of `a` with itself, upper triangle (at least), `ld =
+/// a.n`. Blocks of `block` examples. Returns the seconds spent on the position-major copies and
+/// on the rest.
+pub(super) fn gram<T: Real>(
+    c: &Conv<T>,
+    a: Side<T>,
+    b: Option<Side<T>>,
+    block: usize,
+    dst: &mut [T],
+    ld: usize,
+) -> (f64, f64) {
     let t = std::time::Instant::now();
     let s = c.s();
-    let dm = position_major(deltas, n, c.c_out, s, b);
-    let xm = position_major(acts, n, c.c_in, s, b);
+    let copy = |side: Side<T>| {
+        let d = position_major(side.deltas, side.n, c.c_out, s, block);
+        let x = position_major(side.acts, side.n, c.c_in, s, block);
+        (d, x)
+    };
+    let (dm_a, xm_a) = copy(a);
+    let cross = b.map(copy);
+    let (dm_b, xm_b) = cross.as_ref().map_or((&dm_a, &xm_a), |(d, x)| (d, x));
     let copies = t.elapsed().as_secs_f64();
     let t = std::time::Instant::now();
     let sh = shifts(c);
-    let blocks: Vec<(usize, usize)> = (0..n).step_by(b).map(|b0| (b0, b.min(n - b0))).collect();
+    let cut = |n: usize| -> Vec<(usize, usize)> { (0..n).step_by(block).map(|b0| (b0, block.min(n - b0))).collect() };
+    let rows = cut(a.n);
+    let cols = b.map_or_else(|| rows.clone(), |b| cut(b.n));
+    let upper = b.is_none();
     let tasks: Vec<(usize, usize)> =
-        (0..blocks.len()).flat_map(|bi| (bi..blocks.len()).map(move |bj| (bi, bj))).collect();
+        (0..rows.len()).flat_map(|bi| (if upper { bi } else { 0 }..cols.len()).map(move |bj| (bi, bj))).collect();
     let zero = T::from_f64(0.0);
     let results: Vec<Vec<T>> = tasks
         .par_iter()
         .map_init(
             || (Vec::new(), Vec::new(), Vec::new()),
             |(dg, xg, acc), &(bi, bj)| {
-                let ((i0, ni), (j0, nj)) = (blocks[bi], blocks[bj]);
+                let ((i0, ni), (j0, nj)) = (rows[bi], cols[bj]);
                 let (ri, rj) = (ni * s, nj * s);
                 dg.resize(ri * rj, zero);
                 xg.resize(ri * rj, zero);
                 let (co, ci) = (c.c_out, c.c_in);
-                let (di, dj) = (block_of(&dm, co, s, i0, ri), block_of(&dm, co, s, j0, rj));
+                let (di, dj) = (block_of(&dm_a, co, s, i0, ri), block_of(dm_b, co, s, j0, rj));
                 mm((ri, rj, co), di, co, dj, co, true, dg, rj, false, Parallelism::None);
-                let (xi, xj) = (block_of(&xm, ci, s, i0, ri), block_of(&xm, ci, s, j0, rj));
+                let (xi, xj) = (block_of(&xm_a, ci, s, i0, ri), block_of(xm_b, ci, s, j0, rj));
                 mm((ri, rj, ci), xi, ci, xj, ci, true, xg, rj, false, Parallelism::None);
                 let mut out = vec![zero; ni * nj];
                 acc.resize(nj, zero);
@@ -145,15 +171,46 @@ pub(super) fn gram<T: Real>(c: &Conv<T>, acts: &[T], deltas: &[T], n: usize, b: 
         )
         .collect();
     for (&(bi, bj), out) in tasks.iter().zip(&results) {
-        let ((i0, ni), (j0, nj)) = (blocks[bi], blocks[bj]);
+        let ((i0, ni), (j0, nj)) = (rows[bi], cols[bj]);
         for i in 0..ni {
-            let row = &mut dst[(i0 + i) * n + j0..(i0 + i) * n + j0 + nj];
+            let row = &mut dst[(i0 + i) * ld + j0..(i0 + i) * ld + j0 + nj];
             for (d, &v) in row.iter_mut().zip(&out[i * nj..(i + 1) * nj]) {
                 *d += v;
             }
         }
     }
     (copies, t.elapsed().as_secs_f64())
+}
+
+/// Each example's squared gradient norm for conv `c` (its own 1 x 1 block of the pixel-Gram
+/// route), added into `sq`.
+pub(super) fn sq_norms<T: Real>(c: &Conv<T>, side: Side<T>, sq: &mut [f64]) {
+    let (il, dl) = (c.in_len(), c.delta_len());
+    let sh = shifts(c);
+    let own: Vec<T> = (0..side.n)
+        .into_par_iter()
+        .map(|i| {
+            let one = Side { acts: &side.acts[i * il..(i + 1) * il], deltas: &side.deltas[i * dl..(i + 1) * dl], n: 1 };
+            let mut k = [T::from_f64(0.0)];
+            gram_serial(c, &sh, one, &mut k);
+            k[0]
+        })
+        .collect();
+    for (q, v) in sq.iter_mut().zip(own) {
+        *q += v.to_f64();
+    }
+}
+
+/// [`gram`] of one example with itself, on the calling thread.
+fn gram_serial<T: Real>(c: &Conv<T>, sh: &Shifts, one: Side<T>, k: &mut [T; 1]) {
+    let s = c.s();
+    let zero = T::from_f64(0.0);
+    let dm = position_major(one.deltas, 1, c.c_out, s, 1);
+    let xm = position_major(one.acts, 1, c.c_in, s, 1);
+    let (mut dg, mut xg, mut acc) = (vec![zero; s * s], vec![zero; s * s], vec![zero; 1]);
+    mm((s, s, c.c_out), &dm, c.c_out, &dm, c.c_out, true, &mut dg, s, false, Parallelism::None);
+    mm((s, s, c.c_in), &xm, c.c_in, &xm, c.c_in, true, &mut xg, s, false, Parallelism::None);
+    combine(sh, s, 1, 1, &dg, &xg, &mut acc, k);
 }
 
 /// `out[i][j] = sum_{s,t} dg[s·ni+i][t·nj+j] · (1 + sum_{(a,b) in shifts(s,t)} xg[a·ni+i][b·nj+j])`
@@ -295,7 +352,7 @@ mod tests {
             let want = oracle(&c, &acts, &deltas, n);
             for b in [1, 2, 3, 7] {
                 let mut got = vec![0.0; n * n];
-                gram(&c, &acts, &deltas, n, b, &mut got);
+                gram(&c, Side { acts: &acts, deltas: &deltas, n }, None, b, &mut got, n);
                 for i in 0..n {
                     for j in i..n {
                         let (g, o) = (got[i * n + j], want[i * n + j]);
@@ -304,6 +361,37 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn cross_blocks_and_own_norms_match_per_example_gradients() {
+        let c = conv(3, 4, 3, 5, 3);
+        let (n, m) = (5, 4);
+        let acts: Vec<f64> = (0..(n + m) * c.in_len()).map(|i| value(i as u64 + 3)).collect();
+        let deltas: Vec<f64> = (0..(n + m) * c.delta_len()).map(|i| value(i as u64 + 20_011)).collect();
+        let want = oracle(&c, &acts, &deltas, n + m);
+        let side = |from: usize, len: usize| Side {
+            acts: &acts[from * c.in_len()..(from + len) * c.in_len()],
+            deltas: &deltas[from * c.delta_len()..(from + len) * c.delta_len()],
+            n: len,
+        };
+        let scale = |i: usize, j: usize| (want[i * (n + m) + i] * want[j * (n + m) + j]).sqrt();
+        for b in [1, 2, 5] {
+            let mut got = vec![0.0; n * m];
+            gram(&c, side(0, n), Some(side(n, m)), b, &mut got, m);
+            for i in 0..n {
+                for j in 0..m {
+                    let o = want[i * (n + m) + n + j];
+                    assert!((got[i * m + j] - o).abs() <= 1e-12 * scale(i, n + j), "b{b} [{i},{j}]");
+                }
+            }
+        }
+        let mut sq = vec![0.0; n + m];
+        sq_norms(&c, side(0, n + m), &mut sq);
+        for (i, &v) in sq.iter().enumerate() {
+            let o = want[i * (n + m) + i];
+            assert!((v - o).abs() <= 1e-12 * o, "norm {i}: {v} vs {o}");
         }
     }
 

@@ -16,11 +16,13 @@ pub(super) enum LayerPlan {
     Ghost { block: usize },
 }
 
-/// How each conv layer's Gram is computed for `n` examples within `budget` bytes (beyond `K`):
+/// How each conv layer's Gram is computed for `n` stored examples (both sets of a cross Gram)
+/// with `per_layer_entries` entries in each per-layer Gram (0: none), within `budget` bytes
+/// (beyond `K`):
 /// the pixel-Gram route where it needs fewer multiply-adds and fits, otherwise per-example
 /// gradient rows in row tiles; `None` when the kernel's stored passes and one row of `G` do not
 /// fit.
-pub(super) fn plan<T>(net: &Net<T>, n: usize, per_layer: bool, budget: usize) -> Option<Vec<LayerPlan>> {
+pub(super) fn plan<T>(net: &Net<T>, n: usize, per_layer_entries: usize, budget: usize) -> Option<Vec<LayerPlan>> {
     let eb = std::mem::size_of::<T>();
     let threads = rayon::current_num_threads().max(1);
     let nl = net.convs.len() + 1;
@@ -31,7 +33,7 @@ pub(super) fn plan<T>(net: &Net<T>, n: usize, per_layer: bool, budget: usize) ->
     // Backward holds two pooled-gradient maps for all examples at once.
     let pass = net.convs.iter().map(|c| n * (c.pooled_len() + c.in_len()) * eb).max().unwrap_or(0);
     let scratch = threads * net.convs.iter().map(|c| (2 * c.f() * c.s() + c.delta_len()) * eb).max().unwrap_or(0);
-    let outputs = if per_layer { n.checked_mul(n)?.checked_mul(eb * nl)? } else { 0 };
+    let outputs = per_layer_entries.checked_mul(eb * nl)?;
     let head_tmp = 2 * HEAD_ROWS * n * eb;
     let fixed = store.checked_add(outputs)?.checked_add(scratch)?.checked_add(head_tmp)?;
     let avail = budget.checked_sub(fixed)?;
@@ -111,7 +113,8 @@ pub(super) fn build<T: Real>(c: &Conv<T>, acts: &[T], deltas: &[T], r0: usize, r
 /// Patch length from which [`build`] sums the few live patch rows instead of a dense `D Uᵀ`.
 pub(super) const SPARSE_MIN_F: usize = 512;
 
-/// `dst[r0.., c0..] += ga gbᵀ` for `ga: (ra, p)`, `gb: (rb, p)` into an `n x n` row-major matrix;
+/// `dst[r0.., c0..] += ga gbᵀ` for `ga: (ra, p)`, `gb: (rb, p)` into a row-major matrix with row
+/// stride `ld`;
 /// with `diag` (`ga` and `gb` the same rows, `r0 == c0`) only the blocks on or above the diagonal
 /// are multiplied (their lower part is overwritten by the final mirror).
 ///
@@ -129,7 +132,7 @@ pub(super) fn product<T: Real>(
     p: usize,
     diag: bool,
     dst: &mut [T],
-    n: usize,
+    ld: usize,
     (r0, c0): (usize, usize),
 ) {
     let cut = |len: usize| -> Vec<(usize, usize)> {
@@ -165,7 +168,7 @@ pub(super) fn product<T: Real>(
     for (((a0, a1), (b0, b1)), buf) in tasks.iter().zip(&blocks) {
         let w = b1 - b0;
         for (i, src) in (*a0..*a1).zip(buf.chunks_exact(w)) {
-            let row = &mut dst[(r0 + i) * n + c0 + b0..(r0 + i) * n + c0 + b0 + w];
+            let row = &mut dst[(r0 + i) * ld + c0 + b0..(r0 + i) * ld + c0 + b0 + w];
             for (d, &v) in row.iter_mut().zip(src) {
                 *d += v;
             }
@@ -207,6 +210,43 @@ pub(super) fn head_gram<T: Real>(a: &[T], feat: usize, d: &[T], classes: usize, 
                 out[c] += dd[r * cols + c] * (aa[r * cols + c] + one);
             }
         }
+    }
+}
+
+/// The head's cross Gram `(D_a D_bᵀ) o (A_a A_bᵀ + 1)` added into `dst: (n, m)`, in strips of
+/// [`HEAD_ROWS`] rows.
+pub(super) fn head_cross<T: Real>(
+    a: &[T],
+    d: &[T],
+    ab: &[T],
+    db: &[T],
+    (feat, classes): (usize, usize),
+    (n, m): (usize, usize),
+    dst: &mut [T],
+) {
+    let zero = T::from_f64(0.0);
+    let one = T::from_f64(1.0);
+    let mut dd = vec![zero; HEAD_ROWS * m];
+    let mut aa = vec![zero; HEAD_ROWS * m];
+    let par = Parallelism::Rayon(0);
+    for r0 in (0..n).step_by(HEAD_ROWS) {
+        let rows = HEAD_ROWS.min(n - r0);
+        mm((rows, m, classes), &d[r0 * classes..], classes, db, classes, true, &mut dd, m, false, par);
+        mm((rows, m, feat), &a[r0 * feat..], feat, ab, feat, true, &mut aa, m, false, par);
+        for r in 0..rows {
+            let out = &mut dst[(r0 + r) * m..(r0 + r + 1) * m];
+            for c in 0..m {
+                out[c] += dd[r * m + c] * (aa[r * m + c] + one);
+            }
+        }
+    }
+}
+
+/// Each example's squared head-gradient norm `|d|² (|a|² + 1)`, added into `sq`.
+pub(super) fn head_sq_norms<T: Real>(a: &[T], d: &[T], (feat, classes): (usize, usize), sq: &mut [f64]) {
+    for ((q, ai), di) in sq.iter_mut().zip(a.chunks_exact(feat)).zip(d.chunks_exact(classes)) {
+        let norm2 = |v: &[T]| v.iter().map(|x| x.to_f64() * x.to_f64()).sum::<f64>();
+        *q += norm2(di) * (norm2(ai) + 1.0);
     }
 }
 

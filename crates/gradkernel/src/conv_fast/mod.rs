@@ -33,14 +33,15 @@ use serde::Serialize;
 use stiff_models::{LayerKind, Model};
 
 use crate::engine::{acc_dtype, validate, Set};
-use crate::{GradKernelError, GramOptions, GramResult, LayerForm, Method, Result};
+use crate::{CrossGramResult, GradKernelError, GramOptions, GramResult, LayerForm, Method, Result};
 
 mod ghost;
 mod gram;
 mod passes;
 
-use gram::{build, head_gram, mirror, plan, product, LayerPlan};
-use passes::{forward_layer, passes, NO_GRAD};
+use ghost::Side;
+use gram::{build, head_cross, head_gram, head_sq_norms, mirror, plan, product, LayerPlan};
+use passes::{forward_layer, passes, Passes, NO_GRAD};
 
 /// The float types the kernel runs in (f32, f64).
 pub(crate) trait Real: candle::WithDType + stiff_gemm::Scalar + Default {}
@@ -236,115 +237,105 @@ pub struct ConvProfile {
 
 /// The kernel's outputs in dtype `T`.
 struct Out<T> {
+    /// `K: (n, m)` row-major; with one set, `n x n` and exactly symmetric.
     k: Vec<T>,
     per_layer: Vec<Vec<T>>,
-    loss: Vec<f64>,
+    /// Per-example losses of set a, then (cross) of set b.
+    loss: (Vec<f64>, Vec<f64>),
+    /// Cross: squared gradient norms of set a and set b (one set: empty, `K`'s diagonal has them).
+    sq: (Vec<f64>, Vec<f64>),
     chunk: usize,
     profile: ConvProfile,
 }
 
-/// The whole kernel in dtype `T`; `None` when it does not fit `budget` (bytes beyond `K`).
-fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Result<Option<Out<T>>> {
+/// The whole kernel in dtype `T`: the Gram of set `a` with itself, or (`b`) between the rows `a`
+/// and the columns `b`. `None` when it does not fit `budget` (bytes beyond `K`).
+fn run<T: Real>(model: &Model, a: &Set, b: Option<&Set>, per_layer: bool, budget: usize) -> Result<Option<Out<T>>> {
     let t_all = Instant::now();
     let t = Instant::now();
     let net = net::<T>(model)?;
-    let n = set.n;
-    let Some(tiles) = plan(&net, n, per_layer, budget) else { return Ok(None) };
-    let x = host::<T>(&set.x)?;
-    let y = set.y.to_vec1::<u32>()?;
+    let (n, m) = (a.n, b.map_or(a.n, |b| b.n));
+    let stored = n + b.map_or(0, |b| b.n);
+    let Some(plans) = plan(&net, stored, if per_layer { n * m } else { 0 }, budget) else { return Ok(None) };
+    let inputs = |set: &Set| -> Result<(Vec<T>, Vec<u32>)> { Ok((host::<T>(&set.x)?, set.y.to_vec1::<u32>()?)) };
+    let (xa, ya) = inputs(a)?;
+    let xb = b.map(inputs).transpose()?;
     let mut copies = t.elapsed().as_secs_f64();
-    let names: Vec<String> = model.layers().iter().map(|l| l.name.clone()).collect();
-    let mut prof: Vec<LayerProfile> = names
-        .iter()
-        .map(|nm| LayerProfile {
-            name: nm.clone(),
-            forward: 0.0,
-            backward: 0.0,
-            build: 0.0,
-            gram: 0.0,
-            pool: PoolStats::default(),
-            tile: n,
-            form: LayerForm::DenseFactorised,
-        })
-        .collect();
-    let ps = passes(&net, x, &y, &mut prof);
-    let zero = T::from_f64(0.0);
-    let mut k = vec![zero; n * n];
-    let mut per: Vec<Vec<T>> = Vec::new();
-    // Tile buffers, kept for the next layer when large enough.
-    let (mut ga, mut gb) = (Vec::new(), Vec::new());
-    // A fresh zeroed allocation (calloc: pages mapped lazily) instead of `resize`, which would
-    // write every element before `build` writes them again.
-    let grow = |v: &mut Vec<T>, len: usize| {
-        if v.len() < len {
-            *v = Vec::new();
-            *v = vec![zero; len];
-        }
+    let fresh = |nm: &String| LayerProfile {
+        name: nm.clone(),
+        forward: 0.0,
+        backward: 0.0,
+        build: 0.0,
+        gram: 0.0,
+        pool: PoolStats::default(),
+        tile: n,
+        form: LayerForm::DenseFactorised,
     };
+    let names: Vec<String> = model.layers().iter().map(|l| l.name.clone()).collect();
+    let mut prof: Vec<LayerProfile> = names.iter().map(fresh).collect();
+    let pa = passes(&net, xa, &ya, &mut prof);
+    let pb = xb.map(|(x, y)| {
+        let mut pr: Vec<LayerProfile> = names.iter().map(fresh).collect();
+        let ps = passes(&net, x, &y, &mut pr);
+        for (p, q) in prof.iter_mut().zip(pr) {
+            (p.forward, p.backward, p.pool) = (p.forward + q.forward, p.backward + q.backward, p.pool + q.pool);
+        }
+        ps
+    });
+    let cross = pb.is_some();
+    let zero = T::from_f64(0.0);
+    let mut k = vec![zero; n * m];
+    let mut per: Vec<Vec<T>> = Vec::new();
+    let (mut sq_a, mut sq_b) = if cross { (vec![0.0; n], vec![0.0; m]) } else { (Vec::new(), Vec::new()) };
+    // Tile buffers, kept for the next layer when large enough.
+    let mut bufs = (Vec::new(), Vec::new());
     for (l, c) in net.convs.iter().enumerate() {
-        let (acts, deltas) = (&ps.acts[l], &ps.deltas[l]);
-        let mut layer = if per_layer { vec![zero; n * n] } else { Vec::new() };
+        let (sa, sb) = (side(&pa, l, n), pb.as_ref().map(|pb| side(pb, l, m)));
+        let mut layer = if per_layer { vec![zero; n * m] } else { Vec::new() };
         let dst = if per_layer { &mut layer } else { &mut k };
-        let (tile, tile_b) = match tiles[l] {
-            LayerPlan::Rows { tile, tile_b } => (tile, tile_b),
+        match plans[l] {
             LayerPlan::Ghost { block } => {
                 prof[l].tile = block;
                 prof[l].form = LayerForm::ConvPixelGhost;
-                (prof[l].build, prof[l].gram) = ghost::gram(c, acts, deltas, n, block, dst);
-                if per_layer {
-                    per.push(layer);
+                (prof[l].build, prof[l].gram) = ghost::gram(c, sa, sb, block, dst, m);
+                if let Some(sb) = sb {
+                    ghost::sq_norms(c, sa, &mut sq_a);
+                    ghost::sq_norms(c, sb, &mut sq_b);
                 }
-                continue;
             }
-        };
-        prof[l].tile = tile;
-        prof[l].form = LayerForm::ConvTiles;
-        let p = c.p();
-        grow(&mut ga, tile * p);
-        if tile < n {
-            grow(&mut gb, tile_b * p);
-        }
-        let (mut tb, mut tg) = (0.0, 0.0);
-        for a0 in (0..n).step_by(tile) {
-            let ra = tile.min(n - a0);
-            let t = Instant::now();
-            build(c, acts, deltas, a0, ra, &mut ga);
-            tb += t.elapsed().as_secs_f64();
-            let t = Instant::now();
-            product(&ga[..ra * p], ra, &ga[..ra * p], ra, p, true, dst, n, (a0, a0));
-            tg += t.elapsed().as_secs_f64();
-            for b0 in (a0 + ra..n).step_by(tile_b.max(1)) {
-                let rb = tile_b.min(n - b0);
-                let t = Instant::now();
-                build(c, acts, deltas, b0, rb, &mut gb);
-                tb += t.elapsed().as_secs_f64();
-                let t = Instant::now();
-                product(&ga, ra, &gb, rb, p, false, dst, n, (a0, b0));
-                tg += t.elapsed().as_secs_f64();
+            LayerPlan::Rows { tile, tile_b } => {
+                prof[l].tile = tile.min(n);
+                prof[l].form = LayerForm::ConvTiles;
+                let norms = cross.then_some((&mut sq_a[..], &mut sq_b[..]));
+                (prof[l].build, prof[l].gram) = rows_gram(c, sa, sb, (tile, tile_b), &mut bufs, dst, norms);
             }
         }
-        (prof[l].build, prof[l].gram) = (tb, tg);
         if per_layer {
             per.push(layer);
         }
     }
-    drop((ga, gb));
+    drop(bufs);
     let t = Instant::now();
     let h = &net.head;
     let nc = net.convs.len();
+    let mut layer = if per_layer { vec![zero; n * m] } else { Vec::new() };
+    let dst = if per_layer { &mut layer } else { &mut k };
+    match &pb {
+        None => head_gram(&pa.acts[nc], h.feat, &pa.dhead, h.classes, n, dst),
+        Some(pb) => {
+            head_cross(&pa.acts[nc], &pa.dhead, &pb.acts[nc], &pb.dhead, (h.feat, h.classes), (n, m), dst);
+            head_sq_norms(&pa.acts[nc], &pa.dhead, (h.feat, h.classes), &mut sq_a);
+            head_sq_norms(&pb.acts[nc], &pb.dhead, (h.feat, h.classes), &mut sq_b);
+        }
+    }
     if per_layer {
-        let mut layer = vec![zero; n * n];
-        head_gram(&ps.acts[nc], h.feat, &ps.dhead, h.classes, n, &mut layer);
         per.push(layer);
-    } else {
-        head_gram(&ps.acts[nc], h.feat, &ps.dhead, h.classes, n, &mut k);
     }
     prof[nc].gram = t.elapsed().as_secs_f64();
-    prof[nc].tile = n;
     let t = Instant::now();
-    let loss = ps.loss;
-    drop(ps.acts);
-    drop(ps.deltas);
+    let loss = (pa.loss, pb.map(|p| p.loss).unwrap_or_default());
+    drop(pa.acts);
+    drop(pa.deltas);
     if per_layer {
         // K is the sum of the layers in forward order.
         for m in &per {
@@ -353,21 +344,107 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
             }
         }
     }
-    for m in per.iter_mut() {
-        mirror(m, n);
+    if !cross {
+        for m in per.iter_mut() {
+            mirror(m, n);
+        }
+        mirror(&mut k, n);
     }
-    mirror(&mut k, n);
     copies += t.elapsed().as_secs_f64();
-    let chunk = tiles
+    let chunk = plans
         .iter()
         .map(|t| match *t {
-            LayerPlan::Rows { tile, .. } => tile,
+            LayerPlan::Rows { tile, .. } => tile.min(n),
             LayerPlan::Ghost { .. } => n,
         })
         .min()
         .unwrap_or(n);
     let profile = ConvProfile { layers: prof, copies, total: t_all.elapsed().as_secs_f64() };
-    Ok(Some(Out { k, per_layer: per, loss, chunk, profile }))
+    Ok(Some(Out { k, per_layer: per, loss, sq: (sq_a, sq_b), chunk, profile }))
+}
+
+/// Conv layer `l`'s stored inputs and deltas of one set of `n` examples.
+fn side<T>(ps: &Passes<T>, l: usize, n: usize) -> Side<'_, T> {
+    Side { acts: &ps.acts[l], deltas: &ps.deltas[l], n }
+}
+
+/// The per-example-gradient-rows route of one conv layer: `G` rebuilt per tile, products added
+/// into `dst: (a.n, ld)`. One set (`b` none): upper tile pairs only, `ld = a.n`. Two sets: every
+/// row tile of `a` against every column tile of `b`, and (with `norms`) each example's squared
+/// gradient norm added. `(tile, tile_b)` from [`plan`] (`tile_b == 0`: everything in one tile).
+/// Returns seconds building `G` and multiplying.
+fn rows_gram<T: Real>(
+    c: &Conv<T>,
+    a: Side<T>,
+    b: Option<Side<T>>,
+    (tile, tile_b): (usize, usize),
+    (ga, gb): &mut (Vec<T>, Vec<T>),
+    dst: &mut [T],
+    mut norms: Option<(&mut [f64], &mut [f64])>,
+) -> (f64, f64) {
+    let p = c.p();
+    let zero = T::from_f64(0.0);
+    // A fresh zeroed allocation (calloc: pages mapped lazily) instead of `resize`, which would
+    // write every element before `build` writes them again.
+    let grow = |v: &mut Vec<T>, len: usize| {
+        if v.len() < len {
+            *v = Vec::new();
+            *v = vec![zero; len];
+        }
+    };
+    let add_sq = |g: &[T], rows: usize, out: &mut [f64]| {
+        for (o, row) in out[..rows].iter_mut().zip(g.chunks_exact(p)) {
+            *o += row.iter().map(|v| v.to_f64() * v.to_f64()).sum::<f64>();
+        }
+    };
+    let (n, ld) = (a.n, b.map_or(a.n, |b| b.n));
+    let (mut tb, mut tg) = (0.0, 0.0);
+    let timed = |f: &mut dyn FnMut(), acc: &mut f64| {
+        let t = Instant::now();
+        f();
+        *acc += t.elapsed().as_secs_f64();
+    };
+    let ta = tile.min(n);
+    let Some(b) = b else {
+        grow(ga, ta * p);
+        if ta < n {
+            grow(gb, tile_b * p);
+        }
+        for a0 in (0..n).step_by(ta) {
+            let ra = ta.min(n - a0);
+            timed(&mut || build(c, a.acts, a.deltas, a0, ra, ga), &mut tb);
+            timed(&mut || product(&ga[..ra * p], ra, &ga[..ra * p], ra, p, true, dst, ld, (a0, a0)), &mut tg);
+            for b0 in (a0 + ra..n).step_by(tile_b.max(1)) {
+                let rb = tile_b.min(n - b0);
+                timed(&mut || build(c, a.acts, a.deltas, b0, rb, gb), &mut tb);
+                timed(&mut || product(ga, ra, gb, rb, p, false, dst, ld, (a0, b0)), &mut tg);
+            }
+        }
+        return (tb, tg);
+    };
+    let m = b.n;
+    let tb_rows = if tile_b == 0 { m } else { tile_b.min(m) };
+    grow(ga, ta * p);
+    grow(gb, tb_rows * p);
+    let once = tb_rows == m;
+    for a0 in (0..n).step_by(ta) {
+        let ra = ta.min(n - a0);
+        timed(&mut || build(c, a.acts, a.deltas, a0, ra, ga), &mut tb);
+        if let Some((sa, _)) = norms.as_mut() {
+            add_sq(ga, ra, &mut sa[a0..]);
+        }
+        for b0 in (0..m).step_by(tb_rows) {
+            let rb = tb_rows.min(m - b0);
+            if !once || a0 == 0 {
+                timed(&mut || build(c, b.acts, b.deltas, b0, rb, gb), &mut tb);
+                if let (0, Some((_, sb))) = (a0, norms.as_mut()) {
+                    add_sq(gb, rb, &mut sb[b0..]);
+                }
+            }
+            timed(&mut || product(ga, ra, gb, rb, p, false, dst, ld, (a0, b0)), &mut tg);
+        }
+    }
+    (tb, tg)
 }
 
 fn tensor<T: Real>(v: Vec<T>, n: usize) -> Result<Tensor> {
@@ -404,13 +481,54 @@ pub(crate) fn try_gram(
         profile.copies += t.elapsed().as_secs_f64();
         let seconds = start.elapsed().as_secs_f64();
         profile.total = seconds;
-        let r = GramResult { k, per_layer, norms, loss_per_example: o.loss, seconds, forms, chunk: o.chunk };
+        let r = GramResult { k, per_layer, norms, loss_per_example: o.loss.0, seconds, forms, chunk: o.chunk };
         Ok(Some((r, profile)))
     }
     let budget = opts.memory_budget_bytes;
     match acc_dtype(model, opts) {
-        DType::F64 => pack(model, run::<f64>(model, set, opts.per_layer, budget)?, set.n, start),
-        _ => pack(model, run::<f32>(model, set, opts.per_layer, budget)?, set.n, start),
+        DType::F64 => pack(model, run::<f64>(model, set, None, opts.per_layer, budget)?, set.n, start),
+        _ => pack(model, run::<f32>(model, set, None, opts.per_layer, budget)?, set.n, start),
+    }
+}
+
+/// [`crate::cross_gram`] through the kernel: rows `a`, columns `b`; `None` when it declines.
+pub(crate) fn try_cross(
+    model: &Model,
+    a: &Set,
+    b: &Set,
+    opts: &GramOptions,
+    start: Instant,
+) -> Result<Option<CrossGramResult>> {
+    fn pack<T: Real>(
+        model: &Model,
+        o: Option<Out<T>>,
+        (n, m): (usize, usize),
+        start: Instant,
+    ) -> Result<Option<CrossGramResult>> {
+        let Some(o) = o else { return Ok(None) };
+        let mat = |v: Vec<T>| Tensor::from_vec(v, (n, m), &candle::Device::Cpu);
+        let per_layer = model
+            .layers()
+            .iter()
+            .zip(o.per_layer)
+            .map(|(l, v)| Ok((l.name.clone(), mat(v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let norms = |sq: Vec<f64>| sq.into_iter().map(|v| v.max(0.0).sqrt()).collect();
+        Ok(Some(CrossGramResult {
+            k: mat(o.k)?,
+            per_layer,
+            norms_a: norms(o.sq.0),
+            norms_b: norms(o.sq.1),
+            loss_a: o.loss.0,
+            loss_b: o.loss.1,
+            seconds: start.elapsed().as_secs_f64(),
+        }))
+    }
+    let budget = opts.memory_budget_bytes;
+    let nm = (a.n, b.n);
+    match acc_dtype(model, opts) {
+        DType::F64 => pack(model, run::<f64>(model, a, Some(b), opts.per_layer, budget)?, nm, start),
+        _ => pack(model, run::<f32>(model, a, Some(b), opts.per_layer, budget)?, nm, start),
     }
 }
 
