@@ -11,18 +11,23 @@
 //!    (`D_l`, the delta of the pre-activation) and, below the first layer, `W_lᵀ D_l` is folded
 //!    back by col2im into the previous pooled map.
 //! 3. Every example's layer inputs `A_l` and deltas `D_l` are kept (about 80k floats per example
-//!    for `cnn5`). **Gram**, per conv layer, per upper tile pair `a <= b` of examples: the
-//!    per-example gradient rows `G = [D_i U_iᵀ, sum_s D_i]` are rebuilt for the tile (cheap next
-//!    to the product) and `G_a G_bᵀ` is added blockwise (single-threaded gemms on ~128-row blocks
-//!    shared out over rayon's threads); diagonal tiles multiply only their upper blocks. The head is
+//!    for `cnn5`). **Gram**, per conv layer, by the route with fewer multiply-adds per pair
+//!    ([`gram::plan`]): *gradient rows*: per upper tile pair `a <= b` of examples the per-example
+//!    gradient rows `G = [D_i U_iᵀ, sum_s D_i]` are rebuilt for the tile (cheap next to the
+//!    product) and `G_a G_bᵀ` is added blockwise (single-threaded gemms on ~128-row blocks shared
+//!    out over rayon's threads); diagonal tiles multiply only their upper blocks. *Pixel Gram*
+//!    (small maps with many channels, `ghost.rs`): no `G`; the delta Gram and the input-pixel
+//!    Gram of each block pair of examples, combined over the kernel offsets. The head is
 //!    factorised, `(D Dᵀ) o (A Aᵀ + 1)`. `K` is mirrored at the end, so it is exactly symmetric.
+//!    [`try_cross`] runs the same routes between two sets (all tile pairs, norms of both sets).
 //!
 //! Tile sizes come from [`GramOptions::memory_budget_bytes`]: a layer whose whole `G` fits (up to
 //! 1 GiB) is built once; otherwise row tiles are as large as fit beside one column tile. When the stored inputs and deltas
 //! do not fit, the kernel declines and the general engine (chunked, recomputing) runs instead.
 //!
 //! Files: this one (model extraction, dispatch, public API, the driver), `passes.rs` (forward
-//! and backward), `gram.rs` (tile planning, building `G`, the products).
+//! and backward), `gram.rs` (route and tile planning, building `G`, the products, the head),
+//! `ghost.rs` (the pixel-Gram route).
 //!
 //! [`ArchSpec::Cnn`]: stiff_models::ArchSpec::Cnn
 
