@@ -2,13 +2,15 @@
 //! inputs. `cargo build --release -p stiff-gradkernel --example conv_bench`, then
 //!
 //! `target/release/examples/conv_bench [--preset cnn5] [--n 500] [--classes 10] [--reps 3]
-//!  [--route fast|old] [--dump FILE.safetensors]`
+//!  [--route fast|old] [--cross M] [--dump FILE.safetensors]`
 //!
 //! * Inputs: CIFAR-shaped `3x32x32`, seeded; the left half of every image is one constant (per
 //!   image), the right half uniform noise in (-1, 1), so max-pool windows tie and whole windows
 //!   are zero after ReLU. The tie counts of every conv layer are printed.
 //! * `--route fast`: `gram` through the conv CPU kernel (`conv_gram_profiled`); `old`: the candle
 //!   route (`cpu_fast_path = false`, materialised/ghost per layer, autograd deltas).
+//! * `--cross M`: times `cross_gram` between the N inputs and M others (seeded differently)
+//!   instead of `gram`; `--route old` sends it to the general engine.
 //! * f32, no per-layer Grams, default 2 GiB budget; threads from `RAYON_NUM_THREADS`.
 //! * `--dump FILE`: writes the weights (PyTorch keys), `x (N, 3, 32, 32)`, `y (N)` and our `K`
 //!   to a safetensors file for the JAX peer (`benches/peers/jax_conv_gram.py`).
@@ -18,7 +20,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Context};
 use candle::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
-use stiff_gradkernel::{conv_gram_profiled, gram, pooling_stats, GramOptions, GramResult, LayerForm};
+use stiff_gradkernel::{conv_gram_profiled, cross_gram, gram, pooling_stats, GramOptions, GramResult, LayerForm};
 use stiff_models::{InputShape, Model, ModelConfig, Preset};
 
 fn vm_hwm_mib() -> f64 {
@@ -71,10 +73,12 @@ struct Args {
     reps: usize,
     route: String,
     dump: Option<std::path::PathBuf>,
+    cross: Option<usize>,
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { preset: Preset::Cnn5, n: 500, classes: 10, reps: 3, route: "fast".into(), dump: None };
+    let mut a =
+        Args { preset: Preset::Cnn5, n: 500, classes: 10, reps: 3, route: "fast".into(), dump: None, cross: None };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -85,6 +89,7 @@ fn args() -> anyhow::Result<Args> {
             "--reps" => a.reps = val()?.parse::<usize>().context("--reps")?.max(1),
             "--route" => a.route = val()?,
             "--dump" => a.dump = Some(val()?.into()),
+            "--cross" => a.cross = Some(val()?.parse().context("--cross")?),
             other => bail!("unknown argument {other:?} (see the doc comment of conv_bench.rs)"),
         }
     }
@@ -107,6 +112,34 @@ fn dump(path: &std::path::Path, model: &Model, x: &Tensor, y: &Tensor, r: &GramR
     Ok(())
 }
 
+/// `--cross M`: `cross_gram` of the N inputs against M others, best of `reps`.
+fn cross_bench(a: &Args, model: &Model, x: &Tensor, y: &Tensor, m: usize, opts: &GramOptions) -> anyhow::Result<()> {
+    let shape = InputShape::new(3, 32, 32);
+    let xb = inputs(m, shape, 2)?;
+    let yb = Tensor::from_vec((0..m as u32).map(|i| (i * 7) % a.classes as u32).collect::<Vec<_>>(), m, &Device::Cpu)?;
+    let opts = if a.route == "old" { opts.clone().with_cpu_fast_path(false) } else { opts.clone() };
+    let mut best = (f64::INFINITY, 0.0);
+    for _ in 0..a.reps {
+        let cpu0 = cpu_seconds();
+        let r = cross_gram(model, x, y, &xb, &yb, &opts)?;
+        let cpu = cpu_seconds() - cpu0;
+        if r.seconds < best.0 {
+            best = (r.seconds, cpu);
+        }
+    }
+    println!(
+        "conv_bench cross preset={} n={} m={m} route={} threads={} best_s={:.4} best_rep_cpu_s={:.2} peak_rss_mib={:.0}",
+        a.preset,
+        a.n,
+        a.route,
+        rayon::current_num_threads(),
+        best.0,
+        best.1,
+        vm_hwm_mib()
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let a = args()?;
     let shape = InputShape::new(3, 32, 32);
@@ -122,6 +155,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let opts = GramOptions::default().with_per_layer(false);
+    if let Some(m) = a.cross {
+        return cross_bench(&a, &model, &x, &y, m, &opts);
+    }
     let mut times = Vec::new();
     let mut last = None;
     for _ in 0..a.reps {
