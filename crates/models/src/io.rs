@@ -11,6 +11,11 @@ use crate::{Model, ModelConfig, ModelError, Result};
 
 /// Metadata key holding the JSON [`ModelConfig`].
 pub const CONFIG_METADATA_KEY: &str = "stiff.config";
+/// Metadata key of the model-file layout version ([`MODEL_SCHEMA_VERSION`], a decimal string).
+/// Files without it (written before it existed) read as version 1.
+pub const SCHEMA_VERSION_METADATA_KEY: &str = "stiff.schema_version";
+/// Version of the model files [`Model::save`] writes; [`Model::load`] refuses newer ones.
+pub const MODEL_SCHEMA_VERSION: u32 = 1;
 
 fn file_err(path: &Path, msg: impl std::fmt::Display) -> ModelError {
     ModelError::File { path: path.to_path_buf(), msg: msg.to_string() }
@@ -145,13 +150,30 @@ impl Model {
     /// Saves the parameters (keys as in the crate docs) and the configuration to `path`, atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
         let cfg = serde_json::to_string(self.config()).map_err(|e| file_err(path, e))?;
-        let meta = HashMap::from([(CONFIG_METADATA_KEY.to_string(), cfg)]);
+        let meta = HashMap::from([
+            (CONFIG_METADATA_KEY.to_string(), cfg),
+            (SCHEMA_VERSION_METADATA_KEY.to_string(), MODEL_SCHEMA_VERSION.to_string()),
+        ]);
         save_tensors_atomic(&self.named_tensors(), meta, path)
     }
 
     /// Loads a checkpoint written by [`Model::save`] (configuration from the metadata).
     pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
         let (tensors, meta) = load_tensors(path, device)?;
+        if let Some(v) = meta.get(SCHEMA_VERSION_METADATA_KEY) {
+            match v.parse::<u32>() {
+                Ok(v) if v <= MODEL_SCHEMA_VERSION => {}
+                _ => {
+                    return Err(file_err(
+                        path,
+                        format!(
+                            "`{SCHEMA_VERSION_METADATA_KEY}` is {v:?}; this build reads model files up to version \
+                             {MODEL_SCHEMA_VERSION} (written by a newer stiffness?)"
+                        ),
+                    ))
+                }
+            }
+        }
         check_weights(path, &tensors)?;
         let cfg_json =
             meta.get(CONFIG_METADATA_KEY).ok_or_else(|| ModelError::NoConfig { path: path.to_path_buf() })?;

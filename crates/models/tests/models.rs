@@ -235,6 +235,25 @@ fn checkpoints_round_trip_and_report_bad_files() {
         assert_eq!(a.0, b.0);
         assert_eq!(max_abs_diff(&a.1, &b.1), 0.0);
     }
+    // The file records its layout version; a newer one is refused with a message naming the file,
+    // a file without one (older builds) still loads.
+    let (_, meta) = stiff_models::io::load_tensors(&path, &Device::Cpu).unwrap();
+    assert_eq!(meta[stiff_models::io::SCHEMA_VERSION_METADATA_KEY], "1");
+    let cfg_json = serde_json::to_string(&cfg).unwrap();
+    let other_dir = tempfile::tempdir().unwrap();
+    for (version, ok) in [(None, true), (Some("1"), true), (Some("2"), false), (Some("one"), false)] {
+        let mut meta = HashMap::from([(stiff_models::io::CONFIG_METADATA_KEY.to_string(), cfg_json.clone())]);
+        if let Some(v) = version {
+            meta.insert(stiff_models::io::SCHEMA_VERSION_METADATA_KEY.to_string(), v.to_string());
+        }
+        let p = other_dir.path().join("versioned.safetensors");
+        stiff_models::io::save_tensors_atomic(&m.named_tensors(), meta, &p).unwrap();
+        let r = Model::load(&p, DType::F32, &Device::Cpu);
+        assert_eq!(r.is_ok(), ok, "version {version:?}");
+        if let Err(e) = r {
+            assert!(matches!(e, ModelError::File { .. }) && e.to_string().contains("versioned.safetensors"), "{e}");
+        }
+    }
     let keys: Vec<String> = m.named_tensors().into_iter().map(|(k, _)| k).collect();
     assert_eq!(keys[0], "conv.0.weight");
     assert_eq!(keys.last().unwrap(), "head.bias");
