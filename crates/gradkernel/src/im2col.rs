@@ -81,10 +81,13 @@ pub(crate) fn im2row<T: Copy + Default>(a: &[T], c: usize, h: usize, w: usize, k
     }
 }
 
-/// The adjoint of [`im2col`]: adds every patch entry of `u: (c*k*k, h*w)` back onto the input
-/// position it was read from, in `g: (c, h, w)`.
-pub(crate) fn col2im_add<T: Copy + std::ops::AddAssign>(
+/// The adjoint of [`im2col`]: adds every patch entry of `u: (c*k*k, h*w)`, row stride
+/// `ld >= h*w` (one example of several side by side, as [`im2col`] writes them), back onto the
+/// input position it was read from, in `g: (c, h, w)`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn col2im_add_ld<T: Copy + std::ops::AddAssign>(
     u: &[T],
+    ld: usize,
     c: usize,
     h: usize,
     w: usize,
@@ -93,18 +96,20 @@ pub(crate) fn col2im_add<T: Copy + std::ops::AddAssign>(
     g: &mut [T],
 ) {
     let s = h * w;
-    debug_assert!(g.len() >= c * s && u.len() >= c * k * k * s);
+    debug_assert!(ld >= s && g.len() >= c * s && u.len() >= (c * k * k - 1) * ld + s);
     for ci in 0..c {
         let plane = &mut g[ci * s..(ci + 1) * s];
         for ki in 0..k {
             for kj in 0..k {
-                let row = &u[((ci * k + ki) * k + kj) * s..][..s];
+                let row = &u[((ci * k + ki) * k + kj) * ld..][..s];
                 let (lo, hi) = valid_cols(w, kj, pad);
-                for y in 0..h {
-                    let yy = (y + ki).wrapping_sub(pad);
-                    if yy >= h || lo >= hi {
-                        continue;
-                    }
+                if lo >= hi {
+                    continue;
+                }
+                // Output rows y whose source row y + ki - pad lies in 0..h.
+                let (y0, y1) = (pad.saturating_sub(ki).min(h), (h + pad).saturating_sub(ki).min(h));
+                for y in y0..y1 {
+                    let yy = y + ki - pad;
                     let src = &row[y * w + lo..y * w + hi];
                     let dst = &mut plane[yy * w + lo + kj - pad..yy * w + hi + kj - pad];
                     for (d, &v) in dst.iter_mut().zip(src) {
@@ -149,7 +154,7 @@ mod tests {
             // <im2col(a), v> == <a, col2im(v)> for a random v (exact in f64 for these sizes up to rounding).
             let v: Vec<f64> = (0..f * s).map(|i| (i as f64 * 0.71).cos()).collect();
             let mut g = vec![0.0; c * s];
-            col2im_add(&v, c, h, w, k, pad, &mut g);
+            col2im_add_ld(&v, s, c, h, w, k, pad, &mut g);
             let mut r = vec![f64::NAN; s * f];
             im2row(&a, c, h, w, k, pad, &mut r);
             for fi in 0..f {

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 use stiff_gemm::{MatMut, MatRef, Parallelism};
 
 use super::{mm, Conv, LayerProfile, Net, PoolStats, Real};
-use crate::im2col::{col2im_add, im2col};
+use crate::im2col::{col2im_add_ld, im2col};
 
 /// Marks a pooled element whose gradient is zero (its maximum is 0 after ReLU).
 pub(super) const NO_GRAD: u16 = u16::MAX;
@@ -65,80 +65,155 @@ pub(super) fn forward_layer<T: Real>(c: &Conv<T>, input: &[T], n: usize) -> (Vec
 fn relu_pool<T: Real>(c: &Conv<T>, z: &mut [T], ld: usize, off: usize, out: &mut [T], idx: &mut [u16]) -> PoolStats {
     let s = c.s();
     let zero = T::from_f64(0.0);
+    let per = c.ho * c.wo;
     let mut st = PoolStats::default();
-    let (p, wd) = (c.pool, c.wd);
     for (ch, &b) in c.b.iter().enumerate() {
         let zc = &mut z[ch * ld + off..][..s];
         for v in zc.iter_mut() {
             let t = *v + b;
-            // ReLU, keeping NaN (a diverged model must not look healthy).
-            *v = if t > zero || t.to_f64().is_nan() { t } else { zero };
+            // ReLU, keeping NaN (`NaN <= 0` is false: a diverged model must not look healthy).
+            // One compare and a select, so the loop vectorises.
+            *v = if t <= zero { zero } else { t };
         }
-        for oy in 0..c.ho {
-            for ox in 0..c.wo {
-                let first = oy * p * wd + ox * p;
-                let (mut best, mut arg, mut count) = (zc[first], first, 0u32);
-                for dy in 0..p {
-                    for dx in 0..p {
-                        let pos = first + dy * wd + dx;
-                        let v = zc[pos];
-                        // Strictly greater replaces: the first maximum in row-major order wins.
-                        if v > best {
-                            (best, arg, count) = (v, pos, 1);
-                        } else if v == best {
-                            count += 1;
-                        }
-                    }
-                }
-                let e = (ch * c.ho + oy) * c.wo + ox;
-                out[e] = best;
-                let live = best > zero || best.to_f64().is_nan();
-                idx[e] = if live { arg as u16 } else { NO_GRAD };
-                st.windows += 1;
-                st.tied += u64::from(count > 1);
-                st.tied_live += u64::from(count > 1 && live);
-                st.zero += u64::from(!live);
-            }
-        }
+        let (oc, ic) = (&mut out[ch * per..(ch + 1) * per], &mut idx[ch * per..(ch + 1) * per]);
+        let cs = if c.pool == 2 { pool2(zc, c.wd, c.wo, oc, ic) } else { pool_any(zc, c.wd, c.pool, c.wo, oc, ic) };
+        st = st + cs;
     }
     st
 }
 
-/// Backward of conv layer `c` for one example: the pooled gradient `g: (c_out, ho, wo)` goes to
-/// the argmax (`delta: (c_out, S)`); with `prev`, also `Wᵀ delta` folded into `prev: (c_in, h, wd)`.
-pub(super) fn conv_backward<T: Real>(
+/// Counts of one pooled window: `(tied, tied_live, zero)` as 0/1.
+#[inline(always)]
+fn window_counts<T: Real>(count: u32, best: T) -> (u64, u64, u64, bool) {
+    // Live: the maximum is positive or NaN (`!(best <= 0)`); otherwise relu'(0) = 0.
+    let live = !(best <= T::from_f64(0.0));
+    let tied = count > 1;
+    (u64::from(tied), u64::from(tied && live), u64::from(!live), live)
+}
+
+/// 2x2 first-max pooling of one post-ReLU channel `zc: (h, wd)` into `oc, ic: (ho, wo)`, rows
+/// read pairwise without bounds checks or data-dependent branches on the counts.
+fn pool2<T: Real>(zc: &[T], wd: usize, wo: usize, oc: &mut [T], ic: &mut [u16]) -> PoolStats {
+    let (mut tied, mut tied_live, mut zero) = (0u64, 0u64, 0u64);
+    for (oy, (orow, irow)) in oc.chunks_exact_mut(wo).zip(ic.chunks_exact_mut(wo)).enumerate() {
+        let top = oy * 2 * wd;
+        let r0 = &zc[top..top + 2 * wo];
+        let r1 = &zc[top + wd..top + wd + 2 * wo];
+        for (ox, (((p0, p1), o), ix)) in
+            r0.chunks_exact(2).zip(r1.chunks_exact(2)).zip(orow.iter_mut()).zip(irow.iter_mut()).enumerate()
+        {
+            let (a, b, cc, d) = (p0[0], p0[1], p1[0], p1[1]);
+            // Strictly greater replaces: the first maximum in row-major order wins (a NaN
+            // first element stays, later NaNs never replace).
+            let (mut best, mut arg) = (a, 0usize);
+            if b > best {
+                (best, arg) = (b, 1);
+            }
+            if cc > best {
+                (best, arg) = (cc, wd);
+            }
+            if d > best {
+                (best, arg) = (d, wd + 1);
+            }
+            let count = u32::from(a == best) + u32::from(b == best) + u32::from(cc == best) + u32::from(d == best);
+            let (t, tl, z, live) = window_counts(count, best);
+            (tied, tied_live, zero) = (tied + t, tied_live + tl, zero + z);
+            *o = best;
+            *ix = if live { (top + 2 * ox + arg) as u16 } else { NO_GRAD };
+        }
+    }
+    let windows = oc.len() as u64;
+    PoolStats { windows, tied, tied_live, zero }
+}
+
+/// `p x p` first-max pooling of one post-ReLU channel (any window size), as [`pool2`].
+fn pool_any<T: Real>(zc: &[T], wd: usize, p: usize, wo: usize, oc: &mut [T], ic: &mut [u16]) -> PoolStats {
+    let mut st = PoolStats { windows: oc.len() as u64, ..Default::default() };
+    for (e, (o, ix)) in oc.iter_mut().zip(ic.iter_mut()).enumerate() {
+        let (oy, ox) = (e / wo, e % wo);
+        let first = oy * p * wd + ox * p;
+        let (mut best, mut arg, mut count) = (zc[first], first, 0u32);
+        for dy in 0..p {
+            for dx in 0..p {
+                let pos = first + dy * wd + dx;
+                let v = zc[pos];
+                if v > best {
+                    (best, arg, count) = (v, pos, 1);
+                } else if v == best {
+                    count += 1;
+                }
+            }
+        }
+        let (t, tl, z, live) = window_counts(count, best);
+        st.tied += t;
+        st.tied_live += tl;
+        st.zero += z;
+        *o = best;
+        *ix = if live { arg as u16 } else { NO_GRAD };
+    }
+    st
+}
+
+/// Per-thread scratch of [`backward_group`]: the group's deltas side by side and `Wᵀ D`.
+struct BackScratch<T> {
+    dg: Vec<T>,
+    du: Vec<T>,
+}
+
+/// Backward of conv layer `c` for a group of `nb` examples: each pooled gradient `g: (nb, c_out,
+/// ho, wo)` goes to its argmax (`delta: (nb, c_out, S)`); with `prev: (nb, c_in, h, wd)`, also
+/// `Wᵀ delta` folded back by col2im, as one `(f x c_out)·(c_out x nb*S)` gemm for the group (a
+/// per-example gemm is thin, `S = 16` on cnn5's last conv, and repacks `Wᵀ` every time).
+fn backward_group<T: Real>(
     c: &Conv<T>,
     g: &[T],
     idx: &[u16],
     delta: &mut [T],
-    du: &mut [T],
+    scratch: &mut BackScratch<T>,
     prev: Option<&mut [T]>,
 ) {
-    let (s, f) = (c.s(), c.f());
+    let (s, f, pl, dl) = (c.s(), c.f(), c.pooled_len(), c.delta_len());
     let zero = T::from_f64(0.0);
-    delta.fill(zero);
     let per = c.ho * c.wo;
-    for ch in 0..c.c_out {
-        for e in ch * per..(ch + 1) * per {
-            if idx[e] != NO_GRAD {
-                delta[ch * s + idx[e] as usize] = g[e];
+    let nb = delta.len() / dl;
+    // Scatter: delta[ch, idx[e]] = g[e] for every live window (distinct positions per channel).
+    for ((gi, ii), di) in g.chunks_exact(pl).zip(idx.chunks_exact(pl)).zip(delta.chunks_exact_mut(dl)) {
+        di.fill(zero);
+        for ((gc, ic), dc) in gi.chunks_exact(per).zip(ii.chunks_exact(per)).zip(di.chunks_exact_mut(s)) {
+            for (&gv, &ix) in gc.iter().zip(ic) {
+                if ix != NO_GRAD {
+                    dc[ix as usize] = gv;
+                }
             }
         }
     }
-    if let Some(prev) = prev {
-        // du (f x S) = Wᵀ (f x c_out) · delta (c_out x S)
-        let wt = MatRef::row_major(&c.w, c.c_out, f).t();
-        stiff_gemm::matmul(
-            MatMut::row_major(du, f, s),
-            None,
-            wt,
-            MatRef::row_major(delta, c.c_out, s),
-            T::from_f64(1.0),
-            Parallelism::None,
-        )
-        .expect("internal shape invariant of the conv kernel");
-        prev.fill(zero);
-        col2im_add(du, c.c_in, c.h, c.wd, c.k, c.pad, prev);
+    let Some(prev) = prev else { return };
+    let ld = nb * s;
+    let BackScratch { dg, du } = scratch;
+    if dg.len() < c.c_out * ld {
+        dg.resize(c.c_out * ld, zero);
+        du.resize(f * ld, zero);
+    }
+    // The group's deltas side by side: dg (c_out x nb*S), example b in columns b*S..(b+1)*S.
+    for (b, di) in delta.chunks_exact(dl).enumerate() {
+        for (ch, dc) in di.chunks_exact(s).enumerate() {
+            dg[ch * ld + b * s..][..s].copy_from_slice(dc);
+        }
+    }
+    // du (f x nb*S) = Wᵀ (f x c_out) · dg (c_out x nb*S)
+    let wt = MatRef::row_major(&c.w, c.c_out, f).t();
+    stiff_gemm::matmul(
+        MatMut::row_major_ld(&mut du[..], f, ld, ld),
+        None,
+        wt,
+        MatRef::row_major_ld(&dg[..], c.c_out, ld, ld),
+        T::from_f64(1.0),
+        Parallelism::None,
+    )
+    .expect("internal shape invariant of the conv kernel");
+    for (b, pb) in prev.chunks_exact_mut(c.in_len()).enumerate() {
+        pb.fill(zero);
+        col2im_add_ld(&du[b * s..], ld, c.c_in, c.h, c.wd, c.k, c.pad, pb);
     }
 }
 
@@ -198,19 +273,25 @@ pub(super) fn passes<T: Real>(net: &Net<T>, x: Vec<T>, y: &[u32], prof: &mut [La
         let c = &net.convs[l];
         let mut d = vec![zero; n * c.delta_len()];
         let ix = &idx[l];
-        let pl = c.pooled_len();
+        let (pl, dl) = (c.pooled_len(), c.delta_len());
+        // Groups of examples as in the forward pass (one gemm per group); the first layer has no
+        // `Wᵀ D`, so its groups only bound the per-task work.
+        let gs = group(c).clamp(1, n.max(1));
+        let scratch = || BackScratch { dg: Vec::new(), du: Vec::new() };
         if l > 0 {
             let mut prev = vec![zero; n * c.in_len()];
-            d.par_chunks_mut(c.delta_len()).zip(prev.par_chunks_mut(c.in_len())).enumerate().for_each_init(
-                || vec![zero; c.f() * c.s()],
-                |du, (i, (di, pi))| {
-                    conv_backward(c, &g[i * pl..(i + 1) * pl], &ix[i * pl..(i + 1) * pl], di, du, Some(pi))
+            d.par_chunks_mut(gs * dl).zip(prev.par_chunks_mut(gs * c.in_len())).enumerate().for_each_init(
+                scratch,
+                |sc, (gi, (dg, pg))| {
+                    let rows = gi * gs * pl..(gi * gs + dg.len() / dl) * pl;
+                    backward_group(c, &g[rows.clone()], &ix[rows], dg, sc, Some(pg))
                 },
             );
             g = prev;
         } else {
-            d.par_chunks_mut(c.delta_len()).enumerate().for_each(|(i, di)| {
-                conv_backward(c, &g[i * pl..(i + 1) * pl], &ix[i * pl..(i + 1) * pl], di, &mut [], None)
+            d.par_chunks_mut(gs * dl).enumerate().for_each_init(scratch, |sc, (gi, dg)| {
+                let rows = gi * gs * pl..(gi * gs + dg.len() / dl) * pl;
+                backward_group(c, &g[rows.clone()], &ix[rows], dg, sc, None)
             });
         }
         deltas[l] = d;
