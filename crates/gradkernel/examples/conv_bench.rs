@@ -127,6 +127,7 @@ fn main() -> anyhow::Result<()> {
     // Every repetition's breakdown: on a shared machine the per-phase minimum over repetitions is
     // a steadier estimate of each phase than the breakdown of the fastest repetition.
     let mut all: Vec<stiff_gradkernel::ConvProfile> = Vec::new();
+    let mut cpus: Vec<f64> = Vec::new();
     for _ in 0..a.reps {
         let cpu0 = cpu_seconds();
         let (r, p) = if a.route == "fast" {
@@ -137,6 +138,7 @@ fn main() -> anyhow::Result<()> {
         };
         let cpu = cpu_seconds() - cpu0;
         all.extend(p.clone());
+        cpus.push(cpu);
         // Keep the fastest repetition's breakdown and CPU time.
         if times.iter().all(|&t| r.seconds < t) {
             last = Some((r.clone(), p, cpu));
@@ -201,7 +203,7 @@ fn main() -> anyhow::Result<()> {
     times.sort_by(f64::total_cmp);
     println!(
         "conv_bench preset={} n={} classes={} route={} threads={threads} chunk={} best_s={:.4} median_s={:.4} reps={} \
-         best_rep_cpu_s={cpu:.2} peak_rss_mib={:.0}",
+         best_rep_cpu_s={cpu:.2} mean_rep_cpu_s={:.3} peak_rss_mib={:.0}",
         a.preset,
         a.n,
         a.classes,
@@ -210,6 +212,7 @@ fn main() -> anyhow::Result<()> {
         times[0],
         times[times.len() / 2],
         a.reps,
+        cpus.iter().sum::<f64>() / cpus.len() as f64,
         vm_hwm_mib()
     );
     Ok(())

@@ -162,8 +162,9 @@ struct BackScratch<T> {
 
 /// Backward of conv layer `c` for a group of `nb` examples: each pooled gradient `g: (nb, c_out,
 /// ho, wo)` goes to its argmax (`delta: (nb, c_out, S)`); with `prev: (nb, c_in, h, wd)`, also
-/// `Wᵀ delta` folded back by col2im, as one `(f x c_out)·(c_out x nb*S)` gemm for the group (a
-/// per-example gemm is thin, `S = 16` on cnn5's last conv, and repacks `Wᵀ` every time).
+/// `Wᵀ delta` folded back by col2im, one `(f x c_out)·(c_out x nb*S)` gemm for the group (per
+/// example it would be thin: `S = 16` on cnn5's last conv). `delta` and `prev` must be zero on
+/// entry (fresh zeroed buffers; filling them again would only add writes).
 fn backward_group<T: Real>(
     c: &Conv<T>,
     g: &[T],
@@ -178,7 +179,6 @@ fn backward_group<T: Real>(
     let nb = delta.len() / dl;
     // Scatter: delta[ch, idx[e]] = g[e] for every live window (distinct positions per channel).
     for ((gi, ii), di) in g.chunks_exact(pl).zip(idx.chunks_exact(pl)).zip(delta.chunks_exact_mut(dl)) {
-        di.fill(zero);
         for ((gc, ic), dc) in gi.chunks_exact(per).zip(ii.chunks_exact(per)).zip(di.chunks_exact_mut(s)) {
             for (&gv, &ix) in gc.iter().zip(ic) {
                 if ix != NO_GRAD {
@@ -212,8 +212,7 @@ fn backward_group<T: Real>(
     )
     .expect("internal shape invariant of the conv kernel");
     for (b, pb) in prev.chunks_exact_mut(c.in_len()).enumerate() {
-        pb.fill(zero);
-        col2im_add_ld(&du[b * s..], ld, c.c_in, c.h, c.wd, c.k, c.pad, pb);
+        col2im_add_ld(&mut du[b * s..], ld, c.c_in, c.h, c.wd, c.k, c.pad, pb);
     }
 }
 
