@@ -265,6 +265,14 @@ fn run<T: Real>(model: &Model, set: &Set, per_layer: bool, budget: usize) -> Res
             *v = vec![zero; len];
         }
     };
+    // Both buffers at their largest size up front: later layers reuse the pages earlier ones
+    // touched instead of freeing them and faulting fresh ones in (the same peak as growing).
+    for (c, &(tile, tile_b)) in net.convs.iter().zip(&tiles) {
+        grow(&mut ga, tile * c.p());
+        if tile < n {
+            grow(&mut gb, tile_b * c.p());
+        }
+    }
     for (l, c) in net.convs.iter().enumerate() {
         let (tile, tile_b) = tiles[l];
         prof[l].tile = tile;
