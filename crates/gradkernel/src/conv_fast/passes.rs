@@ -154,66 +154,38 @@ fn pool_any<T: Real>(zc: &[T], wd: usize, p: usize, wo: usize, oc: &mut [T], ic:
     st
 }
 
-/// Per-thread scratch of [`backward_group`]: the group's deltas side by side and `Wᵀ D`.
-struct BackScratch<T> {
-    dg: Vec<T>,
-    du: Vec<T>,
-}
-
-/// Backward of conv layer `c` for a group of `nb` examples: each pooled gradient `g: (nb, c_out,
-/// ho, wo)` goes to its argmax (`delta: (nb, c_out, S)`); with `prev: (nb, c_in, h, wd)`, also
-/// `Wᵀ delta` folded back by col2im, one `(f x c_out)·(c_out x nb*S)` gemm for the group (per
-/// example it would be thin: `S = 16` on cnn5's last conv). `delta` and `prev` must be zero on
-/// entry (fresh zeroed buffers; filling them again would only add writes).
-fn backward_group<T: Real>(
-    c: &Conv<T>,
-    g: &[T],
-    idx: &[u16],
-    delta: &mut [T],
-    scratch: &mut BackScratch<T>,
-    prev: Option<&mut [T]>,
-) {
-    let (s, f, pl, dl) = (c.s(), c.f(), c.pooled_len(), c.delta_len());
-    let zero = T::from_f64(0.0);
+/// Backward of conv layer `c` for one example: the pooled gradient `g: (c_out, ho, wo)` goes to
+/// the argmax (`delta: (c_out, S)`); with `prev: (c_in, h, wd)`, also `Wᵀ delta` (`du: (f, S)`,
+/// scratch) folded back by col2im. `delta` and `prev` must be zero on entry (fresh zeroed
+/// buffers; filling them again would only add writes).
+///
+/// One gemm per example: grouping examples into one `(f x c_out)·(c_out x g*S)` gemm, as the
+/// forward pass does, measured no faster (the thin per-example gemm runs near the same rate, and
+/// the grouped deltas cost a copy).
+fn conv_backward<T: Real>(c: &Conv<T>, g: &[T], idx: &[u16], delta: &mut [T], du: &mut [T], prev: Option<&mut [T]>) {
+    let (s, f) = (c.s(), c.f());
     let per = c.ho * c.wo;
-    let nb = delta.len() / dl;
     // Scatter: delta[ch, idx[e]] = g[e] for every live window (distinct positions per channel).
-    for ((gi, ii), di) in g.chunks_exact(pl).zip(idx.chunks_exact(pl)).zip(delta.chunks_exact_mut(dl)) {
-        for ((gc, ic), dc) in gi.chunks_exact(per).zip(ii.chunks_exact(per)).zip(di.chunks_exact_mut(s)) {
-            for (&gv, &ix) in gc.iter().zip(ic) {
-                if ix != NO_GRAD {
-                    dc[ix as usize] = gv;
-                }
+    for ((gc, ic), dc) in g.chunks_exact(per).zip(idx.chunks_exact(per)).zip(delta.chunks_exact_mut(s)) {
+        for (&gv, &ix) in gc.iter().zip(ic) {
+            if ix != NO_GRAD {
+                dc[ix as usize] = gv;
             }
         }
     }
     let Some(prev) = prev else { return };
-    let ld = nb * s;
-    let BackScratch { dg, du } = scratch;
-    if dg.len() < c.c_out * ld {
-        dg.resize(c.c_out * ld, zero);
-        du.resize(f * ld, zero);
-    }
-    // The group's deltas side by side: dg (c_out x nb*S), example b in columns b*S..(b+1)*S.
-    for (b, di) in delta.chunks_exact(dl).enumerate() {
-        for (ch, dc) in di.chunks_exact(s).enumerate() {
-            dg[ch * ld + b * s..][..s].copy_from_slice(dc);
-        }
-    }
-    // du (f x nb*S) = Wᵀ (f x c_out) · dg (c_out x nb*S)
+    // du (f x S) = Wᵀ (f x c_out) · delta (c_out x S)
     let wt = MatRef::row_major(&c.w, c.c_out, f).t();
     stiff_gemm::matmul(
-        MatMut::row_major_ld(&mut du[..], f, ld, ld),
+        MatMut::row_major(du, f, s),
         None,
         wt,
-        MatRef::row_major_ld(&dg[..], c.c_out, ld, ld),
+        MatRef::row_major(delta, c.c_out, s),
         T::from_f64(1.0),
         Parallelism::None,
     )
     .expect("internal shape invariant of the conv kernel");
-    for (b, pb) in prev.chunks_exact_mut(c.in_len()).enumerate() {
-        col2im_add_ld(&mut du[b * s..], ld, c.c_in, c.h, c.wd, c.k, c.pad, pb);
-    }
+    col2im_add_ld(du, s, c.c_in, c.h, c.wd, c.k, c.pad, prev);
 }
 
 /// Forward and backward of all `n` examples; `x: (n, c_in*h*w)` in dtype `T`, labels `y`.
@@ -273,24 +245,18 @@ pub(super) fn passes<T: Real>(net: &Net<T>, x: Vec<T>, y: &[u32], prof: &mut [La
         let mut d = vec![zero; n * c.delta_len()];
         let ix = &idx[l];
         let (pl, dl) = (c.pooled_len(), c.delta_len());
-        // Groups of examples as in the forward pass (one gemm per group); the first layer has no
-        // `Wᵀ D`, so its groups only bound the per-task work.
-        let gs = group(c).clamp(1, n.max(1));
-        let scratch = || BackScratch { dg: Vec::new(), du: Vec::new() };
         if l > 0 {
             let mut prev = vec![zero; n * c.in_len()];
-            d.par_chunks_mut(gs * dl).zip(prev.par_chunks_mut(gs * c.in_len())).enumerate().for_each_init(
-                scratch,
-                |sc, (gi, (dg, pg))| {
-                    let rows = gi * gs * pl..(gi * gs + dg.len() / dl) * pl;
-                    backward_group(c, &g[rows.clone()], &ix[rows], dg, sc, Some(pg))
+            d.par_chunks_mut(dl).zip(prev.par_chunks_mut(c.in_len())).enumerate().for_each_init(
+                || vec![zero; c.f() * c.s()],
+                |du, (i, (di, pi))| {
+                    conv_backward(c, &g[i * pl..(i + 1) * pl], &ix[i * pl..(i + 1) * pl], di, du, Some(pi))
                 },
             );
             g = prev;
         } else {
-            d.par_chunks_mut(gs * dl).enumerate().for_each_init(scratch, |sc, (gi, dg)| {
-                let rows = gi * gs * pl..(gi * gs + dg.len() / dl) * pl;
-                backward_group(c, &g[rows.clone()], &ix[rows], dg, sc, None)
+            d.par_chunks_mut(dl).enumerate().for_each(|(i, di)| {
+                conv_backward(c, &g[i * pl..(i + 1) * pl], &ix[i * pl..(i + 1) * pl], di, &mut [], None)
             });
         }
         deltas[l] = d;
