@@ -79,11 +79,25 @@ pub(super) fn build<T: Real>(c: &Conv<T>, acts: &[T], deltas: &[T], r0: usize, r
             im2row(a, c.c_in, c.h, c.wd, c.k, c.pad, patches);
             for (row, dc) in gw.chunks_exact_mut(f).zip(d.chunks_exact(s)) {
                 row.fill(zero);
+                // Live patch rows two at a time: one load and store of `row` per two products.
+                let mut held: Option<(T, &[T])> = None;
                 for (pos, &dv) in dc.iter().enumerate() {
-                    if dv != zero {
-                        for (o, &u) in row.iter_mut().zip(&patches[pos * f..(pos + 1) * f]) {
-                            *o += dv * u;
+                    if dv == zero {
+                        continue;
+                    }
+                    let u = &patches[pos * f..(pos + 1) * f];
+                    match held.take() {
+                        None => held = Some((dv, u)),
+                        Some((d0, u0)) => {
+                            for ((o, &a), &b) in row.iter_mut().zip(u0).zip(u) {
+                                *o += d0 * a + dv * b;
+                            }
                         }
+                    }
+                }
+                if let Some((d0, u0)) = held {
+                    for (o, &a) in row.iter_mut().zip(u0) {
+                        *o += d0 * a;
                     }
                 }
             }
