@@ -234,7 +234,8 @@ mod tests {
                     wide[fi * ld + s + si] = if outside { f64::NAN } else { v[fi * s + si] };
                 }
             }
-            let clean: Vec<f64> = (0..f * s).map(|i| if wide[(i / s) * ld + s + i % s].is_nan() { 0.0 } else { v[i] }).collect();
+            let clean: Vec<f64> =
+                (0..f * s).map(|i| if wide[(i / s) * ld + s + i % s].is_nan() { 0.0 } else { v[i] }).collect();
             let mut g = vec![0.0; c * s];
             col2im_add_ld(&mut wide[s..], ld, c, h, w, k, pad, &mut g);
             assert_eq!(g, col2im_naive(&clean, c, h, w, k, pad), "col2im c{c} h{h} w{w} k{k} pad{pad}");

@@ -1,5 +1,6 @@
 //! Forward and hand backward of the conv kernel over all examples (rayon across examples).
 
+use std::cmp::Ordering;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -85,8 +86,8 @@ fn relu_pool<T: Real>(c: &Conv<T>, z: &mut [T], ld: usize, off: usize, out: &mut
 /// Counts of one pooled window: `(tied, tied_live, zero)` as 0/1.
 #[inline(always)]
 fn window_counts<T: Real>(count: u32, best: T) -> (u64, u64, u64, bool) {
-    // Live: the maximum is positive or NaN (`!(best <= 0)`); otherwise relu'(0) = 0.
-    let live = !(best <= T::from_f64(0.0));
+    // Live: the maximum is positive or NaN (unordered); otherwise relu'(0) = 0.
+    let live = !matches!(best.partial_cmp(&T::from_f64(0.0)), Some(Ordering::Less | Ordering::Equal));
     let tied = count > 1;
     (u64::from(tied), u64::from(tied && live), u64::from(!live), live)
 }
@@ -263,4 +264,73 @@ pub(super) fn passes<T: Real>(net: &Net<T>, x: Vec<T>, y: &[u32], prof: &mut [La
         prof[l].backward = t.elapsed().as_secs_f64();
     }
     Passes { acts, deltas, dhead, loss }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The definition, window by window (non-NaN inputs): the maximum, the first position in
+    /// row-major order that attains it, and the counts.
+    fn naive(zc: &[f64], wd: usize, p: usize, ho: usize, wo: usize) -> (Vec<f64>, Vec<u16>, PoolStats) {
+        let (mut out, mut idx, mut st) = (Vec::new(), Vec::new(), PoolStats::default());
+        for oy in 0..ho {
+            for ox in 0..wo {
+                let pos: Vec<usize> = (0..p * p).map(|t| (oy * p + t / p) * wd + ox * p + t % p).collect();
+                let m = pos.iter().map(|&q| zc[q]).fold(f64::NEG_INFINITY, f64::max);
+                let first = *pos.iter().find(|&&q| zc[q] == m).unwrap();
+                let ties = pos.iter().filter(|&&q| zc[q] == m).count();
+                out.push(m);
+                idx.push(if m > 0.0 { first as u16 } else { NO_GRAD });
+                st.windows += 1;
+                st.tied += u64::from(ties > 1);
+                st.tied_live += u64::from(ties > 1 && m > 0.0);
+                st.zero += u64::from(m <= 0.0);
+            }
+        }
+        (out, idx, st)
+    }
+
+    #[test]
+    fn pooling_matches_the_definition_on_ties_and_zeros() {
+        // Post-ReLU values from {0, 0.5, 1}, mostly 0: many tied windows and all-zero windows. Odd sizes
+        // leave a floor-mode remainder row and column that no window reads.
+        let mut seen = PoolStats::default();
+        for &(h, wd, p) in &[(6, 8, 2), (7, 5, 2), (2, 2, 2), (9, 7, 3), (4, 6, 1), (8, 8, 4)] {
+            let (ho, wo) = (h / p, wd / p);
+            let zc: Vec<f64> = (0..h * wd).map(|i| [0.0, 0.0, 0.5, 1.0, 0.0][(i * 7 + i / 3) % 5]).collect();
+            let (want, want_idx, want_st) = naive(&zc, wd, p, ho, wo);
+            let mut runs =
+                vec![("any", pool_any as fn(&[f64], usize, usize, usize, &mut [f64], &mut [u16]) -> PoolStats)];
+            if p == 2 {
+                runs.push(("pool2", |z, wd, _p, wo, o, i| pool2(z, wd, wo, o, i)));
+            }
+            for (name, f) in runs {
+                let (mut out, mut idx) = (vec![f64::NAN; ho * wo], vec![0u16; ho * wo]);
+                let st = f(&zc, wd, p, wo, &mut out, &mut idx);
+                assert_eq!((&out, &idx, st), (&want, &want_idx, want_st), "{name} h{h} w{wd} p{p}");
+            }
+            seen = seen + want_st;
+        }
+        // The premise: live ties (where first-max decides) and all-zero windows both occur.
+        assert!(seen.tied_live > 0 && seen.zero > 0 && seen.zero < seen.windows, "{seen:?}");
+    }
+
+    #[test]
+    fn nan_in_a_window_keeps_the_first_element_rule() {
+        // A NaN first element wins (nothing compares greater) and stays live, so a diverged
+        // model's gradient is not silently dropped; a later NaN never replaces the maximum.
+        let zc = [f64::NAN, 1.0, 0.0, 2.0, 0.0, 0.0, f64::NAN, 0.0];
+        for f in
+            [pool_any as fn(&[f64], usize, usize, usize, &mut [f64], &mut [u16]) -> PoolStats, |z, wd, _p, wo, o, i| {
+                pool2(z, wd, wo, o, i)
+            }]
+        {
+            let (mut out, mut idx) = ([0.0; 2], [0u16; 2]);
+            let st = f(&zc, 4, 2, 2, &mut out, &mut idx);
+            assert!(out[0].is_nan() && idx[0] == 0, "first NaN: {out:?} {idx:?}");
+            assert_eq!((out[1], idx[1]), (2.0, 3), "later NaN ignored");
+            assert_eq!((st.windows, st.tied, st.zero), (2, 0, 0));
+        }
+    }
 }
