@@ -293,15 +293,36 @@ mod tests {
 
     #[test]
     fn pooling_matches_the_definition_on_ties_and_zeros() {
-        // Post-ReLU values from {0, 0.5, 1}, mostly 0: many tied windows and all-zero windows. Odd sizes
-        // leave a floor-mode remainder row and column that no window reads.
+        // Every 2x2 window over the post-ReLU values {0, 0.5, 1} (3^4 of them, side by side in a
+        // 2 x 162 plane): all tie patterns, all-zero windows. Then pseudo-random planes, mostly
+        // 0, of odd sizes (floor-mode remainder rows and columns that no window reads) and other
+        // window sizes.
+        let vals = [0.0, 0.5, 1.0];
+        let mut all = vec![0.0; 2 * 162];
+        for w in 0..81 {
+            let digit = |d: u32| vals[(w / 3usize.pow(d)) % 3];
+            (all[2 * w], all[2 * w + 1]) = (digit(0), digit(1));
+            (all[162 + 2 * w], all[162 + 2 * w + 1]) = (digit(2), digit(3));
+        }
+        let mut planes = vec![(2, 162, 2, all)];
+        let mut state = 0x9e37_79b9_u32;
+        for &(h, wd, p) in &[(6, 8, 2), (7, 5, 2), (2, 2, 2), (9, 7, 3), (4, 6, 1), (8, 8, 4), (11, 10, 3)] {
+            let zc = (0..h * wd)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 17;
+                    state ^= state << 5;
+                    [0.0, 0.0, 0.5, 1.0][(state >> 7) as usize % 4]
+                })
+                .collect();
+            planes.push((h, wd, p, zc));
+        }
+        type Pool = fn(&[f64], usize, usize, usize, &mut [f64], &mut [u16]) -> PoolStats;
         let mut seen = PoolStats::default();
-        for &(h, wd, p) in &[(6, 8, 2), (7, 5, 2), (2, 2, 2), (9, 7, 3), (4, 6, 1), (8, 8, 4)] {
+        for (h, wd, p, zc) in planes {
             let (ho, wo) = (h / p, wd / p);
-            let zc: Vec<f64> = (0..h * wd).map(|i| [0.0, 0.0, 0.5, 1.0, 0.0][(i * 7 + i / 3) % 5]).collect();
             let (want, want_idx, want_st) = naive(&zc, wd, p, ho, wo);
-            let mut runs =
-                vec![("any", pool_any as fn(&[f64], usize, usize, usize, &mut [f64], &mut [u16]) -> PoolStats)];
+            let mut runs: Vec<(&str, Pool)> = vec![("pool_any", pool_any)];
             if p == 2 {
                 runs.push(("pool2", |z, wd, _p, wo, o, i| pool2(z, wd, wo, o, i)));
             }
@@ -321,11 +342,9 @@ mod tests {
         // A NaN first element wins (nothing compares greater) and stays live, so a diverged
         // model's gradient is not silently dropped; a later NaN never replaces the maximum.
         let zc = [f64::NAN, 1.0, 0.0, 2.0, 0.0, 0.0, f64::NAN, 0.0];
-        for f in
-            [pool_any as fn(&[f64], usize, usize, usize, &mut [f64], &mut [u16]) -> PoolStats, |z, wd, _p, wo, o, i| {
-                pool2(z, wd, wo, o, i)
-            }]
-        {
+        type Pool = fn(&[f64], usize, usize, usize, &mut [f64], &mut [u16]) -> PoolStats;
+        let runs: [Pool; 2] = [pool_any, |z, wd, _p, wo, o, i| pool2(z, wd, wo, o, i)];
+        for f in runs {
             let (mut out, mut idx) = ([0.0; 2], [0u16; 2]);
             let st = f(&zc, 4, 2, 2, &mut out, &mut idx);
             assert!(out[0].is_nan() && idx[0] == 0, "first NaN: {out:?} {idx:?}");
