@@ -106,6 +106,8 @@ pub(super) fn build<T: Real>(c: &Conv<T>, acts: &[T], deltas: &[T], r0: usize, r
 }
 
 /// Patch length from which [`build`] sums the few live patch rows instead of a dense `D Uᵀ`.
+/// Measured on cnn5 (N = 200, loaded machine): dense wins at f = 27 (2x) and f = 288 (10-15%),
+/// the sparse sums at f = 576 (10-20%) and f = 1152 (10-20%).
 pub(super) const SPARSE_MIN_F: usize = 512;
 
 /// `dst[r0.., c0..] += ga gbᵀ` for `ga: (ra, p)`, `gb: (rb, p)` into an `n x n` row-major matrix;
