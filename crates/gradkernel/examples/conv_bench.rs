@@ -160,6 +160,10 @@ fn main() -> anyhow::Result<()> {
     }
     let mut times = Vec::new();
     let mut last = None;
+    // Every repetition's breakdown: on a shared machine the per-phase minimum over repetitions is
+    // a steadier estimate of each phase than the breakdown of the fastest repetition.
+    let mut all: Vec<stiff_gradkernel::ConvProfile> = Vec::new();
+    let mut cpus: Vec<f64> = Vec::new();
     for _ in 0..a.reps {
         let cpu0 = cpu_seconds();
         let (r, p) = if a.route == "fast" {
@@ -169,6 +173,8 @@ fn main() -> anyhow::Result<()> {
             (gram(&model, &x, &y, &opts.clone().with_cpu_fast_path(false))?, None)
         };
         let cpu = cpu_seconds() - cpu0;
+        all.extend(p.clone());
+        cpus.push(cpu);
         // Keep the fastest repetition's breakdown and CPU time.
         if times.iter().all(|&t| r.seconds < t) {
             last = Some((r.clone(), p, cpu));
@@ -208,13 +214,41 @@ fn main() -> anyhow::Result<()> {
             p.total
         );
     }
+    if all.len() > 1 {
+        println!("per-phase minimum over {} repetitions:", all.len());
+        let min = |f: &dyn Fn(&stiff_gradkernel::ConvProfile) -> f64| all.iter().map(f).fold(f64::INFINITY, f64::min);
+        for (i, l) in all[0].layers.iter().enumerate() {
+            println!(
+                "{:<8} {:>9.4} {:>9.4} {:>9.4} {:>9.4}",
+                l.name,
+                min(&|p| p.layers[i].forward),
+                min(&|p| p.layers[i].backward),
+                min(&|p| p.layers[i].build),
+                min(&|p| p.layers[i].gram)
+            );
+        }
+        let parts = |p: &stiff_gradkernel::ConvProfile| {
+            p.layers.iter().map(|l| l.forward + l.backward + l.build + l.gram).sum::<f64>() + p.copies
+        };
+        println!(
+            "{:<8} {:>9.4} {:>9.4} {:>9.4} {:>9.4}   copies {:.4}  other {:.4}  total {:.4}",
+            "all",
+            min(&|p| p.layers.iter().map(|l| l.forward).sum()),
+            min(&|p| p.layers.iter().map(|l| l.backward).sum()),
+            min(&|p| p.layers.iter().map(|l| l.build).sum()),
+            min(&|p| p.layers.iter().map(|l| l.gram).sum()),
+            min(&|p| p.copies),
+            min(&|p| p.total - parts(p)),
+            min(&|p| p.total)
+        );
+    }
     if let Some(path) = &a.dump {
         dump(path, &model, &x, &y, &r)?;
     }
     times.sort_by(f64::total_cmp);
     println!(
         "conv_bench preset={} n={} classes={} route={} threads={threads} chunk={} best_s={:.4} median_s={:.4} reps={} \
-         best_rep_cpu_s={cpu:.2} peak_rss_mib={:.0}",
+         best_rep_cpu_s={cpu:.2} mean_rep_cpu_s={:.3} peak_rss_mib={:.0}",
         a.preset,
         a.n,
         a.classes,
@@ -223,6 +257,7 @@ fn main() -> anyhow::Result<()> {
         times[0],
         times[times.len() / 2],
         a.reps,
+        cpus.iter().sum::<f64>() / cpus.len() as f64,
         vm_hwm_mib()
     );
     Ok(())

@@ -292,8 +292,16 @@ fn run<T: Real>(model: &Model, a: &Set, b: Option<&Set>, per_layer: bool, budget
     let mut k = vec![zero; n * m];
     let mut per: Vec<Vec<T>> = Vec::new();
     let (mut sq_a, mut sq_b) = if cross { (vec![0.0; n], vec![0.0; m]) } else { (Vec::new(), Vec::new()) };
-    // Tile buffers, kept for the next layer when large enough.
-    let mut bufs = (Vec::new(), Vec::new());
+    // Tile buffers at their largest size up front: later layers reuse the pages earlier ones
+    // touched instead of freeing them and faulting fresh ones in (the same peak as growing).
+    let (mut len_a, mut len_b) = (0, 0);
+    for (c, plan) in net.convs.iter().zip(&plans) {
+        if let LayerPlan::Rows { tile, tile_b } = *plan {
+            let (ra, rb) = row_tiles((tile, tile_b), n, b.map(|b| b.n));
+            (len_a, len_b) = (len_a.max(ra * c.p()), len_b.max(rb * c.p()));
+        }
+    }
+    let mut bufs = (vec![zero; len_a], vec![zero; len_b]);
     for (l, c) in net.convs.iter().enumerate() {
         let (sa, sb) = (side(&pa, l, n), pb.as_ref().map(|pb| side(pb, l, m)));
         let mut layer = if per_layer { vec![zero; n * m] } else { Vec::new() };
@@ -373,6 +381,17 @@ fn side<T>(ps: &Passes<T>, l: usize, n: usize) -> Side<'_, T> {
     Side { acts: &ps.acts[l], deltas: &ps.deltas[l], n }
 }
 
+/// Rows of the row and column tile buffers of a gradient-rows layer with plan `(tile, tile_b)`:
+/// one set of `n` (`tile_b` only when the row tile does not cover all `n`), or rows `n` against
+/// columns `m` (`tile_b == 0`: all `m` at once).
+fn row_tiles((tile, tile_b): (usize, usize), n: usize, m: Option<usize>) -> (usize, usize) {
+    let ta = tile.min(n);
+    match m {
+        None => (ta, if ta < n { tile_b } else { 0 }),
+        Some(m) => (ta, if tile_b == 0 { m } else { tile_b.min(m) }),
+    }
+}
+
 /// The per-example-gradient-rows route of one conv layer: `G` rebuilt per tile, products added
 /// into `dst: (a.n, ld)`. One set (`b` none): upper tile pairs only, `ld = a.n`. Two sets: every
 /// row tile of `a` against every column tile of `b`, and (with `norms`) each example's squared
@@ -409,12 +428,10 @@ fn rows_gram<T: Real>(
         f();
         *acc += t.elapsed().as_secs_f64();
     };
-    let ta = tile.min(n);
+    let (ta, tb_rows) = row_tiles((tile, tile_b), n, b.map(|b| b.n));
+    grow(ga, ta * p);
+    grow(gb, tb_rows * p);
     let Some(b) = b else {
-        grow(ga, ta * p);
-        if ta < n {
-            grow(gb, tile_b * p);
-        }
         for a0 in (0..n).step_by(ta) {
             let ra = ta.min(n - a0);
             timed(&mut || build(c, a.acts, a.deltas, a0, ra, ga), &mut tb);
@@ -428,9 +445,6 @@ fn rows_gram<T: Real>(
         return (tb, tg);
     };
     let m = b.n;
-    let tb_rows = if tile_b == 0 { m } else { tile_b.min(m) };
-    grow(ga, ta * p);
-    grow(gb, tb_rows * p);
     let once = tb_rows == m;
     for a0 in (0..n).step_by(ta) {
         let ra = ta.min(n - a0);
