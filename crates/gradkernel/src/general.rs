@@ -804,6 +804,17 @@ fn block_sum(fa: &[Factor], fb: &[Factor], plan: &Plan, keep: bool) -> Result<(T
     Ok((total, if keep { parts } else { Vec::new() }))
 }
 
+/// How a general-engine route reads as a [`LayerForm`]. Presets never have shared or uncovered
+/// parameters; both are per-example gradients materialised, so they read as `Materialised`.
+pub(crate) fn layer_form(f: RouteForm) -> crate::LayerForm {
+    use crate::LayerForm;
+    match f {
+        RouteForm::DenseFactorised => LayerForm::DenseFactorised,
+        RouteForm::Ghost => LayerForm::ConvGhost,
+        RouteForm::Materialised | RouteForm::Shared | RouteForm::Fallback => LayerForm::Materialised,
+    }
+}
+
 fn routes(plan: &Plan) -> Vec<Route> {
     plan.units
         .iter()
@@ -984,6 +995,8 @@ pub fn cross_gram_net<N: Network + ?Sized>(
         loss_a,
         loss_b,
         seconds: start.elapsed().as_secs_f64(),
+        forms: routes(&plan).into_iter().map(|r| (r.name, layer_form(r.form))).collect(),
+        chunk: plan.chunk,
     })
 }
 

@@ -209,6 +209,10 @@ pub struct CrossGramResult {
     pub loss_b: Vec<f64>,
     /// Wall time of the whole call.
     pub seconds: f64,
+    /// How each layer's contribution was computed (as [`GramResult::forms`]).
+    pub forms: Vec<(String, LayerForm)>,
+    /// Examples per chunk or row tile (the smallest over layers; `N` when nothing was split).
+    pub chunk: usize,
 }
 
 /// The Gram matrix of per-example loss gradients of `model` on `(x, y)`: the budget check, then

@@ -17,8 +17,8 @@ use stiff_models::ops::Window;
 use stiff_models::{LayerKind, Model};
 
 use crate::engine::{validate, Set};
-use crate::general::{cross_gram_net, gram_net, per_example_gradients_net, Loss, Network, RouteForm};
-use crate::{CrossGramResult, DeltaRoute, GradKernelError, GramOptions, GramResult, LayerForm, Result};
+use crate::general::{cross_gram_net, gram_net, per_example_gradients_net, Loss, Network};
+use crate::{CrossGramResult, DeltaRoute, GradKernelError, GramOptions, GramResult, Result};
 
 /// The same function as [`Model::forward`], built from the tapped layers: dense `x W^T + b`,
 /// stride-1 convolutions with the model's padding, `relu'(0) = 0`, and max pooling that passes
@@ -86,20 +86,10 @@ pub(crate) fn manual_unsupported(what: &str) -> GradKernelError {
     ))
 }
 
-/// How a general-engine route reads as a [`LayerForm`]. Presets never have shared or uncovered
-/// parameters; both are per-example gradients materialised, so they read as `Materialised`.
-fn layer_form(f: RouteForm) -> LayerForm {
-    match f {
-        RouteForm::DenseFactorised => LayerForm::DenseFactorised,
-        RouteForm::Ghost => LayerForm::ConvGhost,
-        RouteForm::Materialised | RouteForm::Shared | RouteForm::Fallback => LayerForm::Materialised,
-    }
-}
-
 /// [`crate::gram`] through the general engine on a validated set (prepared inputs, u32 labels).
 pub(crate) fn gram_general(model: &Model, set: &Set, opts: &GramOptions, start: Instant) -> Result<GramResult> {
     let r = gram_net(model, &set.x, &set.y, &Loss::CrossEntropy, opts)?;
-    let forms = r.routes.iter().map(|u| (u.name.clone(), layer_form(u.form))).collect();
+    let forms = r.routes.iter().map(|u| (u.name.clone(), crate::general::layer_form(u.form))).collect();
     Ok(GramResult {
         k: r.k,
         per_layer: r.per_unit,

@@ -32,7 +32,13 @@ pub(super) fn plan<T>(net: &Net<T>, n: usize, per_layer_entries: usize, budget: 
     let store = n.checked_mul(stored * eb + idx)?;
     // Backward holds two pooled-gradient maps for all examples at once.
     let pass = net.convs.iter().map(|c| n * (c.pooled_len() + c.in_len()) * eb).max().unwrap_or(0);
-    let scratch = threads * net.convs.iter().map(|c| (2 * c.f() * c.s() + c.delta_len()) * eb).max().unwrap_or(0);
+    // Per thread: the forward's patches and outputs of one group of examples, or the backward's
+    // and the build's patches of one example (plus the backward's delta).
+    let per_thread = |c: &super::Conv<T>| {
+        let cols = super::passes::group(c).min(n.max(1)) * c.s();
+        ((c.f() + c.c_out) * cols).max(2 * c.f() * c.s() + c.delta_len()) * eb
+    };
+    let scratch = threads * net.convs.iter().map(per_thread).max().unwrap_or(0);
     let outputs = per_layer_entries.checked_mul(eb * nl)?;
     let head_tmp = 2 * HEAD_ROWS * n * eb;
     let fixed = store.checked_add(outputs)?.checked_add(scratch)?.checked_add(head_tmp)?;

@@ -533,6 +533,7 @@ pub(crate) fn try_cross(
             .map(|(l, v)| Ok((l.name.clone(), mat(v)?)))
             .collect::<Result<Vec<_>>>()?;
         let norms = |sq: Vec<f64>| sq.into_iter().map(|v| v.max(0.0).sqrt()).collect();
+        let forms = o.profile.layers.iter().map(|l| (l.name.clone(), l.form)).collect();
         Ok(Some(CrossGramResult {
             k: mat(o.k)?,
             per_layer,
@@ -541,6 +542,8 @@ pub(crate) fn try_cross(
             loss_a: o.loss.0,
             loss_b: o.loss.1,
             seconds: start.elapsed().as_secs_f64(),
+            forms,
+            chunk: o.chunk,
         }))
     }
     let budget = opts.memory_budget_bytes;

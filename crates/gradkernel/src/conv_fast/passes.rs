@@ -25,7 +25,7 @@ pub(super) struct Passes<T> {
 
 /// Examples per forward gemm of conv `c`: enough columns (`examples x S >= 512`) for an
 /// efficient product on the small late maps.
-fn group<T>(c: &Conv<T>) -> usize {
+pub(super) fn group<T>(c: &Conv<T>) -> usize {
     (512 / c.s()).max(1)
 }
 
