@@ -31,7 +31,7 @@ use indicatif::ProgressBar;
 use stiff_data::DatasetName;
 
 pub use crate::testdata::write_synthetic_cifar;
-pub use config::{log_schedule, DynConfig, DynRunSpec, StageRule};
+pub use config::{default_seeds, log_schedule, DynConfig, DynRunSpec, StageRule};
 pub use run::{run_one, DynPoint, DynRunRecord, Onset, RECORD_VERSION};
 pub use stages::{stages, Stage};
 
@@ -143,7 +143,8 @@ impl Pipeline for Dynamics {
     }
 
     fn config(&self, figure: &str, opts: &ReproduceOptions) -> Result<DynConfig> {
-        let mut cfg = DynConfig::new(figure, opts.quick || opts.tiny, opts.optimizer, opts.seeds_or(1)?)?;
+        let mut cfg =
+            DynConfig::new(figure, opts.quick || opts.tiny, opts.optimizer, opts.seeds_or(default_seeds(figure))?)?;
         if opts.tiny {
             tiny(&mut cfg);
         }
