@@ -215,7 +215,7 @@ fn over_training_figure(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], c
     line_figure(
         &LineFigure {
             title: format!(
-                "{}: class stiffness over training, {} on {}{} ({}; stages of seed {})",
+                "{}: stiffness over training, {} on {}{} ({}; stages: seed {})",
                 cfg.figure,
                 cfg.preset,
                 cfg.dataset,
@@ -231,12 +231,12 @@ fn over_training_figure(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], c
     Ok(())
 }
 
-/// "mean of N seeds, 95% t band" or "one seed, 95% bootstrap band".
+/// "mean of N seeds, 95% t band" or "1 seed, 95% bootstrap band" (figure titles are short).
 pub(crate) fn seeds_title(n: usize) -> String {
     if n >= 2 {
-        format!("mean of {n} seeds, band: 95% t-interval across seeds")
+        format!("mean of {n} seeds, 95% t band")
     } else {
-        "one seed, band: 95% bootstrap over examples".into()
+        "1 seed, 95% bootstrap band".into()
     }
 }
 
