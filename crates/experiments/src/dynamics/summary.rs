@@ -270,7 +270,7 @@ pub fn stages(
         );
         let _ = writeln!(
             md,
-            "Verdicts {}: {}.\n",
+            "Verdicts ({}): {}.\n",
             over_text(n),
             if n >= 2 {
                 "within > 0 at init = lower bound > 0; between grows = lower bound of the per-seed growth late 1 - init > 0; \

@@ -128,15 +128,16 @@ pub fn write_fig2(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command
         .iter()
         .map(|&(kind, kname)| {
             let mut val = Series::new("validation loss", xs_hist.clone(), hist.iter().map(|h| h.2).collect());
-            for r in records {
-                if let Some(o) = &r.onset {
-                    let label = if records.len() >= 2 {
-                        format!("onset of overfitting (seed {})", r.spec.seed)
-                    } else {
-                        "onset of overfitting".into()
-                    };
-                    val = val.with_marker(o.best_images_seen as f64, label);
-                }
+            // One dashed line per seed's onset; one label for all of them.
+            let onsets: Vec<f64> =
+                records.iter().filter_map(|r| r.onset.as_ref()).map(|o| o.best_images_seen as f64).collect();
+            for (i, &x) in onsets.iter().enumerate() {
+                let label = match (i, onsets.len()) {
+                    (0, 1) => "onset of overfitting".to_string(),
+                    (0, n) => format!("onsets of overfitting ({n} seeds)"),
+                    _ => String::new(),
+                };
+                val = val.with_marker(x, label);
             }
             let series = |within: bool| {
                 let (y, e): (Vec<f64>, Vec<f64>) = curve
