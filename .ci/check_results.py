@@ -3,7 +3,9 @@
 plus cheap scientific checks on Figs 8-10: within-class stiffness above between-class at every
 measured Fig 8 point (every seed's window mean), Fig 4 (permuted labels) never gives a
 between-class lower bound above 0, and every trend verdict carries its test
-(statistic and p-value) or is "inconclusive".
+(statistic and p-value) or is "inconclusive". Figs 2-5: every aggregated value is a mean over the
+figure's seeds with a Student-t interval across them (a bootstrap one with a single seed) that
+holds its mean; Figs 3 and 5: within-class stiffness is positive at initialisation.
 
 Usage: check_results.py OUT_DIR FIG [FIG ...]
 """
@@ -83,10 +85,61 @@ def check_test(where, trend, labels):
     return 1
 
 
+def check_across(where, a, seeds):
+    """One value aggregated over the seeds (dynamics figures)."""
+    if a is None:
+        fail(f"{where}: missing")
+    n, mean, ci = a.get("n"), a.get("mean"), a.get("ci")
+    if not (isinstance(n, int) and 1 <= n <= seeds and len(a.get("values", [])) == n):
+        fail(f"{where}: {n} values for {seeds} seeds: {a}")
+    if not math.isclose(mean, sum(a["values"]) / n, rel_tol=1e-9, abs_tol=1e-12):
+        fail(f"{where}: mean {mean} is not the mean of its seed values {a['values']}")
+    want = "student_t_across_seeds" if n >= 2 else ("bootstrap_over_examples" if seeds == 1 else "none")
+    if ci is not None and a.get("interval") != want:
+        fail(f"{where}: interval {a.get('interval')!r} with {n} of {seeds} seeds (expected {want!r})")
+    if seeds >= 2 and n >= 2 and ci is None:
+        fail(f"{where}: no interval across {n} seeds")
+    if ci is not None and not ci[0] <= mean <= ci[1]:
+        fail(f"{where}: interval {ci} does not hold the mean {mean}")
+
+
+def check_dynamics(fig, res):
+    """Figs 2-5: the values reported are aggregated over all the figure's seeds."""
+    seeds = res.get("seeds")
+    runs = res.get("runs", [])
+    if not isinstance(seeds, int) or seeds != len(runs) or seeds < 1:
+        fail(f"{fig}: seeds = {seeds!r} but {len(runs)} runs")
+    values = 0
+    for p in res.get("over_training", []):
+        for k in ["sign_within", "sign_between", "cosine_within", "cosine_between"]:
+            if p.get(k) is not None:
+                check_across(f"{fig} step {p['step']} {k}", p[k], seeds)
+                values += 1
+    for c in res.get("claims", []):
+        for k in ["within_at_init", "between_growth", "within_change", "between_change", "between_at_end"]:
+            check_across(f"{fig} claim {c['kind']} {k}", c.get(k), seeds)
+            values += 1
+    for f in res.get("fall_back") or []:
+        for k in ["at_onset", "at_end", "change"]:
+            check_across(f"{fig} fall-back {f['kind']} {f['which']} {k}", f.get(k), seeds)
+            values += 1
+    if values == 0:
+        fail(f"{fig}: no value aggregated over seeds")
+    print(f"check_results: {fig}: {values} values aggregated over {seeds} seeds: ok")
+
+
 def check_science(root: Path, fig: str):
     res = json.loads((root / fig / "results.json").read_text())
     base = fig.split("-")[0]
     tested = 0
+    if base in ("fig2", "fig3", "fig4", "fig5"):
+        check_dynamics(fig, res)
+    if base in ("fig3", "fig5"):
+        for c in res.get("claims", []):
+            if c.get("within_positive_at_init") is not True:
+                fail(f"{fig}: within-class {c['kind']} stiffness at initialisation is not significantly positive "
+                     f"({c['within_at_init']})")
+        print(f"check_results: {fig}: within-class stiffness positive at init in {len(res['claims'])} claims: ok")
     if base == "fig8":
         points = 0
         for c in res["cells"]:
@@ -112,8 +165,11 @@ def check_science(root: Path, fig: str):
             tested += check_test(f"{fig} trend {t['dataset']} {t['method']} {t['space']}", t, VERDICTS)
         print(f"check_results: {fig}: {len(res['trends'])} verdicts, {tested} with a test: ok")
     elif base == "fig4":
-        # Permuted training labels: no between-class lower bound above 0 after initialisation.
+        # Permuted training labels: no between-class lower bound above 0 after initialisation,
+        # decided on the interval across seeds.
         claims = [c for c in res.get("claims", []) if c]
+        if not claims:
+            fail(f"{fig}: no claims")
         for c in claims:
             if c.get("positive_between_develops") is True:
                 fail(f"{fig}: permuted labels gave a between-class lower bound above 0 "

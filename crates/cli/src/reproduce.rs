@@ -23,7 +23,7 @@ pub struct ReproduceArgs {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Seeds per learning rate (fig8-10: 5, 2 with --quick; others: 3, 1 with --quick).
+    /// Seeds (runs) per configuration: fig8-10 5 (2 with --quick); fig2-5 3; fig6-7 1; spherical 3 (1 with --quick).
     #[arg(long)]
     seeds: Option<usize>,
     /// sgd or adam (constant learning rate). Figures of a non-default optimizer go to `<figure>-adam/`.

@@ -156,3 +156,118 @@ fn superclass_order_groups_fine_classes_in_fives() {
         assert!(block.iter().all(|&i| f2c[i] as usize == g), "block {g}: {block:?}");
     }
 }
+
+/// Figs 2 and 4 at test scale on generated MNIST with the default seeds (3): the claims, the
+/// curve and the stages are aggregated across the seeds (mean of the per-seed values, Student-t
+/// interval recomputed here from those values); `--seeds 1` keeps the bootstrap over examples.
+#[test]
+fn mnist_figures_aggregate_across_seeds() {
+    use stiff_experiments::testdata::write_synthetic_idx;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let out = tmp.path().join("out");
+    write_synthetic_idx(&data, DatasetName::Mnist, 20, 10, 1).unwrap();
+    let tiny = |fig: &str, out: &Path| {
+        let mut o = opts(fig, &data, out);
+        o.tiny = true;
+        o
+    };
+    reproduce(&tiny("fig4", &out)).unwrap();
+    reproduce(&tiny("fig2", &out)).unwrap();
+    // t quantiles (0.975) from a printed t table, not from the code under test.
+    let t975 = |n: usize| match n {
+        2 => 12.706_205,
+        3 => 4.302_653,
+        _ => panic!("no table entry for {n} seeds"),
+    };
+    let tol = 1e-5; // the table quantiles carry 7 significant digits
+    let check = |a: &serde_json::Value, what: &str| {
+        let vals: Vec<f64> = a["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let n = vals.len();
+        assert_eq!(a["n"].as_u64(), Some(n as u64), "{what}");
+        assert_eq!(n, 3, "{what}: not all 3 seeds aggregated");
+        let mean = vals.iter().sum::<f64>() / n as f64;
+        let sd = (vals.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt();
+        let h = t975(n) * sd / (n as f64).sqrt();
+        assert!((a["mean"].as_f64().unwrap() - mean).abs() < 1e-12, "{what}");
+        assert_eq!(a["interval"], "student_t_across_seeds", "{what}");
+        let ci = a["ci"].as_array().unwrap();
+        assert!((ci[0].as_f64().unwrap() - (mean - h)).abs() < tol * (1.0 + h), "{what}: {a}");
+        assert!((ci[1].as_f64().unwrap() - (mean + h)).abs() < tol * (1.0 + h), "{what}: {a}");
+        vals
+    };
+
+    let r4: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fig4/results.json")).unwrap()).unwrap();
+    assert_eq!(r4["seeds"], 3);
+    let claims = r4["claims"].as_array().unwrap();
+    assert_eq!(claims.len(), 2, "one claim per kind over the seeds");
+    let per_seed = r4["per_seed_claims"].as_array().unwrap();
+    assert_eq!(per_seed.len(), 6, "3 seeds x 2 kinds");
+    for c in claims {
+        let kind = c["kind"].as_str().unwrap();
+        let end = check(&c["between_at_end"], &format!("{kind} between at end"));
+        // The aggregated values are the per-seed values of the same quantity, in seed order.
+        let seeds: Vec<f64> = per_seed
+            .iter()
+            .filter(|p| p["kind"] == kind)
+            .map(|p| {
+                assert_eq!(p["between_at_end"]["interval"], "bootstrap_over_examples");
+                p["between_at_end"]["mean"].as_f64().unwrap()
+            })
+            .collect();
+        assert_eq!(end, seeds, "{kind}");
+        check(&c["within_at_init"], "within at init");
+        check(&c["between_growth"], "between growth");
+        // The verdict follows the across-seed interval at the reported step.
+        let lo = c["max_between_ci_lo"].as_f64().unwrap();
+        let curve = r4["over_training"].as_array().unwrap();
+        let key = format!("{kind}_between");
+        let best = curve.iter().find(|p| p["step"] == c["max_between_step"]).expect("max step on the curve");
+        assert_eq!(best[key.as_str()]["ci"][0].as_f64(), Some(lo));
+        let any_pos = curve
+            .iter()
+            .filter(|p| p["step"].as_u64() > Some(0))
+            .any(|p| p[key.as_str()]["ci"][0].as_f64().unwrap() > 0.0);
+        assert_eq!(c["positive_between_develops"].as_bool(), Some(any_pos), "{kind}");
+    }
+    for p in r4["over_training"].as_array().unwrap() {
+        assert_eq!(p["seeds"], 3);
+        check(&p["sign_between"], "curve point");
+    }
+    for s in r4["stages"].as_array().unwrap() {
+        assert_eq!(s["steps"].as_array().unwrap().len(), 3);
+        check(&s["cosine_within"], "stage");
+    }
+
+    let r2: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("fig2/results.json")).unwrap()).unwrap();
+    assert_eq!(r2["seeds"], 3);
+    assert_eq!(r2["per_seed_fall_back"].as_array().unwrap().len(), 3);
+    let onsets = r2["runs"].as_array().unwrap().iter().filter(|r| !r["onset"].is_null()).count();
+    match r2["fall_back"].as_array() {
+        // The test pools the seeds that found an onset (none at this scale is possible).
+        Some(t) => {
+            assert_eq!(t.len(), 4, "within/between x sign/cosine");
+            for f in t {
+                assert_eq!(f["onset_steps"].as_array().unwrap().len(), onsets);
+            }
+        }
+        None => assert_eq!(onsets, 0),
+    }
+    let md = std::fs::read_to_string(out.join("fig2/summary.md")).unwrap();
+    assert!(md.contains("mean over 3 seeds, 95% Student-t interval across seeds"), "{md}");
+
+    // One seed: the bootstrap interval over examples, as before.
+    let out1 = tmp.path().join("out1");
+    let mut o = tiny("fig4", &out1);
+    o.seeds = Some(1);
+    reproduce(&o).unwrap();
+    let r1: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out1.join("fig4/results.json")).unwrap()).unwrap();
+    assert_eq!(r1["seeds"], 1);
+    for c in r1["claims"].as_array().unwrap() {
+        assert_eq!(c["between_at_end"]["interval"], "bootstrap_over_examples");
+        assert_eq!(c["between_at_end"]["n"], 1);
+    }
+}

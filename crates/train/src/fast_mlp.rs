@@ -12,12 +12,19 @@
 //!   (`W = W - lr dZ^T A` as one gemm with `alpha = 1, beta = -lr`), or into a gradient buffer
 //!   followed by the elementwise Adam update (same operation order as [`crate::AutogradStep`]).
 //!
-//! No allocation happens per step. Results are bit-identical for a given rayon thread count
-//! (gemm splits the output, never the reduction, across threads). The weights live here during
+//! Two threads are used explicitly rather than through gemm's own splitting, which gains nothing
+//! at batch 32: (1) the batch rows are split between the threads, each running forward, loss and
+//! the backward deltas for its rows alone; (2) after one join, every layer's output units (rows
+//! of `W`, entries of `b`) are split between the threads, each updating its rows of every layer.
+//! No reduction over the batch or over a layer's inputs is split between threads, and every
+//! split depends only on the thread count, so results are bit-identical for a given rayon thread
+//! count (gemm's blocking depends on the shapes, so different thread counts may differ in the last
+//! bits). No allocation happens per step. The weights live here during
 //! training; [`FastMlp::write_to`] copies them into the model's `Var`s (the trainer does so before
 //! every evaluation, snapshot and checkpoint).
 
 use candle::{DType, Device, Tensor};
+use rayon::prelude::*;
 use stiff_gemm::Parallelism;
 use stiff_models::{LayerKind, Model};
 
@@ -46,8 +53,10 @@ pub struct FastMlp {
     acts: Vec<Vec<f32>>,
     /// `deltas[l]`: `dL/dZ_l`, `(B, d_{l+1})`.
     deltas: Vec<Vec<f32>>,
+    /// Per-example loss of the last step (summed in order afterwards).
+    row_loss: Vec<f64>,
     t: u64,
-    par: Parallelism,
+    threads: usize,
 }
 
 impl FastMlp {
@@ -101,8 +110,9 @@ impl FastMlp {
             acts: dims.iter().map(|&d| vec![0f32; batch * d]).collect(),
             deltas: dims[1..].iter().map(|&d| vec![0f32; batch * d]).collect(),
             dims,
+            row_loss: vec![0.0; batch],
             t: 0,
-            par: if threads > 1 { Parallelism::Rayon(threads) } else { Parallelism::None },
+            threads: threads.clamp(1, batch),
         };
         me.read_from(model)?;
         Ok(me)
@@ -157,126 +167,86 @@ impl FastMlp {
                 msg: format!("label {l} out of range for {classes} classes"),
             });
         }
-        // Forward.
-        for l in 0..nl {
-            let (d_in, d_out) = (self.dims[l], self.dims[l + 1]);
-            let (lo, hi) = self.acts.split_at_mut(l + 1);
-            let (a, z) = (&lo[l], &mut hi[0]);
-            // Z (B, out) = A (B, in) . W^T, W^T read through strides (rs 1, cs in).
-            matmul(bsz, d_out, d_in, z, None, a, d_in as isize, 1, &self.w[l], 1, d_in as isize, 1.0, self.par)?;
-            let bias = &self.b[l];
-            let relu = l + 1 < nl;
-            for row in z.chunks_exact_mut(d_out) {
-                for (v, &bj) in row.iter_mut().zip(bias) {
-                    let s = *v + bj;
-                    *v = if relu && s < 0.0 { 0.0 } else { s };
-                }
-            }
-        }
-        // Loss and dZ_L = (softmax - onehot) / B.
-        let inv_b = 1.0 / bsz as f32;
-        let mut loss = 0f64;
-        {
-            let logits = &self.acts[nl];
-            let d = &mut self.deltas[nl - 1];
-            for ((row, drow), &y) in logits.chunks_exact(classes).zip(d.chunks_exact_mut(classes)).zip(labels) {
-                let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut s = 0f32;
-                for (dv, &v) in drow.iter_mut().zip(row) {
-                    let e = (v - mx).exp();
-                    *dv = e;
-                    s += e;
-                }
-                loss += f64::from(mx + s.ln() - row[y as usize]);
-                let inv_s = 1.0 / s;
-                for dv in drow.iter_mut() {
-                    *dv *= inv_s;
-                }
-                drow[y as usize] -= 1.0;
-                for dv in drow.iter_mut() {
-                    *dv *= inv_b;
-                }
-            }
-        }
-        // Backward and update, top layer first; dA uses W before its update.
         self.t += 1;
-        for l in (0..nl).rev() {
-            let (d_in, d_out) = (self.dims[l], self.dims[l + 1]);
-            if l > 0 {
-                let (lo, hi) = self.deltas.split_at_mut(l);
-                let (da, dz) = (&mut lo[l - 1], &hi[0]);
-                // dA (B, in) = dZ (B, out) . W (out, in).
-                matmul(bsz, d_in, d_out, da, None, dz, d_out as isize, 1, &self.w[l], d_in as isize, 1, 1.0, self.par)?;
-                // ReLU': the previous layer's output is positive exactly where its pre-activation was.
-                for (g, &a) in da.iter_mut().zip(&self.acts[l]) {
-                    if a <= 0.0 {
-                        *g = 0.0;
-                    }
-                }
+        let threads = self.threads;
+        let dims = &self.dims;
+        let (w, b) = (&mut self.w, &mut self.b);
+
+        // Phase 1: forward, loss and backward deltas, batch rows split between the threads.
+        {
+            let per = bsz.div_ceil(threads);
+            let mut blocks: Vec<RowBlock> = (0..bsz.div_ceil(per))
+                .map(|i| RowBlock { r0: i * per, acts: Vec::new(), deltas: Vec::new(), loss: &mut [] })
+                .collect();
+            for (l, a) in self.acts.iter_mut().enumerate() {
+                blocks.iter_mut().zip(a.chunks_mut(per * dims[l])).for_each(|(blk, s)| blk.acts.push(s));
             }
-            let dz = &self.deltas[l];
-            let a = &self.acts[l];
-            let gb = &mut self.gb[l];
-            gb.fill(0.0);
-            for row in dz.chunks_exact(d_out) {
-                for (g, &v) in gb.iter_mut().zip(row) {
-                    *g += v;
-                }
+            for (l, d) in self.deltas.iter_mut().enumerate() {
+                blocks.iter_mut().zip(d.chunks_mut(per * dims[l + 1])).for_each(|(blk, s)| blk.deltas.push(s));
             }
-            match self.opt {
-                OptimizerConfig::Sgd { lr } => {
-                    let lr32 = lr as f32;
-                    // W = W - lr * dZ^T A in one gemm; dZ^T read through strides (rs 1, cs out).
-                    matmul(
-                        d_out,
-                        d_in,
-                        bsz,
-                        &mut self.w[l],
-                        Some(1.0),
-                        dz,
-                        1,
-                        d_out as isize,
-                        a,
-                        d_in as isize,
-                        1,
-                        -lr32,
-                        self.par,
-                    )?;
-                    for (bj, &g) in self.b[l].iter_mut().zip(gb.iter()) {
-                        *bj -= g * lr32;
-                    }
-                }
-                OptimizerConfig::Adam { lr, beta1, beta2, eps } => {
-                    matmul(
-                        d_out,
-                        d_in,
-                        bsz,
-                        &mut self.gw[l],
-                        None,
-                        dz,
-                        1,
-                        d_out as isize,
-                        a,
-                        d_in as isize,
-                        1,
-                        1.0,
-                        self.par,
-                    )?;
-                    let (c1, c2) = adam_bias_corrections(beta1, beta2, self.t);
-                    let k = AdamConsts {
-                        b1: beta1 as f32,
-                        one_minus_b1: (1.0 - beta1) as f32,
-                        b2: beta2 as f32,
-                        one_minus_b2: (1.0 - beta2) as f32,
-                        inv_bc1: c1 as f32,
-                        inv_bc2: c2 as f32,
-                        lr: lr as f32,
-                        eps: eps as f32,
-                    };
-                    adam_update(&mut self.w[l], &self.gw[l], &mut self.mw[l], &mut self.vw[l], &k);
-                    adam_update(&mut self.b[l], &self.gb[l], &mut self.mb[l], &mut self.vb[l], &k);
-                }
+            blocks.iter_mut().zip(self.row_loss.chunks_mut(per)).for_each(|(blk, s)| blk.loss = s);
+            let (w, b) = (&*w, &*b);
+            let run = |blk: RowBlock| rows_forward_backward(dims, w, b, labels, bsz, blk);
+            if blocks.len() == 1 {
+                blocks.into_iter().try_for_each(run)?;
+            } else {
+                blocks.into_par_iter().try_for_each(run)?;
             }
+        }
+        let loss: f64 = self.row_loss.iter().sum();
+
+        // Phase 2: gradients and updates, every layer's output units split between the threads.
+        let mut parts: Vec<Vec<Units>> = (0..threads).map(|_| Vec::new()).collect();
+        let adam = !self.mw.is_empty();
+        // Per layer: [mw, vw, gw, mb, vb], empty slices for SGD.
+        let state: Vec<[&mut [f32]; 5]> = if adam {
+            self.mw
+                .iter_mut()
+                .zip(self.vw.iter_mut())
+                .zip(self.gw.iter_mut())
+                .zip(self.mb.iter_mut().zip(self.vb.iter_mut()))
+                .map(|(((mw, vw), gw), (mb, vb))| [&mut mw[..], &mut vw[..], &mut gw[..], &mut mb[..], &mut vb[..]])
+                .collect()
+        } else {
+            (0..nl).map(|_| Default::default()).collect()
+        };
+        let layers = w.iter_mut().zip(b.iter_mut()).zip(self.gb.iter_mut()).zip(state);
+        for (l, (((wl, bl), gbl), st)) in layers.enumerate() {
+            let (d_in, d_out) = (dims[l], dims[l + 1]);
+            let cut = |t: usize| d_out * t / threads;
+            let mut w_rest = &mut wl[..];
+            let mut b_rest = &mut bl[..];
+            let mut gb_rest = &mut gbl[..];
+            let [mut mw, mut vw, mut gw, mut mb, mut vb] = st;
+            for (t, part) in parts.iter_mut().enumerate() {
+                let rows = cut(t + 1) - cut(t);
+                let (wa, wb) = if adam { (rows * d_in, rows) } else { (0, 0) };
+                part.push(Units {
+                    l,
+                    j0: cut(t),
+                    w: take(&mut w_rest, rows * d_in),
+                    b: take(&mut b_rest, rows),
+                    gb: take(&mut gb_rest, rows),
+                    mw: take(&mut mw, wa),
+                    vw: take(&mut vw, wa),
+                    gw: take(&mut gw, wa),
+                    mb: take(&mut mb, wb),
+                    vb: take(&mut vb, wb),
+                });
+            }
+        }
+        let (acts, deltas) = (&self.acts, &self.deltas);
+        let (opt, t) = (self.opt, self.t);
+        let run = |units: Vec<Units>| -> Result<()> {
+            for u in units {
+                update_units(dims, acts, deltas, bsz, opt, t, u)?;
+            }
+            Ok(())
+        };
+        if threads == 1 {
+            parts.into_iter().try_for_each(run)?;
+        } else {
+            parts.into_par_iter().try_for_each(run)?;
         }
         Ok(loss / bsz as f64)
     }
@@ -366,6 +336,154 @@ impl FastMlp {
     }
 }
 
+/// Splits the first `len` elements off `s`.
+fn take<'a>(s: &mut &'a mut [f32], len: usize) -> &'a mut [f32] {
+    let (head, tail) = std::mem::take(s).split_at_mut(len);
+    *s = tail;
+    head
+}
+
+/// One thread's batch rows `r0..` of every activation (`acts[0]` the inputs), delta and loss buffer.
+struct RowBlock<'a> {
+    r0: usize,
+    acts: Vec<&'a mut [f32]>,
+    deltas: Vec<&'a mut [f32]>,
+    loss: &'a mut [f64],
+}
+
+/// Forward (bias and ReLU fused), per-example loss, `dZ_L = (softmax - onehot) / B` and the
+/// backward deltas `dA = dZ W`, `dZ = dA * [A > 0]` for one block of batch rows.
+fn rows_forward_backward(
+    dims: &[usize],
+    w: &[Vec<f32>],
+    b: &[Vec<f32>],
+    labels: &[u32],
+    bsz: usize,
+    blk: RowBlock<'_>,
+) -> Result<()> {
+    let RowBlock { r0, mut acts, mut deltas, loss } = blk;
+    let nl = dims.len() - 1;
+    let nr = loss.len();
+    for l in 0..nl {
+        let (d_in, d_out) = (dims[l], dims[l + 1]);
+        let (lo, hi) = acts.split_at_mut(l + 1);
+        let (a, z) = (&*lo[l], &mut *hi[0]);
+        // Z (rows, out) = A (rows, in) . W^T, W^T read through strides (rs 1, cs in).
+        matmul(nr, d_out, d_in, z, None, a, d_in as isize, 1, &w[l], 1, d_in as isize, 1.0)?;
+        let relu = l + 1 < nl;
+        for row in z.chunks_exact_mut(d_out) {
+            for (v, &bj) in row.iter_mut().zip(&b[l]) {
+                let s = *v + bj;
+                *v = if relu && s < 0.0 { 0.0 } else { s };
+            }
+        }
+    }
+    let classes = dims[nl];
+    let inv_b = 1.0 / bsz as f32;
+    let rows = acts[nl].chunks_exact(classes).zip(deltas[nl - 1].chunks_exact_mut(classes));
+    for (((row, drow), &y), lv) in rows.zip(&labels[r0..r0 + nr]).zip(loss.iter_mut()) {
+        let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut s = 0f32;
+        for (dv, &v) in drow.iter_mut().zip(row) {
+            let e = (v - mx).exp();
+            *dv = e;
+            s += e;
+        }
+        *lv = f64::from(mx + s.ln() - row[y as usize]);
+        let inv_s = 1.0 / s;
+        for dv in drow.iter_mut() {
+            *dv *= inv_s;
+        }
+        drow[y as usize] -= 1.0;
+        for dv in drow.iter_mut() {
+            *dv *= inv_b;
+        }
+    }
+    for l in (1..nl).rev() {
+        let (d_in, d_out) = (dims[l], dims[l + 1]);
+        let (lo, hi) = deltas.split_at_mut(l);
+        let (da, dz) = (&mut *lo[l - 1], &*hi[0]);
+        // dA (rows, in) = dZ (rows, out) . W (out, in), with W before this step's update.
+        matmul(nr, d_in, d_out, da, None, dz, d_out as isize, 1, &w[l], d_in as isize, 1, 1.0)?;
+        // ReLU': the previous layer's output is positive exactly where its pre-activation was.
+        for (g, &a) in da.iter_mut().zip(&*acts[l]) {
+            if a <= 0.0 {
+                *g = 0.0;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One thread's output units `j0..j0+rows` of layer `l`: its rows of `W` (and of the Adam state
+/// and gradient buffers, empty for SGD) and its entries of `b`.
+struct Units<'a> {
+    l: usize,
+    j0: usize,
+    w: &'a mut [f32],
+    b: &'a mut [f32],
+    gb: &'a mut [f32],
+    mw: &'a mut [f32],
+    vw: &'a mut [f32],
+    gw: &'a mut [f32],
+    mb: &'a mut [f32],
+    vb: &'a mut [f32],
+}
+
+/// Bias gradient (batch rows summed in order) and the SGD or Adam update of one thread's units.
+fn update_units(
+    dims: &[usize],
+    acts: &[Vec<f32>],
+    deltas: &[Vec<f32>],
+    bsz: usize,
+    opt: OptimizerConfig,
+    t: u64,
+    u: Units<'_>,
+) -> Result<()> {
+    let Units { l, j0, w, b, gb, mw, vw, gw, mb, vb } = u;
+    let (d_in, d_out) = (dims[l], dims[l + 1]);
+    let rows = b.len();
+    if rows == 0 {
+        return Ok(());
+    }
+    let (dz, a) = (&deltas[l], &acts[l]);
+    gb.fill(0.0);
+    for row in dz.chunks_exact(d_out) {
+        for (g, &v) in gb.iter_mut().zip(&row[j0..j0 + rows]) {
+            *g += v;
+        }
+    }
+    // dZ[:, j0..]^T (rows, B) through strides (rs 1, cs out).
+    let dz_t = &dz[j0..];
+    match opt {
+        OptimizerConfig::Sgd { lr } => {
+            let lr32 = lr as f32;
+            // W = W - lr * dZ^T A in one gemm.
+            matmul(rows, d_in, bsz, w, Some(1.0), dz_t, 1, d_out as isize, a, d_in as isize, 1, -lr32)?;
+            for (bj, &g) in b.iter_mut().zip(gb.iter()) {
+                *bj -= g * lr32;
+            }
+        }
+        OptimizerConfig::Adam { lr, beta1, beta2, eps } => {
+            matmul(rows, d_in, bsz, gw, None, dz_t, 1, d_out as isize, a, d_in as isize, 1, 1.0)?;
+            let (c1, c2) = adam_bias_corrections(beta1, beta2, t);
+            let k = AdamConsts {
+                b1: beta1 as f32,
+                one_minus_b1: (1.0 - beta1) as f32,
+                b2: beta2 as f32,
+                one_minus_b2: (1.0 - beta2) as f32,
+                inv_bc1: c1 as f32,
+                inv_bc2: c2 as f32,
+                lr: lr as f32,
+                eps: eps as f32,
+            };
+            adam_update(w, gw, mw, vw, &k);
+            adam_update(b, gb, mb, vb, &k);
+        }
+    }
+    Ok(())
+}
+
 struct AdamConsts {
     b1: f32,
     one_minus_b1: f32,
@@ -404,13 +522,12 @@ fn matmul(
     rhs_rs: isize,
     rhs_cs: isize,
     beta: f32,
-    par: Parallelism,
 ) -> Result<()> {
     use stiff_gemm::{MatMut, MatRef};
     let bad = |what: &str| TrainError::Config(format!("fast MLP: matmul {what} ({m}x{k} . {k}x{n})"));
     let stride = |s: isize| usize::try_from(s).map_err(|_| bad("with a negative stride"));
     let lhs = MatRef::new(lhs, m, k, stride(lhs_rs)?, stride(lhs_cs)?);
     let rhs = MatRef::new(rhs, k, n, stride(rhs_rs)?, stride(rhs_cs)?);
-    stiff_gemm::matmul(MatMut::row_major(dst, m, n), alpha, lhs, rhs, beta, par)
+    stiff_gemm::matmul(MatMut::row_major(dst, m, n), alpha, lhs, rhs, beta, Parallelism::None)
         .map_err(|e| TrainError::Config(format!("fast MLP: {e}")))
 }

@@ -93,6 +93,16 @@ pub fn log_schedule(first: u64, last: u64, per_decade: u32) -> Vec<u64> {
     out
 }
 
+/// Default number of seeds of `figure` (`--seeds N` overrides): 3 for Figs 2-5, whose verdicts
+/// are decided across seeds (one seed's verdict can hinge on rounding: a change of summation
+/// order in the SGD step flipped the one-seed quick Fig 4 verdict); 1 for the CIFAR Figs 6-7.
+pub fn default_seeds(figure: &str) -> usize {
+    match figure {
+        "fig2" | "fig3" | "fig4" | "fig5" => 3,
+        _ => 1,
+    }
+}
+
 impl DynConfig {
     /// Defaults of `figure` (documented in docs/figures.md). `seeds`: how many seeds (runs).
     pub fn new(figure: &str, quick: bool, optimizer: OptimizerKind, seeds: usize) -> Result<Self> {

@@ -31,7 +31,7 @@ use indicatif::ProgressBar;
 use stiff_data::DatasetName;
 
 pub use crate::testdata::write_synthetic_cifar;
-pub use config::{log_schedule, DynConfig, DynRunSpec, StageRule};
+pub use config::{default_seeds, log_schedule, DynConfig, DynRunSpec, StageRule};
 pub use run::{run_one, DynPoint, DynRunRecord, Onset, RECORD_VERSION};
 pub use stages::{stages, Stage};
 
@@ -54,29 +54,29 @@ const FIGURES: &[FigureInfo] = &[
         name: "fig2",
         shows: "train/validation loss and within/between-class stiffness over training (FC, MNIST subset), onset of overfitting marked",
         datasets: &[DatasetName::Mnist],
-        time_quick: "~25 s",
-        time_full: "~1 min",
+        time_quick: "~45 s (3 seeds)",
+        time_full: "~3 min (3 seeds)",
     },
     FigureInfo {
         name: "fig3",
         shows: "class stiffness matrices (sign, cosine) at 4 stages of training, FC on MNIST (fig2's run)",
         datasets: &[DatasetName::Mnist],
-        time_quick: "as fig2 (same run)",
-        time_full: "as fig2 (same run)",
+        time_quick: "as fig2 (same runs)",
+        time_full: "as fig2 (same runs)",
     },
     FigureInfo {
         name: "fig4",
         shows: "as fig3 with permuted training labels, and between-class stiffness over training",
         datasets: &[DatasetName::Mnist],
-        time_quick: "~25 s",
-        time_full: "~1 min",
+        time_quick: "~45 s (3 seeds)",
+        time_full: "~3 min (3 seeds)",
     },
     FigureInfo {
         name: "fig5",
         shows: "class stiffness matrices at 4 stages, FC on Fashion-MNIST",
         datasets: &[DatasetName::FashionMnist],
-        time_quick: "~25 s",
-        time_full: "~1 min",
+        time_quick: "~45 s (3 seeds)",
+        time_full: "~3 min (3 seeds)",
     },
     FigureInfo {
         name: "fig6",
@@ -143,7 +143,8 @@ impl Pipeline for Dynamics {
     }
 
     fn config(&self, figure: &str, opts: &ReproduceOptions) -> Result<DynConfig> {
-        let mut cfg = DynConfig::new(figure, opts.quick || opts.tiny, opts.optimizer, opts.seeds_or(1)?)?;
+        let mut cfg =
+            DynConfig::new(figure, opts.quick || opts.tiny, opts.optimizer, opts.seeds_or(default_seeds(figure))?)?;
         if opts.tiny {
             tiny(&mut cfg);
         }

@@ -6,12 +6,12 @@ use std::fmt::Write as _;
 use stiff_analysis::BlockScore;
 
 use super::config::{DynConfig, StageRule};
+use super::figures::end_note;
 use super::figures::fig2::FallBack;
 use super::figures::fig7::Traj;
-use super::figures::stages::StageClaims;
-use super::figures::{between_ci, end_note, within_ci};
+use super::figures::seeds::{interval_text, AcrossSeeds, CurvePoint};
+use super::figures::stages::{steps_text, StageClaims, StageMean};
 use super::run::{DynPoint, DynRunRecord};
-use super::stages::Stage;
 
 /// `value [lo, hi]` with the bootstrap interval when there is one.
 pub(crate) fn fmt_ci(v: f64, ci: Option<(f64, f64)>) -> String {
@@ -21,12 +21,11 @@ pub(crate) fn fmt_ci(v: f64, ci: Option<(f64, f64)>) -> String {
     }
 }
 
-fn setup_text(cfg: &DynConfig) -> String {
+fn setup_text(cfg: &DynConfig, seeds: usize) -> String {
     format!(
         "Setup: {} on {}{}, {} with constant learning rate {}, batch {}, {} steps, seeds {:?}; training set: {}; \
          train/validation loss (mean cross-entropy on fixed {}-example subsets of the training and test splits) \
-         every {} steps; stiffness on {} test examples (class-balanced, fixed seed) at steps {:?}; 95% intervals are \
-         class-stratified bootstraps over examples ({} reps). Onset of overfitting: the best validation loss, once it \
+         every {} steps; stiffness on {} test examples (class-balanced, fixed seed) at steps {:?}; {}. Onset of overfitting: the best validation loss, once it \
          has not improved for {} evaluations while the training loss kept falling.",
         cfg.preset,
         cfg.dataset,
@@ -43,7 +42,7 @@ fn setup_text(cfg: &DynConfig) -> String {
         cfg.eval_every,
         cfg.data.stiffness_subset,
         cfg.schedule,
-        cfg.measure.bootstrap_reps,
+        interval_text(seeds, cfg.measure.bootstrap_reps),
         cfg.overfit_patience,
     )
 }
@@ -67,28 +66,41 @@ fn runs_table(records: &[DynRunRecord]) -> String {
     s
 }
 
-/// The measured-points table of a run.
-fn points_table(r: &DynRunRecord) -> String {
+/// `mean [lo, hi]` of a value over the seeds, `–` without one.
+fn fmt_across(a: Option<&AcrossSeeds>) -> String {
+    a.map_or("–".into(), |a| fmt_ci(a.mean, a.ci))
+}
+
+/// The measured-points table over the seeds.
+fn points_table(curve: &[CurvePoint]) -> String {
     let mut s = String::from(
-        "| step | images seen | train loss | val loss | val acc | within sign | between sign | within cosine | between cosine |\n|---|---|---|---|---|---|---|---|---|\n",
+        "| step | images seen | seeds | train loss | val loss | within sign | between sign | within cosine | between cosine |\n|---|---|---|---|---|---|---|---|---|\n",
     );
-    for p in &r.points {
-        let (sg, co) = (&p.measurement.sign, &p.measurement.cosine);
+    for c in curve {
         let _ = writeln!(
             s,
-            "| {} | {} | {:.4} | {} | {} | {} | {} | {} | {} |",
-            p.step,
-            p.images_seen,
-            p.train_loss,
-            p.val_loss.map_or("–".into(), |v| format!("{v:.4}")),
-            p.val_acc.map_or("–".into(), |v| format!("{v:.3}")),
-            fmt_ci(sg.within, within_ci(sg)),
-            fmt_ci(sg.between, between_ci(sg)),
-            fmt_ci(co.within, within_ci(co)),
-            fmt_ci(co.between, between_ci(co)),
+            "| {} | {} | {} | {:.4} | {} | {} | {} | {} | {} |",
+            c.step,
+            c.images_seen,
+            c.seeds,
+            c.train_loss.mean,
+            c.val_loss.as_ref().map_or("–".into(), |v| format!("{:.4}", v.mean)),
+            fmt_across(c.sign_within.as_ref()),
+            fmt_across(c.sign_between.as_ref()),
+            fmt_across(c.cosine_within.as_ref()),
+            fmt_across(c.cosine_between.as_ref()),
         );
     }
     s
+}
+
+/// "(mean over N seeds, 95% t-interval across seeds)" or "(one seed, 95% bootstrap interval)".
+fn over_text(n: usize) -> String {
+    if n >= 2 {
+        format!("mean over {n} seeds, 95% Student-t interval across seeds")
+    } else {
+        "one seed, 95% bootstrap interval over examples".into()
+    }
 }
 
 fn yes_no(b: Option<bool>) -> &'static str {
@@ -99,14 +111,16 @@ fn yes_no(b: Option<bool>) -> &'static str {
     }
 }
 
-/// Fig 2's `summary.md`; `tests`: the fall-back test per run (`None`: no onset detected).
+/// Fig 2's `summary.md`; `test`: the fall-back test over the seeds with an onset (`None`: no
+/// seed has one); `per_seed`: the same test on each seed alone.
 pub fn fig2(
     cfg: &DynConfig,
     records: &[DynRunRecord],
-    tests: &[(String, Option<Vec<FallBack>>)],
+    test: Option<&[FallBack]>,
+    per_seed: &[(String, Option<Vec<FallBack>>)],
+    curve: &[CurvePoint],
     command: &str,
 ) -> String {
-    let r = &records[0];
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -119,69 +133,92 @@ pub fn fig2(
         "**Paper's claim:** within- and between-class stiffness rise during training and fall back toward 0 after \
          the onset of overfitting.\n"
     );
-    let _ = writeln!(md, "{}\n", setup_text(cfg));
-    for (id, t) in tests {
-        match t {
-            None => {
-                let _ = writeln!(
-                    md,
-                    "**Run {id}:** no onset of overfitting was detected, so the claim cannot be tested on it.\n"
-                );
-            }
-            Some(t) => {
-                let n_ok = t.iter().filter(|f| f.supported).count();
-                let _ = writeln!(
-                    md,
-                    "**Run {id}:** onset of overfitting (lowest validation loss) at step {}; stiffness falls back toward 0 \
-                     after it (|value at end| < |value at onset|, 95% bootstrap intervals disjoint) in {n_ok} of {} \
-                     cases: {}.\n",
-                    t[0].onset_step,
-                    t.len(),
-                    if n_ok == t.len() {
-                        "supported"
-                    } else if n_ok == 0 {
-                        "not supported"
-                    } else {
-                        "partly supported"
-                    }
-                );
-                let _ = writeln!(
-                    md,
-                    "| kind | which | peak up to onset | at onset (step {}) | at end (step {}) | end / onset | falls back |\n|---|---|---|---|---|---|---|",
-                    t[0].onset_step, t[0].final_step
-                );
-                for f in t {
-                    let _ = writeln!(
-                        md,
-                        "| {} | {} | {:.3} | {} | {} | {:.2} | {} |",
-                        f.kind,
-                        f.which,
-                        f.peak_before_onset,
-                        fmt_ci(f.at_onset, f.at_onset_ci),
-                        fmt_ci(f.at_end, f.at_end_ci),
-                        f.ratio,
-                        if f.supported { "yes" } else { "no" }
-                    );
+    let _ = writeln!(md, "{}\n", setup_text(cfg, records.len()));
+    let no_onset: Vec<&str> = records.iter().filter(|r| r.onset.is_none()).map(|r| r.id.as_str()).collect();
+    match test {
+        None => {
+            let _ =
+                writeln!(md, "**Verdict:** no seed detected an onset of overfitting, so the claim cannot be tested.\n");
+        }
+        Some(t) => {
+            let n = t.first().map_or(0, |f| f.onset_steps.len());
+            let n_ok = t.iter().filter(|f| f.supported).count();
+            let _ = writeln!(
+                md,
+                "**Verdict ({}):** onset of overfitting (lowest validation loss) at steps {:?}{}; stiffness falls back \
+                 toward 0 after it in {n_ok} of {} cases ({}): {}.\n",
+                over_text(n),
+                t.first().map_or(vec![], |f| f.onset_steps.clone()),
+                if no_onset.is_empty() { String::new() } else { format!(" (no onset, left out: {})", no_onset.join(", ")) },
+                t.len(),
+                if n >= 2 {
+                    "the upper bound of |end| - |onset| across seeds is below 0"
+                } else {
+                    "|value at end| < |value at onset|, 95% bootstrap intervals disjoint"
+                },
+                if n_ok == t.len() {
+                    "supported"
+                } else if n_ok == 0 {
+                    "not supported"
+                } else {
+                    "partly supported"
                 }
-                let _ = writeln!(md);
+            );
+            let _ = writeln!(
+                md,
+                "| kind | which | peak up to onset | at onset | at end | \\|end\\| - \\|onset\\| | end / onset | falls back |\n|---|---|---|---|---|---|---|---|"
+            );
+            for f in t {
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.3} | {} | {} | {} | {:.2} | {} |",
+                    f.kind,
+                    f.which,
+                    f.peak_before_onset,
+                    fmt_ci(f.at_onset.mean, f.at_onset.ci),
+                    fmt_ci(f.at_end.mean, f.at_end.ci),
+                    fmt_ci(f.change.mean, f.change.ci),
+                    f.ratio,
+                    if f.supported { "yes" } else { "no" }
+                );
             }
+            let _ = writeln!(md);
         }
     }
+    if records.len() >= 2 {
+        let _ = writeln!(
+            md,
+            "Per seed (each with its own bootstrap intervals; the verdict above is the across-seed one):\n"
+        );
+        for (id, t) in per_seed {
+            let text = t.as_ref().map_or("no onset detected".into(), |t| {
+                format!(
+                    "onset at step {}, falls back in {} of {} cases",
+                    t.first().map_or(0, |f| f.onset_steps[0]),
+                    t.iter().filter(|f| f.supported).count(),
+                    t.len()
+                )
+            });
+            let _ = writeln!(md, "* {id}: {text}");
+        }
+        let _ = writeln!(md);
+    }
     let _ = writeln!(md, "![fig2](fig2.png)\n");
-    let _ = writeln!(md, "## Measured steps (run {})\n\n{}", r.id, points_table(r));
+    let _ = writeln!(md, "## Measured steps ({})\n\n{}", over_text(records.len()), points_table(curve));
     let _ = writeln!(md, "## Runs\n\n{}", runs_table(records));
     md
 }
 
-/// The `summary.md` of Figs 3-6; `st`: the stages of the first run.
+/// The `summary.md` of Figs 3-6 from the claims and stages over the seeds.
 pub fn stages(
     cfg: &DynConfig,
     records: &[DynRunRecord],
     claims: &[StageClaims],
-    st: &[Stage],
+    means: &[StageMean],
+    curve: &[CurvePoint],
     command: &str,
 ) -> String {
-    let r = &records[0];
+    let n = records.len();
     let fig_no = cfg.figure.trim_start_matches("fig");
     let mut md = String::new();
     let _ = writeln!(
@@ -202,12 +239,13 @@ pub fn stages(
         for c in claims {
             let _ = writeln!(
                 md,
-                "**Run {}, {} stiffness:** largest between-class value after initialisation {:.4} (95% lower bound {}); \
-                 a between-class value significantly above 0 develops: {} → claim {}. Between-class at the end of the \
-                 run: {} ({}).\n",
-                c.run,
+                "**{} stiffness ({}):** largest between-class value after initialisation {:.4} at step {} (95% lower \
+                 bound {}); a between-class value significantly above 0 develops at some measured step: {} → claim {}. \
+                 Between-class at the end of the run: {} ({}).\n",
                 c.kind,
+                over_text(c.between_at_end.n),
                 c.max_between_after_init,
+                c.max_between_step,
                 c.max_between_ci_lo.map_or("–".into(), |v| format!("{v:.4}")),
                 yes_no(c.positive_between_develops),
                 match c.positive_between_develops {
@@ -215,8 +253,8 @@ pub fn stages(
                     Some(true) => "not supported",
                     None => "not testable (no intervals)",
                 },
-                fmt_ci(c.between_at_end, c.between_at_end_ci),
-                match c.between_at_end_ci {
+                fmt_ci(c.between_at_end.mean, c.between_at_end.ci),
+                match c.between_at_end.ci {
                     Some((_, hi)) if hi < 0.0 => "significantly negative, as the paper says",
                     Some((lo, _)) if lo > 0.0 => "significantly positive",
                     Some(_) => "not distinguishable from 0",
@@ -232,58 +270,69 @@ pub fn stages(
         );
         let _ = writeln!(
             md,
-            "| run | kind | within > 0 at init (95% lower bound > 0) | between grows init → late 1 (intervals disjoint) | within regresses late 1 → late 2 | between regresses late 1 → late 2 |\n|---|---|---|---|---|---|"
+            "Verdicts ({}): {}.\n",
+            over_text(n),
+            if n >= 2 {
+                "within > 0 at init = lower bound > 0; between grows = lower bound of the per-seed growth late 1 - init > 0; \
+                 regresses = upper bound of the per-seed change |late 2| - |late 1| < 0"
+            } else {
+                "within > 0 at init = bootstrap lower bound > 0; between grows = bootstrap intervals at init and late 1 \
+                 disjoint; regresses = |late 2| < |late 1|"
+            }
+        );
+        let _ = writeln!(
+            md,
+            "| kind | within at init | within > 0 at init | between growth init → late 1 | between grows | within change late 1 → late 2 | within regresses | between change late 1 → late 2 | between regresses |\n|---|---|---|---|---|---|---|---|---|"
         );
         for c in claims {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} ({:.3}) | {} ({:+.3}) | {} | {} |",
-                c.run,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.kind,
+                fmt_ci(c.within_at_init.mean, c.within_at_init.ci),
                 yes_no(c.within_positive_at_init),
-                c.within_at_init,
+                fmt_ci(c.between_growth.mean, c.between_growth.ci),
                 yes_no(c.between_grows),
-                c.between_growth,
-                yes_no(Some(c.within_regresses)),
-                yes_no(Some(c.between_regresses)),
+                fmt_ci(c.within_change.mean, c.within_change.ci),
+                yes_no(c.within_regresses),
+                fmt_ci(c.between_change.mean, c.between_change.ci),
+                yes_no(c.between_regresses),
             );
         }
         let _ = writeln!(md);
     }
-    let _ = writeln!(md, "{}\n", setup_text(cfg));
+    let _ = writeln!(md, "{}\n", setup_text(cfg, n));
     let _ = writeln!(
         md,
-        "Stages ({}): {}. Colour scale: one symmetric range per stiffness kind across the four stages, centred on 0.\n",
+        "Stages ({}), picked per seed. Heatmaps: cell-wise mean over the seeds of each seed's matrix at its own stage; \
+         colour scale: one symmetric range per stiffness kind across the four stages, centred on 0.\n",
         match cfg.stage_rule {
             StageRule::AroundOnset =>
                 "init = step 0; late 1 = the measured step nearest the onset of overfitting (middle of the run if none); early = the first measured step whose training loss has fallen a quarter of the way from its initial value to its value at late 1; late 2 = the last step",
             StageRule::Fractions => "init = step 0; early, late 1, late 2 = the measured steps nearest 2%, 50%, 100% of the run",
         },
-        st.iter().map(|s| format!("{} = step {}", s.name, s.step)).collect::<Vec<_>>().join(", ")
     );
     let _ = writeln!(md, "![{0}]({0}.png)\n\n![over training]({0}_over_training.png)\n", cfg.figure);
-    let _ = writeln!(md, "## Stages (run {})\n", r.id);
+    let _ = writeln!(md, "## Stages ({})\n", over_text(n));
     let _ = writeln!(
         md,
-        "| stage | step | train loss | val loss | within sign | between sign | within cosine | between cosine |\n|---|---|---|---|---|---|---|---|"
+        "| stage | step (per seed) | train loss | val loss | within sign | between sign | within cosine | between cosine |\n|---|---|---|---|---|---|---|---|"
     );
-    for s in st {
-        let p = &r.points[s.point];
-        let (sg, co) = (&p.measurement.sign, &p.measurement.cosine);
+    for s in means {
         let _ = writeln!(
             md,
-            "| {} | {} | {:.4} | {} | {} | {} | {} | {} |",
-            s.name,
-            s.step,
-            p.train_loss,
-            p.val_loss.map_or("–".into(), |v| format!("{v:.4}")),
-            fmt_ci(sg.within, within_ci(sg)),
-            fmt_ci(sg.between, between_ci(sg)),
-            fmt_ci(co.within, within_ci(co)),
-            fmt_ci(co.between, between_ci(co)),
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            s.stage,
+            steps_text(&s.steps),
+            s.train_loss.as_ref().map_or("–".into(), |v| format!("{:.4}", v.mean)),
+            s.val_loss.as_ref().map_or("–".into(), |v| format!("{:.4}", v.mean)),
+            fmt_across(s.sign_within.as_ref()),
+            fmt_across(s.sign_between.as_ref()),
+            fmt_across(s.cosine_within.as_ref()),
+            fmt_across(s.cosine_between.as_ref()),
         );
     }
-    let _ = writeln!(md, "\n## All measured steps (run {})\n\n{}", r.id, points_table(r));
+    let _ = writeln!(md, "\n## All measured steps ({})\n\n{}", over_text(n), points_table(curve));
     let _ = writeln!(md, "## Runs\n\n{}", runs_table(records));
     md
 }
@@ -327,7 +376,7 @@ pub fn fig7(
             if b.p_value < 0.05 && b.observed > 0.0 { "supported (p < 0.05)" } else { "not supported at p < 0.05" }
         );
     }
-    let _ = writeln!(md, "{}\n", setup_text(cfg));
+    let _ = writeln!(md, "{}\n", setup_text(cfg, records.len()));
     let _ = writeln!(
         md,
         "The matrix shown is the one at the measured step nearest step {focus} (\"early in training\"). Axes: fine \

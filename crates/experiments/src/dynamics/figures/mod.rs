@@ -8,6 +8,7 @@
 
 pub mod fig2;
 pub mod fig7;
+pub mod seeds;
 pub mod stages;
 
 use std::path::Path;

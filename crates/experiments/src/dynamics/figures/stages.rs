@@ -1,5 +1,6 @@
 //! Figs 3-6: class stiffness matrices (sign, cosine) at four stages of training, and within /
-//! between-class stiffness over training with the stages marked.
+//! between-class stiffness over training with the stages marked, aggregated over the seeds
+//! (see [`super::seeds`]).
 
 use std::path::Path;
 
@@ -7,99 +8,198 @@ use serde::Serialize;
 use stiff_analysis::StiffnessKind;
 use stiff_plot::{heatmap_figure, line_figure, Heatmap, HeatmapFigure, LineFigure, Panel, Series};
 
-use super::super::config::DynConfig;
-use super::super::run::DynRunRecord;
+use super::super::config::{DynConfig, StageRule};
+use super::super::run::{DynPoint, DynRunRecord};
 use super::super::stages::{stages, Stage};
 use super::super::summary;
-use super::{between_ci, cells, matrix_rows, series_rows, symmetric_range, within_ci, write_config, KINDS};
-use crate::measure::KindSummary;
+use super::seeds::{across_seeds, across_seeds_plain, mean_curve, mean_matrix, pick, AcrossSeeds, CurvePoint};
+use super::{cells, matrix_rows, series_rows, symmetric_range, write_config, KINDS};
 use crate::stats::intervals_disjoint;
 use crate::store::{write_atomic, write_json};
 use crate::tidy::{write_csv, Row};
 use crate::Result;
 
-/// The claims of the stage figures, as numbers.
+/// The claims of the stage figures, as numbers, over the seeds of the figure: seed mean with a
+/// 95% Student-t interval across seeds, or with one seed its bootstrap interval over examples.
 #[derive(Debug, Clone, Serialize)]
 pub struct StageClaims {
-    /// Run id.
-    pub run: String,
+    /// Run ids aggregated (one per seed).
+    pub runs: Vec<String>,
     /// Stiffness kind: `sign` or `cosine`.
     pub kind: String,
-    /// Whether within-class stiffness at initialisation is positive (`None`: interval straddles 0).
-    pub within_positive_at_init: Option<bool>,
     /// Within-class stiffness at initialisation.
-    pub within_at_init: f64,
-    /// Between-class at late 1 minus at init; grows = positive with disjoint intervals.
-    pub between_growth: f64,
-    /// Whether between-class stiffness grows from init to late 1 (`None`: undecided).
+    pub within_at_init: AcrossSeeds,
+    /// Whether its 95% lower bound is above 0 (`None`: no interval).
+    pub within_positive_at_init: Option<bool>,
+    /// Between-class stiffness at late 1 minus at init, per seed (paired by seed).
+    pub between_growth: AcrossSeeds,
+    /// Whether between-class stiffness grows from init to late 1: several seeds, the growth's
+    /// lower bound is above 0; one seed, positive growth with disjoint bootstrap intervals
+    /// (`None`: no interval to decide on).
     pub between_grows: Option<bool>,
-    /// |late 2| < |late 1| for within and between.
-    pub within_regresses: bool,
-    /// Same for between-class stiffness.
-    pub between_regresses: bool,
-    /// Permuted labels (Fig 4): the largest between-class value after initialisation, its
-    /// interval's lower bound, and whether that bound is ever above 0.
+    /// |within| at late 2 minus |within| at late 1, per seed.
+    pub within_change: AcrossSeeds,
+    /// Whether within-class stiffness regresses toward 0 from late 1 to late 2: several seeds, the
+    /// change's upper bound is below 0; one seed, the change is negative.
+    pub within_regresses: Option<bool>,
+    /// |between| at late 2 minus |between| at late 1, per seed.
+    pub between_change: AcrossSeeds,
+    /// Same rule as `within_regresses`.
+    pub between_regresses: Option<bool>,
+    /// Permuted labels (Fig 4): the measured step after initialisation with the largest
+    /// seed-mean between-class value.
+    pub max_between_step: u64,
+    /// That largest seed-mean value.
     pub max_between_after_init: f64,
-    /// Lower bound of that value's bootstrap interval.
+    /// Its 95% lower bound.
     pub max_between_ci_lo: Option<f64>,
-    /// Whether that lower bound is ever above 0.
+    /// Whether any measured step after initialisation has a between-class 95% lower bound above 0
+    /// (`None`: some step has no interval).
     pub positive_between_develops: Option<bool>,
-    /// Between-class stiffness at the last measured step.
-    pub between_at_end: f64,
-    /// Its bootstrap 95% interval.
-    pub between_at_end_ci: Option<(f64, f64)>,
+    /// Between-class stiffness at each seed's last measured step.
+    pub between_at_end: AcrossSeeds,
 }
 
-fn stage_claims(r: &DynRunRecord, st: &[Stage], kind: StiffnessKind, kname: &str) -> Option<StageClaims> {
-    if st.len() < 4 {
+/// The point and stage of every seed at each of the four stages (`[stage][seed]`); runs with
+/// fewer than four measured stages are left out.
+pub(crate) fn stage_points(records: &[DynRunRecord], rule: StageRule) -> Vec<Vec<(&DynPoint, Stage)>> {
+    let mut out: Vec<Vec<(&DynPoint, Stage)>> = vec![Vec::new(); 4];
+    for r in records {
+        let st = stages(r, rule);
+        if st.len() == 4 {
+            for (slot, s) in out.iter_mut().zip(st) {
+                slot.push((&r.points[s.point], s));
+            }
+        }
+    }
+    out
+}
+
+/// The claims of `kind` over `records` (one per seed); `None` when no run has four stages.
+pub fn stage_claims(
+    records: &[DynRunRecord],
+    rule: StageRule,
+    kind: StiffnessKind,
+    kname: &str,
+) -> Option<StageClaims> {
+    let sp = stage_points(records, rule);
+    let seeds = sp[0].len();
+    if seeds == 0 {
         return None;
     }
-    let s = |i: usize| r.points[st[i].point].measurement.kind(kind);
-    let (init, late1, late2) = (s(0), s(2), s(3));
-    let after: Vec<&KindSummary> = r.points.iter().filter(|p| p.step > 0).map(|p| p.measurement.kind(kind)).collect();
-    let best = after.iter().max_by(|a, b| a.between.total_cmp(&b.between));
-    let any_lo_pos = after.iter().map(|k| between_ci(k).map(|c| c.0 > 0.0)).collect::<Option<Vec<bool>>>();
+    let at = |i: usize, within: bool| sp[i].iter().map(|(p, _)| pick(p, kind, within)).collect::<Vec<_>>();
+    let within_init = at(0, true);
+    let (between_init, between_late1) = (at(0, false), at(2, false));
+    let growth: Vec<f64> = between_late1.iter().zip(&between_init).map(|(l, i)| l.0 - i.0).collect();
+    let change = |within: bool| -> Vec<f64> {
+        at(3, within).iter().zip(at(2, within)).map(|(l2, l1)| l2.0.abs() - l1.0.abs()).collect()
+    };
+    let (within_change, between_change) = (across_seeds_plain(&change(true))?, across_seeds_plain(&change(false))?);
+    let regresses = |c: &AcrossSeeds| if seeds >= 2 { c.hi().map(|hi| hi < 0.0) } else { Some(c.mean < 0.0) };
+    let between_growth = across_seeds_plain(&growth)?;
+    let between_grows = if seeds >= 2 {
+        between_growth.lo().map(|lo| lo > 0.0)
+    } else {
+        intervals_disjoint(between_init[0].1, between_late1[0].1).map(|sep| sep && between_growth.mean > 0.0)
+    };
+
+    // Fig 4: the seed-mean between-class curve after initialisation.
+    let curve = mean_curve(records);
+    let after: Vec<(&CurvePoint, &AcrossSeeds)> =
+        curve.iter().filter(|c| c.step > 0).filter_map(|c| c.get(kind, false).map(|b| (c, b))).collect();
+    let best = after.iter().max_by(|a, b| a.1.mean.total_cmp(&b.1.mean));
+    let any_lo_pos = after.iter().map(|(_, b)| b.lo().map(|lo| lo > 0.0)).collect::<Option<Vec<bool>>>();
+    let within_at_init = across_seeds(&within_init)?;
     Some(StageClaims {
-        run: r.id.clone(),
+        runs: records.iter().map(|r| r.id.clone()).collect(),
         kind: kname.into(),
-        within_positive_at_init: within_ci(init).map(|c| c.0 > 0.0),
-        within_at_init: init.within,
-        between_growth: late1.between - init.between,
-        between_grows: intervals_disjoint(between_ci(init), between_ci(late1))
-            .map(|sep| sep && late1.between > init.between),
-        within_regresses: late2.within.abs() < late1.within.abs(),
-        between_regresses: late2.between.abs() < late1.between.abs(),
-        max_between_after_init: best.map_or(f64::NAN, |k| k.between),
-        max_between_ci_lo: best.and_then(|k| between_ci(k).map(|c| c.0)),
+        within_positive_at_init: within_at_init.lo().map(|lo| lo > 0.0),
+        within_at_init,
+        between_growth,
+        between_grows,
+        within_regresses: regresses(&within_change),
+        within_change,
+        between_regresses: regresses(&between_change),
+        between_change,
+        max_between_step: best.map_or(0, |b| b.0.step),
+        max_between_after_init: best.map_or(f64::NAN, |b| b.1.mean),
+        max_between_ci_lo: best.and_then(|b| b.1.lo()),
         positive_between_develops: any_lo_pos.map(|v| v.iter().any(|&b| b)),
-        between_at_end: late2.between,
-        between_at_end_ci: between_ci(late2),
+        between_at_end: across_seeds(&at(3, false))?,
     })
 }
 
-/// Within/between stiffness over training (one panel per kind), for the stage figures.
-fn over_training_figure(dir: &Path, cfg: &DynConfig, r: &DynRunRecord, st: &[Stage]) -> Result<()> {
-    let px: Vec<f64> = r.points.iter().map(|p| p.images_seen as f64).collect();
+/// One stage over the seeds: the steps picked per seed and the within/between values.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageMean {
+    /// "init", "early", "late 1", "late 2".
+    pub stage: String,
+    /// The measured step of each seed.
+    pub steps: Vec<u64>,
+    /// Training loss.
+    pub train_loss: Option<AcrossSeeds>,
+    /// Validation loss.
+    pub val_loss: Option<AcrossSeeds>,
+    /// Within-class sign stiffness.
+    pub sign_within: Option<AcrossSeeds>,
+    /// Between-class sign stiffness.
+    pub sign_between: Option<AcrossSeeds>,
+    /// Within-class cosine stiffness.
+    pub cosine_within: Option<AcrossSeeds>,
+    /// Between-class cosine stiffness.
+    pub cosine_between: Option<AcrossSeeds>,
+    /// Cell-wise seed mean of the class sign-stiffness matrices.
+    pub class_sign: Vec<Vec<Option<f64>>>,
+    /// Same for cosine stiffness.
+    pub class_cosine: Vec<Vec<Option<f64>>>,
+}
+
+/// The four stages over the seeds (empty when no run has four stages).
+pub fn stage_means(records: &[DynRunRecord], rule: StageRule) -> Vec<StageMean> {
+    stage_points(records, rule)
+        .into_iter()
+        .filter(|pts| !pts.is_empty())
+        .map(|pts| {
+            let stiff =
+                |kind, within| across_seeds(&pts.iter().map(|(p, _)| pick(p, kind, within)).collect::<Vec<_>>());
+            let sign: Vec<&[Vec<Option<f64>>]> = pts.iter().map(|(p, _)| p.measurement.class_sign.as_slice()).collect();
+            let cos: Vec<&[Vec<Option<f64>>]> =
+                pts.iter().map(|(p, _)| p.measurement.class_cosine.as_slice()).collect();
+            StageMean {
+                stage: pts[0].1.name.clone(),
+                steps: pts.iter().map(|(_, s)| s.step).collect(),
+                train_loss: across_seeds_plain(&pts.iter().map(|(p, _)| p.train_loss).collect::<Vec<_>>()),
+                val_loss: across_seeds_plain(&pts.iter().filter_map(|(p, _)| p.val_loss).collect::<Vec<_>>()),
+                sign_within: stiff(StiffnessKind::Sign, true),
+                sign_between: stiff(StiffnessKind::Sign, false),
+                cosine_within: stiff(StiffnessKind::Cosine, true),
+                cosine_between: stiff(StiffnessKind::Cosine, false),
+                class_sign: mean_matrix(&sign),
+                class_cosine: mean_matrix(&cos),
+            }
+        })
+        .collect()
+}
+
+/// Seed-mean within/between stiffness over training with its interval as a band (one panel
+/// per kind), the stages of the first seed marked.
+fn over_training_figure(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], curve: &[CurvePoint]) -> Result<()> {
+    let px: Vec<f64> = curve.iter().map(|c| c.images_seen as f64).collect();
+    let st = stages(&records[0], cfg.stage_rule);
     let panels = KINDS
         .iter()
         .map(|&(kind, kname)| {
-            let get = |within: bool| {
-                let (y, e): (Vec<f64>, Vec<f64>) = r
-                    .points
+            let get = |within: bool| -> (Vec<f64>, Vec<f64>) {
+                curve
                     .iter()
-                    .map(|p| {
-                        let s = p.measurement.kind(kind);
-                        let (v, ci) = if within { (s.within, within_ci(s)) } else { (s.between, between_ci(s)) };
-                        (v, ci.map_or(f64::NAN, |(lo, hi)| (hi - lo) / 2.0))
-                    })
-                    .unzip();
-                (y, e)
+                    .map(|c| c.get(kind, within).map_or((f64::NAN, f64::NAN), |a| (a.mean, a.half_width())))
+                    .unzip()
             };
             let (wy, we) = get(true);
             let (by, be) = get(false);
             let mut between = Series::new("between-class", px.clone(), by).with_err(be);
             for s in st.iter().filter(|s| s.step > 0) {
-                between = between.with_marker(r.points[s.point].images_seen as f64, s.name.clone());
+                between = between.with_marker(records[0].points[s.point].images_seen as f64, s.name.clone());
             }
             Panel {
                 title: format!("{kname} stiffness over training"),
@@ -115,12 +215,13 @@ fn over_training_figure(dir: &Path, cfg: &DynConfig, r: &DynRunRecord, st: &[Sta
     line_figure(
         &LineFigure {
             title: format!(
-                "{}: class stiffness over training, {} on {}{} (run {})",
+                "{}: stiffness over training, {} on {}{} ({}; stages: seed {})",
                 cfg.figure,
                 cfg.preset,
                 cfg.dataset,
                 if cfg.permute_labels { ", permuted labels" } else { "" },
-                r.id
+                seeds_title(records.len()),
+                records[0].spec.seed
             ),
             panels,
             columns: 2,
@@ -130,30 +231,41 @@ fn over_training_figure(dir: &Path, cfg: &DynConfig, r: &DynRunRecord, st: &[Sta
     Ok(())
 }
 
+/// "mean of N seeds, 95% t band" or "1 seed, 95% bootstrap band" (figure titles are short).
+pub(crate) fn seeds_title(n: usize) -> String {
+    if n >= 2 {
+        format!("mean of {n} seeds, 95% t band")
+    } else {
+        "1 seed, 95% bootstrap band".into()
+    }
+}
+
 /// Writes `DIR/<fig>/` for Figs 3-6: class matrices (sign, cosine) at four stages.
 pub fn write_stages(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command: &str) -> Result<()> {
     write_config(dir, cfg, command)?;
     let names = cfg.class_names();
-    let r = &records[0];
-    let st = stages(r, cfg.stage_rule);
     let mut rows: Vec<Row> = records.iter().flat_map(series_rows).collect();
-    let mut claims = Vec::new();
+    let mut per_seed_claims = Vec::new();
     for rec in records {
-        let s = stages(rec, cfg.stage_rule);
-        for stage in &s {
+        for stage in &stages(rec, cfg.stage_rule) {
             rows.extend(matrix_rows(rec, &rec.points[stage.point], &stage.name, &names));
         }
         for (kind, kname) in KINDS {
-            claims.extend(stage_claims(rec, &s, kind, kname));
+            per_seed_claims.extend(stage_claims(std::slice::from_ref(rec), cfg.stage_rule, kind, kname));
         }
     }
+    let claims: Vec<StageClaims> =
+        KINDS.iter().filter_map(|&(kind, kname)| stage_claims(records, cfg.stage_rule, kind, kname)).collect();
+    let means = stage_means(records, cfg.stage_rule);
+    let curve = mean_curve(records);
     write_csv(&dir.join("results.csv"), &rows)?;
     write_json(
         &dir.join("results.json"),
-        &serde_json::json!({ "figure": cfg.figure, "class_names": names, "claims": claims,
+        &serde_json::json!({ "figure": cfg.figure, "class_names": names, "seeds": records.len(),
+            "claims": claims, "per_seed_claims": per_seed_claims, "stages": means, "over_training": curve,
             "runs": records.iter().map(|rec| {
                 let s = stages(rec, cfg.stage_rule);
-                serde_json::json!({ "id": rec.id, "end": rec.end, "onset": rec.onset,
+                serde_json::json!({ "id": rec.id, "seed": rec.spec.seed, "end": rec.end, "onset": rec.onset,
                     "stages": s.iter().map(|stage| { let p = &rec.points[stage.point]; serde_json::json!({
                         "stage": stage, "images_seen": p.images_seen, "train_loss": p.train_loss, "val_loss": p.val_loss,
                         "val_acc": p.val_acc, "sign": p.measurement.sign, "cosine": p.measurement.cosine,
@@ -163,21 +275,23 @@ pub fn write_stages(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], comma
             }).collect::<Vec<_>>() }),
     )?;
 
-    // Heatmaps: row 1 sign, row 2 cosine; one colour scale per kind across the stages.
+    // Heatmaps of the seed-mean matrices: row 1 sign, row 2 cosine; one colour scale per kind
+    // across the stages.
     let mut panels = Vec::new();
     for (kind, kname) in KINDS {
-        let mats: Vec<Vec<Vec<f64>>> = st
+        let mats: Vec<Vec<Vec<f64>>> = means
             .iter()
-            .map(|s| {
-                let m = &r.points[s.point].measurement;
-                cells(if kind == StiffnessKind::Sign { &m.class_sign } else { &m.class_cosine })
-            })
+            .map(|s| cells(if kind == StiffnessKind::Sign { &s.class_sign } else { &s.class_cosine }))
             .collect();
         let range = symmetric_range(&mats);
-        for (s, values) in st.iter().zip(mats) {
-            let p = &r.points[s.point];
+        for (s, values) in means.iter().zip(mats) {
             panels.push(Heatmap {
-                title: format!("{kname}, {} (step {}, train loss {:.3})", s.name, s.step, p.train_loss),
+                title: format!(
+                    "{kname}, {} (step {}, train loss {:.3})",
+                    s.stage,
+                    steps_text(&s.steps),
+                    s.train_loss.as_ref().map_or(f64::NAN, |l| l.mean)
+                ),
                 values,
                 row_labels: names.clone(),
                 col_labels: names.clone(),
@@ -190,20 +304,33 @@ pub fn write_stages(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], comma
     heatmap_figure(
         &HeatmapFigure {
             title: format!(
-                "Fig {fig_no}: class stiffness matrices, {} on {}{} (run {}){}",
+                "Fig {fig_no}: class stiffness matrices, {} on {}{} ({}){}",
                 cfg.preset,
                 cfg.dataset,
                 if cfg.permute_labels { " with permuted training labels" } else { "" },
-                r.id,
+                if records.len() >= 2 {
+                    format!("cell means of {} seeds", records.len())
+                } else {
+                    format!("run {}", records[0].id)
+                },
                 if cfg.quick { " [quick]" } else { "" }
             ),
             panels,
-            columns: st.len().max(1),
+            columns: means.len().max(1),
         },
         &dir.join(&cfg.figure),
     )?;
-    over_training_figure(dir, cfg, r, &st)?;
+    over_training_figure(dir, cfg, records, &curve)?;
 
-    let md = summary::stages(cfg, records, &claims, &st, command);
+    let md = summary::stages(cfg, records, &claims, &means, &curve, command);
     write_atomic(&dir.join("summary.md"), md.as_bytes())
+}
+
+/// `100` when every seed shares the step, else `46/100/215`.
+pub(crate) fn steps_text(steps: &[u64]) -> String {
+    if steps.windows(2).all(|w| w[0] == w[1]) {
+        steps.first().map_or("–".into(), |s| s.to_string())
+    } else {
+        steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("/")
+    }
 }
