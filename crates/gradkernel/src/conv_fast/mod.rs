@@ -289,7 +289,7 @@ fn run<T: Real>(model: &Model, a: &Set, b: Option<&Set>, per_layer: bool, budget
     });
     let cross = pb.is_some();
     let zero = T::from_f64(0.0);
-    let mut k = vec![zero; n * m];
+    let mut k = written_zeros(n * m);
     let mut per: Vec<Vec<T>> = Vec::new();
     let (mut sq_a, mut sq_b) = if cross { (vec![0.0; n], vec![0.0; m]) } else { (Vec::new(), Vec::new()) };
     // Tile buffers at their largest size up front: later layers reuse the pages earlier ones
@@ -304,7 +304,7 @@ fn run<T: Real>(model: &Model, a: &Set, b: Option<&Set>, per_layer: bool, budget
     let mut bufs = (vec![zero; len_a], vec![zero; len_b]);
     for (l, c) in net.convs.iter().enumerate() {
         let (sa, sb) = (side(&pa, l, n), pb.as_ref().map(|pb| side(pb, l, m)));
-        let mut layer = if per_layer { vec![zero; n * m] } else { Vec::new() };
+        let mut layer = if per_layer { written_zeros(n * m) } else { Vec::new() };
         let dst = if per_layer { &mut layer } else { &mut k };
         match plans[l] {
             LayerPlan::Ghost { block } => {
@@ -331,7 +331,7 @@ fn run<T: Real>(model: &Model, a: &Set, b: Option<&Set>, per_layer: bool, budget
     let t = Instant::now();
     let h = &net.head;
     let nc = net.convs.len();
-    let mut layer = if per_layer { vec![zero; n * m] } else { Vec::new() };
+    let mut layer = if per_layer { written_zeros(n * m) } else { Vec::new() };
     let dst = if per_layer { &mut layer } else { &mut k };
     match &pb {
         None => head_gram(&pa.acts[nc], h.feat, &pa.dhead, h.classes, n, dst),
@@ -374,6 +374,15 @@ fn run<T: Real>(model: &Model, a: &Set, b: Option<&Set>, per_layer: bool, budget
         .unwrap_or(n);
     let profile = ConvProfile { layers: prof, copies, total: t_all.elapsed().as_secs_f64() };
     Ok(Some(Out { k, per_layer: per, loss, sq: (sq_a, sq_b), chunk, profile }))
+}
+
+/// `len` zeros, written (not calloc's lazily mapped zero pages): `K` and the per-layer Grams are
+/// accumulated with read-then-add from several threads, and a first read would map the shared
+/// zero page and make the first add a copy-on-write fault with a TLB shootdown.
+fn written_zeros<T: Real>(len: usize) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    v.resize(len, T::from_f64(0.0));
+    v
 }
 
 /// Conv layer `l`'s stored inputs and deltas of one set of `n` examples.
