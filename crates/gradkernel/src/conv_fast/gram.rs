@@ -203,21 +203,32 @@ pub(super) fn product<T: Real>(
 /// enough that a 500-row diagonal tile gives ten blocks to share out.
 pub(super) const BLOCK_ROWS: usize = 128;
 
-/// The head's factorised Gram `(D Dᵀ) o (A Aᵀ + 1)`, upper triangle, added into `dst`.
-pub(super) fn head_gram<T: Real>(a: &[T], feat: usize, d: &[T], classes: usize, n: usize, dst: &mut [T]) {
+/// The head's factorised Gram `(D Dᵀ) o (A Aᵀ + 1)` added into `dst: (n, m)` in strips of
+/// [`HEAD_ROWS`] rows: rows `(a, d)` (`n` examples) against columns `other` (`m` examples), or,
+/// without `other`, against themselves (`m = n`, upper triangle only).
+pub(super) fn head_gram<T: Real>(
+    (a, d): (&[T], &[T]),
+    other: Option<(&[T], &[T])>,
+    (feat, classes): (usize, usize),
+    (n, m): (usize, usize),
+    dst: &mut [T],
+) {
     let zero = T::from_f64(0.0);
     let one = T::from_f64(1.0);
-    let mut dd = vec![zero; HEAD_ROWS * n];
-    let mut aa = vec![zero; HEAD_ROWS * n];
+    let upper = other.is_none();
+    let (ab, db) = other.unwrap_or((a, d));
+    let mut dd = vec![zero; HEAD_ROWS * m];
+    let mut aa = vec![zero; HEAD_ROWS * m];
     let par = Parallelism::Rayon(0);
     for r0 in (0..n).step_by(HEAD_ROWS) {
         let rows = HEAD_ROWS.min(n - r0);
-        let cols = n - r0;
+        let c0 = if upper { r0 } else { 0 };
+        let cols = m - c0;
         mm(
             (rows, cols, classes),
             &d[r0 * classes..],
             classes,
-            &d[r0 * classes..],
+            &db[c0 * classes..],
             classes,
             true,
             &mut dd,
@@ -225,40 +236,11 @@ pub(super) fn head_gram<T: Real>(a: &[T], feat: usize, d: &[T], classes: usize, 
             false,
             par,
         );
-        mm((rows, cols, feat), &a[r0 * feat..], feat, &a[r0 * feat..], feat, true, &mut aa, cols, false, par);
+        mm((rows, cols, feat), &a[r0 * feat..], feat, &ab[c0 * feat..], feat, true, &mut aa, cols, false, par);
         for r in 0..rows {
-            let out = &mut dst[(r0 + r) * n + r0..(r0 + r) * n + n];
-            for c in r..cols {
+            let out = &mut dst[(r0 + r) * m + c0..(r0 + r + 1) * m];
+            for c in if upper { r } else { 0 }..cols {
                 out[c] += dd[r * cols + c] * (aa[r * cols + c] + one);
-            }
-        }
-    }
-}
-
-/// The head's cross Gram `(D_a D_bᵀ) o (A_a A_bᵀ + 1)` added into `dst: (n, m)`, in strips of
-/// [`HEAD_ROWS`] rows.
-pub(super) fn head_cross<T: Real>(
-    a: &[T],
-    d: &[T],
-    ab: &[T],
-    db: &[T],
-    (feat, classes): (usize, usize),
-    (n, m): (usize, usize),
-    dst: &mut [T],
-) {
-    let zero = T::from_f64(0.0);
-    let one = T::from_f64(1.0);
-    let mut dd = vec![zero; HEAD_ROWS * m];
-    let mut aa = vec![zero; HEAD_ROWS * m];
-    let par = Parallelism::Rayon(0);
-    for r0 in (0..n).step_by(HEAD_ROWS) {
-        let rows = HEAD_ROWS.min(n - r0);
-        mm((rows, m, classes), &d[r0 * classes..], classes, db, classes, true, &mut dd, m, false, par);
-        mm((rows, m, feat), &a[r0 * feat..], feat, ab, feat, true, &mut aa, m, false, par);
-        for r in 0..rows {
-            let out = &mut dst[(r0 + r) * m..(r0 + r + 1) * m];
-            for c in 0..m {
-                out[c] += dd[r * m + c] * (aa[r * m + c] + one);
             }
         }
     }

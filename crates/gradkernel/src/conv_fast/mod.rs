@@ -45,7 +45,7 @@ mod gram;
 mod passes;
 
 use ghost::Side;
-use gram::{build, head_cross, head_gram, head_sq_norms, mirror, plan, product, LayerPlan};
+use gram::{build, head_gram, head_sq_norms, mirror, plan, product, LayerPlan};
 use passes::{forward_layer, passes, Passes, NO_GRAD};
 
 /// The float types the kernel runs in (f32, f64).
@@ -334,9 +334,9 @@ fn run<T: Real>(model: &Model, a: &Set, b: Option<&Set>, per_layer: bool, budget
     let mut layer = if per_layer { written_zeros(n * m) } else { Vec::new() };
     let dst = if per_layer { &mut layer } else { &mut k };
     match &pb {
-        None => head_gram(&pa.acts[nc], h.feat, &pa.dhead, h.classes, n, dst),
+        None => head_gram((&pa.acts[nc], &pa.dhead), None, (h.feat, h.classes), (n, n), dst),
         Some(pb) => {
-            head_cross(&pa.acts[nc], &pa.dhead, &pb.acts[nc], &pb.dhead, (h.feat, h.classes), (n, m), dst);
+            head_gram((&pa.acts[nc], &pa.dhead), Some((&pb.acts[nc], &pb.dhead)), (h.feat, h.classes), (n, m), dst);
             head_sq_norms(&pa.acts[nc], &pa.dhead, (h.feat, h.classes), &mut sq_a);
             head_sq_norms(&pb.acts[nc], &pb.dhead, (h.feat, h.classes), &mut sq_b);
         }
