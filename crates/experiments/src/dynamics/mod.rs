@@ -55,7 +55,7 @@ const FIGURES: &[FigureInfo] = &[
         shows: "train/validation loss and within/between-class stiffness over training (FC, MNIST subset), onset of overfitting marked",
         datasets: &[DatasetName::Mnist],
         time_quick: "~45 s (3 seeds)",
-        time_full: "~3 min (3 seeds)",
+        time_full: "~1.5 min (3 seeds)",
     },
     FigureInfo {
         name: "fig3",
@@ -69,14 +69,14 @@ const FIGURES: &[FigureInfo] = &[
         shows: "as fig3 with permuted training labels, and between-class stiffness over training",
         datasets: &[DatasetName::Mnist],
         time_quick: "~45 s (3 seeds)",
-        time_full: "~3 min (3 seeds)",
+        time_full: "~1.5 min (3 seeds)",
     },
     FigureInfo {
         name: "fig5",
         shows: "class stiffness matrices at 4 stages, FC on Fashion-MNIST",
         datasets: &[DatasetName::FashionMnist],
         time_quick: "~45 s (3 seeds)",
-        time_full: "~3 min (3 seeds)",
+        time_full: "~1.5 min (3 seeds)",
     },
     FigureInfo {
         name: "fig6",
