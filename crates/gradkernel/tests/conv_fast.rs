@@ -290,6 +290,9 @@ fn pixel_gram_route_matches_oracle_and_candle_route_per_layer() {
         let tol = if dtype == DType::F64 { COS_TOL_F64 } else { COS_TOL_F32 };
         let e = cos_err(&r.k, &oracle);
         assert!(e < tol, "{dtype:?}: cosine error {e:e} vs oracle");
+        // Same inputs, same machine: bit-identical (block results are added in a fixed order).
+        let again = gram(&model, &x, &y, &GramOptions::default()).unwrap();
+        assert_eq!(host(&r.k), host(&again.k), "{dtype:?}: rerun not bit-identical");
         if dtype == DType::F64 {
             let slow = gram(&model, &x, &y, &GramOptions::default().with_cpu_fast_path(false)).unwrap();
             let (a, b, k) = (host(&r.per_layer[2].1), host(&slow.per_layer[2].1), host(&slow.k));
