@@ -65,7 +65,9 @@ fn main() -> Result<()> {
         .with_checkpoint_every(Some(2_000))
         .with_metrics_path(Some(out.join("metrics.jsonl")));
     std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("train_config.json"), serde_json::to_string_pretty(&cfg)?)?;
+    // Versioned like every JSON file the workspace writes, and written atomically.
+    let doc = serde_json::json!({ "schema_version": stiff_train::SCHEMA_VERSION, "config": &cfg });
+    stiff_fs::write_atomic(&out.join("train_config.json"), serde_json::to_string_pretty(&doc)?.as_bytes())?;
     let mut sink = |s: &Snapshot<'_>| -> Result<(), SinkError> {
         eprintln!(
             "snapshot [{}] step {} ({} images): train loss {:.4}, val loss {:.4}, val acc {:.4}",
