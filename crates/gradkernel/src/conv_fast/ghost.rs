@@ -21,6 +21,7 @@
 use rayon::prelude::*;
 use stiff_gemm::Parallelism;
 
+use super::gram::{in_waves, WAVE_PER_THREAD};
 use super::{mm, Conv, Real};
 
 /// Rows (examples x positions) of one block of the pixel and delta Grams.
@@ -44,12 +45,12 @@ pub(super) fn block<T>(c: &Conv<T>, n: usize) -> usize {
 }
 
 /// Working bytes of [`gram`] with blocks of `b` examples: the position-major copies of all
-/// deltas and inputs, and each thread's two block Grams.
+/// deltas and inputs, each thread's two block Grams, and one wave of block results.
 pub(super) fn bytes<T>(c: &Conv<T>, n: usize, b: usize, threads: usize) -> Option<usize> {
     let eb = std::mem::size_of::<T>();
     let s = c.s();
     let copies = n.checked_mul(s * (c.c_out + c.c_in))?;
-    let scratch = threads.checked_mul(2 * (b * s) * (b * s) + 2 * b)?;
+    let scratch = threads.checked_mul(2 * (b * s) * (b * s) + (WAVE_PER_THREAD + 1) * b * b)?;
     copies.checked_add(scratch)?.checked_mul(eb)
 }
 
@@ -149,36 +150,34 @@ pub(super) fn gram<T: Real>(
     let tasks: Vec<(usize, usize)> =
         (0..rows.len()).flat_map(|bi| (if upper { bi } else { 0 }..cols.len()).map(move |bj| (bi, bj))).collect();
     let zero = T::from_f64(0.0);
-    let results: Vec<Vec<T>> = tasks
-        .par_iter()
-        .map_init(
-            || (Vec::new(), Vec::new(), Vec::new()),
-            |(dg, xg, acc), &(bi, bj)| {
-                let ((i0, ni), (j0, nj)) = (rows[bi], cols[bj]);
-                let (ri, rj) = (ni * s, nj * s);
-                dg.resize(ri * rj, zero);
-                xg.resize(ri * rj, zero);
-                let (co, ci) = (c.c_out, c.c_in);
-                let (di, dj) = (block_of(&dm_a, co, s, i0, ri), block_of(dm_b, co, s, j0, rj));
-                mm((ri, rj, co), di, co, dj, co, true, dg, rj, false, Parallelism::None);
-                let (xi, xj) = (block_of(&xm_a, ci, s, i0, ri), block_of(xm_b, ci, s, j0, rj));
-                mm((ri, rj, ci), xi, ci, xj, ci, true, xg, rj, false, Parallelism::None);
-                let mut out = vec![zero; ni * nj];
-                acc.resize(nj, zero);
-                combine(&sh, s, ni, nj, dg, xg, acc, &mut out);
-                out
-            },
-        )
-        .collect();
-    for (&(bi, bj), out) in tasks.iter().zip(&results) {
-        let ((i0, ni), (j0, nj)) = (rows[bi], cols[bj]);
-        for i in 0..ni {
-            let row = &mut dst[(i0 + i) * ld + j0..(i0 + i) * ld + j0 + nj];
-            for (d, &v) in row.iter_mut().zip(&out[i * nj..(i + 1) * nj]) {
-                *d += v;
+    in_waves(
+        &tasks,
+        || (Vec::new(), Vec::new(), Vec::new()),
+        |(dg, xg, acc), &(bi, bj)| {
+            let ((i0, ni), (j0, nj)) = (rows[bi], cols[bj]);
+            let (ri, rj) = (ni * s, nj * s);
+            dg.resize(ri * rj, zero);
+            xg.resize(ri * rj, zero);
+            let (co, ci) = (c.c_out, c.c_in);
+            let (di, dj) = (block_of(&dm_a, co, s, i0, ri), block_of(dm_b, co, s, j0, rj));
+            mm((ri, rj, co), di, co, dj, co, true, dg, rj, false, Parallelism::None);
+            let (xi, xj) = (block_of(&xm_a, ci, s, i0, ri), block_of(xm_b, ci, s, j0, rj));
+            mm((ri, rj, ci), xi, ci, xj, ci, true, xg, rj, false, Parallelism::None);
+            let mut out = vec![zero; ni * nj];
+            acc.resize(nj, zero);
+            combine(&sh, s, ni, nj, dg, xg, acc, &mut out);
+            out
+        },
+        |&(bi, bj), out| {
+            let ((i0, ni), (j0, nj)) = (rows[bi], cols[bj]);
+            for i in 0..ni {
+                let row = &mut dst[(i0 + i) * ld + j0..(i0 + i) * ld + j0 + nj];
+                for (d, &v) in row.iter_mut().zip(&out[i * nj..(i + 1) * nj]) {
+                    *d += v;
+                }
             }
-        }
-    }
+        },
+    );
     (copies, t.elapsed().as_secs_f64())
 }
 
