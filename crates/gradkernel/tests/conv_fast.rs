@@ -21,21 +21,6 @@ const COS_TOL_F32: f64 = 5e-5;
 /// The same f64 Gram computed with different tile sizes / routes (summation order differs).
 const COS_TOL_SAME_F64: f64 = 1e-12;
 
-/// max over i, j of `|a_ij - b_ij| / sqrt(b_ii b_jj)`, `b` the oracle.
-fn cos_err(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (host(a), host(b));
-    let n = b.len();
-    let mut e = 0f64;
-    for i in 0..n {
-        for j in 0..n {
-            let scale = (b[i][i] * b[j][j]).sqrt();
-            assert!(scale > 0.0, "oracle has a zero-norm gradient at {i} or {j}: pick other inputs");
-            e = e.max((a[i][j] - b[i][j]).abs() / scale);
-        }
-    }
-    e
-}
-
 /// Images whose left half is exactly 0 and whose bottom-right quadrant is one constant, the rest
 /// seeded noise: zero patches give pre-activations exactly equal to the bias (0 where the bias is
 /// zeroed below), constant patches give exactly equal pre-activations, hence tied pooling windows.

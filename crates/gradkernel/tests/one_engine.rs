@@ -20,21 +20,6 @@ const COS_TOL_F64: f64 = 1e-10;
 /// f32 products of a few hundred thousand terms against the f64 oracle.
 const COS_TOL_F32: f64 = 1e-4;
 
-/// max over i, j of `|a_ij - o_ij| / sqrt(o_ii o_jj)`, `o` the oracle.
-fn cosine_err(a: &Tensor, oracle: &Tensor) -> f64 {
-    let (a, o) = (host(a), host(oracle));
-    let n = o.len();
-    let mut e = 0f64;
-    for i in 0..n {
-        for j in 0..n {
-            let s = (o[i][i] * o[j][j]).sqrt();
-            assert!(s > 0.0, "zero-norm gradient at {i} or {j}: the comparison needs non-zero gradients");
-            e = e.max((a[i][j] - o[i][j]).abs() / s);
-        }
-    }
-    e
-}
-
 /// `(n, C, H, W)`: example 0 all 0 (a dense layer's pre-activations are then its bias), the
 /// left half of every row of the others exactly 0, the rest uniform in (-1, 1).
 fn flat_input(n: usize, shape: InputShape, seed: u64, dtype: DType) -> Tensor {
@@ -106,7 +91,7 @@ fn presets_through_the_general_engine_match_the_oracle_on_flat_inputs() {
                     .with_method(method)
                     .with_memory_budget_bytes(budget);
                 let r = gram(&model, &x, &y, &opts).unwrap();
-                let e = cosine_err(&r.k, &oracle);
+                let e = cos_err(&r.k, &oracle);
                 assert!(e < COS_TOL_F64, "{preset} {method:?} budget {budget}: cosine error {e:e}");
                 let got: Vec<&String> = r.per_layer.iter().map(|(n, _)| n).collect();
                 assert_eq!(got, names.iter().collect::<Vec<_>>(), "per-layer names are the preset's");
@@ -114,7 +99,7 @@ fn presets_through_the_general_engine_match_the_oracle_on_flat_inputs() {
                 for (_, p) in &r.per_layer {
                     sum = (sum + p).unwrap();
                 }
-                assert!(cosine_err(&sum, &oracle) < COS_TOL_F64, "per-layer Grams sum to K");
+                assert!(cos_err(&sum, &oracle) < COS_TOL_F64, "per-layer Grams sum to K");
                 let forms: Vec<LayerForm> = r.forms.iter().map(|(_, f)| *f).collect();
                 match method {
                     Method::Materialised => assert!(forms.iter().all(|f| *f == LayerForm::Materialised)),
@@ -125,7 +110,7 @@ fn presets_through_the_general_engine_match_the_oracle_on_flat_inputs() {
         }
         // The cross Gram goes through the same engine: its square case is the Gram.
         let c = cross_gram(&model, &x, &y, &x, &y, &GramOptions::default()).unwrap();
-        assert!(cosine_err(&c.k, &oracle) < COS_TOL_F64);
+        assert!(cos_err(&c.k, &oracle) < COS_TOL_F64);
     }
 }
 
@@ -144,9 +129,9 @@ fn cpu_dense_kernel_equals_the_general_engine_on_fc6() {
         let fast = gram(&model, &x, &y, &manual).unwrap();
         let general = gram(&model, &x, &y, &GramOptions::default().with_cpu_fast_path(false)).unwrap();
         let oracle = reference_gram(&model, &x, &y).unwrap();
-        assert!(cosine_err(&fast.k, &oracle) < tol, "kernel vs oracle");
-        assert!(cosine_err(&general.k, &oracle) < tol, "general engine vs oracle");
-        assert!(cosine_err(&fast.k, &general.k) < tol, "kernel vs general engine");
+        assert!(cos_err(&fast.k, &oracle) < tol, "kernel vs oracle");
+        assert!(cos_err(&general.k, &oracle) < tol, "general engine vs oracle");
+        assert!(cos_err(&fast.k, &general.k) < tol, "kernel vs general engine");
         assert_eq!(fast.per_layer.len(), general.per_layer.len());
         for ((na, a), (nb, b)) in fast.per_layer.iter().zip(&general.per_layer) {
             assert_eq!(na, nb);
@@ -218,7 +203,7 @@ fn a_tapped_weight_used_in_a_plain_op_goes_to_the_fallback() {
         let net = Twice { w: w.clone(), b: b.clone(), plain_use };
         let r = gram_net(&net, &x, &y, &Loss::CrossEntropy, &GramOptions::default()).unwrap();
         let oracle = reference_gram_net(&net, &x, &y, &Loss::CrossEntropy).unwrap();
-        let e = cosine_err(&r.k, &oracle);
+        let e = cos_err(&r.k, &oracle);
         assert!(e < COS_TOL_F64, "plain_use={plain_use}: cosine error {e:e}");
         let fallback = r.routes.iter().any(|u| u.form == RouteForm::Fallback && u.params.contains(&"fc.weight".into()));
         assert_eq!(fallback, plain_use, "routes {:?}", r.routes);

@@ -103,3 +103,32 @@ pub fn is_psd(k: &[Vec<f64>], jitter: f64) -> bool {
     }
     true
 }
+
+/// Gram error in cosine units, the unit stiffness reads: max over i, j of
+/// `|a_ij - o_ij| / sqrt(o_ii o_jj)`, `o` the oracle, whose gradients must all be non-zero.
+pub fn cos_err(a: &Tensor, oracle: &Tensor) -> f64 {
+    cos_err_inner(a, oracle, false)
+}
+
+/// [`cos_err`] for inputs that include zero-gradient examples on purpose: their pairs are
+/// scaled by 1e-300 instead (so any error there fails the test).
+pub fn cos_err_zero_ok(a: &Tensor, oracle: &Tensor) -> f64 {
+    cos_err_inner(a, oracle, true)
+}
+
+fn cos_err_inner(a: &Tensor, oracle: &Tensor, zero_ok: bool) -> f64 {
+    let (a, o) = (host(a), host(oracle));
+    let n = o.len();
+    let mut e = 0f64;
+    for i in 0..n {
+        for j in 0..n {
+            let s = (o[i][i] * o[j][j]).sqrt();
+            assert!(
+                zero_ok || s > 0.0,
+                "zero-norm oracle gradient at {i} or {j}: the comparison needs non-zero gradients"
+            );
+            e = e.max((a[i][j] - o[i][j]).abs() / s.max(1e-300));
+        }
+    }
+    e
+}
