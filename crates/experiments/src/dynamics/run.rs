@@ -85,17 +85,18 @@ pub fn run_one(spec: &DynRunSpec, data: &Prepared, device: &Device, bar: Option<
     let t0 = Instant::now();
     let cfg = ModelConfig::preset(spec.preset, data.input, data.num_classes());
     let model = Model::new(&cfg, spec.seed, DType::F32, device)?;
-    let train_cfg = stiff_train::TrainConfig::default()
-        .with_optimizer(spec.optimizer)
-        .with_batch_size(spec.batch_size)
-        .with_seed(spec.seed)
-        .with_max_steps(spec.max_steps)
-        .with_eval_every(spec.eval_every)
-        .with_train_eval_subset(spec.eval_subset)
-        .with_thresholds(vec![])
-        .with_snapshot_steps(spec.schedule.clone())
-        .with_overfit_patience(Some(spec.overfit_patience))
-        .with_stop_at_overfit(false);
+    let train_cfg = crate::pipeline::base_train_config(
+        spec.optimizer,
+        spec.batch_size,
+        spec.seed,
+        spec.max_steps,
+        spec.eval_every,
+        spec.eval_subset,
+    )
+    .with_thresholds(vec![])
+    .with_snapshot_steps(spec.schedule.clone())
+    .with_overfit_patience(Some(spec.overfit_patience))
+    .with_stop_at_overfit(false);
     let mut measure_seconds = 0.0;
     let mut points = Vec::new();
     let mut onset = None;

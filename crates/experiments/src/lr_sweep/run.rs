@@ -134,18 +134,19 @@ pub fn run_one(
     let t0 = Instant::now();
     let cfg = ModelConfig::preset(spec.preset, data.input, data.num_classes());
     let model = Model::new(&cfg, spec.seed, DType::F32, device)?;
-    let train_cfg = stiff_train::TrainConfig::default()
-        .with_optimizer(spec.optimizer)
-        .with_batch_size(spec.batch_size)
-        .with_seed(spec.seed)
-        .with_max_steps(spec.max_steps)
-        .with_eval_every(spec.eval_every)
-        .with_train_eval_subset(spec.train_eval_subset)
-        .with_thresholds(spec.thresholds.clone())
-        .with_stop_at_last_threshold(true)
-        .with_overfit_patience(None)
-        .with_threshold_rule(spec.threshold_rule)
-        .with_threshold_window(Some(spec.window));
+    let train_cfg = crate::pipeline::base_train_config(
+        spec.optimizer,
+        spec.batch_size,
+        spec.seed,
+        spec.max_steps,
+        spec.eval_every,
+        spec.train_eval_subset,
+    )
+    .with_thresholds(spec.thresholds.clone())
+    .with_stop_at_last_threshold(true)
+    .with_overfit_patience(None)
+    .with_threshold_rule(spec.threshold_rule)
+    .with_threshold_window(Some(spec.window));
     let mut measure_seconds = 0.0;
     let mut points: Vec<ThresholdPoint> = Vec::new();
     // Per point: the curves of each window snapshot, pooled once the run ends.

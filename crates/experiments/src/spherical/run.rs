@@ -95,16 +95,17 @@ pub fn run_one(spec: &SphRunSpec, device: &Device, bar: Option<ProgressBar>) -> 
     let stiff_y: Vec<u32> = ds.test.labels[..m].to_vec();
     let label_curve = label_agreement_curve(&stiff_x, &stiff_y, &spec.measure.bins)?;
     let label_crossing = label_curve.first_zero_crossing(StiffnessKind::Sign);
-    let train_cfg = stiff_train::TrainConfig::default()
-        .with_optimizer(spec.optimizer)
-        .with_batch_size(spec.batch_size)
-        .with_seed(spec.seed)
-        .with_max_steps(spec.max_steps)
-        .with_eval_every(spec.eval_every)
-        .with_train_eval_subset(spec.train_eval_subset)
-        .with_thresholds(vec![spec.loss_threshold])
-        .with_stop_at_last_threshold(true)
-        .with_overfit_patience(None);
+    let train_cfg = crate::pipeline::base_train_config(
+        spec.optimizer,
+        spec.batch_size,
+        spec.seed,
+        spec.max_steps,
+        spec.eval_every,
+        spec.train_eval_subset,
+    )
+    .with_thresholds(vec![spec.loss_threshold])
+    .with_stop_at_last_threshold(true)
+    .with_overfit_patience(None);
     struct Taken {
         fitted: bool,
         step: u64,
