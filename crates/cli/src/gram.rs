@@ -399,7 +399,7 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         "model": model.config(),
         "options": opts,
         "per_layer": { "computed": per_layer, "note": per_layer_note },
-        "forms": r.forms,
+        "routes": r.routes,
         "chunk": r.chunk,
     });
     let mean_loss = r.loss_per_example.iter().sum::<f64>() / n as f64;
@@ -533,12 +533,12 @@ fn run_spec(args: &GramArgs, ex: Examples, budget: u64, device: &Device) -> anyh
         .with_method(args.method);
     let r = stiff_gradkernel::gram_net(&model, &ex.x, &targets, &loss, &opts)
         .with_context(|| format!("Gram of {}", ex.source))?;
-    let parts = r.per_unit.iter().map(|(name, t)| (format!("K.{name}"), t.clone())).collect();
+    let parts = r.per_layer.iter().map(|(name, t)| (format!("K.{name}"), t.clone())).collect();
     let meta = HashMap::from([
         ("stiff.spec".to_string(), serde_json::to_string(&spec)?),
         ("source".to_string(), ex.source.clone()),
     ]);
-    let fallback = r.routes.iter().filter(|u| u.form == stiff_gradkernel::RouteForm::Fallback).count();
+    let fallback = r.routes.iter().filter(|u| u.form == stiff_gradkernel::LayerForm::Fallback).count();
     eprintln!("stiff gram --spec: {} units, {fallback} via the exact fallback", r.routes.len());
     let details = serde_json::json!({
         "spec": spec,

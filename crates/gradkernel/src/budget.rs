@@ -12,9 +12,11 @@
 //! requested size that overflows is an error, never a wrapped-around small number.
 
 use serde::Serialize;
-use stiff_models::Model;
+use stiff_models::{Layer, Model};
 
-use crate::{acc_bytes, GradKernelError, GramOptions};
+use crate::error::GradKernelError;
+use crate::inputs::acc_dtype;
+use crate::options::GramOptions;
 
 /// What the budget check needs to know about a model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,12 +32,17 @@ impl ModelSizes {
     /// Layer sizes of `model`, with the entry size `opts` implies (f64 with `accumulate_f64` or
     /// an f64 model, else the model's dtype).
     pub fn of(model: &Model, opts: &GramOptions) -> Self {
-        let layer_io = model
-            .layers()
+        Self::of_layers(model.layers(), opts)
+    }
+
+    /// Sizes of a chain of layers (see [`crate::Network::chain`]); empty: no layers.
+    pub fn of_layers(layers: &[Layer], opts: &GramOptions) -> Self {
+        let layer_io = layers
             .iter()
             .map(|l| (l.in_dims.iter().product::<usize>() as u64, l.out_dims.iter().product::<usize>() as u64))
             .collect();
-        Self { layer_io, elem_bytes: acc_bytes(model, opts) as u64 }
+        let dtype = layers.first().map_or(candle::DType::F32, |l| l.weight.dtype());
+        Self { layer_io, elem_bytes: acc_dtype(dtype, opts).size_in_bytes() as u64 }
     }
 
     /// A lower bound on the working memory of one example's forward/backward pass: inputs,
@@ -221,13 +228,13 @@ pub fn check(m: &ModelSizes, req: &GramRequest) -> Result<Footprint, BudgetError
 /// chunk planner should use: the same, with `K`'s bytes taken out of the budget (the planner
 /// counts the per-layer Grams and the working memory itself).
 pub(crate) fn working_options(
-    model: &Model,
+    layers: &[Layer],
     rows: usize,
     cols: usize,
     square: bool,
     opts: &GramOptions,
 ) -> Result<GramOptions, GradKernelError> {
-    let m = ModelSizes::of(model, opts);
+    let m = ModelSizes::of_layers(layers, opts);
     let budget = opts.memory_budget_bytes as u64;
     let req = GramRequest {
         rows: rows as u64,

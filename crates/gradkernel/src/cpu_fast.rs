@@ -152,18 +152,18 @@ fn positive<T: Elem>(s: T) -> bool {
 }
 
 /// One thread's rows `r0..r0+nr` of every activation, logit, delta and loss buffer.
-struct Rows<'a, T> {
-    r0: usize,
-    nr: usize,
-    acts: Vec<&'a mut [T]>,
-    logits: &'a mut [T],
-    deltas: Vec<&'a mut [T]>,
-    loss: &'a mut [f64],
+pub(crate) struct Rows<'a, T> {
+    pub r0: usize,
+    pub nr: usize,
+    pub acts: Vec<&'a mut [T]>,
+    pub logits: &'a mut [T],
+    pub deltas: Vec<&'a mut [T]>,
+    pub loss: &'a mut [f64],
 }
 
 /// Forward, softmax deltas and backward for one block of rows, single-threaded gemm.
 /// Returns (forward, backward) seconds.
-fn rows_pass<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u32], rows: Rows<'_, T>) -> (f64, f64) {
+pub(crate) fn rows_pass<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u32], rows: Rows<'_, T>) -> (f64, f64) {
     let Rows { r0, nr, mut acts, logits, mut deltas, loss } = rows;
     let nl = layers.len();
     let t0 = std::time::Instant::now();

@@ -1,210 +1,159 @@
-//! The dispatch of [`crate::gram`] on a `Model` and what the engines share: input validation for
-//! presets, chunk sizing under the memory budget, host matrices assembled blockwise.
+//! The one place that decides how a Gram is computed, for every network.
 //!
-//! `gram(&Model)` runs, in this one place, the specialised CPU kernels where they apply (the
-//! hand-written dense kernel [`crate::cpu_fast`]) and otherwise the general engine
-//! ([`crate::general`], through `impl Network for Model` in [`crate::preset`]).
+//! A network that describes itself as a plain chain ([`Network::chain`]: the presets, and every
+//! spec model of that shape) and asks for cross-entropy gets the memory check on the chain's
+//! sizes and then the specialised CPU kernels where they apply: the conv kernel
+//! ([`crate::conv_fast`]) for conv chains, the dense kernel ([`crate::cpu_fast`]) for dense
+//! chains. Everything else, and whatever a kernel declines, runs the general engine
+//! ([`crate::general`]) with per-layer routes from its planning pass. No network has a path of
+//! its own: the same chain gives the same kernels whether it came as a preset or a spec.
 
 use std::time::Instant;
 
-use candle::{DType, Device, Tensor};
-use stiff_models::Model;
+use candle::{DType, Tensor};
+use stiff_models::{Layer, LayerKind};
 
-use crate::cpu_fast::{dense_gram, dense_gram_bytes, DenseLayer};
-use crate::{DeltaRoute, GradKernelError, GramOptions, GramResult, LayerForm, Method, Result};
+use crate::cpu_fast::{dense_gram, dense_gram_bytes, DenseLayer, Elem};
+use crate::dense_cross::{dense_cross, FastCross};
+use crate::error::{GradKernelError, Result};
+use crate::general::{cross_gram_general, gram_general};
+use crate::hostmat::{HostMat, IntoHost};
+use crate::inputs::{acc_dtype, validate, Set};
+use crate::loss::Loss;
+use crate::network::Network;
+use crate::options::{DeltaRoute, GramOptions, Method};
+use crate::result::{CrossGramResult, GramResult};
+use crate::routes::{LayerForm, Route};
+use crate::{budget, chain, conv_fast};
 
-/// K, the per-layer Grams and the per-example loss from the CPU kernel.
-type FastOut = (HostMat, Vec<HostMat>, Vec<f64>);
-
-/// A validated input set: prepared inputs and u32 labels on the model's device.
-pub(crate) struct Set {
-    pub x: Tensor,
-    pub y: Tensor,
-    pub n: usize,
+/// The chain the kernels may take: cross-entropy, a non-empty chain.
+fn kernel_chain<N: Network + ?Sized>(net: &N, loss: &Loss) -> Option<Vec<Layer>> {
+    matches!(loss, Loss::CrossEntropy).then(|| net.chain()).flatten().filter(|l| !l.is_empty())
 }
 
-/// Checks shapes and labels and moves `(x, y)` to the model's device and dtype.
-/// x: `(N, ...)` (see [`Model::prepare_input`]); y: integer `(N)` with values in `0..classes`.
-pub(crate) fn validate(model: &Model, x: &Tensor, y: Option<&Tensor>, what: &'static str) -> Result<Set> {
-    if x.rank() < 2 {
-        return Err(GradKernelError::Shape { what, expected: "(N, ...) inputs".into(), got: x.dims().to_vec() });
-    }
-    let n = x.dim(0)?;
-    if n == 0 {
-        return Err(GradKernelError::Empty(what));
-    }
-    let xp = model.prepare_input(&x.to_device(model.device())?)?;
-    let classes = model.config().num_classes;
-    let y = match y {
-        None => Tensor::zeros(n, DType::U32, model.device())?,
-        Some(y) => {
-            if y.dims() != [n] {
-                return Err(GradKernelError::Shape { what, expected: format!("labels ({n})"), got: y.dims().to_vec() });
-            }
-            if !matches!(y.dtype(), DType::U8 | DType::U32 | DType::I64) {
-                return Err(GradKernelError::Unsupported(format!(
-                    "{what}: labels must be an integer tensor (u8, u32 or i64), got {:?}",
-                    y.dtype()
-                )));
-            }
-            let host = y.to_dtype(DType::I64)?.to_device(&Device::Cpu)?.to_vec1::<i64>()?;
-            if let Some((index, &label)) = host.iter().enumerate().find(|(_, &l)| l < 0 || l as usize >= classes) {
-                return Err(GradKernelError::LabelOutOfRange { what, index, label, classes });
-            }
-            let v: Vec<u32> = host.iter().map(|&l| l as u32).collect();
-            Tensor::from_vec(v, n, model.device())?
-        }
-    };
-    Ok(Set { x: xp, y, n })
-}
-
-pub(crate) fn acc_dtype(model: &Model, opts: &GramOptions) -> DType {
-    if opts.accumulate_f64 || model.dtype() == DType::F64 {
-        DType::F64
-    } else {
-        model.dtype()
-    }
-}
-
-/// How examples are chunked: `chunk` examples per block, whether every chunk's factors stay
-/// cached, and the bytes left for block temporaries.
-pub(crate) struct Chunking {
-    pub chunk: usize,
-    pub cache: bool,
-    pub avail: usize,
-}
-
-/// The largest chunk whose passes (`pass_pe` bytes per example), factors (`factor_pe`) and block
-/// temporaries fit what `budget` leaves after the `outputs` bytes of part Grams (`outputs_what`
-/// names them in the error). Used by the general engine.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn size_chunks(
-    budget: usize,
-    outputs: usize,
-    outputs_what: &str,
-    n_total: usize,
-    n_max: usize,
-    pass_pe: usize,
-    factor_pe: usize,
-    ae: usize,
-) -> Result<Chunking> {
-    if outputs >= budget {
-        return Err(GradKernelError::OverBudget { what: outputs_what.into(), needed: outputs, budget });
-    }
-    let avail_all = budget - outputs;
-    // Block temporaries: two products, their elementwise product, the running sum, the host copy.
-    let per_c2 = ae * 6;
-    let fits = |c: usize, cache: bool| {
-        let (avail, factors) =
-            if cache { (avail_all.saturating_sub(n_total * factor_pe), 0) } else { (avail_all, 2 * c * factor_pe) };
-        c * pass_pe + factors + c * c * per_c2 <= avail
-    };
-    // Keep every chunk's factors when they take at most half the budget and one example still fits.
-    let cache = n_total.saturating_mul(factor_pe) <= avail_all / 2 && fits(1, true);
-    let mut c = n_max.max(1);
-    while c > 1 && !fits(c, cache) {
-        c = (c * 9 / 10).min(c - 1);
-    }
-    if !fits(c, cache) {
+/// `opts` with the bytes of `K` (`rows x cols` entries in the accumulation dtype) taken out of the
+/// budget, for a network without a chain (the chain's check is [`budget::working_options`]).
+fn without_k(rows: usize, cols: usize, entry: usize, opts: &GramOptions) -> Result<GramOptions> {
+    let k = rows.checked_mul(cols).and_then(|v| v.checked_mul(entry)).unwrap_or(usize::MAX);
+    if k >= opts.memory_budget_bytes {
         return Err(GradKernelError::OverBudget {
-            what: "one example's forward/backward pass and factors".into(),
-            needed: pass_pe + 2 * factor_pe + per_c2 + outputs,
-            budget,
+            what: format!("K ({rows} x {cols})"),
+            needed: k,
+            budget: opts.memory_budget_bytes,
         });
     }
-    let avail = if cache { avail_all - n_total * factor_pe } else { avail_all };
-    Ok(Chunking { chunk: c, cache, avail })
+    let mut o = opts.clone();
+    o.memory_budget_bytes -= k;
+    Ok(o)
 }
 
-/// A row-major host matrix in the output dtype.
-pub(crate) enum HostMat {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
+/// The dtype of a network's first parameter (f32 when it has none: the planner then refuses).
+fn net_dtype<N: Network + ?Sized>(net: &N) -> DType {
+    net.parameters().first().map_or(DType::F32, |(_, v)| v.dtype())
 }
 
-impl HostMat {
-    pub(crate) fn zeros(dtype: DType, len: usize) -> Self {
-        match dtype {
-            DType::F64 => HostMat::F64(vec![0.0; len]),
-            _ => HostMat::F32(vec![0.0; len]),
-        }
-    }
-
-    /// Writes `block: (nr, nc)` at `(r0, c0)` of a matrix with `cols` columns; with `mirror`, also
-    /// its transpose at `(c0, r0)`; with `upper_only` (a diagonal block) only entries `c >= r` are
-    /// taken and mirrored, so the result is exactly symmetric.
-    pub(crate) fn put(
-        &mut self,
-        block: &Tensor,
-        r0: usize,
-        c0: usize,
-        cols: usize,
-        mirror: bool,
-        upper_only: bool,
-    ) -> Result<()> {
-        let (nr, nc) = block.dims2()?;
-        let b = block.to_device(&Device::Cpu)?;
-        #[allow(clippy::too_many_arguments)]
-        fn put_t<T: Copy>(
-            dst: &mut [T],
-            src: &[T],
-            nr: usize,
-            nc: usize,
-            r0: usize,
-            c0: usize,
-            cols: usize,
-            mirror: bool,
-            upper: bool,
-        ) {
-            for r in 0..nr {
-                let from = if upper { r } else { 0 };
-                for c in from..nc {
-                    let v = src[r * nc + c];
-                    dst[(r0 + r) * cols + c0 + c] = v;
-                    if mirror {
-                        dst[(c0 + c) * cols + r0 + r] = v;
-                    }
-                }
-            }
-        }
-        match self {
-            HostMat::F32(dst) => {
-                let src = b.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-                put_t(dst, &src, nr, nc, r0, c0, cols, mirror, upper_only);
-            }
-            HostMat::F64(dst) => {
-                let src = b.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-                put_t(dst, &src, nr, nc, r0, c0, cols, mirror, upper_only);
-            }
-        }
-        Ok(())
-    }
-
-    pub(crate) fn into_tensor(self, rows: usize, cols: usize) -> Result<Tensor> {
-        Ok(match self {
-            HostMat::F32(v) => Tensor::from_vec(v, (rows, cols), &Device::Cpu)?,
-            HostMat::F64(v) => Tensor::from_vec(v, (rows, cols), &Device::Cpu)?,
-        })
-    }
-
-    pub(crate) fn diag(&self, n: usize) -> Vec<f64> {
-        match self {
-            HostMat::F32(v) => (0..n).map(|i| v[i * n + i] as f64).collect(),
-            HostMat::F64(v) => (0..n).map(|i| v[i * n + i]).collect(),
-        }
-    }
+/// Rows of `x` (0 for a scalar).
+fn rows(x: &Tensor) -> usize {
+    x.dims().first().copied().unwrap_or(0)
 }
 
+/// [`crate::gram_net`]: the square Gram of any network and loss.
+pub(crate) fn gram<N: Network + ?Sized>(
+    net: &N,
+    x: &Tensor,
+    t: &Tensor,
+    loss: &Loss,
+    opts: &GramOptions,
+) -> Result<GramResult> {
+    let start = Instant::now();
+    let n = rows(x);
+    let Some(layers) = kernel_chain(net, loss) else {
+        if wants_manual(opts) {
+            return Err(manual_unsupported("gram"));
+        }
+        let entry = acc_dtype(net_dtype(net), opts).size_in_bytes();
+        return gram_general(net, x, t, loss, &without_k(n, n, entry, opts)?);
+    };
+    let opts = budget::working_options(&layers, n, n, true, opts)?;
+    let set = validate(net, chain::classes(&layers), x, Some(t), "gram inputs")?;
+    if conv_fast::applies(&layers, &opts) {
+        if let Some((r, _profile)) = conv_fast::try_gram(&layers, &set, &opts, start)? {
+            return Ok(r);
+        }
+    }
+    if dense_applies(&layers, &opts) {
+        if let Some(r) = dense_square(&layers, &set, &opts, start)? {
+            return Ok(r);
+        }
+    }
+    if wants_manual(&opts) {
+        // The hand-written backward lives only in the dense kernel, which declined or does not apply.
+        return Err(manual_unsupported("gram"));
+    }
+    let mut r = gram_general(net, &set.x, &set.y, loss, &opts)?;
+    r.seconds = start.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+/// [`crate::cross_gram_net`]: the `(N, M)` Gram between two sets, any network and loss.
+pub(crate) fn cross<N: Network + ?Sized>(
+    net: &N,
+    (x_a, t_a): (&Tensor, &Tensor),
+    (x_b, t_b): (&Tensor, &Tensor),
+    loss: &Loss,
+    opts: &GramOptions,
+) -> Result<CrossGramResult> {
+    let start = Instant::now();
+    if wants_manual(opts) {
+        return Err(manual_unsupported("cross_gram"));
+    }
+    let (n, m) = (rows(x_a), rows(x_b));
+    let Some(layers) = kernel_chain(net, loss) else {
+        let entry = acc_dtype(net_dtype(net), opts).size_in_bytes();
+        return cross_gram_general(net, x_a, t_a, x_b, t_b, loss, &without_k(n, m, entry, opts)?);
+    };
+    let opts = budget::working_options(&layers, n, m, false, opts)?;
+    let classes = chain::classes(&layers);
+    let a = validate(net, classes, x_a, Some(t_a), "cross_gram rows (set a)")?;
+    let b = validate(net, classes, x_b, Some(t_b), "cross_gram columns (set b)")?;
+    if conv_fast::applies(&layers, &opts) {
+        if let Some(r) = conv_fast::try_cross(&layers, &a, &b, &opts, start)? {
+            return Ok(r);
+        }
+    }
+    if dense_applies(&layers, &opts) {
+        if let Some(r) = dense_cross_result(&layers, (&a, &b), &opts, start)? {
+            return Ok(r);
+        }
+    }
+    let mut r = cross_gram_general(net, &a.x, &a.y, &b.x, &b.y, loss, &opts)?;
+    r.seconds = start.elapsed().as_secs_f64();
+    Ok(r)
+}
+
+/// Whether `opts` asks for the deprecated [`DeltaRoute::Manual`].
+#[allow(deprecated)]
+pub(crate) fn wants_manual(opts: &GramOptions) -> bool {
+    opts.delta_route == DeltaRoute::Manual
+}
+
+/// The error for [`DeltaRoute::Manual`] where the hand-written backward does not run.
+pub(crate) fn manual_unsupported(what: &str) -> GradKernelError {
+    GradKernelError::Unsupported(format!(
+        "{what}: DeltaRoute::Manual (deprecated) asks for the hand-written backward, which exists only in the CPU \
+         dense kernel of `gram` (dense chains, CPU, f32/f64, cpu_fast_path, Method::Auto/Factorised, within the \
+         memory budget); use DeltaRoute::Auto"
+    ))
+}
+
+/// The dense kernel's inputs in dtype `T`: layers, x `(n, in)` row-major, labels.
 #[allow(clippy::type_complexity)]
-/// The hand-written CPU kernel's inputs in dtype `T`: layers, x `(n, in)` row-major, labels.
-pub(crate) fn fast_inputs<T: crate::cpu_fast::Elem + candle::WithDType>(
-    model: &Model,
+pub(crate) fn dense_inputs<T: Elem + candle::WithDType>(
+    layers: &[Layer],
     set: &Set,
-    dtype: DType,
 ) -> Result<(Vec<DenseLayer<T>>, Vec<T>, Vec<u32>)> {
-    let host = |t: &Tensor| -> Result<Vec<T>> { Ok(t.to_dtype(dtype)?.flatten_all()?.to_vec1::<T>()?) };
-    let layers = model
-        .layers()
+    let host = |t: &Tensor| -> Result<Vec<T>> { Ok(t.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1::<T>()?) };
+    let layers = layers
         .iter()
         .map(|l| {
             Ok(DenseLayer {
@@ -219,88 +168,101 @@ pub(crate) fn fast_inputs<T: crate::cpu_fast::Elem + candle::WithDType>(
     Ok((layers, host(&set.x)?, set.y.to_vec1::<u32>()?))
 }
 
-/// Whether [`crate::cpu_fast`] handles this call: a dense-only net in f32/f64 on the CPU, with
+/// Whether the dense kernel takes this call: a dense chain in f32/f64 on the CPU, with
 /// `cpu_fast_path`, a factorised method and a route other than `Autograd` (which means "the
 /// general engine").
-fn fast_applies(model: &Model, opts: &GramOptions) -> bool {
+pub(crate) fn dense_applies(layers: &[Layer], opts: &GramOptions) -> bool {
     opts.cpu_fast_path
-        && model.device().is_cpu()
-        && model.layers().iter().all(|l| l.kind == stiff_models::LayerKind::Dense)
+        && chain::device(layers).is_cpu()
+        && layers.iter().all(|l| l.kind == LayerKind::Dense)
         && opts.method != Method::Materialised
         && opts.delta_route != DeltaRoute::Autograd
-        && matches!(model.dtype(), DType::F32 | DType::F64)
+        && matches!(chain::dtype(layers), DType::F32 | DType::F64)
 }
 
-fn fast_gram(model: &Model, set: &Set, opts: &GramOptions, acc: DType) -> Result<Option<FastOut>> {
-    let threads = rayon::current_num_threads();
-    Ok(match acc {
-        DType::F64 => {
-            let (layers, x, y) = fast_inputs::<f64>(model, set, acc)?;
-            if dense_gram_bytes(&layers, set.n, opts.per_layer, threads) > opts.memory_budget_bytes {
-                return Ok(None);
-            }
-            let r = dense_gram(&layers, &x, &y, opts.per_layer);
-            Some((HostMat::F64(r.k), r.per_layer.into_iter().map(HostMat::F64).collect(), r.loss))
-        }
-        _ => {
-            let (layers, x, y) = fast_inputs::<f32>(model, set, DType::F32)?;
-            if dense_gram_bytes(&layers, set.n, opts.per_layer, threads) > opts.memory_budget_bytes {
-                return Ok(None);
-            }
-            let r = dense_gram(&layers, &x, &y, opts.per_layer);
-            Some((HostMat::F32(r.k), r.per_layer.into_iter().map(HostMat::F32).collect(), r.loss))
-        }
-    })
+fn routes_of(layers: &[Layer], form: LayerForm) -> Vec<Route> {
+    layers.iter().map(|l| Route::of_layer(&l.name, form)).collect()
 }
 
-pub(crate) fn gram_impl(model: &Model, x: &Tensor, y: &Tensor, opts: &GramOptions) -> Result<GramResult> {
-    let start = Instant::now();
-    let set = validate(model, x, Some(y), "gram inputs")?;
+/// `K`, the per-layer Grams and the per-example losses of the dense kernel.
+type SquareOut = (HostMat, Vec<HostMat>, Vec<f64>);
+
+/// The dense kernel's square Gram; `None` when it does not fit the budget.
+fn dense_square(layers: &[Layer], set: &Set, opts: &GramOptions, start: Instant) -> Result<Option<GramResult>> {
+    fn go<T: Elem + IntoHost + candle::WithDType>(
+        layers: &[Layer],
+        set: &Set,
+        opts: &GramOptions,
+    ) -> Result<Option<SquareOut>> {
+        let (dl, x, y) = dense_inputs::<T>(layers, set)?;
+        if dense_gram_bytes(&dl, set.n, opts.per_layer, rayon::current_num_threads()) > opts.memory_budget_bytes {
+            return Ok(None);
+        }
+        let r = dense_gram(&dl, &x, &y, opts.per_layer);
+        Ok(Some((T::host(r.k), r.per_layer.into_iter().map(T::host).collect(), r.loss)))
+    }
+    let out = match acc_dtype(chain::dtype(layers), opts) {
+        DType::F64 => go::<f64>(layers, set, opts)?,
+        _ => go::<f32>(layers, set, opts)?,
+    };
+    let Some((k, per, loss)) = out else { return Ok(None) };
     let n = set.n;
-    let acc = acc_dtype(model, opts);
-    if crate::conv_fast::applies(model, opts) {
-        if let Some((r, _profile)) = crate::conv_fast::try_gram(model, &set, opts, start)? {
-            return Ok(r);
-        }
-    }
-    if fast_applies(model, opts) {
-        if let Some((k, per, loss)) = fast_gram(model, &set, opts, acc)? {
-            return finish(model, k, per, loss, n, start, vec![LayerForm::DenseFactorised; model.layers().len()], n);
-        }
-    }
-    if crate::preset::wants_manual(opts) {
-        // The hand-written backward lives only in the dense kernel, which declined or does not apply.
-        return Err(crate::preset::manual_unsupported("gram"));
-    }
-    crate::preset::gram_general(model, &set, opts, start)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn finish(
-    model: &Model,
-    k: HostMat,
-    per: Vec<HostMat>,
-    loss: Vec<f64>,
-    n: usize,
-    start: Instant,
-    forms: Vec<LayerForm>,
-    chunk: usize,
-) -> Result<GramResult> {
     let norms = k.diag(n).iter().map(|&v| v.max(0.0).sqrt()).collect();
-    let per_layer = model
-        .layers()
-        .iter()
-        .zip(per)
-        .map(|(l, m)| Ok((l.name.clone(), m.into_tensor(n, n)?)))
-        .collect::<Result<Vec<_>>>()?;
-    let forms = model.layers().iter().map(|l| l.name.clone()).zip(forms).collect();
-    Ok(GramResult {
+    let per_layer =
+        layers.iter().zip(per).map(|(l, m)| Ok((l.name.clone(), m.into_tensor(n, n)?))).collect::<Result<Vec<_>>>()?;
+    Ok(Some(GramResult {
         k: k.into_tensor(n, n)?,
         per_layer,
         norms,
         loss_per_example: loss,
         seconds: start.elapsed().as_secs_f64(),
-        forms,
-        chunk,
-    })
+        routes: routes_of(layers, LayerForm::DenseFactorised),
+        chunk: n,
+    }))
+}
+
+/// The dense kernel's Gram between rows `a` and columns `b`; `None` when it does not fit.
+fn dense_cross_result(
+    layers: &[Layer],
+    (a, b): (&Set, &Set),
+    opts: &GramOptions,
+    start: Instant,
+) -> Result<Option<CrossGramResult>> {
+    fn go<T: Elem + IntoHost + candle::WithDType>(
+        layers: &[Layer],
+        (a, b): (&Set, &Set),
+        opts: &GramOptions,
+    ) -> Result<Option<FastCross<T>>> {
+        let (dl, xa, ya) = dense_inputs::<T>(layers, a)?;
+        let (_, xb, yb) = dense_inputs::<T>(layers, b)?;
+        Ok(dense_cross(&dl, (&xa, &ya), (&xb, &yb), opts.per_layer, opts.memory_budget_bytes))
+    }
+    let (n, m) = (a.n, b.n);
+    let tensor = |h: HostMat| h.into_tensor(n, m);
+    macro_rules! pack {
+        ($r:expr) => {{
+            let Some(r) = $r else { return Ok(None) };
+            let per_layer = layers
+                .iter()
+                .zip(r.per_layer)
+                .map(|(l, v)| Ok((l.name.clone(), tensor(IntoHost::host(v))?)))
+                .collect::<Result<Vec<_>>>()?;
+            let sqrt = |v: Vec<f64>| v.into_iter().map(|x| x.max(0.0).sqrt()).collect();
+            Ok(Some(CrossGramResult {
+                k: tensor(IntoHost::host(r.k))?,
+                per_layer,
+                norms_a: sqrt(r.sq.0),
+                norms_b: sqrt(r.sq.1),
+                loss_a: r.loss.0,
+                loss_b: r.loss.1,
+                seconds: start.elapsed().as_secs_f64(),
+                routes: routes_of(layers, LayerForm::DenseFactorised),
+                chunk: r.chunk,
+            }))
+        }};
+    }
+    match acc_dtype(chain::dtype(layers), opts) {
+        DType::F64 => pack!(go::<f64>(layers, (a, b), opts)?),
+        _ => pack!(go::<f32>(layers, (a, b), opts)?),
+    }
 }

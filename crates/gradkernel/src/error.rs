@@ -48,6 +48,21 @@ pub enum GradKernelError {
     /// The autograd pass returned no gradient for a probe (a bug, never expected).
     #[error("the backward pass produced no gradient for {0}")]
     MissingGradient(String),
+    /// Parameters that should receive a gradient got none on the planning pass: an op without a
+    /// backward (candle's fused `candle_nn::ops::layer_norm`, say) or a detached path lies between
+    /// them and the loss. Their contribution to `K` would silently be 0, so nothing is computed.
+    #[error(
+        "no gradient reaches {params} (layers: {layers}): an op without a backward (e.g. the fused \
+         candle_nn::layer_norm / candle_nn::ops::layer_norm; use stiff_gradkernel::nn::layer_norm) or a \
+         detached tensor lies between them and the loss; their part of K would be 0. Remove them from the \
+         network's parameters if they are frozen on purpose"
+    )]
+    NoGradient {
+        /// The parameters without a gradient, comma-separated.
+        params: String,
+        /// The layers (tapped layer names) holding them, comma-separated (`-` when untapped).
+        layers: String,
+    },
     /// The model could not run (shapes, weights).
     #[error(transparent)]
     Model(#[from] ModelError),
@@ -55,3 +70,6 @@ pub enum GradKernelError {
     #[error(transparent)]
     Candle(#[from] candle::Error),
 }
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, GradKernelError>;

@@ -292,9 +292,24 @@ impl Module for LayerNorm {
     }
 }
 
-/// Same keys as `candle_nn::layer_norm` (`weight`, `bias`), normalising the last dim.
-pub fn layer_norm(size: usize, eps: f64, vb: VarBuilder) -> candle::Result<LayerNorm> {
+/// Takes what `candle_nn::layer_norm` takes (an `eps` as f64, or a `LayerNormConfig`) and reads
+/// the same keys (`weight`, `bias`), normalising the last dim; unlike candle's fused kernel it has
+/// a backward, so the layers before it get their gradients. `remove_mean = false` (RMS norm) is
+/// refused: this layer always subtracts the mean.
+pub fn layer_norm<C: Into<candle_nn::LayerNormConfig>>(
+    size: usize,
+    config: C,
+    vb: VarBuilder,
+) -> candle::Result<LayerNorm> {
+    let config: candle_nn::LayerNormConfig = config.into();
+    if !config.remove_mean {
+        return Err(candle::Error::Msg(
+            "stiff_gradkernel::nn::layer_norm: remove_mean = false (RMS norm) is not supported".into(),
+        ));
+    }
     let name = vb.prefix();
-    let l = candle_nn::layer_norm(size, candle_nn::LayerNormConfig { eps, ..Default::default() }, vb)?;
-    Ok(LayerNorm { name, weight: Some(l.weight().clone()), bias: l.bias().cloned(), dims: 1, eps })
+    let eps = config.eps;
+    let l = candle_nn::layer_norm(size, config, vb)?;
+    let weight = config.affine.then(|| l.weight().clone());
+    Ok(LayerNorm { name, weight, bias: l.bias().cloned(), dims: 1, eps })
 }

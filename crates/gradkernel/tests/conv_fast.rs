@@ -56,10 +56,10 @@ fn small_cnn(channels: Vec<usize>, shape: InputShape, classes: usize, dtype: DTy
 }
 
 fn assert_fast(r: &GramResult) {
-    let convs = r.forms.len() - 1;
+    let convs = r.routes.len() - 1;
     let kernel = |f: &LayerForm| matches!(f, LayerForm::ConvTiles | LayerForm::ConvPixelGhost);
-    assert!(r.forms[..convs].iter().all(|(_, f)| kernel(f)), "conv kernel not used: {:?}", r.forms);
-    assert_eq!(r.forms[convs].1, LayerForm::DenseFactorised);
+    assert!(r.routes[..convs].iter().all(|u| kernel(&u.form)), "conv kernel not used: {:?}", r.routes);
+    assert_eq!(r.routes[convs].form, LayerForm::DenseFactorised);
 }
 
 /// Ties and exact zeros really occur on these inputs: otherwise the tests below prove nothing
@@ -126,7 +126,7 @@ fn per_layer_loss_and_norms_match_the_candle_route() {
     let fast = gram(&model, &x, &y, &GramOptions::default()).unwrap();
     assert_fast(&fast);
     let slow = gram(&model, &x, &y, &GramOptions::default().with_cpu_fast_path(false)).unwrap();
-    assert!(slow.forms.iter().all(|(_, f)| *f != LayerForm::ConvTiles), "the cross-check must use the candle route");
+    assert!(slow.routes.iter().all(|u| u.form != LayerForm::ConvTiles), "the cross-check must use the candle route");
     assert_eq!(fast.per_layer.len(), slow.per_layer.len());
     for ((na, a), (nb, b)) in fast.per_layer.iter().zip(&slow.per_layer) {
         assert_eq!(na, nb);
@@ -169,7 +169,7 @@ fn tiles_from_the_budget_do_not_change_k() {
     let mut budget = 2_000_000usize;
     while budget > 10_000 {
         let r = gram(&model, &x, &y, &opts(budget)).unwrap();
-        if r.forms[0].1 != LayerForm::ConvTiles {
+        if r.routes[0].form != LayerForm::ConvTiles {
             break;
         }
         if r.chunk < n && !tiles_seen.contains(&r.chunk) {
@@ -266,7 +266,7 @@ fn pixel_gram_route_matches_oracle_and_candle_route_per_layer() {
         let x = flat_input(n, shape, 12, dtype);
         assert_ties(&model, &x);
         let r = gram(&model, &x, &y, &GramOptions::default()).unwrap();
-        let forms: Vec<LayerForm> = r.forms.iter().map(|(_, f)| *f).collect();
+        let forms: Vec<LayerForm> = r.routes.iter().map(|u| u.form).collect();
         assert_eq!(
             forms,
             [LayerForm::ConvTiles, LayerForm::ConvTiles, LayerForm::ConvPixelGhost, LayerForm::DenseFactorised]
@@ -316,7 +316,7 @@ fn cross_gram_through_the_kernel_matches_oracle() {
         loop {
             let opts = GramOptions::default().with_memory_budget_bytes(budget);
             let Ok(r) = cross_gram(&model, &xa, &ya, &xb, &yb, &opts) else { break };
-            if !r.forms.iter().any(|(_, f)| kernel(f)) {
+            if !r.routes.iter().any(|u| kernel(&u.form)) {
                 break;
             }
             if r.chunk < n && !tiles_seen.contains(&r.chunk) {

@@ -100,10 +100,10 @@ fn presets_through_the_general_engine_match_the_oracle_on_flat_inputs() {
                     sum = (sum + p).unwrap();
                 }
                 assert!(cos_err(&sum, &oracle) < COS_TOL_F64, "per-layer Grams sum to K");
-                let forms: Vec<LayerForm> = r.forms.iter().map(|(_, f)| *f).collect();
+                let forms: Vec<LayerForm> = r.routes.iter().map(|u| u.form).collect();
                 match method {
                     Method::Materialised => assert!(forms.iter().all(|f| *f == LayerForm::Materialised)),
-                    Method::Factorised if preset == Preset::Cnn4 => assert_eq!(forms[0], LayerForm::ConvGhost),
+                    Method::Factorised if preset == Preset::Cnn4 => assert_eq!(forms[0], LayerForm::Ghost),
                     _ => assert_eq!(*forms.last().unwrap(), LayerForm::DenseFactorised),
                 }
             }
@@ -175,7 +175,7 @@ fn manual_delta_route_is_refused_where_no_hand_backward_runs() {
 #[test]
 fn a_tapped_weight_used_in_a_plain_op_goes_to_the_fallback() {
     use candle::Var;
-    use stiff_gradkernel::{gram_net, reference_gram_net, Loss, Network, RouteForm};
+    use stiff_gradkernel::{gram_net, reference_gram_net, LayerForm, Loss, Network};
     struct Twice {
         w: Var,
         b: Var,
@@ -205,7 +205,7 @@ fn a_tapped_weight_used_in_a_plain_op_goes_to_the_fallback() {
         let oracle = reference_gram_net(&net, &x, &y, &Loss::CrossEntropy).unwrap();
         let e = cos_err(&r.k, &oracle);
         assert!(e < COS_TOL_F64, "plain_use={plain_use}: cosine error {e:e}");
-        let fallback = r.routes.iter().any(|u| u.form == RouteForm::Fallback && u.params.contains(&"fc.weight".into()));
+        let fallback = r.routes.iter().any(|u| u.form == LayerForm::Fallback && u.params.contains(&"fc.weight".into()));
         assert_eq!(fallback, plain_use, "routes {:?}", r.routes);
     }
 }

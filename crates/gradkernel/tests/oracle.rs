@@ -112,7 +112,7 @@ fn methods_and_chunking_agree(dev: &Device) -> anyhow::Result<()> {
                         assert!(r.chunk < 11, "small budget must chunk (chunk {})", r.chunk);
                     }
                     if method == Method::Factorised && preset == Preset::Cnn4 {
-                        assert_eq!(r.forms[0].1, LayerForm::ConvGhost);
+                        assert_eq!(r.routes[0].form, LayerForm::Ghost);
                     }
                 }
             }

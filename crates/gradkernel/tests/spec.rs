@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use stiff_gradkernel::{
     cross_gram_net, gram_net, per_example_gradients_net, reference_gram_net, reference_per_example_gradients_net,
-    GramOptions, Loss, Method, PlainSpec, RouteForm,
+    GramOptions, LayerForm, Loss, Method, PlainSpec,
 };
 use stiff_models::{KeyMap, ModelSpec, SpecModel};
 
@@ -109,12 +109,12 @@ fn acceptance_spec_matches_the_independent_oracle_in_f64() {
     assert!(err < COS_TOL_DONE, "cosine error {err:e}");
     assert!(err < COS_TOL_F64, "cosine error {err:e}");
     // Every parameter took a tapped route; nothing fell back.
-    assert!(r.routes.iter().all(|u| u.form != RouteForm::Fallback), "{:?}", r.routes);
+    assert!(r.routes.iter().all(|u| u.form != LayerForm::Fallback), "{:?}", r.routes);
     assert_eq!(r.routes.len(), 5);
     // The plain model has no taps: all of it goes through the exact fallback, same answer.
     let fb = gram_net(&PlainSpec(&m), &x, &y, &Loss::CrossEntropy, &opts()).unwrap();
     assert_eq!(fb.routes.len(), 1);
-    assert_eq!(fb.routes[0].form, RouteForm::Fallback);
+    assert_eq!(fb.routes[0].form, LayerForm::Fallback);
     assert!(cos_err_zero_ok(&fb.k, &oracle) < COS_TOL_F64);
 }
 
@@ -223,7 +223,7 @@ fn invariances_subset_budget_permutation_cross() {
         assert!((c.norms_a[i] - full.norms[i]).abs() <= 1e-9 * full.norms[i]);
     }
     // Per-unit Grams sum to K.
-    let sum = full.per_unit.iter().fold(full.k.zeros_like().unwrap(), |a, (_, t)| (a + t).unwrap());
+    let sum = full.per_layer.iter().fold(full.k.zeros_like().unwrap(), |a, (_, t)| (a + t).unwrap());
     assert!(cos_err_zero_ok(&sum, &full.k) < COS_TOL_F64);
 }
 
@@ -608,10 +608,10 @@ fn own_candle_code_with_sharing_and_untapped_parameters() {
     let x = flat_inputs(7, &[6], 2);
     let y = labels(7, 3, 2);
     let r = gram_net(&m, &x, &y, &Loss::CrossEntropy, &opts()).unwrap();
-    let forms: Vec<(String, RouteForm)> = r.routes.iter().map(|u| (u.name.clone(), u.form)).collect();
-    assert!(forms.contains(&("shared+shared".to_string(), RouteForm::Shared)), "{forms:?}");
-    assert!(forms.contains(&("fallback".to_string(), RouteForm::Fallback)), "{forms:?}");
-    assert!(forms.contains(&("a".to_string(), RouteForm::DenseFactorised)), "{forms:?}");
+    let forms: Vec<(String, LayerForm)> = r.routes.iter().map(|u| (u.name.clone(), u.form)).collect();
+    assert!(forms.contains(&("shared+shared".to_string(), LayerForm::Shared)), "{forms:?}");
+    assert!(forms.contains(&("fallback".to_string(), LayerForm::Fallback)), "{forms:?}");
+    assert!(forms.contains(&("a".to_string(), LayerForm::DenseFactorised)), "{forms:?}");
     let o = reference_gram_net(&m, &x, &y, &Loss::CrossEntropy).unwrap();
     let err = cos_err_zero_ok(&r.k, &o);
     assert!(err < COS_TOL_F64, "{err:e}");

@@ -1,6 +1,7 @@
 //! A hand-written CPU kernel for the preset conv nets (`cnn5`, `cnn4`, any [`ArchSpec::Cnn`]):
 //! conv (stride 1, "same" padding) -> ReLU -> `pool`x`pool` max pooling, repeated, then one dense
-//! head. Used by [`crate::gram`] for CPU models with [`Method::Auto`] and
+//! head, from a preset or any equivalent spec (`Network::chain`). Used by the dispatch
+//! ([`crate::engine`]) for CPU chains with `Method::Auto` and
 //! [`GramOptions::cpu_fast_path`]; the general engine (`general.rs`) is its cross-check.
 //!
 //! 1. **Forward**, layer by layer, rayon across examples: im2col ([`crate::im2col`]) and one
@@ -25,7 +26,8 @@
 //! 1 GiB) is built once; otherwise row tiles are as large as fit beside one column tile. When the stored inputs and deltas
 //! do not fit, the kernel declines and the general engine (chunked, recomputing) runs instead.
 //!
-//! Files: this one (model extraction, dispatch, public API, the driver), `passes.rs` (forward
+//! Files: this one (public API, the driver), `net.rs` (the chain in the kernel's terms),
+//! `passes.rs` (forward
 //! and backward), `gram.rs` (route and tile planning, building `G`, the products, the head),
 //! `ghost.rs` (the pixel-Gram route).
 //!
@@ -35,148 +37,32 @@ use std::time::Instant;
 
 use candle::{DType, Tensor};
 use serde::Serialize;
-use stiff_models::{LayerKind, Model};
+use stiff_models::Layer;
 
-use crate::engine::{acc_dtype, validate, Set};
-use crate::{CrossGramResult, GradKernelError, GramOptions, GramResult, LayerForm, Method, Result};
+use crate::chain;
+use crate::error::{GradKernelError, Result};
+use crate::inputs::{acc_dtype, validate, Set};
+use crate::network::Network;
+use crate::options::GramOptions;
+use crate::result::{CrossGramResult, GramResult};
+use crate::routes::{LayerForm, Route};
 
 mod ghost;
 mod gram;
+mod net;
 mod passes;
 
 use ghost::Side;
 use gram::{build, head_gram, head_sq_norms, mirror, plan, product, LayerPlan};
-use passes::{forward_layer, passes, Passes, NO_GRAD};
+pub(crate) use net::applies;
+use net::{host, net, supported, Conv, Net};
+use passes::{forward_layer, passes, Passes};
 
 /// The float types the kernel runs in (f32, f64).
 pub(crate) trait Real: candle::WithDType + stiff_gemm::Scalar + Default {}
 impl<T: candle::WithDType + stiff_gemm::Scalar + Default> Real for T {}
 
 use crate::rowmajor::matmul as mm;
-
-/// One conv block: `w: (c_out, c_in*k*k)` row-major, `b: (c_out)`; input and pre-activation
-/// are `h x wd`, the pooled output `ho x wo` (floor mode).
-struct Conv<T> {
-    w: Vec<T>,
-    b: Vec<T>,
-    c_in: usize,
-    h: usize,
-    wd: usize,
-    c_out: usize,
-    k: usize,
-    pad: usize,
-    pool: usize,
-    ho: usize,
-    wo: usize,
-}
-
-impl<T> Conv<T> {
-    fn s(&self) -> usize {
-        self.h * self.wd
-    }
-    fn f(&self) -> usize {
-        self.c_in * self.k * self.k
-    }
-    fn in_len(&self) -> usize {
-        self.c_in * self.s()
-    }
-    fn delta_len(&self) -> usize {
-        self.c_out * self.s()
-    }
-    fn pooled_len(&self) -> usize {
-        self.c_out * self.ho * self.wo
-    }
-    /// Parameters: weights then bias.
-    fn p(&self) -> usize {
-        self.c_out * self.f() + self.c_out
-    }
-}
-
-/// The dense head: `w: (classes, feat)`, `b: (classes)`.
-struct Head<T> {
-    w: Vec<T>,
-    b: Vec<T>,
-    feat: usize,
-    classes: usize,
-}
-
-struct Net<T> {
-    convs: Vec<Conv<T>>,
-    head: Head<T>,
-}
-
-/// Whether the model is a conv chain this kernel covers: conv+ReLU+pool blocks (stride 1, same
-/// padding, pooling windows addressable in `u16`), then one dense head without ReLU on their
-/// flattened output.
-fn supported(model: &Model) -> bool {
-    let layers = model.layers();
-    let Some((head, convs)) = layers.split_last() else { return false };
-    if convs.is_empty() || head.kind != LayerKind::Dense || head.relu {
-        return false;
-    }
-    let mut expect: Option<Vec<usize>> = None;
-    for l in convs {
-        let LayerKind::Conv2d { kernel, padding, pool } = l.kind else { return false };
-        let ok = l.relu
-            && pool >= 1
-            && l.in_dims.len() == 3
-            && l.out_dims.len() == 3
-            && l.in_dims[1..] == l.out_dims[1..]
-            && kernel == 2 * padding + 1
-            && l.out_dims[1] * l.out_dims[2] < NO_GRAD as usize
-            && expect.as_ref().is_none_or(|e| *e == l.in_dims);
-        if !ok {
-            return false;
-        }
-        expect = Some(vec![l.out_dims[0], l.out_dims[1] / pool, l.out_dims[2] / pool]);
-    }
-    expect.is_some_and(|e| head.in_dims == [e.iter().product::<usize>()])
-}
-
-/// Whether [`crate::gram`] should try this kernel.
-pub(crate) fn applies(model: &Model, opts: &GramOptions) -> bool {
-    opts.cpu_fast_path
-        && opts.method == Method::Auto
-        && opts.delta_route == crate::DeltaRoute::Auto
-        && model.device().is_cpu()
-        && matches!(model.dtype(), DType::F32 | DType::F64)
-        && supported(model)
-}
-
-fn host<T: Real>(t: &Tensor) -> Result<Vec<T>> {
-    Ok(t.to_dtype(T::DTYPE)?.flatten_all()?.to_vec1::<T>()?)
-}
-
-fn net<T: Real>(model: &Model) -> Result<Net<T>> {
-    let layers = model.layers();
-    let (head, convs) = layers.split_last().expect("checked by `supported`");
-    let convs = convs
-        .iter()
-        .map(|l| {
-            let LayerKind::Conv2d { kernel, padding, pool } = l.kind else { unreachable!("checked by `supported`") };
-            Ok(Conv {
-                w: host(l.weight.as_tensor())?,
-                b: host(l.bias.as_tensor())?,
-                c_in: l.in_dims[0],
-                h: l.in_dims[1],
-                wd: l.in_dims[2],
-                c_out: l.out_dims[0],
-                k: kernel,
-                pad: padding,
-                pool,
-                ho: l.out_dims[1] / pool,
-                wo: l.out_dims[2] / pool,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let head = Head {
-        w: host(head.weight.as_tensor())?,
-        b: host(head.bias.as_tensor())?,
-        feat: head.in_dims[0],
-        classes: head.out_dims[0],
-    };
-    Ok(Net { convs, head })
-}
 
 /// Max pooling windows of one conv layer over a set of examples.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -255,10 +141,10 @@ struct Out<T> {
 
 /// The whole kernel in dtype `T`: the Gram of set `a` with itself, or (`b`) between the rows `a`
 /// and the columns `b`. `None` when it does not fit `budget` (bytes beyond `K`).
-fn run<T: Real>(model: &Model, a: &Set, b: Option<&Set>, per_layer: bool, budget: usize) -> Result<Option<Out<T>>> {
+fn run<T: Real>(layers: &[Layer], a: &Set, b: Option<&Set>, per_layer: bool, budget: usize) -> Result<Option<Out<T>>> {
     let t_all = Instant::now();
     let t = Instant::now();
-    let net = net::<T>(model)?;
+    let net = net::<T>(layers)?;
     let (n, m) = (a.n, b.map_or(a.n, |b| b.n));
     let stored = n + b.map_or(0, |b| b.n);
     let Some(plans) = plan(&net, stored, if per_layer { n * m } else { 0 }, budget) else { return Ok(None) };
@@ -276,7 +162,7 @@ fn run<T: Real>(model: &Model, a: &Set, b: Option<&Set>, per_layer: bool, budget
         tile: n,
         form: LayerForm::DenseFactorised,
     };
-    let names: Vec<String> = model.layers().iter().map(|l| l.name.clone()).collect();
+    let names: Vec<String> = layers.iter().map(|l| l.name.clone()).collect();
     let mut prof: Vec<LayerProfile> = names.iter().map(fresh).collect();
     let pa = passes(&net, xa, &ya, &mut prof);
     let pb = xb.map(|(x, y)| {
@@ -483,13 +369,13 @@ fn tensor<T: Real>(v: Vec<T>, n: usize) -> Result<Tensor> {
 /// (the stored passes do not fit the budget). `opts.memory_budget_bytes` excludes `K` (see
 /// [`crate::budget::working_options`]).
 pub(crate) fn try_gram(
-    model: &Model,
+    layers: &[Layer],
     set: &Set,
     opts: &GramOptions,
     start: Instant,
 ) -> Result<Option<(GramResult, ConvProfile)>> {
     fn pack<T: Real>(
-        model: &Model,
+        layers: &[Layer],
         o: Option<Out<T>>,
         n: usize,
         start: Instant,
@@ -497,52 +383,47 @@ pub(crate) fn try_gram(
         let Some(o) = o else { return Ok(None) };
         let t = Instant::now();
         let norms = (0..n).map(|i| o.k[i * n + i].to_f64().max(0.0).sqrt()).collect();
-        let layers = model.layers();
         let per_layer = layers
             .iter()
             .zip(o.per_layer)
             .map(|(l, m)| Ok((l.name.clone(), tensor(m, n)?)))
             .collect::<Result<Vec<_>>>()?;
-        let forms = o.profile.layers.iter().map(|l| (l.name.clone(), l.form)).collect();
+        let routes = o.profile.layers.iter().map(|l| Route::of_layer(&l.name, l.form)).collect();
         let k = tensor(o.k, n)?;
         let mut profile = o.profile;
         profile.copies += t.elapsed().as_secs_f64();
         let seconds = start.elapsed().as_secs_f64();
         profile.total = seconds;
-        let r = GramResult { k, per_layer, norms, loss_per_example: o.loss.0, seconds, forms, chunk: o.chunk };
+        let r = GramResult { k, per_layer, norms, loss_per_example: o.loss.0, seconds, routes, chunk: o.chunk };
         Ok(Some((r, profile)))
     }
     let budget = opts.memory_budget_bytes;
-    match acc_dtype(model, opts) {
-        DType::F64 => pack(model, run::<f64>(model, set, None, opts.per_layer, budget)?, set.n, start),
-        _ => pack(model, run::<f32>(model, set, None, opts.per_layer, budget)?, set.n, start),
+    match acc_dtype(chain::dtype(layers), opts) {
+        DType::F64 => pack(layers, run::<f64>(layers, set, None, opts.per_layer, budget)?, set.n, start),
+        _ => pack(layers, run::<f32>(layers, set, None, opts.per_layer, budget)?, set.n, start),
     }
 }
 
 /// [`crate::cross_gram`] through the kernel: rows `a`, columns `b`; `None` when it declines.
 pub(crate) fn try_cross(
-    model: &Model,
+    layers: &[Layer],
     a: &Set,
     b: &Set,
     opts: &GramOptions,
     start: Instant,
 ) -> Result<Option<CrossGramResult>> {
     fn pack<T: Real>(
-        model: &Model,
+        layers: &[Layer],
         o: Option<Out<T>>,
         (n, m): (usize, usize),
         start: Instant,
     ) -> Result<Option<CrossGramResult>> {
         let Some(o) = o else { return Ok(None) };
         let mat = |v: Vec<T>| Tensor::from_vec(v, (n, m), &candle::Device::Cpu);
-        let per_layer = model
-            .layers()
-            .iter()
-            .zip(o.per_layer)
-            .map(|(l, v)| Ok((l.name.clone(), mat(v)?)))
-            .collect::<Result<Vec<_>>>()?;
+        let per_layer =
+            layers.iter().zip(o.per_layer).map(|(l, v)| Ok((l.name.clone(), mat(v)?))).collect::<Result<Vec<_>>>()?;
         let norms = |sq: Vec<f64>| sq.into_iter().map(|v| v.max(0.0).sqrt()).collect();
-        let forms = o.profile.layers.iter().map(|l| (l.name.clone(), l.form)).collect();
+        let routes = o.profile.layers.iter().map(|l| Route::of_layer(&l.name, l.form)).collect();
         Ok(Some(CrossGramResult {
             k: mat(o.k)?,
             per_layer,
@@ -551,70 +432,77 @@ pub(crate) fn try_cross(
             loss_a: o.loss.0,
             loss_b: o.loss.1,
             seconds: start.elapsed().as_secs_f64(),
-            forms,
+            routes,
             chunk: o.chunk,
         }))
     }
     let budget = opts.memory_budget_bytes;
     let nm = (a.n, b.n);
-    match acc_dtype(model, opts) {
-        DType::F64 => pack(model, run::<f64>(model, a, Some(b), opts.per_layer, budget)?, nm, start),
-        _ => pack(model, run::<f32>(model, a, Some(b), opts.per_layer, budget)?, nm, start),
+    match acc_dtype(chain::dtype(layers), opts) {
+        DType::F64 => pack(layers, run::<f64>(layers, a, Some(b), opts.per_layer, budget)?, nm, start),
+        _ => pack(layers, run::<f32>(layers, a, Some(b), opts.per_layer, budget)?, nm, start),
     }
 }
 
+/// The chain of `net` when the conv kernel covers it, else an `Unsupported` error saying why.
+fn conv_chain<N: Network + ?Sized>(net: &N, what: &str) -> Result<Vec<Layer>> {
+    net.chain().filter(|l| !l.is_empty() && supported(l)).ok_or_else(|| {
+        GradKernelError::Unsupported(format!(
+            "{what}: the conv CPU kernel needs a conv chain (conv + ReLU + max-pool blocks with stride-1 \
+             \"same\" convolutions, then one dense head), as a preset or an equivalent spec"
+        ))
+    })
+}
+
 /// [`crate::gram`] through the conv kernel, with where its time went (for benchmarks). Errors
-/// when the kernel does not apply to `model`/`opts` (see [`crate::gram`]'s dispatch) or declines
-/// the budget, instead of falling back to the general engine.
+/// when the kernel does not apply to `net`/`opts` (see the dispatch in [`crate::gram`]) or
+/// declines the budget, instead of falling back to the general engine.
 ///
 /// x: `(N, C, H, W)` or `(N, C*H*W)`; y: integer labels `(N)`.
-pub fn conv_gram_profiled(
-    model: &Model,
+pub fn conv_gram_profiled<N: Network + ?Sized>(
+    net: &N,
     x: &Tensor,
     y: &Tensor,
     opts: &GramOptions,
 ) -> Result<(GramResult, ConvProfile)> {
     let start = Instant::now();
-    if !applies(model, opts) {
+    let layers = conv_chain(net, "conv_gram_profiled")?;
+    if !applies(&layers, opts) {
         return Err(GradKernelError::Unsupported(
-            "the conv CPU kernel needs a conv preset chain on the CPU (f32/f64), Method::Auto, \
+            "conv_gram_profiled: the conv CPU kernel runs on the CPU (f32/f64) with Method::Auto, \
              DeltaRoute::Auto and cpu_fast_path"
                 .into(),
         ));
     }
     let n = x.dims().first().copied().unwrap_or(0);
-    let opts = crate::budget::working_options(model, n, n, true, opts)?;
-    let set = validate(model, x, Some(y), "gram inputs")?;
-    try_gram(model, &set, &opts, start)?.ok_or_else(|| GradKernelError::OverBudget {
+    let opts = crate::budget::working_options(&layers, n, n, true, opts)?;
+    let set = validate(net, chain::classes(&layers), x, Some(y), "gram inputs")?;
+    try_gram(&layers, &set, &opts, start)?.ok_or_else(|| GradKernelError::OverBudget {
         what: "the conv kernel's stored layer inputs and deltas".into(),
         needed: 0,
         budget: opts.memory_budget_bytes,
     })
 }
 
-/// Max-pooling statistics of each conv layer of `model` on inputs `x` (forward only, model dtype):
-/// how many windows tie (the first-maximum convention decides) and how many are all zero.
-/// Errors when the model is not a conv chain the kernel covers.
-pub fn pooling_stats(model: &Model, x: &Tensor) -> Result<Vec<PoolStats>> {
-    if !supported(model) {
-        return Err(GradKernelError::Unsupported(
-            "pooling_stats: not a conv chain (conv+ReLU+pool, dense head)".into(),
-        ));
-    }
-    let set = validate(model, x, None, "pooling_stats inputs")?;
-    fn go<T: Real>(model: &Model, set: &Set) -> Result<Vec<PoolStats>> {
-        let net = net::<T>(model)?;
+/// Max-pooling statistics of each conv layer of `net` on inputs `x` (forward only, the
+/// network's dtype): how many windows tie (the first-maximum convention decides) and how many
+/// are all zero. Errors when `net` is not a conv chain the kernel covers.
+pub fn pooling_stats<N: Network + ?Sized>(net: &N, x: &Tensor) -> Result<Vec<PoolStats>> {
+    let layers = conv_chain(net, "pooling_stats")?;
+    let set = validate(net, chain::classes(&layers), x, None, "pooling_stats inputs")?;
+    fn go<T: Real>(layers: &[Layer], set: &Set) -> Result<Vec<PoolStats>> {
+        let kernel_net = self::net::net::<T>(layers)?;
         let mut a = host::<T>(&set.x)?;
         let mut stats = Vec::new();
-        for c in &net.convs {
+        for c in &kernel_net.convs {
             let (out, _, st) = forward_layer(c, &a, set.n);
             stats.push(st);
             a = out;
         }
         Ok(stats)
     }
-    match model.dtype() {
-        DType::F64 => go::<f64>(model, &set),
-        _ => go::<f32>(model, &set),
+    match chain::dtype(&layers) {
+        DType::F64 => go::<f64>(&layers, &set),
+        _ => go::<f32>(&layers, &set),
     }
 }
