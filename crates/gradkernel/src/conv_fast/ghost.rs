@@ -21,8 +21,8 @@
 use rayon::prelude::*;
 use stiff_gemm::Parallelism;
 
-use super::gram::{in_waves, WAVE_PER_THREAD};
-use super::{mm, Conv, Real};
+use super::net::{mm, Conv, Real};
+use super::waves::{in_waves, WAVE_PER_THREAD};
 
 /// Rows (examples x positions) of one block of the pixel and delta Grams.
 pub(super) const BLOCK_POSITIONS: usize = 1024;

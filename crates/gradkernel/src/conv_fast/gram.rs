@@ -4,7 +4,9 @@
 use rayon::prelude::*;
 use stiff_gemm::Parallelism;
 
-use super::{ghost, mm, Conv, Net, Real};
+use super::ghost;
+use super::net::{mm, Conv, Net, Real};
+use super::waves::in_waves;
 use crate::im2col::{im2col, im2row};
 
 /// How one conv layer's Gram is computed (see [`plan`]).
@@ -34,7 +36,7 @@ pub(super) fn plan<T>(net: &Net<T>, n: usize, per_layer_entries: usize, budget: 
     let pass = net.convs.iter().map(|c| n * (c.pooled_len() + c.in_len()) * eb).max().unwrap_or(0);
     // Per thread: the forward's patches and outputs of one group of examples, or the backward's
     // and the build's patches of one example (plus the backward's delta).
-    let per_thread = |c: &super::Conv<T>| {
+    let per_thread = |c: &Conv<T>| {
         let cols = super::passes::group(c).min(n.max(1)) * c.s();
         ((c.f() + c.c_out) * cols).max(2 * c.f() * c.s() + c.delta_len()) * eb
     };
@@ -188,37 +190,6 @@ pub(super) fn product<T: Real>(
         },
     );
 }
-
-/// Runs `work` on every task over rayon's threads, a wave of [`WAVE_PER_THREAD`] tasks per
-/// thread at a time, and hands each result to `add` in task order (so sums are deterministic and
-/// at most one wave of results is held, not a `K`-sized set of blocks). `scratch` makes one
-/// thread's buffers, kept across waves.
-pub(super) fn in_waves<Task: Sync, S: Send, R: Send>(
-    tasks: &[Task],
-    scratch: impl Fn() -> S + Sync,
-    work: impl Fn(&mut S, &Task) -> R + Sync,
-    mut add: impl FnMut(&Task, R),
-) {
-    let threads = rayon::current_num_threads().max(1);
-    let pool: Vec<std::sync::Mutex<Option<S>>> = (0..threads).map(|_| std::sync::Mutex::new(None)).collect();
-    for wave in tasks.chunks(WAVE_PER_THREAD * threads) {
-        let results: Vec<R> = wave
-            .par_iter()
-            .map(|t| {
-                // Each worker has its own slot, so the lock is never contended.
-                let slot = &pool[rayon::current_thread_index().unwrap_or(0) % threads];
-                let mut guard = slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                work(guard.get_or_insert_with(&scratch), t)
-            })
-            .collect();
-        for (t, r) in wave.iter().zip(results) {
-            add(t, r);
-        }
-    }
-}
-
-/// Tasks per thread in one wave of [`in_waves`].
-pub(super) const WAVE_PER_THREAD: usize = 8;
 
 /// Rows (and columns) of one block of [`product`]: large enough for gemm to run near peak
 /// (measured: 125 x 125 blocks of a `p = 295,168` product at 85 GFLOP/s on one core), small

@@ -4,11 +4,18 @@
 use candle::{DType, Tensor};
 use stiff_models::{Layer, LayerKind};
 
-use super::passes::NO_GRAD;
-use super::Real;
 use crate::chain;
 use crate::error::Result;
 use crate::options::{DeltaRoute, GramOptions, Method};
+
+/// The float types the kernel runs in (f32, f64).
+pub(crate) trait Real: candle::WithDType + stiff_gemm::Scalar + Default {}
+impl<T: candle::WithDType + stiff_gemm::Scalar + Default> Real for T {}
+
+pub(super) use crate::rowmajor::matmul as mm;
+
+/// Marks a pooled element whose gradient is zero (its maximum is 0 after ReLU).
+pub(super) const NO_GRAD: u16 = u16::MAX;
 
 /// One conv block: `w: (c_out, c_in*k*k)` row-major, `b: (c_out)`; input and pre-activation
 /// are `h x wd`, the pooled output `ho x wo` (floor mode).

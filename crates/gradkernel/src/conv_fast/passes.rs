@@ -6,11 +6,10 @@ use std::time::Instant;
 use rayon::prelude::*;
 use stiff_gemm::{MatMut, MatRef, Parallelism};
 
-use super::{mm, Conv, LayerProfile, Net, PoolStats, Real};
+pub(super) use super::net::NO_GRAD;
+use super::net::{mm, Conv, Net, Real};
+use super::stats::{LayerProfile, PoolStats};
 use crate::im2col::{col2im_add_ld, im2col};
-
-/// Marks a pooled element whose gradient is zero (its maximum is 0 after ReLU).
-pub(super) const NO_GRAD: u16 = u16::MAX;
 
 /// Per-example state kept from the passes for the Gram phase.
 pub(super) struct Passes<T> {
