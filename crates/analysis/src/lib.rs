@@ -23,6 +23,8 @@ pub mod superclass;
 pub mod trend;
 mod validate;
 
+/// The `ndarray` this crate's API speaks (`ArrayView2` etc.), so users need not pin a matching version.
+pub use ndarray;
 pub use bootstrap::{bootstrap_within_between, BootstrapCi, BootstrapOptions, Ci, WithinBetweenCi};
 pub use class::{
     class_stiffness, pairwise_cosine, pairwise_sign, rectangular_class_stiffness, ClassMatrix, ClassStiffness,
