@@ -107,6 +107,10 @@ pub trait Pipeline: Sync {
 /// What the runner and the registry see of a pipeline (object safe; implemented for every
 /// [`Pipeline`] in [`crate::runner`]).
 pub trait AnyPipeline: Sync {
+    /// The pipeline's type with its module path (`stiff_experiments::<module>::<Type>`): the
+    /// layering test finds each pipeline's folder from it, so no list of pipeline names is kept
+    /// outside the registry.
+    fn type_path(&self) -> &'static str;
     /// The figures this pipeline draws.
     fn figures(&self) -> &'static [FigureInfo];
     /// The run ids of `figs` (deduplicated, sweep order).

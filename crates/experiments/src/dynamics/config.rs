@@ -7,13 +7,15 @@ use stiff_data::DatasetName;
 use stiff_models::Preset;
 use stiff_train::OptimizerConfig;
 
-use super::DYN_FIGURES;
 use crate::measure::MeasureSettings;
 use crate::options::OptimizerKind;
 use crate::prepare::DataSettings;
 use crate::store::RunStore;
 use crate::sweep::fmt_lr;
 use crate::{ExperimentError, Result};
+
+/// The figures of this pipeline, in order.
+pub const DYN_FIGURES: [&str; 6] = ["fig2", "fig3", "fig4", "fig5", "fig6", "fig7"];
 
 /// How the four stages of a class-matrix figure are picked from the measured steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -6,11 +6,9 @@ use std::fmt::Write as _;
 use stiff_analysis::BlockScore;
 
 use super::config::{DynConfig, StageRule};
-use super::figures::end_note;
-use super::figures::fig2::FallBack;
-use super::figures::fig7::Traj;
-use super::figures::seeds::{interval_text, AcrossSeeds, CurvePoint};
-use super::figures::stages::{steps_text, StageClaims, StageMean};
+use super::model::{
+    end_note, interval_text, steps_text, AcrossSeeds, CurvePoint, FallBack, StageClaims, StageMean, Traj,
+};
 use super::run::{DynPoint, DynRunRecord};
 
 /// `value [lo, hi]` with the bootstrap interval when there is one.

@@ -6,11 +6,15 @@
 //!
 //! * [`config`]: the sweep and its runs (stable ids).
 //! * [`run`]: one run and its record.
+//! * [`model`]: the cells and trends the figures compute and their prose reports.
 //! * [`figures`]: Figs 8, 9, 10 (aggregation, statistics, tables, plots).
 //! * [`summary`]: their prose.
+//!
+//! Imports run one way: `figures` → `summary` → `model` (and all of them → `run` → `config`).
 
 pub mod config;
 pub mod figures;
+pub mod model;
 pub mod run;
 pub mod summary;
 

@@ -19,11 +19,15 @@
 //!
 //! * [`config`]: the sweep and its runs (stable ids).
 //! * [`run`]: one run and its record.
+//! * [`model`]: the cells, fits and trends the figure computes and its prose reports.
 //! * [`figures`]: domain cells, fits, trends, the plot and the result files.
 //! * [`summary`]: the prose.
+//!
+//! Imports run one way: `figures` → `summary` → `model` (and all of them → `run` → `config`).
 
 pub mod config;
 pub mod figures;
+pub mod model;
 pub mod run;
 pub mod summary;
 

@@ -4,8 +4,7 @@
 use std::f64::consts::PI;
 use std::fmt::Write as _;
 
-use super::figures::cells::{cells_of, DomainCell, LengthScaleFit, LrTrend};
-use super::figures::{deg, METHODS};
+use super::model::{cells_of, deg, DomainCell, LengthScaleFit, LrTrend, METHODS};
 use super::run::{SphEnd, SphRunRecord};
 use super::{SphericalConfig, FIGURE};
 use crate::stats::SeedMean;
