@@ -120,22 +120,3 @@ pub trait AnyPipeline: Sync {
     /// Redraws every figure with a config or stored runs in `out`; returns how many were drawn.
     fn report(&self, out: &Path) -> Result<usize>;
 }
-
-/// The training settings every pipeline's run shares, from its spec; each pipeline adds its own
-/// stopping rules (thresholds, snapshots, overfitting) on top.
-pub(crate) fn base_train_config(
-    optimizer: stiff_train::OptimizerConfig,
-    batch_size: usize,
-    seed: u64,
-    max_steps: u64,
-    eval_every: u64,
-    train_eval_subset: usize,
-) -> stiff_train::TrainConfig {
-    stiff_train::TrainConfig::default()
-        .with_optimizer(optimizer)
-        .with_batch_size(batch_size)
-        .with_seed(seed)
-        .with_max_steps(max_steps)
-        .with_eval_every(eval_every)
-        .with_train_eval_subset(train_eval_subset)
-}

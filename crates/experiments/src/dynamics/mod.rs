@@ -105,14 +105,14 @@ fn tiny(cfg: &mut DynConfig) {
         DatasetName::Mnist | DatasetName::FashionMnist => {
             cfg.data.train_subset = None;
             cfg.data.stiffness_subset = 40;
-            cfg.max_steps = 60;
-            cfg.eval_every = 10;
-            cfg.eval_subset = 50;
-            cfg.schedule = log_schedule(5, cfg.max_steps, 2);
+            cfg.train.max_steps = 60;
+            cfg.train.eval_every = 10;
+            cfg.train.train_eval_subset = 50;
+            cfg.schedule = log_schedule(5, cfg.train.max_steps, 2);
         }
         DatasetName::Cifar10 => {
-            cfg.max_steps = 40;
-            cfg.schedule = log_schedule(5, cfg.max_steps, 2);
+            cfg.train.max_steps = 40;
+            cfg.schedule = log_schedule(5, cfg.train.max_steps, 2);
         }
         DatasetName::Cifar100 => {}
     }
@@ -174,7 +174,7 @@ impl Pipeline for Dynamics {
     }
 
     fn max_steps(&self, spec: &DynRunSpec) -> u64 {
-        spec.max_steps
+        spec.train.max_steps
     }
 
     fn store(&self, cfg: &DynConfig, out: &Path) -> RunStore {

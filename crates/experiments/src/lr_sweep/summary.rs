@@ -44,7 +44,7 @@ fn protocol_text(cfg: &LrSweepConfig) -> String {
         }
         stiff_train::ThresholdRule::Evaluated => format!(
             "the loss on a fixed {}-example training subset, evaluated every {} steps",
-            cfg.train_eval_subset, cfg.eval_every
+            cfg.train.train_eval_subset, cfg.train.eval_every
         ),
     };
     format!(
@@ -86,7 +86,7 @@ pub fn fig8(
         cfg.datasets.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" and "),
         cfg.optimizer.name(),
         cfg.lrs,
-        cfg.batch_size,
+        cfg.train.batch_size,
         cfg.seeds,
         cfg.data.stiffness_subset,
         protocol_text(cfg)

@@ -64,7 +64,7 @@ pub fn write_fig7(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command
         stiff_data::classes::CIFAR100_COARSE_CLASSES.iter().map(|s| s.to_string()).collect();
     let order = superclass_order(&f2c);
     let r = &records[0];
-    let focus = cfg.focus_step.unwrap_or(cfg.max_steps);
+    let focus = cfg.focus_step.unwrap_or(cfg.train.max_steps);
     let p = r
         .nearest_point(focus)
         .ok_or_else(|| ExperimentError::InvalidArgument(format!("fig7: run {} has no measured step", r.id)))?;
