@@ -9,8 +9,8 @@
 //! dependency order, lowest first (no module imports one to its right):
 //!
 //! 1. shared vocabulary and helpers: [`error`](ExperimentError), [`store`], [`sweep`],
-//!    [`options`], [`stats`], [`tidy`], [`progress`], [`prepare`], [`measure`], [`testdata`],
-//!    [`pipeline`];
+//!    [`options`], [`training`], [`stats`], [`tidy`], [`progress`], [`prepare`], [`measure`],
+//!    [`testdata`], [`pipeline`];
 //! 2. the pipelines: [`dynamics`] (Figs 2-7), [`lr_sweep`] (Figs 8-10), [`spherical`];
 //! 3. [`registry`] (the one list of pipelines), [`index`] (`index.md`);
 //! 4. [`runner`]: `reproduce` and `report` for any pipeline.
@@ -33,6 +33,7 @@ pub mod store;
 pub mod sweep;
 pub mod testdata;
 pub mod tidy;
+pub mod training;
 
 pub use error::ExperimentError;
 

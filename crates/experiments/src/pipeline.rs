@@ -107,6 +107,10 @@ pub trait Pipeline: Sync {
 /// What the runner and the registry see of a pipeline (object safe; implemented for every
 /// [`Pipeline`] in [`crate::runner`]).
 pub trait AnyPipeline: Sync {
+    /// The pipeline's type with its module path (`stiff_experiments::<module>::<Type>`): the
+    /// layering test finds each pipeline's folder from it, so no list of pipeline names is kept
+    /// outside the registry.
+    fn type_path(&self) -> &'static str;
     /// The figures this pipeline draws.
     fn figures(&self) -> &'static [FigureInfo];
     /// The run ids of `figs` (deduplicated, sweep order).
@@ -115,23 +119,4 @@ pub trait AnyPipeline: Sync {
     fn reproduce(&self, figs: &[&str], opts: &ReproduceOptions) -> Result<()>;
     /// Redraws every figure with a config or stored runs in `out`; returns how many were drawn.
     fn report(&self, out: &Path) -> Result<usize>;
-}
-
-/// The training settings every pipeline's run shares, from its spec; each pipeline adds its own
-/// stopping rules (thresholds, snapshots, overfitting) on top.
-pub(crate) fn base_train_config(
-    optimizer: stiff_train::OptimizerConfig,
-    batch_size: usize,
-    seed: u64,
-    max_steps: u64,
-    eval_every: u64,
-    train_eval_subset: usize,
-) -> stiff_train::TrainConfig {
-    stiff_train::TrainConfig::default()
-        .with_optimizer(optimizer)
-        .with_batch_size(batch_size)
-        .with_seed(seed)
-        .with_max_steps(max_steps)
-        .with_eval_every(eval_every)
-        .with_train_eval_subset(train_eval_subset)
 }

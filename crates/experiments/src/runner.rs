@@ -11,7 +11,6 @@ use crate::pipeline::{AnyPipeline, FigureInfo, Pipeline};
 use crate::progress::SweepProgress;
 use crate::registry::pipelines;
 use crate::store::{read_json, write_atomic, write_json, RunStore, SUMMARY};
-use crate::sweep::{is_partial, plan};
 use crate::{ExperimentError, Result};
 
 pub use crate::options::parse_device;
@@ -226,6 +225,49 @@ fn draw<P: Pipeline>(p: &P, figure: &str, cfg: &P::Config, out: &Path, command: 
     Ok(dir)
 }
 
+/// Plans one invocation over a sweep's runs (in sweep order): with `--list-runs` prints each id
+/// with `done`/`pending` and returns `None`; otherwise returns the selected runs that still have
+/// to run (finished ones are skipped when resuming) and says so on stderr.
+fn plan<'a, S>(
+    label: &str,
+    specs: &'a [S],
+    id: impl Fn(&S) -> String,
+    done: impl Fn(&S) -> bool,
+    opts: &ReproduceOptions,
+) -> Result<Option<Vec<&'a S>>> {
+    if opts.list_runs {
+        for s in specs {
+            println!("{}\t{}", id(s), if done(s) { "done" } else { "pending" });
+        }
+        return Ok(None);
+    }
+    let ids: Vec<String> = specs.iter().map(&id).collect();
+    let selected = opts.selection.select(&ids)?;
+    let todo: Vec<&S> = specs.iter().filter(|s| selected.contains(&&id(s)) && !(opts.resume && done(s))).collect();
+    eprintln!(
+        "{label}: {} runs in the sweep, {} selected, {} already finished, {} to run; results in {}",
+        specs.len(),
+        selected.len(),
+        selected.len() - todo.len(),
+        todo.len(),
+        opts.out.display()
+    );
+    Ok(Some(todo))
+}
+
+/// True when this process ran only part of the sweep (`--only` / `--shard`); then it says how to
+/// draw the figures once every part is done, and the caller draws nothing.
+fn is_partial(opts: &ReproduceOptions) -> bool {
+    let partial = !opts.selection.is_everything();
+    if partial {
+        eprintln!(
+            "selected runs finished; once every shard is done, draw the figures with `cargo xtask report --out {}`",
+            opts.out.display()
+        );
+    }
+    partial
+}
+
 /// `OUT/runs/figures/<figure folder>.json`: a figure's config (as in its `config.json`), written
 /// before any run starts, so `report` can draw from a folder filled by shards (which draw nothing).
 fn config_beside_runs(out: &Path, dir_name: &str) -> PathBuf {
@@ -257,6 +299,10 @@ fn report_configs<P: Pipeline>(p: &P, figure: &str, out: &Path) -> Result<Vec<(P
 }
 
 impl<P: Pipeline> AnyPipeline for P {
+    fn type_path(&self) -> &'static str {
+        std::any::type_name::<P>()
+    }
+
     fn figures(&self) -> &'static [FigureInfo] {
         Pipeline::figures(self)
     }

@@ -1,6 +1,8 @@
 //! Sweeps are lists of independent runs with stable ids, so a cluster scheduler can run them on
-//! many machines writing into one results folder (`--list-runs`, `--only`, `--shard K/N`), and an
-//! interrupted sweep resumes where it stopped.
+//! many machines writing into one results folder. This module holds the selection of runs a
+//! process executes (`--only`, `--shard K/N`) and the learning rate as run ids spell it; the
+//! runner plans, lists (`--list-runs`) and resumes with them. It imports no other module of the
+//! crate but the error type, so `options` can hold a [`RunSelection`].
 
 use serde::{Deserialize, Serialize};
 
@@ -51,49 +53,6 @@ impl RunSelection {
     pub fn is_everything(&self) -> bool {
         self.only.is_empty() && self.shard.is_none()
     }
-}
-
-/// Plans one invocation over a sweep's runs (in sweep order): with `--list-runs` prints each id
-/// with `done`/`pending` and returns `None`; otherwise returns the selected runs that still have
-/// to run (finished ones are skipped when resuming) and says so on stderr.
-pub fn plan<'a, S>(
-    label: &str,
-    specs: &'a [S],
-    id: impl Fn(&S) -> String,
-    done: impl Fn(&S) -> bool,
-    opts: &crate::options::ReproduceOptions,
-) -> Result<Option<Vec<&'a S>>> {
-    if opts.list_runs {
-        for s in specs {
-            println!("{}\t{}", id(s), if done(s) { "done" } else { "pending" });
-        }
-        return Ok(None);
-    }
-    let ids: Vec<String> = specs.iter().map(&id).collect();
-    let selected = opts.selection.select(&ids)?;
-    let todo: Vec<&S> = specs.iter().filter(|s| selected.contains(&&id(s)) && !(opts.resume && done(s))).collect();
-    eprintln!(
-        "{label}: {} runs in the sweep, {} selected, {} already finished, {} to run; results in {}",
-        specs.len(),
-        selected.len(),
-        selected.len() - todo.len(),
-        todo.len(),
-        opts.out.display()
-    );
-    Ok(Some(todo))
-}
-
-/// True when this process ran only part of the sweep (`--only` / `--shard`); then it says how to
-/// draw the figures once every part is done, and the caller draws nothing.
-pub fn is_partial(opts: &crate::options::ReproduceOptions) -> bool {
-    let partial = !opts.selection.is_everything();
-    if partial {
-        eprintln!(
-            "selected runs finished; once every shard is done, draw the figures with `cargo xtask report --out {}`",
-            opts.out.display()
-        );
-    }
-    partial
 }
 
 /// A learning rate as it appears in run ids: `0.03` → `0.03`, `1e-4` → `0.0001`.

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use stiff_data::DatasetName;
-use stiff_experiments::dynamics::figures::superclass_order;
+use stiff_experiments::dynamics::figures::fig7::superclass_order;
 use stiff_experiments::dynamics::{write_synthetic_cifar, DynRunRecord};
 use stiff_experiments::options::ReproduceOptions;
 use stiff_experiments::runner::reproduce;

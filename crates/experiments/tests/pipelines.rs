@@ -1,8 +1,8 @@
 //! Every registered pipeline through the one interface the runner uses: it lists its runs,
 //! runs at test scale (`tiny`) on generated files in the official formats, and `report`
 //! redraws its figures from the stored records alone, to the same numbers. Also: sweeps of
-//! two optimizers in one `--out` keep their figure folders apart, and the module layering
-//! (no import runs back up; the runner names no pipeline) holds.
+//! two optimizers in one `--out` keep their figure folders apart. The module layering is
+//! checked in `tests/layering.rs`.
 
 use std::path::{Path, PathBuf};
 
@@ -214,55 +214,4 @@ fn interrupted_redraw_leaves_a_folder_that_counts_as_absent() {
     std::fs::remove_dir(fig.join("fig8.png")).unwrap();
     report(&out).unwrap();
     check_figure(&fig, "fig8");
-}
-
-/// The crate's module layering, checked on the sources: shared modules import no pipeline and
-/// not the runner/registry; pipelines import no other pipeline and nothing above them; the
-/// runner and `index.md` name no pipeline. Also keeps every file under 500 lines.
-#[test]
-fn no_import_runs_back_up_and_the_runner_names_no_pipeline() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let pipelines = ["dynamics", "lr_sweep", "spherical"];
-    let above = ["registry", "runner", "index"];
-    let mut files = Vec::new();
-    let mut stack = vec![src.clone()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "rs") {
-                files.push(p);
-            }
-        }
-    }
-    assert!(files.len() > 20, "found only {} source files", files.len());
-    for f in &files {
-        let text = std::fs::read_to_string(f).unwrap();
-        let rel = f.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
-        assert!(text.lines().count() < 500, "{rel}: {} lines (limit 500)", text.lines().count());
-        let top = rel.split('/').next().unwrap().trim_end_matches(".rs");
-        let uses = |m: &str| text.contains(&format!("crate::{m}::")) || text.contains(&format!("crate::{m};"));
-        let forbidden: Vec<&str> = if pipelines.contains(&top) {
-            // A pipeline: not another pipeline, nothing above.
-            pipelines.iter().filter(|p| **p != top).chain(above.iter()).copied().collect()
-        } else if top == "runner" || top == "index" {
-            pipelines.to_vec()
-        } else if top == "registry" || top == "lib" {
-            vec!["runner", "index"]
-        } else {
-            // Shared vocabulary and helpers.
-            pipelines.iter().chain(above.iter()).copied().collect()
-        };
-        for m in forbidden {
-            assert!(!uses(m), "{rel} imports crate::{m}, against the layering in lib.rs");
-        }
-        if top == "runner" || top == "index" {
-            let figures = stiff_experiments::registry::figures();
-            let quoted: Vec<String> = figures.iter().map(|f| format!("\"{}\"", f.name)).collect();
-            for name in ["Dynamics", "LrSweep", "Spherical"].iter().map(|s| s.to_string()).chain(quoted) {
-                assert!(!text.contains(&name), "{rel} names a pipeline or figure ({name})");
-            }
-        }
-    }
 }

@@ -29,9 +29,9 @@ fn tiny() -> SphericalConfig {
     c.n_train = 1_000;
     c.n_val = 400;
     c.stiffness_subset = 300;
-    c.max_steps = 400;
-    c.eval_every = 50;
-    c.train_eval_subset = 400;
+    c.train.max_steps = 400;
+    c.train.eval_every = 50;
+    c.train.train_eval_subset = 400;
     c.loss_threshold = 0.3;
     c.measure.bins = BinSpec { bins: 40, lo: 0.0, hi: 2.0 };
     c

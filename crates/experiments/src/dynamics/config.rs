@@ -7,13 +7,16 @@ use stiff_data::DatasetName;
 use stiff_models::Preset;
 use stiff_train::OptimizerConfig;
 
-use super::DYN_FIGURES;
 use crate::measure::MeasureSettings;
 use crate::options::OptimizerKind;
 use crate::prepare::DataSettings;
 use crate::store::RunStore;
 use crate::sweep::fmt_lr;
+use crate::training::TrainSpec;
 use crate::{ExperimentError, Result};
+
+/// The figures of this pipeline, in order.
+pub const DYN_FIGURES: [&str; 6] = ["fig2", "fig3", "fig4", "fig5", "fig6", "fig7"];
 
 /// How the four stages of a class-matrix figure are picked from the measured steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,14 +51,10 @@ pub struct DynConfig {
     pub seeds: Vec<u64>,
     /// Train on a seeded permutation of the training labels (Fig 4).
     pub permute_labels: bool,
-    /// Step budget of a run.
-    pub max_steps: u64,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Train/validation loss every this many steps (and at every measured step).
-    pub eval_every: u64,
-    /// Size of the fixed training and validation subsets on which losses are measured.
-    pub eval_subset: usize,
+    /// Step budget, batch size, loss-evaluation cadence and subset (written flat, the subset as
+    /// `eval_subset`, as dynamics configs and records always were).
+    #[serde(flatten, with = "crate::training::dynamics_names")]
+    pub train: TrainSpec,
     /// Evaluations without a new best validation loss (while training loss falls) that declare
     /// the onset of overfitting.
     pub overfit_patience: u32,
@@ -185,10 +184,7 @@ impl DynConfig {
             lr,
             seeds: (0..seeds as u64).collect(),
             permute_labels: figure == "fig4",
-            max_steps,
-            batch_size: 32,
-            eval_every,
-            eval_subset,
+            train: TrainSpec { max_steps, batch_size: 32, eval_every, train_eval_subset: eval_subset },
             overfit_patience: 5,
             schedule,
             stage_rule: if figure == "fig4" { StageRule::Fractions } else { StageRule::AroundOnset },
@@ -210,10 +206,7 @@ impl DynConfig {
                 optimizer: self.optimizer.with_lr(self.lr),
                 seed,
                 permute_labels: self.permute_labels,
-                max_steps: self.max_steps,
-                batch_size: self.batch_size,
-                eval_every: self.eval_every,
-                eval_subset: self.eval_subset,
+                train: self.train,
                 overfit_patience: self.overfit_patience,
                 schedule: self.schedule.clone(),
                 data: self.data.clone(),
@@ -246,14 +239,10 @@ pub struct DynRunSpec {
     pub seed: u64,
     /// Train on permuted labels (Fig 4).
     pub permute_labels: bool,
-    /// Step budget.
-    pub max_steps: u64,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Steps between loss evaluations.
-    pub eval_every: u64,
-    /// Size of the loss-evaluation subsets.
-    pub eval_subset: usize,
+    /// Step budget, batch size, loss-evaluation cadence and subset (written flat, the subset as
+    /// `eval_subset`, as dynamics configs and records always were).
+    #[serde(flatten, with = "crate::training::dynamics_names")]
+    pub train: TrainSpec,
     /// Overfitting patience (evaluations).
     pub overfit_patience: u32,
     /// Steps at which stiffness is measured.

@@ -15,11 +15,17 @@
 //! * [`config`]: one configuration per figure and its runs (stable ids).
 //! * [`run`]: one run and its record.
 //! * [`stages`]: the four stages of the class-matrix figures.
+//! * [`model`]: the values over seeds, claims and trajectories the figures compute and their
+//!   prose reports.
 //! * [`figures`]: Figs 2, 3-6 and 7 (aggregation, claims as numbers, tables, plots).
 //! * [`summary`]: their prose.
+//!
+//! Imports run one way: `figures` → `summary` → `model` (and all of them → `stages` → `run` →
+//! `config`).
 
 pub mod config;
 pub mod figures;
+pub mod model;
 pub mod run;
 pub mod stages;
 pub mod summary;
@@ -31,7 +37,7 @@ use indicatif::ProgressBar;
 use stiff_data::DatasetName;
 
 pub use crate::testdata::write_synthetic_cifar;
-pub use config::{default_seeds, log_schedule, DynConfig, DynRunSpec, StageRule};
+pub use config::{default_seeds, log_schedule, DynConfig, DynRunSpec, StageRule, DYN_FIGURES};
 pub use run::{run_one, DynPoint, DynRunRecord, Onset, RECORD_VERSION};
 pub use stages::{stages, Stage};
 
@@ -41,9 +47,6 @@ use crate::pipeline::{FigureInfo, Pipeline};
 use crate::prepare::{prepare_with, Prepared};
 use crate::store::RunStore;
 use crate::{ExperimentError, Result};
-
-/// The figures of this pipeline, in order.
-pub const DYN_FIGURES: [&str; 6] = ["fig2", "fig3", "fig4", "fig5", "fig6", "fig7"];
 
 /// The training-dynamics pipeline (Figs 2-7).
 #[derive(Debug, Clone, Copy)]
@@ -102,14 +105,14 @@ fn tiny(cfg: &mut DynConfig) {
         DatasetName::Mnist | DatasetName::FashionMnist => {
             cfg.data.train_subset = None;
             cfg.data.stiffness_subset = 40;
-            cfg.max_steps = 60;
-            cfg.eval_every = 10;
-            cfg.eval_subset = 50;
-            cfg.schedule = log_schedule(5, cfg.max_steps, 2);
+            cfg.train.max_steps = 60;
+            cfg.train.eval_every = 10;
+            cfg.train.train_eval_subset = 50;
+            cfg.schedule = log_schedule(5, cfg.train.max_steps, 2);
         }
         DatasetName::Cifar10 => {
-            cfg.max_steps = 40;
-            cfg.schedule = log_schedule(5, cfg.max_steps, 2);
+            cfg.train.max_steps = 40;
+            cfg.schedule = log_schedule(5, cfg.train.max_steps, 2);
         }
         DatasetName::Cifar100 => {}
     }
@@ -171,7 +174,7 @@ impl Pipeline for Dynamics {
     }
 
     fn max_steps(&self, spec: &DynRunSpec) -> u64 {
-        spec.max_steps
+        spec.train.max_steps
     }
 
     fn store(&self, cfg: &DynConfig, out: &Path) -> RunStore {

@@ -85,18 +85,13 @@ pub fn run_one(spec: &DynRunSpec, data: &Prepared, device: &Device, bar: Option<
     let t0 = Instant::now();
     let cfg = ModelConfig::preset(spec.preset, data.input, data.num_classes());
     let model = Model::new(&cfg, spec.seed, DType::F32, device)?;
-    let train_cfg = crate::pipeline::base_train_config(
-        spec.optimizer,
-        spec.batch_size,
-        spec.seed,
-        spec.max_steps,
-        spec.eval_every,
-        spec.eval_subset,
-    )
-    .with_thresholds(vec![])
-    .with_snapshot_steps(spec.schedule.clone())
-    .with_overfit_patience(Some(spec.overfit_patience))
-    .with_stop_at_overfit(false);
+    let train_cfg = spec
+        .train
+        .train_config(spec.optimizer, spec.seed)
+        .with_thresholds(vec![])
+        .with_snapshot_steps(spec.schedule.clone())
+        .with_overfit_patience(Some(spec.overfit_patience))
+        .with_stop_at_overfit(false);
     let mut measure_seconds = 0.0;
     let mut points = Vec::new();
     let mut onset = None;
@@ -119,7 +114,7 @@ pub fn run_one(spec: &DynRunSpec, data: &Prepared, device: &Device, bar: Option<
             SnapshotReason::OverfittingOnset { best_step } => {
                 onset = Some(Onset {
                     best_step,
-                    best_images_seen: best_step * spec.batch_size as u64,
+                    best_images_seen: best_step * spec.train.batch_size as u64,
                     detected_step: snap.step,
                 });
             }
@@ -133,7 +128,7 @@ pub fn run_one(spec: &DynRunSpec, data: &Prepared, device: &Device, bar: Option<
         data.train_y.clone()
     };
     let train = LabelledData::new(data.train_x.clone(), labels)?;
-    let val_idx = stiff_train::eval_subset(data.val_y.len(), spec.eval_subset, 1);
+    let val_idx = stiff_train::eval_subset(data.val_y.len(), spec.train.train_eval_subset, 1);
     let val = LabelledData::new(data.val_x.clone(), data.val_y.clone())?.select(&val_idx, device)?;
     let progress = bar.map_or(Progress::Hidden, Progress::Bar);
     let report = Trainer::new(model, train_cfg)?.with_progress(progress).run(&train, Some(&val), &mut sink)?;

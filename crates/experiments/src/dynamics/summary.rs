@@ -6,11 +6,9 @@ use std::fmt::Write as _;
 use stiff_analysis::BlockScore;
 
 use super::config::{DynConfig, StageRule};
-use super::figures::end_note;
-use super::figures::fig2::FallBack;
-use super::figures::fig7::Traj;
-use super::figures::seeds::{interval_text, AcrossSeeds, CurvePoint};
-use super::figures::stages::{steps_text, StageClaims, StageMean};
+use super::model::{
+    end_note, interval_text, steps_text, AcrossSeeds, CurvePoint, FallBack, StageClaims, StageMean, Traj,
+};
 use super::run::{DynPoint, DynRunRecord};
 
 /// `value [lo, hi]` with the bootstrap interval when there is one.
@@ -32,14 +30,14 @@ fn setup_text(cfg: &DynConfig, seeds: usize) -> String {
         if cfg.permute_labels { " with permuted training labels" } else { "" },
         cfg.optimizer.name(),
         cfg.lr,
-        cfg.batch_size,
-        cfg.max_steps,
+        cfg.train.batch_size,
+        cfg.train.max_steps,
         cfg.seeds,
         cfg.data.train_subset.map_or("all of the training split".into(), |n| format!(
             "a fixed class-balanced subset of {n} examples (so that the net overfits within minutes)"
         )),
-        cfg.eval_subset,
-        cfg.eval_every,
+        cfg.train.train_eval_subset,
+        cfg.train.eval_every,
         cfg.data.stiffness_subset,
         cfg.schedule,
         interval_text(seeds, cfg.measure.bootstrap_reps),

@@ -13,6 +13,7 @@ use crate::options::OptimizerKind;
 use crate::prepare::DataSettings;
 use crate::store::RunStore;
 use crate::sweep::fmt_lr;
+use crate::training::TrainSpec;
 
 /// The whole sweep (what `config.json` of Figs 8-10 records).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,14 +32,9 @@ pub struct LrSweepConfig {
     pub seeds: Vec<u64>,
     /// Training-loss thresholds per dataset (descending).
     pub thresholds: BTreeMap<DatasetName, Vec<f64>>,
-    /// Step budget of a run.
-    pub max_steps: u64,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Steps between loss evaluations (reporting only; crossings use `threshold_rule`).
-    pub eval_every: u64,
-    /// Size of the fixed training subset on which training loss is evaluated.
-    pub train_eval_subset: usize,
+    /// Step budget, batch size, loss-evaluation cadence and subset (written flat, as before).
+    #[serde(flatten)]
+    pub train: TrainSpec,
     /// How a crossing is decided. Default: running mean of 200 mini-batch losses (quick: 50),
     /// independent of `eval_every` (docs/figures.md, "Measurement protocol").
     pub threshold_rule: ThresholdRule,
@@ -85,10 +81,12 @@ impl LrSweepConfig {
             lrs,
             seeds: (0..seeds as u64).collect(),
             thresholds,
-            max_steps: if quick { 4_000 } else { 30_000 },
-            batch_size: 32,
-            eval_every: if quick { 50 } else { 100 },
-            train_eval_subset: 1_000,
+            train: TrainSpec {
+                max_steps: if quick { 4_000 } else { 30_000 },
+                batch_size: 32,
+                eval_every: if quick { 50 } else { 100 },
+                train_eval_subset: 1_000,
+            },
             threshold_rule: ThresholdRule::RunningMean { steps: if quick { 50 } else { 200 } },
             window: if quick {
                 ThresholdWindow { count: 3, every: 10 }
@@ -112,10 +110,7 @@ impl LrSweepConfig {
                         optimizer: self.optimizer.with_lr(lr),
                         seed,
                         thresholds: self.thresholds.get(&dataset).cloned().unwrap_or_default(),
-                        max_steps: self.max_steps,
-                        batch_size: self.batch_size,
-                        eval_every: self.eval_every,
-                        train_eval_subset: self.train_eval_subset,
+                        train: self.train,
                         threshold_rule: self.threshold_rule,
                         window: self.window,
                         data: self.data.clone(),
@@ -146,14 +141,9 @@ pub struct LrRunSpec {
     pub seed: u64,
     /// Training-loss thresholds (descending).
     pub thresholds: Vec<f64>,
-    /// Step budget.
-    pub max_steps: u64,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Steps between loss evaluations.
-    pub eval_every: u64,
-    /// Size of the training-loss evaluation subset.
-    pub train_eval_subset: usize,
+    /// Step budget, batch size, loss-evaluation cadence and subset (written flat, as before).
+    #[serde(flatten)]
+    pub train: TrainSpec,
     /// No serde default: records of the legacy protocol (first evaluation below) do not parse
     /// as runs of this one, so they are rerun rather than mixed in.
     pub threshold_rule: ThresholdRule,

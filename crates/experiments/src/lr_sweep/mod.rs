@@ -6,11 +6,15 @@
 //!
 //! * [`config`]: the sweep and its runs (stable ids).
 //! * [`run`]: one run and its record.
+//! * [`model`]: the cells and trends the figures compute and their prose reports.
 //! * [`figures`]: Figs 8, 9, 10 (aggregation, statistics, tables, plots).
 //! * [`summary`]: their prose.
+//!
+//! Imports run one way: `figures` → `summary` → `model` (and all of them → `run` → `config`).
 
 pub mod config;
 pub mod figures;
+pub mod model;
 pub mod run;
 pub mod summary;
 
@@ -59,9 +63,9 @@ const FIGURES: &[FigureInfo] = &[
 
 /// Shrinks a quick sweep to seconds on small generated files (tests).
 fn tiny(cfg: &mut LrSweepConfig) {
-    cfg.max_steps = 40;
-    cfg.eval_every = 10;
-    cfg.train_eval_subset = 50;
+    cfg.train.max_steps = 40;
+    cfg.train.eval_every = 10;
+    cfg.train.train_eval_subset = 50;
     cfg.data.stiffness_subset = 40;
     cfg.measure.bootstrap_reps = 5;
     cfg.measure.min_pairs = 5;
@@ -101,7 +105,7 @@ fn apply_flags(cfg: &mut LrSweepConfig, flags: &SweepFlags) -> Result<()> {
         cfg.thresholds = cfg.datasets.iter().map(|&d| (d, th.clone())).collect();
     }
     if let Some(e) = flags.eval_every {
-        cfg.eval_every = e;
+        cfg.train.eval_every = e;
     }
     for d in &cfg.datasets {
         if cfg.thresholds.get(d).is_none_or(|t| t.is_empty()) {
@@ -157,7 +161,7 @@ impl Pipeline for LrSweep {
     }
 
     fn max_steps(&self, spec: &LrRunSpec) -> u64 {
-        spec.max_steps
+        spec.train.max_steps
     }
 
     fn store(&self, cfg: &LrSweepConfig, out: &Path) -> RunStore {
@@ -269,12 +273,9 @@ impl Pipeline for LrSweep {
                 cfg.thresholds = mine.iter().map(|r| (r.spec.dataset, r.spec.thresholds.clone())).collect();
                 cfg.datasets = datasets;
                 let s = &mine[0].spec;
-                cfg.eval_every = s.eval_every;
+                cfg.train = s.train;
                 cfg.threshold_rule = s.threshold_rule;
                 cfg.window = s.window;
-                cfg.max_steps = s.max_steps;
-                cfg.batch_size = s.batch_size;
-                cfg.train_eval_subset = s.train_eval_subset;
                 cfg.data = s.data.clone();
                 cfg.measure = s.measure.clone();
                 cfgs.push(cfg);

@@ -134,19 +134,14 @@ pub fn run_one(
     let t0 = Instant::now();
     let cfg = ModelConfig::preset(spec.preset, data.input, data.num_classes());
     let model = Model::new(&cfg, spec.seed, DType::F32, device)?;
-    let train_cfg = crate::pipeline::base_train_config(
-        spec.optimizer,
-        spec.batch_size,
-        spec.seed,
-        spec.max_steps,
-        spec.eval_every,
-        spec.train_eval_subset,
-    )
-    .with_thresholds(spec.thresholds.clone())
-    .with_stop_at_last_threshold(true)
-    .with_overfit_patience(None)
-    .with_threshold_rule(spec.threshold_rule)
-    .with_threshold_window(Some(spec.window));
+    let train_cfg = spec
+        .train
+        .train_config(spec.optimizer, spec.seed)
+        .with_thresholds(spec.thresholds.clone())
+        .with_stop_at_last_threshold(true)
+        .with_overfit_patience(None)
+        .with_threshold_rule(spec.threshold_rule)
+        .with_threshold_window(Some(spec.window));
     let mut measure_seconds = 0.0;
     let mut points: Vec<ThresholdPoint> = Vec::new();
     // Per point: the curves of each window snapshot, pooled once the run ends.
@@ -193,7 +188,7 @@ pub fn run_one(
     };
     let train = LabelledData::new(data.train_x.clone(), data.train_y.clone())?;
     // Validation loss on a fixed subset: the full split would cost more than the training itself.
-    let val_idx = stiff_train::eval_subset(data.val_y.len(), spec.train_eval_subset, 1);
+    let val_idx = stiff_train::eval_subset(data.val_y.len(), spec.train.train_eval_subset, 1);
     let val = LabelledData::new(data.val_x.clone(), data.val_y.clone())?.select(&val_idx, device)?;
     let progress = bar.map_or(Progress::Hidden, Progress::Bar);
     let outcome = Trainer::new(model, train_cfg)?.with_progress(progress).run(&train, Some(&val), &mut sink)?;

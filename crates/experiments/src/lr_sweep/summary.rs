@@ -1,15 +1,15 @@
-//! The prose of Figs 8-10 (`summary.md`, verdict lines), written from numbers the figure
-//! modules already computed; nothing here computes a statistic.
+//! The prose of Figs 8-10 (`summary.md`, verdict lines), written from the numbers of
+//! [`super::model`] that the figure modules computed; nothing here computes a statistic, and
+//! nothing here imports a figure module (they import this one).
 
 use std::fmt::Write as _;
 
 use stiff_analysis::Crossing;
 
 use super::config::LrSweepConfig;
-use super::figures::fig10::{DomainCell, DomainTrend};
-use super::figures::fig8::{cell_err, Cell, Trend};
-use super::figures::fig9::{DepthTrend, LayerCell};
-use super::figures::{kind_label, test_text, KINDS};
+use super::model::{
+    cell_err, kind_label, test_text, Cell, DepthTrend, DomainCell, DomainTrend, LayerCell, Trend, KINDS,
+};
 use super::run::{LrRunRecord, ThresholdPoint};
 use crate::measure::{crossing_distance, crossing_note, SpaceCurve};
 use crate::options::RunEnd;
@@ -44,7 +44,7 @@ fn protocol_text(cfg: &LrSweepConfig) -> String {
         }
         stiff_train::ThresholdRule::Evaluated => format!(
             "the loss on a fixed {}-example training subset, evaluated every {} steps",
-            cfg.train_eval_subset, cfg.eval_every
+            cfg.train.train_eval_subset, cfg.train.eval_every
         ),
     };
     format!(
@@ -86,7 +86,7 @@ pub fn fig8(
         cfg.datasets.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" and "),
         cfg.optimizer.name(),
         cfg.lrs,
-        cfg.batch_size,
+        cfg.train.batch_size,
         cfg.seeds,
         cfg.data.stiffness_subset,
         protocol_text(cfg)

@@ -11,6 +11,7 @@ use crate::measure::MeasureSettings;
 use crate::options::OptimizerKind;
 use crate::store::RunStore;
 use crate::sweep::fmt_lr;
+use crate::training::TrainSpec;
 use crate::{ExperimentError, Result};
 
 /// The whole experiment (recorded in `config.json`). Defaults: [`SphericalConfig::new`].
@@ -45,14 +46,9 @@ pub struct SphericalConfig {
     pub stiffness_subset: usize,
     /// A run is `fitted` when its training loss falls below this.
     pub loss_threshold: f64,
-    /// Step budget of a run.
-    pub max_steps: u64,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Steps between loss evaluations.
-    pub eval_every: u64,
-    /// Size of the training-loss evaluation subset.
-    pub train_eval_subset: usize,
+    /// Step budget, batch size, loss-evaluation cadence and subset (written flat, as before).
+    #[serde(flatten)]
+    pub train: TrainSpec,
     /// Measurement settings.
     pub measure: MeasureSettings,
 }
@@ -100,10 +96,12 @@ impl SphericalConfig {
             n_val: if quick { 1_500 } else { 5_000 },
             stiffness_subset: 1_000,
             loss_threshold: if quick { 0.2 } else { 0.1 },
-            max_steps: if quick { 8_000 } else { 30_000 },
-            batch_size: 32,
-            eval_every: 100,
-            train_eval_subset: if quick { 1_000 } else { 2_000 },
+            train: TrainSpec {
+                max_steps: if quick { 8_000 } else { 30_000 },
+                batch_size: 32,
+                eval_every: 100,
+                train_eval_subset: if quick { 1_000 } else { 2_000 },
+            },
             measure,
         }
     }
@@ -144,10 +142,7 @@ impl SphericalConfig {
             optimizer: self.optimizer.with_lr(lr),
             seed,
             loss_threshold: self.loss_threshold,
-            max_steps: self.max_steps,
-            batch_size: self.batch_size,
-            eval_every: self.eval_every,
-            train_eval_subset: self.train_eval_subset,
+            train: self.train,
             stiffness_subset: self.stiffness_subset,
             measure: self.measure.clone(),
         }
@@ -209,14 +204,9 @@ pub struct SphRunSpec {
     pub seed: u64,
     /// Training loss below which the run counts as fitted (and stops).
     pub loss_threshold: f64,
-    /// Step budget.
-    pub max_steps: u64,
-    /// Mini-batch size.
-    pub batch_size: usize,
-    /// Steps between loss evaluations.
-    pub eval_every: u64,
-    /// Size of the training-loss evaluation subset.
-    pub train_eval_subset: usize,
+    /// Step budget, batch size, loss-evaluation cadence and subset (written flat, as before).
+    #[serde(flatten)]
+    pub train: TrainSpec,
     /// Validation points on which stiffness is measured.
     pub stiffness_subset: usize,
     /// Measurement settings.

@@ -19,11 +19,15 @@
 //!
 //! * [`config`]: the sweep and its runs (stable ids).
 //! * [`run`]: one run and its record.
+//! * [`model`]: the cells, fits and trends the figure computes and its prose reports.
 //! * [`figures`]: domain cells, fits, trends, the plot and the result files.
 //! * [`summary`]: the prose.
+//!
+//! Imports run one way: `figures` → `summary` → `model` (and all of them → `run` → `config`).
 
 pub mod config;
 pub mod figures;
+pub mod model;
 pub mod run;
 pub mod summary;
 
@@ -62,9 +66,9 @@ fn tiny(c: &mut SphericalConfig) {
     c.n_train = 600;
     c.n_val = 300;
     c.stiffness_subset = 200;
-    c.max_steps = 200;
-    c.eval_every = 50;
-    c.train_eval_subset = 300;
+    c.train.max_steps = 200;
+    c.train.eval_every = 50;
+    c.train.train_eval_subset = 300;
     c.loss_threshold = 0.3;
     c.measure.bins = stiff_analysis::BinSpec { bins: 40, lo: 0.0, hi: 2.0 };
 }
@@ -116,7 +120,7 @@ impl Pipeline for Spherical {
     }
 
     fn max_steps(&self, spec: &SphRunSpec) -> u64 {
-        spec.max_steps
+        spec.train.max_steps
     }
 
     fn store(&self, cfg: &SphericalConfig, out: &Path) -> RunStore {

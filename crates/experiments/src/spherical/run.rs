@@ -95,17 +95,12 @@ pub fn run_one(spec: &SphRunSpec, device: &Device, bar: Option<ProgressBar>) -> 
     let stiff_y: Vec<u32> = ds.test.labels[..m].to_vec();
     let label_curve = label_agreement_curve(&stiff_x, &stiff_y, &spec.measure.bins)?;
     let label_crossing = label_curve.first_zero_crossing(StiffnessKind::Sign);
-    let train_cfg = crate::pipeline::base_train_config(
-        spec.optimizer,
-        spec.batch_size,
-        spec.seed,
-        spec.max_steps,
-        spec.eval_every,
-        spec.train_eval_subset,
-    )
-    .with_thresholds(vec![spec.loss_threshold])
-    .with_stop_at_last_threshold(true)
-    .with_overfit_patience(None);
+    let train_cfg = spec
+        .train
+        .train_config(spec.optimizer, spec.seed)
+        .with_thresholds(vec![spec.loss_threshold])
+        .with_stop_at_last_threshold(true)
+        .with_overfit_patience(None);
     struct Taken {
         fitted: bool,
         step: u64,
@@ -129,7 +124,7 @@ pub fn run_one(spec: &SphRunSpec, device: &Device, bar: Option<ProgressBar>) -> 
         Ok(())
     };
     let train = LabelledData::new(train_x, ds.train.labels.clone())?;
-    let val_idx = stiff_train::eval_subset(ds.test.len(), spec.train_eval_subset, 1);
+    let val_idx = stiff_train::eval_subset(ds.test.len(), spec.train.train_eval_subset, 1);
     let val = LabelledData::new(val_x, ds.test.labels.clone())?.select(&val_idx, device)?;
     let progress = bar.map_or(Progress::Hidden, Progress::Bar);
     let outcome = Trainer::new(model, train_cfg)?.with_progress(progress).run(&train, Some(&val), &mut sink)?;

@@ -4,8 +4,7 @@
 use std::f64::consts::PI;
 use std::fmt::Write as _;
 
-use super::figures::cells::{cells_of, DomainCell, LengthScaleFit, LrTrend};
-use super::figures::{deg, METHODS};
+use super::model::{cells_of, deg, DomainCell, LengthScaleFit, LrTrend, METHODS};
 use super::run::{SphEnd, SphRunRecord};
 use super::{SphericalConfig, FIGURE};
 use crate::stats::SeedMean;
@@ -130,11 +129,11 @@ pub fn summary(
         cfg.dim,
         cfg.hidden.iter().map(|h| h.to_string()).collect::<Vec<_>>().join("-"),
         cfg.optimizer.name(),
-        cfg.batch_size,
-        cfg.train_eval_subset,
-        cfg.eval_every,
+        cfg.train.batch_size,
+        cfg.train.train_eval_subset,
+        cfg.train.eval_every,
         cfg.loss_threshold,
-        cfg.max_steps,
+        cfg.train.max_steps,
         cfg.n_train,
         cfg.n_val,
         cfg.stiffness_subset,

@@ -3,47 +3,18 @@
 
 use std::path::Path;
 
-use serde::Serialize;
 use stiff_plot::{line_figure, LineFigure, Panel, SecondaryAxis, Series};
 
 use super::super::config::DynConfig;
+use super::super::model::{seeds_title, FallBack};
 use super::super::run::{DynPoint, DynRunRecord};
 use super::super::summary;
-use super::seeds::{across_seeds, across_seeds_plain, mean_curve, mean_history, pick, AcrossSeeds};
-use super::stages::seeds_title;
+use super::seeds::{across_seeds, across_seeds_plain, mean_curve, mean_history, pick};
 use super::{series_rows, write_config, KINDS};
 use crate::stats::intervals_disjoint;
 use crate::store::{write_atomic, write_json};
 use crate::tidy::write_csv;
 use crate::Result;
-
-/// The Fig 2 claim for one quantity over the seeds: its value at each seed's own onset vs at
-/// the end of the run (seed mean with a Student-t interval across seeds, or with one seed its
-/// bootstrap interval over examples).
-#[derive(Debug, Clone, Serialize)]
-pub struct FallBack {
-    /// Stiffness kind: `sign` or `cosine`.
-    pub kind: String,
-    /// "within" or "between".
-    pub which: String,
-    /// The measured step nearest each seed's onset (seeds without an onset are left out).
-    pub onset_steps: Vec<u64>,
-    /// Value at the onset.
-    pub at_onset: AcrossSeeds,
-    /// Largest value over the measured steps up to the onset (seed mean).
-    pub peak_before_onset: f64,
-    /// Last measured step of each seed.
-    pub final_steps: Vec<u64>,
-    /// Value at the last measured step.
-    pub at_end: AcrossSeeds,
-    /// |end| - |onset| per seed (paired by seed).
-    pub change: AcrossSeeds,
-    /// `at_end.mean / at_onset.mean`.
-    pub ratio: f64,
-    /// Falls back toward 0: several seeds, the upper bound of `change` is below 0; one seed,
-    /// |end| < |onset| with disjoint bootstrap intervals.
-    pub supported: bool,
-}
 
 /// The fall-back test over `records` (one per seed) from the seeds with a detected onset;
 /// `None` when no seed has one.

@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use serde::Serialize;
 use stiff_analysis::{superclass_block_score, BlockScore, ClassMatrix, StiffnessKind};
 use stiff_plot::{heatmap_figure, Heatmap, HeatmapFigure};
 
 use super::super::config::DynConfig;
+use super::super::model::Traj;
 use super::super::run::DynRunRecord;
 use super::super::summary;
 use super::{base_row, matrix_rows, series_rows, symmetric_range, write_config, KINDS};
@@ -54,24 +54,6 @@ pub fn superclass_order(fine_to_coarse: &[u8]) -> Vec<usize> {
     idx
 }
 
-/// Block scores at one measured step (a trajectory, fewer permutations than the test).
-#[derive(Serialize)]
-pub struct Traj {
-    /// Measured step.
-    pub step: u64,
-    /// Training examples seen at that step.
-    pub images_seen: u64,
-    /// Training loss at that step.
-    pub train_loss: f64,
-    /// Super-class block score of the sign matrix.
-    pub sign: f64,
-    /// Its permutation p-value.
-    pub sign_p: f64,
-    /// Super-class block score of the cosine matrix.
-    pub cosine: f64,
-    /// Its permutation p-value.
-    pub cosine_p: f64,
-}
 /// Writes `DIR/fig7/`: the CIFAR-100 matrix at the focus step ordered by super-class, block scores.
 pub fn write_fig7(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command: &str) -> Result<()> {
     write_config(dir, cfg, command)?;
@@ -82,7 +64,7 @@ pub fn write_fig7(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], command
         stiff_data::classes::CIFAR100_COARSE_CLASSES.iter().map(|s| s.to_string()).collect();
     let order = superclass_order(&f2c);
     let r = &records[0];
-    let focus = cfg.focus_step.unwrap_or(cfg.max_steps);
+    let focus = cfg.focus_step.unwrap_or(cfg.train.max_steps);
     let p = r
         .nearest_point(focus)
         .ok_or_else(|| ExperimentError::InvalidArgument(format!("fig7: run {} has no measured step", r.id)))?;

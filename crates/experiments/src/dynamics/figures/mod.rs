@@ -16,14 +16,12 @@ use std::path::Path;
 use stiff_analysis::StiffnessKind;
 
 use super::config::DynConfig;
+use super::model::end_note;
 use super::run::{DynPoint, DynRunRecord};
 use crate::measure::KindSummary;
-use crate::options::RunEnd;
 use crate::store::write_json;
 use crate::tidy::Row;
 use crate::{ExperimentError, Result};
-
-pub use fig7::superclass_order;
 
 pub(crate) const KINDS: [(StiffnessKind, &str); 2] = [(StiffnessKind::Sign, "sign"), (StiffnessKind::Cosine, "cosine")];
 
@@ -100,14 +98,6 @@ pub(crate) fn matrix_rows(r: &DynRunRecord, p: &DynPoint, stage: &str, class_nam
         }
     }
     rows
-}
-
-pub(crate) fn end_note(end: &RunEnd) -> String {
-    match end {
-        RunEnd::Completed => "completed".into(),
-        RunEnd::StepBudget { steps } => format!("stopped at {steps} steps"),
-        RunEnd::Diverged { step, reason } => format!("diverged at step {step}: {reason}"),
-    }
 }
 
 pub(crate) fn within_ci(s: &KindSummary) -> Option<(f64, f64)> {

@@ -2,56 +2,12 @@
 //! seeds a quantity is the mean of the per-seed values with a 95% Student-t interval across seeds
 //! (as Figs 8-10); with one seed it is that seed's value with its bootstrap interval over examples.
 
-use serde::Serialize;
 use stiff_analysis::StiffnessKind;
 
+use super::super::model::{AcrossSeeds, CurvePoint, IntervalSource};
 use super::super::run::{DynPoint, DynRunRecord};
 use super::{between_ci, within_ci};
 use crate::stats::seed_mean;
-
-/// Where an [`AcrossSeeds`] interval comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum IntervalSource {
-    /// 95% Student-t interval across seeds (two or more seeds with a finite value).
-    StudentTAcrossSeeds,
-    /// 95% class-stratified bootstrap over examples of the one seed.
-    BootstrapOverExamples,
-    /// No interval (one seed without a bootstrap, or fewer than two finite seed values).
-    None,
-}
-
-/// One quantity over the seeds of a figure.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AcrossSeeds {
-    /// Mean over the seeds with a finite value (the value itself with one seed).
-    pub mean: f64,
-    /// 95% interval `(lo, hi)`; see `interval`.
-    pub ci: Option<(f64, f64)>,
-    /// Where `ci` comes from.
-    pub interval: IntervalSource,
-    /// Seeds whose value is finite (the units of the interval).
-    pub n: usize,
-    /// The per-seed values averaged, in seed order.
-    pub values: Vec<f64>,
-}
-
-impl AcrossSeeds {
-    /// Lower bound of the interval.
-    pub fn lo(&self) -> Option<f64> {
-        self.ci.map(|c| c.0)
-    }
-
-    /// Upper bound of the interval.
-    pub fn hi(&self) -> Option<f64> {
-        self.ci.map(|c| c.1)
-    }
-
-    /// Half of the interval's width (NaN without one), for plotting a symmetric band.
-    pub fn half_width(&self) -> f64 {
-        self.ci.map_or(f64::NAN, |(lo, hi)| (hi - lo) / 2.0)
-    }
-}
 
 /// Aggregates per-seed `(value, bootstrap interval)` pairs. One pair: the value and its bootstrap
 /// interval. Several: seed mean and Student-t interval over the finite values (no interval below
@@ -92,41 +48,6 @@ pub fn pick(p: &DynPoint, kind: StiffnessKind, within: bool) -> (f64, Option<(f6
         (s.within, within_ci(s))
     } else {
         (s.between, between_ci(s))
-    }
-}
-
-/// One measured step of the seed-mean curve.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct CurvePoint {
-    /// The measured step (the same schedule for every seed).
-    pub step: u64,
-    /// Training examples seen at that step.
-    pub images_seen: u64,
-    /// Seeds measured at this step (a diverged run stops early).
-    pub seeds: usize,
-    /// Training loss (mean over the seeds).
-    pub train_loss: AcrossSeeds,
-    /// Validation loss, when logged.
-    pub val_loss: Option<AcrossSeeds>,
-    /// Within- and between-class sign stiffness.
-    pub sign_within: Option<AcrossSeeds>,
-    /// Between-class sign stiffness.
-    pub sign_between: Option<AcrossSeeds>,
-    /// Within-class cosine stiffness.
-    pub cosine_within: Option<AcrossSeeds>,
-    /// Between-class cosine stiffness.
-    pub cosine_between: Option<AcrossSeeds>,
-}
-
-impl CurvePoint {
-    /// The stiffness of `kind`, within or between classes.
-    pub fn get(&self, kind: StiffnessKind, within: bool) -> Option<&AcrossSeeds> {
-        match (kind, within) {
-            (StiffnessKind::Sign, true) => self.sign_within.as_ref(),
-            (StiffnessKind::Sign, false) => self.sign_between.as_ref(),
-            (StiffnessKind::Cosine, true) => self.cosine_within.as_ref(),
-            (StiffnessKind::Cosine, false) => self.cosine_between.as_ref(),
-        }
     }
 }
 
@@ -190,15 +111,6 @@ pub fn mean_matrix(mats: &[&[Vec<Option<f64>>]]) -> Vec<Vec<Option<f64>>> {
                 .collect()
         })
         .collect()
-}
-
-/// How the intervals of a figure with `n` seeds were made, for its prose.
-pub fn interval_text(n: usize, bootstrap_reps: usize) -> String {
-    if n >= 2 {
-        format!("values are means over {n} seeds with 95% Student-t intervals across seeds (the seed is the unit)")
-    } else {
-        format!("one seed: 95% intervals are class-stratified bootstraps over examples ({bootstrap_reps} reps)")
-    }
 }
 
 #[cfg(test)]

@@ -4,61 +4,20 @@
 
 use std::path::Path;
 
-use serde::Serialize;
 use stiff_analysis::StiffnessKind;
 use stiff_plot::{heatmap_figure, line_figure, Heatmap, HeatmapFigure, LineFigure, Panel, Series};
 
 use super::super::config::{DynConfig, StageRule};
+use super::super::model::{seeds_title, steps_text, AcrossSeeds, CurvePoint, StageClaims, StageMean};
 use super::super::run::{DynPoint, DynRunRecord};
 use super::super::stages::{stages, Stage};
 use super::super::summary;
-use super::seeds::{across_seeds, across_seeds_plain, mean_curve, mean_matrix, pick, AcrossSeeds, CurvePoint};
+use super::seeds::{across_seeds, across_seeds_plain, mean_curve, mean_matrix, pick};
 use super::{cells, matrix_rows, series_rows, symmetric_range, write_config, KINDS};
 use crate::stats::intervals_disjoint;
 use crate::store::{write_atomic, write_json};
 use crate::tidy::{write_csv, Row};
 use crate::Result;
-
-/// The claims of the stage figures, as numbers, over the seeds of the figure: seed mean with a
-/// 95% Student-t interval across seeds, or with one seed its bootstrap interval over examples.
-#[derive(Debug, Clone, Serialize)]
-pub struct StageClaims {
-    /// Run ids aggregated (one per seed).
-    pub runs: Vec<String>,
-    /// Stiffness kind: `sign` or `cosine`.
-    pub kind: String,
-    /// Within-class stiffness at initialisation.
-    pub within_at_init: AcrossSeeds,
-    /// Whether its 95% lower bound is above 0 (`None`: no interval).
-    pub within_positive_at_init: Option<bool>,
-    /// Between-class stiffness at late 1 minus at init, per seed (paired by seed).
-    pub between_growth: AcrossSeeds,
-    /// Whether between-class stiffness grows from init to late 1: several seeds, the growth's
-    /// lower bound is above 0; one seed, positive growth with disjoint bootstrap intervals
-    /// (`None`: no interval to decide on).
-    pub between_grows: Option<bool>,
-    /// |within| at late 2 minus |within| at late 1, per seed.
-    pub within_change: AcrossSeeds,
-    /// Whether within-class stiffness regresses toward 0 from late 1 to late 2: several seeds, the
-    /// change's upper bound is below 0; one seed, the change is negative.
-    pub within_regresses: Option<bool>,
-    /// |between| at late 2 minus |between| at late 1, per seed.
-    pub between_change: AcrossSeeds,
-    /// Same rule as `within_regresses`.
-    pub between_regresses: Option<bool>,
-    /// Permuted labels (Fig 4): the measured step after initialisation with the largest
-    /// seed-mean between-class value.
-    pub max_between_step: u64,
-    /// That largest seed-mean value.
-    pub max_between_after_init: f64,
-    /// Its 95% lower bound.
-    pub max_between_ci_lo: Option<f64>,
-    /// Whether any measured step after initialisation has a between-class 95% lower bound above 0
-    /// (`None`: some step has no interval).
-    pub positive_between_develops: Option<bool>,
-    /// Between-class stiffness at each seed's last measured step.
-    pub between_at_end: AcrossSeeds,
-}
 
 /// The point and stage of every seed at each of the four stages (`[stage][seed]`); runs with
 /// fewer than four measured stages are left out.
@@ -127,31 +86,6 @@ pub fn stage_claims(
         positive_between_develops: any_lo_pos.map(|v| v.iter().any(|&b| b)),
         between_at_end: across_seeds(&at(3, false))?,
     })
-}
-
-/// One stage over the seeds: the steps picked per seed and the within/between values.
-#[derive(Debug, Clone, Serialize)]
-pub struct StageMean {
-    /// "init", "early", "late 1", "late 2".
-    pub stage: String,
-    /// The measured step of each seed.
-    pub steps: Vec<u64>,
-    /// Training loss.
-    pub train_loss: Option<AcrossSeeds>,
-    /// Validation loss.
-    pub val_loss: Option<AcrossSeeds>,
-    /// Within-class sign stiffness.
-    pub sign_within: Option<AcrossSeeds>,
-    /// Between-class sign stiffness.
-    pub sign_between: Option<AcrossSeeds>,
-    /// Within-class cosine stiffness.
-    pub cosine_within: Option<AcrossSeeds>,
-    /// Between-class cosine stiffness.
-    pub cosine_between: Option<AcrossSeeds>,
-    /// Cell-wise seed mean of the class sign-stiffness matrices.
-    pub class_sign: Vec<Vec<Option<f64>>>,
-    /// Same for cosine stiffness.
-    pub class_cosine: Vec<Vec<Option<f64>>>,
 }
 
 /// The four stages over the seeds (empty when no run has four stages).
@@ -229,15 +163,6 @@ fn over_training_figure(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], c
         &dir.join(format!("{}_over_training", cfg.figure)),
     )?;
     Ok(())
-}
-
-/// "mean of N seeds, 95% t band" or "1 seed, 95% bootstrap band" (figure titles are short).
-pub(crate) fn seeds_title(n: usize) -> String {
-    if n >= 2 {
-        format!("mean of {n} seeds, 95% t band")
-    } else {
-        "1 seed, 95% bootstrap band".into()
-    }
 }
 
 /// Writes `DIR/<fig>/` for Figs 3-6: class matrices (sign, cosine) at four stages.
@@ -324,13 +249,4 @@ pub fn write_stages(dir: &Path, cfg: &DynConfig, records: &[DynRunRecord], comma
 
     let md = summary::stages(cfg, records, &claims, &means, &curve, command);
     write_atomic(&dir.join("summary.md"), md.as_bytes())
-}
-
-/// `100` when every seed shares the step, else `46/100/215`.
-pub(crate) fn steps_text(steps: &[u64]) -> String {
-    if steps.windows(2).all(|w| w[0] == w[1]) {
-        steps.first().map_or("–".into(), |s| s.to_string())
-    } else {
-        steps.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("/")
-    }
 }

@@ -5,60 +5,18 @@
 
 use std::path::Path;
 
-use serde::Serialize;
-use stiff_analysis::{censored_kendall_permutation, TrendOptions, TrendTest};
+use stiff_analysis::{censored_kendall_permutation, TrendOptions};
 use stiff_plot::{line_figure, LineFigure, Panel, Series};
 
 use super::super::config::LrSweepConfig;
+use super::super::model::{DomainCell, DomainTrend};
 use super::super::run::LrRunRecord;
 use super::super::summary;
 use super::{censored_median, point_curves, tidy_rows, verdict_label, METHODS};
-use crate::stats::{seed_mean, SeedMean};
+use crate::stats::seed_mean;
 use crate::store::{write_atomic, write_json};
 use crate::tidy::write_csv;
 use crate::Result;
-
-/// Stiff domain size of one (dataset, method, space, lr) over seeds.
-#[derive(Debug, Clone, Serialize)]
-pub struct DomainCell {
-    /// Dataset name.
-    pub dataset: String,
-    /// Training-loss threshold.
-    pub threshold: f64,
-    /// Domain-size method (`v1` or `v3`).
-    pub method: &'static str,
-    /// Representation space (`input`, `layer1`, ...).
-    pub space: String,
-    /// Learning rate.
-    pub lr: f64,
-    /// Observations `(size, censored)`, one per seed that reached the threshold and had data.
-    pub observations: Vec<(f64, bool)>,
-    /// Mean with a t-interval, only when no observation is censored.
-    pub mean: Option<SeedMean>,
-    /// Median of the observations and whether it is only a lower bound (censoring).
-    pub median: Option<(f64, bool)>,
-    /// Censored observations (curves that never cross zero: lower bounds).
-    pub censored: usize,
-    /// Seeds whose curve had no bin with enough pairs (no observation).
-    pub no_data: usize,
-    /// Seeds that did not reach the threshold.
-    pub not_reached: usize,
-}
-
-/// The learning-rate trend of one (dataset, method, space) over every (lr, seed) observation.
-#[derive(Debug, Clone, Serialize)]
-pub struct DomainTrend {
-    /// Dataset name.
-    pub dataset: String,
-    /// Domain-size method (`v1` or `v3`).
-    pub method: &'static str,
-    /// Representation space.
-    pub space: String,
-    /// Censored Kendall permutation test of size against learning rate (`None`: too few observations).
-    pub test: Option<TrendTest>,
-    /// "supports v1" (larger domains at higher learning rates), "supports v2/v3", "inconclusive".
-    pub verdict: &'static str,
-}
 
 /// Cells of every (dataset, method, space, lr) at each dataset's lowest threshold.
 pub fn domain_cells(cfg: &LrSweepConfig, records: &[LrRunRecord], spaces: &[String]) -> Vec<DomainCell> {

@@ -2,45 +2,18 @@
 
 use std::path::Path;
 
-use serde::Serialize;
 use stiff_plot::{line_figure, LineFigure, Panel, Series};
 
 use super::super::config::LrSweepConfig;
-use super::super::run::LrRunRecord;
-use super::super::run::ThresholdPoint;
+use super::super::model::{cell_err, kind_label, Cell, Trend, KINDS};
+use super::super::run::{LrRunRecord, ThresholdPoint};
 use super::super::summary;
-use super::{kind_label, tidy_rows, verdict_label, KINDS};
-use crate::stats::{seed_mean, slope, SeedMean};
+use super::{tidy_rows, verdict_label};
+use crate::stats::{seed_mean, slope};
 use crate::store::{write_atomic, write_json};
 use crate::tidy::write_csv;
 use crate::Result;
 use stiff_analysis::{spearman_permutation, TrendOptions, TrendTest};
-
-/// Aggregate of one (dataset, threshold, lr) cell over seeds. A seed's value is the mean over
-/// its window of snapshots after the crossing.
-#[derive(Debug, Clone, Serialize)]
-pub struct Cell {
-    /// Dataset name.
-    pub dataset: String,
-    /// Training-loss threshold.
-    pub threshold: f64,
-    /// Learning rate.
-    pub lr: f64,
-    /// Stiffness kind: `sign` or `cosine`.
-    pub kind: String,
-    /// Seed means of the between-class window means, with a 95% t-interval over seeds.
-    pub between: Option<SeedMean>,
-    /// The same for within-class stiffness.
-    pub within: Option<SeedMean>,
-    /// Standard deviation of the between-class value across seeds.
-    pub between_seed_sd: Option<f64>,
-    /// Mean over seeds of the between-class standard deviation within each window.
-    pub between_window_sd: Option<f64>,
-    /// Seeds that did not reach this threshold (diverged or out of steps).
-    pub missing_seeds: Vec<u64>,
-    /// With a single seed: the bootstrap interval over examples at the crossing.
-    pub between_bootstrap: Option<(f64, f64)>,
-}
 
 fn sd(v: &[f64]) -> Option<f64> {
     if v.len() < 2 {
@@ -88,36 +61,6 @@ fn cells(cfg: &LrSweepConfig, records: &[LrRunRecord]) -> Vec<Cell> {
         }
     }
     out
-}
-
-/// Half-width of the interval drawn for a cell: across seeds, or the bootstrap with one seed.
-pub(crate) fn cell_err(c: &Cell) -> f64 {
-    match (&c.between, c.between_bootstrap) {
-        (Some(m), _) if m.half_width.is_some() => m.half_width.unwrap_or(f64::NAN),
-        (Some(_), Some((lo, hi))) => (hi - lo) / 2.0,
-        _ => f64::NAN,
-    }
-}
-
-/// The learning-rate trend of between-class stiffness for one (dataset, kind, threshold):
-/// a permutation test of Spearman's rho between log10(lr) and the value over every (lr, seed)
-/// observation; seeds are the units.
-#[derive(Debug, Clone, Serialize)]
-pub struct Trend {
-    /// Dataset name.
-    pub dataset: String,
-    /// Stiffness kind: `sign` or `cosine`.
-    pub kind: String,
-    /// Training-loss threshold.
-    pub threshold: f64,
-    /// Observations: (learning rate, seed value).
-    pub observations: Vec<(f64, f64)>,
-    /// Least-squares slope of the seed values against log10(lr) (descriptive only).
-    pub slope_per_decade: Option<f64>,
-    /// Spearman permutation test over the observations (`None`: too few).
-    pub test: Option<TrendTest>,
-    /// "supports v1", "supports v2/v3" or "inconclusive".
-    pub verdict: &'static str,
 }
 
 /// The trend test of `(lr, value)` observations (see [`Trend`]).

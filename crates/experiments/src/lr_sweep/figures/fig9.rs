@@ -3,14 +3,14 @@
 
 use std::path::Path;
 
-use serde::Serialize;
 use stiff_analysis::{censored_kendall_permutation, Crossing, StiffnessKind, TrendOptions, TrendTest, Verdict};
 use stiff_plot::{line_figure, LineFigure, Panel, Series};
 
 use super::super::config::LrSweepConfig;
+use super::super::model::{DepthTrend, LayerCell, KINDS};
 use super::super::run::LrRunRecord;
 use super::super::summary;
-use super::{censored_median, point_curves, tidy_rows, KINDS, METHODS};
+use super::{censored_median, point_curves, tidy_rows, METHODS};
 use crate::measure::SpaceCurve;
 use crate::store::{write_atomic, write_json};
 use crate::tidy::write_csv;
@@ -28,40 +28,6 @@ fn curve_series(c: &SpaceCurve, kind: StiffnessKind) -> Series {
         s = s.with_marker(*distance, format!("{} {distance:.2}", c.space));
     }
     s
-}
-
-/// Domain sizes of one (dataset, method, layer) over the seeds at Fig 9's learning rate.
-#[derive(Debug, Clone, Serialize)]
-pub struct LayerCell {
-    /// Dataset name.
-    pub dataset: String,
-    /// Domain-size method (`v1` or `v3`).
-    pub method: &'static str,
-    /// Representation space (`layer1`, ...).
-    pub space: String,
-    /// Hidden-layer depth (1-based).
-    pub depth: usize,
-    /// Observations `(size, censored)`, one per seed with data.
-    pub observations: Vec<(f64, bool)>,
-    /// Median and whether it is only a lower bound.
-    pub median: Option<(f64, bool)>,
-    /// Censored observations.
-    pub censored: usize,
-    /// Seeds whose curve had no bin with enough pairs.
-    pub no_data: usize,
-}
-
-/// The depth trend of stiff domain size over hidden layers and seeds (censored Kendall).
-#[derive(Debug, Clone, Serialize)]
-pub struct DepthTrend {
-    /// A dataset, or "all" (both datasets pooled).
-    pub scope: String,
-    /// Domain-size method (`v1` or `v3`).
-    pub method: &'static str,
-    /// Censored Kendall permutation test of size against depth (`None`: too few observations).
-    pub test: Option<TrendTest>,
-    /// "supports the paper" (smaller with depth), "contradicts the paper", "inconclusive".
-    pub verdict: &'static str,
 }
 
 /// The paper's Fig 9 claim is a decrease with depth.

@@ -5,21 +5,13 @@ pub mod fig10;
 pub mod fig8;
 pub mod fig9;
 
-use stiff_analysis::{Crossing, StiffnessKind, TrendTest, Verdict};
+use stiff_analysis::{Crossing, TrendTest, Verdict};
 
+use super::model::KINDS;
 use super::run::{LrRunRecord, ThresholdPoint};
 use crate::measure::{crossing_distance, crossing_note, SpaceCurve};
 use crate::options::RunEnd;
 use crate::tidy::Row;
-
-pub(crate) const KINDS: [(StiffnessKind, &str); 2] = [(StiffnessKind::Sign, "sign"), (StiffnessKind::Cosine, "cosine")];
-
-pub(crate) fn kind_label(kind: StiffnessKind) -> &'static str {
-    match kind {
-        StiffnessKind::Sign => "sign",
-        StiffnessKind::Cosine => "cosine",
-    }
-}
 
 /// How a stiff domain size is read from a space's curve.
 pub(crate) type Pick = fn(&SpaceCurve) -> &Crossing;
@@ -44,25 +36,6 @@ pub fn verdict_label(test: Option<&TrendTest>) -> &'static str {
         Some(Verdict::Increasing) => "supports v1",
         Some(Verdict::Decreasing) => "supports v2/v3",
         _ => "inconclusive",
-    }
-}
-
-/// `rho = 0.53, p = 0.004 (n = 10)` or the reason there is no test.
-pub(crate) fn test_text(test: Option<&TrendTest>) -> String {
-    match test {
-        Some(t) if t.censored > 0 => {
-            format!("{} {:.2}, p = {:.3} (n = {}, {} censored)", stat_name(t), t.statistic, t.p_value, t.n, t.censored)
-        }
-        Some(t) => format!("{} {:.2}, p = {:.3} (n = {})", stat_name(t), t.statistic, t.p_value, t.n),
-        None => "no test (too few observations or no variation)".into(),
-    }
-}
-
-fn stat_name(t: &TrendTest) -> &'static str {
-    if t.test.starts_with("spearman") {
-        "rho ="
-    } else {
-        "tau ="
     }
 }
 

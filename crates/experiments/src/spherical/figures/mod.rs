@@ -1,5 +1,6 @@
 //! The spherical-harmonics figure: domain cells, length-scale fits and learning-rate trends
-//! (in [`cells`]), the plot (in [`plot`]) and the result files; prose is in `summary`.
+//! (computed in [`cells`], typed in `model`), the plot (in [`plot`]) and the result files; prose
+//! is in `summary`.
 
 pub mod cells;
 pub mod plot;
@@ -7,28 +8,16 @@ pub mod plot;
 use std::f64::consts::PI;
 use std::path::Path;
 
-use stiff_analysis::Crossing;
-
+use super::model::{cells_of, DomainCell, LengthScaleFit, LrTrend, METHODS};
 use super::run::{distance_to_angle, SphEnd, SphRunRecord};
 use super::summary;
 use super::{SphericalConfig, FIGURE};
-use crate::measure::{crossing_distance, crossing_note, SpaceCurve};
+use crate::measure::{crossing_distance, crossing_note};
 use crate::stats::{slope, spearman};
 use crate::store::{write_atomic, write_json};
 use crate::tidy::{write_csv, Row};
 use crate::{ExperimentError, Result};
-use cells::{cells_of, domain_cell, length_scale_fit, DomainCell, LengthScaleFit, LrTrend};
-
-pub(crate) type Pick = fn(&SpaceCurve) -> &Crossing;
-
-/// The two extraction methods on sign stiffness (the paper's v1 quantity), plus cosine stiffness.
-/// The last entry (cosine stiffness, first crossing) weights pairs by gradient magnitudes, so
-/// unlike sign stiffness it is not fixed by the labels alone.
-pub(crate) const METHODS: [(&str, Pick); 3] = [
-    ("first crossing (v1)", |c| &c.sign_first_crossing),
-    ("line-fit zero (v3)", |c| &c.sign_fit_crossing),
-    ("cosine, first crossing", |c| &c.cos_first_crossing),
-];
+use cells::{domain_cell, length_scale_fit};
 
 pub(crate) fn end_note(r: &SphRunRecord) -> String {
     match &r.end {
@@ -103,10 +92,6 @@ pub fn tidy_rows(records: &[SphRunRecord]) -> Vec<Row> {
         }
     }
     rows
-}
-
-pub(crate) fn deg(rad: f64) -> f64 {
-    rad.to_degrees()
 }
 
 /// Writes `DIR/` (normally `OUT/spherical/`): config, results (JSON + CSV), figure, summary.

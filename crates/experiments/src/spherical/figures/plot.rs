@@ -5,10 +5,9 @@ use std::path::Path;
 use stiff_analysis::Crossing;
 use stiff_plot::{line_figure, LineFigure, Panel, Series};
 
+use super::super::model::{deg, DomainCell, METHODS};
 use super::super::run::{distance_to_angle, SphRunRecord};
 use super::super::{SphericalConfig, FIGURE};
-use super::cells::DomainCell;
-use super::{deg, METHODS};
 use crate::Result;
 
 #[allow(clippy::too_many_arguments)]
