@@ -76,14 +76,11 @@ pub(crate) fn gram<N: Network + ?Sized>(
     };
     let opts = budget::working_options(&layers, n, n, true, opts)?;
     let set = validate(net, chain::classes(&layers), x, Some(t), "gram inputs")?;
-    if conv_fast::applies(&layers, &opts) {
-        if let Some((r, _profile)) = conv_fast::try_gram(&layers, &set, &opts, start)? {
-            return Ok(r);
-        }
-    }
-    if dense_applies(&layers, &opts) {
-        if let Some(r) = dense_square(&layers, &set, &opts, start)? {
-            return Ok(r);
+    for kernel in KERNELS {
+        if kernel.applies(&layers, &opts) {
+            if let Some(r) = kernel.gram(&layers, &set, &opts, start)? {
+                return Ok(r);
+            }
         }
     }
     if wants_manual(&opts) {
@@ -116,19 +113,75 @@ pub(crate) fn cross<N: Network + ?Sized>(
     let classes = chain::classes(&layers);
     let a = validate(net, classes, x_a, Some(t_a), "cross_gram rows (set a)")?;
     let b = validate(net, classes, x_b, Some(t_b), "cross_gram columns (set b)")?;
-    if conv_fast::applies(&layers, &opts) {
-        if let Some(r) = conv_fast::try_cross(&layers, &a, &b, &opts, start)? {
-            return Ok(r);
-        }
-    }
-    if dense_applies(&layers, &opts) {
-        if let Some(r) = dense_cross_result(&layers, (&a, &b), &opts, start)? {
-            return Ok(r);
+    for kernel in KERNELS {
+        if kernel.applies(&layers, &opts) {
+            if let Some(r) = kernel.cross(&layers, (&a, &b), &opts, start)? {
+                return Ok(r);
+            }
         }
     }
     let mut r = cross_gram_general(net, &a.x, &a.y, &b.x, &b.y, loss, &opts)?;
     r.seconds = start.elapsed().as_secs_f64();
     Ok(r)
+}
+
+/// A specialised CPU kernel for chains: whether it takes a call, and its square and cross Grams
+/// (`None`: it declines, e.g. its stored passes do not fit the budget, and the general engine
+/// runs). `opts.memory_budget_bytes` excludes `K` (see [`budget::working_options`]).
+trait Kernel: Sync {
+    fn applies(&self, layers: &[Layer], opts: &GramOptions) -> bool;
+    fn gram(&self, layers: &[Layer], set: &Set, opts: &GramOptions, start: Instant) -> Result<Option<GramResult>>;
+    fn cross(
+        &self,
+        layers: &[Layer],
+        sets: (&Set, &Set),
+        opts: &GramOptions,
+        start: Instant,
+    ) -> Result<Option<CrossGramResult>>;
+}
+
+/// The conv kernel (`conv_fast/`): conv chains with a dense head.
+struct ConvKernel;
+/// The dense kernel (`cpu_fast.rs`, `dense_cross.rs`): dense chains.
+struct DenseKernel;
+
+/// Every kernel, tried in this order; each `applies` to a different kind of chain.
+const KERNELS: [&dyn Kernel; 2] = [&ConvKernel, &DenseKernel];
+
+impl Kernel for ConvKernel {
+    fn applies(&self, layers: &[Layer], opts: &GramOptions) -> bool {
+        conv_fast::applies(layers, opts)
+    }
+    fn gram(&self, layers: &[Layer], set: &Set, opts: &GramOptions, start: Instant) -> Result<Option<GramResult>> {
+        Ok(conv_fast::try_gram(layers, set, opts, start)?.map(|(r, _profile)| r))
+    }
+    fn cross(
+        &self,
+        layers: &[Layer],
+        (a, b): (&Set, &Set),
+        opts: &GramOptions,
+        start: Instant,
+    ) -> Result<Option<CrossGramResult>> {
+        conv_fast::try_cross(layers, a, b, opts, start)
+    }
+}
+
+impl Kernel for DenseKernel {
+    fn applies(&self, layers: &[Layer], opts: &GramOptions) -> bool {
+        dense_applies(layers, opts)
+    }
+    fn gram(&self, layers: &[Layer], set: &Set, opts: &GramOptions, start: Instant) -> Result<Option<GramResult>> {
+        dense_square(layers, set, opts, start)
+    }
+    fn cross(
+        &self,
+        layers: &[Layer],
+        sets: (&Set, &Set),
+        opts: &GramOptions,
+        start: Instant,
+    ) -> Result<Option<CrossGramResult>> {
+        dense_cross_result(layers, sets, opts, start)
+    }
 }
 
 /// Whether `opts` asks for the deprecated [`DeltaRoute::Manual`].
