@@ -20,8 +20,8 @@ use anyhow::{anyhow, bail, Context};
 use candle::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use stiff_cross::{CrossOptions, ExampleSet, ModelId, RunControl, Shard};
-use stiff_gradkernel::Method;
 use stiff_fs::{DirLock, LockMode};
+use stiff_gradkernel::Method;
 use stiff_models::{InputShape, Model, ModelConfig, Preset};
 
 use crate::memory;
@@ -245,8 +245,8 @@ fn input_shape(x: &Tensor) -> anyhow::Result<InputShape> {
 /// The class count of a preset's checkpoint: the length of its last layer's bias (labels may
 /// use only some of the classes).
 fn checkpoint_classes(w: &Path, p: Preset) -> anyhow::Result<Option<usize>> {
-    let (tensors, _) =
-        stiff_models::io::load_tensors(w, &Device::Cpu).with_context(|| format!("reading --weights {}", w.display()))?;
+    let (tensors, _) = stiff_models::io::load_tensors(w, &Device::Cpu)
+        .with_context(|| format!("reading --weights {}", w.display()))?;
     Ok(tensors.get(&crate::gram::output_bias_key(&p.arch())).and_then(|b| b.dims1().ok()))
 }
 
@@ -259,7 +259,10 @@ fn load_model(args: &ModelArgs, x: &Tensor, dataset_classes: Option<usize>) -> a
     };
     if let (Some(given), Some(k)) = (args.num_classes, from_checkpoint) {
         if given != k {
-            bail!("--num-classes {given} contradicts --weights {} (its last layer), which has {k} classes", w.display());
+            bail!(
+                "--num-classes {given} contradicts --weights {} (its last layer), which has {k} classes",
+                w.display()
+            );
         }
     }
     let classes = args.num_classes.or(from_checkpoint).or(dataset_classes).unwrap_or(10);

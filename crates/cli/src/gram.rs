@@ -354,7 +354,12 @@ fn plan_per_layer(
                 hint.push_str(&format!(", or --no-per-layer (fits up to {w} examples)"));
             }
         }
-        anyhow!("{e}{hint}")
+        let held_note = format!(
+            "\n(the budget above is what --budget-mb {} leaves after the {} MiB that the examples and the model hold)",
+            args.budget_mb,
+            memory::mib(held)
+        );
+        anyhow!("{e}{held_note}{hint}")
     };
     if args.no_per_layer {
         return check(false).map(|_| (false, None)).map_err(refuse);

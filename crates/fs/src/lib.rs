@@ -119,9 +119,7 @@ where
 /// that wants a path, then [`publish`] it; dropped unpublished, it is deleted.
 pub fn temp_path_beside(path: &Path, suffix: &str) -> Result<TempPath, WriteError> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    temp_file_in(parent_dir(path), &file_name, suffix)
-        .map(|f| f.into_temp_path())
-        .map_err(|e| WriteError::new(path, e))
+    temp_file_in(parent_dir(path), &file_name, suffix).map(|f| f.into_temp_path()).map_err(|e| WriteError::new(path, e))
 }
 
 /// A private, empty hidden folder inside `dir` (same file system, so its files can be renamed

@@ -32,13 +32,16 @@ pub enum LockMode {
 pub enum LockError {
     /// Another process holds the lock.
     #[error(
-        "{} is in use by another process ({holder}); wait for it to finish, or give another output folder",
+        "{} is in use by another process (lock last taken by {holder}); wait for it to finish, or give another \
+         output folder",
         dir.display()
     )]
     Busy {
         /// The folder.
         dir: PathBuf,
-        /// What the lock file says about its holder (PID, host, command), or `holder unknown`.
+        /// What the lock file says about its last taker (PID, host, command), or `an unknown process`:
+        /// the holder itself for an exclusive lock, one of the holders (or a finished one) for a
+        /// shared lock.
         holder: String,
     },
     /// The lock file could not be created, opened or locked.
@@ -135,7 +138,7 @@ fn read_holder(file: &File) -> String {
     let _ = f.rewind().and_then(|_| f.take(200).read_to_string(&mut text));
     let text = text.lines().next().unwrap_or("").trim();
     if text.is_empty() {
-        "holder unknown".to_string()
+        "an unknown process".to_string()
     } else {
         text.to_string()
     }
