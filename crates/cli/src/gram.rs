@@ -7,16 +7,18 @@
 //! `gram.safetensors` and `stiffness.json` together (both or neither). Formats: `docs/formats.md`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
 use candle::{DType, Device, Tensor};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use serde::Serialize;
 use stiff_gradkernel::budget::{BudgetError, GramRequest, ModelSizes};
 use stiff_gradkernel::{GramOptions, Method};
-use stiff_models::{InputShape, Model, ModelConfig, Preset};
+use stiff_models::{Model, ModelConfig, Preset};
 
+use crate::examples::{
+    input_shape, load_dataset, load_inputs, parse_preprocess, record, Examples, FileRecord, InputPreprocess,
+};
 use crate::memory;
 
 /// Version of the `stiffness.json` layout (see `docs/formats.md`). 3: `run_id`, also in the
@@ -117,148 +119,6 @@ pub struct GramArgs {
     pub allow_empty_classes: bool,
 }
 
-/// Preprocessing applied to the examples before the Gram (recorded in `stiffness.json`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum InputPreprocess {
-    /// Used as given.
-    None,
-    /// Each example to zero mean and unit (population) variance over its values.
-    PerExample,
-    /// `(x - mean) / std` with scalars.
-    MeanStd {
-        /// Subtracted from every value.
-        mean: f64,
-        /// Divides every value; finite and positive.
-        std: f64,
-    },
-}
-
-pub(crate) fn parse_preprocess(s: &str) -> Result<InputPreprocess, String> {
-    match s {
-        "none" => Ok(InputPreprocess::None),
-        "per-example" => Ok(InputPreprocess::PerExample),
-        _ => {
-            let spec = s
-                .strip_prefix("mean-std:")
-                .ok_or_else(|| format!("unknown preprocessing `{s}` (expected none, per-example or mean-std:M,S)"))?;
-            let (m, sd) = spec
-                .split_once(',')
-                .ok_or_else(|| format!("`{s}`: expected mean-std:M,S, e.g. mean-std:0.1307,0.3081"))?;
-            let num = |v: &str| v.trim().parse::<f64>().map_err(|_| format!("`{s}`: `{v}` is not a number"));
-            let (mean, std) = (num(m)?, num(sd)?);
-            if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
-                return Err(format!("`{s}`: the mean must be finite and the std finite and positive"));
-            }
-            Ok(InputPreprocess::MeanStd { mean, std })
-        }
-    }
-}
-
-impl InputPreprocess {
-    pub(crate) fn apply(self, x: &Tensor) -> anyhow::Result<Tensor> {
-        Ok(match self {
-            InputPreprocess::None => x.clone(),
-            InputPreprocess::MeanStd { mean, std } => x.affine(1.0 / std, -mean / std)?,
-            InputPreprocess::PerExample => {
-                let dims = x.dims().to_vec();
-                let n = dims[0];
-                let flat = x.reshape((n, 1, 1, x.elem_count() / n.max(1)))?;
-                stiff_data::preprocess::Preprocess::default().apply(&flat)?.reshape(dims)?
-            }
-        })
-    }
-}
-
-/// A file this run read, recorded in `stiffness.json`.
-#[derive(Debug, Serialize)]
-struct FileRecord {
-    role: &'static str,
-    path: PathBuf,
-    sha256: String,
-    bytes: u64,
-}
-
-fn record(role: &'static str, path: &Path) -> anyhow::Result<FileRecord> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {role} file {}", path.display()))?;
-    Ok(FileRecord { role, path: path.to_path_buf(), sha256: stiff_data::sha256_hex(&bytes), bytes: bytes.len() as u64 })
-}
-
-/// Examples ready for the kernel: x `(N, ...)` f32 and labels.
-struct Examples {
-    x: Tensor,
-    labels: Vec<u32>,
-    num_classes: Option<usize>,
-    source: String,
-    files: Vec<FileRecord>,
-    preprocess: InputPreprocess,
-}
-
-fn load_inputs(path: &Path, pre: Option<InputPreprocess>) -> anyhow::Result<Examples> {
-    let (mut t, _) = stiff_models::io::load_tensors(path, &Device::Cpu)
-        .with_context(|| format!("reading --inputs {}", path.display()))?;
-    let x =
-        t.remove("x").ok_or_else(|| anyhow!("--inputs {}: missing tensor `x` (inputs, (N, ...))", path.display()))?;
-    let y = t.remove("y").ok_or_else(|| anyhow!("--inputs {}: missing tensor `y` (labels, (N))", path.display()))?;
-    if x.rank() < 2 || x.dim(0)? == 0 {
-        bail!("--inputs {}: `x` must be (N, ...) with N > 0, got shape {:?}", path.display(), x.dims());
-    }
-    stiff_models::io::check_float_finite(path, "x", &x).context("--inputs")?;
-    if y.dims() != [x.dim(0)?] {
-        bail!("--inputs {}: `y` has shape {:?} but `x` has {} examples", path.display(), y.dims(), x.dim(0)?);
-    }
-    let labels: Vec<i64> = match y.dtype() {
-        DType::U8 | DType::U32 | DType::I64 => y.to_dtype(DType::I64)?.to_vec1()?,
-        other => bail!("--inputs {}: `y` must be u8, u32 or i64 labels, got {other:?}", path.display()),
-    };
-    if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l > u32::MAX as i64) {
-        bail!("--inputs {}: label {l} at index {i} is negative or too large", path.display());
-    }
-    let preprocess = pre.unwrap_or(InputPreprocess::None);
-    Ok(Examples {
-        x: preprocess.apply(&x.to_dtype(DType::F32)?)?,
-        labels: labels.into_iter().map(|l| l as u32).collect(),
-        num_classes: None,
-        source: path.display().to_string(),
-        files: vec![record("inputs", path)?],
-        preprocess,
-    })
-}
-
-fn load_dataset(args: &GramArgs, name: stiff_data::DatasetName) -> anyhow::Result<Examples> {
-    let ds = stiff_data::load(name, args.data_dir.as_deref()).with_context(|| format!("loading dataset {name}"))?;
-    let k = ds.num_classes();
-    if args.subset == 0 || args.subset % k != 0 {
-        bail!("--subset {}: must be a positive multiple of the {k} classes of {name} (class-balanced)", args.subset);
-    }
-    let idx = stiff_data::sampling::balanced_subset(&ds.test.labels, k, args.subset, args.seed)
-        .with_context(|| format!("--subset {}", args.subset))?;
-    let split = ds.test.select(&idx)?;
-    let preprocess = args.preprocess.unwrap_or(InputPreprocess::PerExample);
-    let files = ds
-        .files
-        .iter()
-        .map(|f| FileRecord { role: "dataset", path: f.path.clone(), sha256: f.sha256.clone(), bytes: f.bytes })
-        .collect();
-    Ok(Examples {
-        x: preprocess.apply(&split.images)?,
-        labels: split.labels,
-        num_classes: Some(k),
-        source: format!("{name} test split, balanced subset of {} (seed {})", args.subset, args.seed),
-        files,
-        preprocess,
-    })
-}
-
-fn input_shape(x: &Tensor) -> anyhow::Result<InputShape> {
-    Ok(match x.dims() {
-        [_, c, h, w] => InputShape::new(*c, *h, *w),
-        [_, h, w] => InputShape::new(1, *h, *w),
-        [_, f] => InputShape::new(1, 1, *f),
-        d => bail!("inputs must be (N, C, H, W), (N, H, W) or (N, F); got {d:?}"),
-    })
-}
-
 /// Key of the bias of a network's last layer (its length is the class count): `layers.{depth}.bias`
 /// for an MLP, `head.bias` for a CNN (see the stiff-models parameter names).
 pub(crate) fn output_bias_key(arch: &stiff_models::ArchSpec) -> String {
@@ -341,6 +201,11 @@ fn plan_per_layer(
     let sizes = ModelSizes::of(model, &opts);
     let check =
         |per_layer: bool| stiff_gradkernel::budget::check(&sizes, &GramRequest::square(n as u64, per_layer, budget));
+    let held_note = format!(
+        "\n(the budget above is what --budget-mb {} leaves after the {} MiB that the examples and the model hold)",
+        args.budget_mb,
+        memory::mib(held)
+    );
     let refuse = |e: BudgetError| -> anyhow::Error {
         let mut hint = String::new();
         if let BudgetError::OverBudget { largest, largest_without_per_layer, min_budget_bytes, .. } = &e {
@@ -354,11 +219,6 @@ fn plan_per_layer(
                 hint.push_str(&format!(", or --no-per-layer (fits up to {w} examples)"));
             }
         }
-        let held_note = format!(
-            "\n(the budget above is what --budget-mb {} leaves after the {} MiB that the examples and the model hold)",
-            args.budget_mb,
-            memory::mib(held)
-        );
         anyhow!("{e}{held_note}{hint}")
     };
     if args.no_per_layer {
@@ -368,7 +228,7 @@ fn plan_per_layer(
         Ok(_) => Ok((true, None)),
         Err(e) if args.per_layer => Err(refuse(e)),
         Err(e) => match check(false) {
-            Ok(_) => Ok((false, Some(format!("per-layer Grams skipped: {e}")))),
+            Ok(_) => Ok((false, Some(format!("per-layer Grams skipped: {e}{held_note}")))),
             Err(e) => Err(refuse(e)),
         },
     }
@@ -449,10 +309,16 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         "per_layer": { "computed": per_layer, "note": per_layer_note },
         "forms": r.forms,
         "chunk": r.chunk,
+        "budget": budget_record(&args, held, budget),
     });
     let mean_loss = r.loss_per_example.iter().sum::<f64>() / n as f64;
     let c = Computed { k: &r.k, parts, meta, num_classes, details, seconds: r.seconds, mean_loss };
     publish(&args, ex, weights_record, c)
+}
+
+/// How `--budget-mb` was spent: held by the examples and the model, handed to the kernel.
+fn budget_record(args: &GramArgs, held: u64, kernel: u64) -> serde_json::Value {
+    serde_json::json!({ "budget_mb": args.budget_mb, "held_bytes": held, "kernel_bytes": kernel })
 }
 
 /// Says so when the budget made the kernel work in blocks smaller than the whole set: that is
@@ -614,6 +480,7 @@ fn run_spec(args: &GramArgs, ex: Examples, budget: u64, device: &Device) -> anyh
         "options": opts,
         "routes": r.routes,
         "chunk": r.chunk,
+        "budget": budget_record(args, held, budget),
     });
     let mean_loss = r.loss_per_example.iter().sum::<f64>() / n as f64;
     let c = Computed { k: &r.k, parts, meta, num_classes: outputs, details, seconds: r.seconds, mean_loss };

@@ -9,6 +9,7 @@
 
 mod cross;
 mod data;
+mod examples;
 mod gram;
 mod limits;
 mod measure;

@@ -12,7 +12,7 @@ use stiff_experiments::measure::{measure_subject, MeasureSettings, Subject};
 use stiff_experiments::prepare::{prepare, DataSettings};
 use stiff_models::{KeyMap, Model, ModelConfig, ModelSpec, Preset, SpecModel};
 
-use crate::gram::{parse_preprocess, InputPreprocess};
+use crate::examples::{parse_preprocess, InputPreprocess};
 use stiff_plot::{heatmap_figure, line_figure, Heatmap, HeatmapFigure, LineFigure, Panel, Series};
 
 /// Version of the `measurement.json` layout (see `docs/formats.md`). 3: `model` (preset or
