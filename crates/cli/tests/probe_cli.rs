@@ -275,6 +275,25 @@ fn a_preset_checkpoint_gives_the_class_count() {
     let inputs = dir.path().join("five.safetensors");
     let o = gram(&w, &inputs, &dir.path().join("x"), &["--preset", "fc6", "--num-classes", "5"]).output().unwrap();
     assert!(stderr(&o).contains("--num-classes 5 contradicts"), "{}", stderr(&o));
+    // `cross` too: it assumed the dataset's count or 10, whatever the checkpoint had (here 7).
+    let cfg = ModelConfig::preset(Preset::Fc6, InputShape::new(1, 4, 4), 7);
+    let w7 = dir.path().join("fc6-7.safetensors");
+    Model::new(&cfg, 1, DType::F32, &Device::Cpu).unwrap().save(&w7).unwrap();
+    let out = dir.path().join("cross");
+    let o = stiff()
+        .args(["cross", "--quiet", "--preset", "fc6", "--weights"])
+        .arg(&w7)
+        .arg("--rows")
+        .arg(&inputs)
+        .arg("--cols")
+        .arg(&inputs)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["num_classes"], 7);
 }
 
 /// Item 11. --key-map without --spec is an error even beside --preset (clap did not enforce it
