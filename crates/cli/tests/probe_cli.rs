@@ -311,6 +311,36 @@ fn ignored_flags_and_missing_folders_are_errors() {
     assert!(!o.status.success() && stderr(&o).contains("no such folder"), "{}", stderr(&o));
 }
 
+/// Item 11. `cross` with a NaN in an inputs file fails on load, naming the file and the element
+/// (before: after computing the tiles, without the file).
+#[test]
+fn cross_refuses_non_finite_inputs_on_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = mlp(dir.path(), 16);
+    let inputs = dir.path().join("poisoned.safetensors");
+    let mut v: Vec<f32> = (0..6 * 16).map(|i| i as f32 / 96.0).collect();
+    v[21] = f32::NAN;
+    let x = Tensor::from_vec(v, (6, 16), &Device::Cpu).unwrap();
+    let y = Tensor::from_vec(cycle(6, 3), 6, &Device::Cpu).unwrap();
+    stiff_models::io::save_tensors_atomic(&[("x".into(), x), ("y".into(), y)], HashMap::new(), &inputs).unwrap();
+    let out = dir.path().join("o");
+    let o = stiff()
+        .args(["cross", "--quiet", "--weights"])
+        .arg(&w)
+        .arg("--rows")
+        .arg(&inputs)
+        .arg("--cols")
+        .arg(&inputs)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("poisoned.safetensors") && err.contains("index 21"), "{err}");
+    assert!(!out.join("tiles").exists(), "refused before any tile");
+}
+
 /// Item 11. A read-only --out of `cross` is reported as not writable (before: "cannot read
 /// .../tiles"). Root ignores permissions: then the check cannot be exercised here.
 #[cfg(unix)]
