@@ -20,8 +20,11 @@ use anyhow::{anyhow, bail, Context};
 use candle::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use stiff_cross::{CrossOptions, ExampleSet, ModelId, RunControl, Shard};
+use stiff_fs::{DirLock, LockMode};
 use stiff_gradkernel::Method;
 use stiff_models::{InputShape, Model, ModelConfig, Preset};
+
+use crate::memory;
 
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -51,7 +54,7 @@ pub struct ModelArgs {
     /// Model configuration as JSON (stiff-models `ModelConfig`), instead of a preset.
     #[arg(long)]
     pub config: Option<PathBuf>,
-    /// Number of classes for `--preset` (default: the dataset's, or 10).
+    /// Number of classes for `--preset` (default: the checkpoint's, from its last layer).
     #[arg(long)]
     pub num_classes: Option<usize>,
     /// Checkpoint (safetensors with the stiff-models keys).
@@ -81,7 +84,8 @@ pub struct CrossRunArgs {
     /// Output folder (shared by all shards).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Working-memory budget in MiB (sizes the tiles).
+    /// Memory budget in MiB for the data the command holds: the dataset while loading, both
+    /// sides' examples, the model and the tiles' working memory (sizes the tiles).
     #[arg(long, default_value_t = 2048)]
     pub budget_mb: usize,
     /// Rows per tile (default: from the budget).
@@ -161,6 +165,8 @@ fn load_file(path: &Path) -> anyhow::Result<ExampleSet> {
     if x.rank() < 2 || x.dim(0)? == 0 || !x.dtype().is_float() {
         bail!("{}: `x` must be a float (N, ...) tensor with N > 0, got {:?} {:?}", path.display(), x.dtype(), x.dims());
     }
+    // Found here, naming the file, not after the tiles were computed.
+    stiff_models::io::check_float_finite(path, "x", &x).context("inputs file")?;
     let n = x.dim(0)?;
     if y.dims() != [n] {
         bail!("{}: `y` has shape {:?} but `x` has {n} examples", path.display(), y.dims());
@@ -202,6 +208,31 @@ fn load_side(args: &CrossRunArgs, ds: Option<&stiff_data::Dataset>, side: &Side)
     }
 }
 
+/// Bytes held while the sides are loaded: the decoded dataset plus each standardised side drawn
+/// from it (the dataset is held until both sides exist), or twice an inputs file's size (its
+/// bytes and its tensors). Checks the subset sizes against the splits on the way.
+fn loading_bytes(args: &CrossRunArgs, sides: &[&Side]) -> anyhow::Result<u64> {
+    let mut need = 0u64;
+    let mut data = 0u64;
+    for (flag, side) in ["--rows", "--cols"].into_iter().zip(sides) {
+        match side {
+            Side::File(p) => need += 2 * memory::file_bytes(p),
+            Side::Split { train, subset } => {
+                let Some(name) = args.dataset else { continue };
+                let (n_train, n_test) = name.official_counts();
+                let (split, available) = if *train { ("train", n_train) } else { ("test", n_test) };
+                if let Some(n) = subset {
+                    crate::limits::check_subset(flag, *n, name, split, available)?;
+                }
+                let (c, h, w) = name.input_shape();
+                data = memory::dataset_load_bytes(name);
+                need += (subset.unwrap_or(available) * c * h * w * 4) as u64;
+            }
+        }
+    }
+    Ok(need + data)
+}
+
 fn input_shape(x: &Tensor) -> anyhow::Result<InputShape> {
     Ok(match x.dims() {
         [_, c, h, w] => InputShape::new(*c, *h, *w),
@@ -211,10 +242,30 @@ fn input_shape(x: &Tensor) -> anyhow::Result<InputShape> {
     })
 }
 
+/// The class count of a preset's checkpoint: the length of its last layer's bias (labels may
+/// use only some of the classes).
+fn checkpoint_classes(w: &Path, p: Preset) -> anyhow::Result<Option<usize>> {
+    let (tensors, _) = stiff_models::io::load_tensors(w, &Device::Cpu)
+        .with_context(|| format!("reading --weights {}", w.display()))?;
+    Ok(tensors.get(&crate::gram::output_bias_key(&p.arch())).and_then(|b| b.dims1().ok()))
+}
+
 /// The one place models are built for `cross` (add `--spec FILE` here).
 fn load_model(args: &ModelArgs, x: &Tensor, dataset_classes: Option<usize>) -> anyhow::Result<(Model, ModelId)> {
     let w = args.weights.as_ref().ok_or_else(|| anyhow!("--weights FILE is required"))?;
-    let classes = args.num_classes.or(dataset_classes).unwrap_or(10);
+    let from_checkpoint = match args.preset {
+        Some(p) => checkpoint_classes(w, p)?,
+        None => None,
+    };
+    if let (Some(given), Some(k)) = (args.num_classes, from_checkpoint) {
+        if given != k {
+            bail!(
+                "--num-classes {given} contradicts --weights {} (its last layer), which has {k} classes",
+                w.display()
+            );
+        }
+    }
+    let classes = args.num_classes.or(from_checkpoint).or(dataset_classes).unwrap_or(10);
     let model = if let Some(p) = args.preset {
         let cfg = ModelConfig::preset(p, input_shape(x)?, classes);
         Model::load_with_config(w, &cfg, DType::F32, &Device::Cpu)
@@ -233,12 +284,26 @@ fn load_model(args: &ModelArgs, x: &Tensor, dataset_classes: Option<usize>) -> a
 
 pub fn run(args: CrossArgs) -> anyhow::Result<()> {
     match args.sub {
-        Some(CrossSub::Merge { dir }) => merge(&dir),
+        Some(CrossSub::Merge { dir }) => merge_dir(&dir),
         None => run_job(args.run),
     }
 }
 
+/// Name of the lock file that serialises merges of one folder (a merge is repeatable: a second
+/// one waits, then writes the same files again).
+const MERGE_LOCK_FILE: &str = ".stiff-merge.lock";
+
+/// `cross merge DIR`: the folder must exist (a typo is not a new empty job) and be writable.
+fn merge_dir(dir: &Path) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        bail!("cross merge {}: no such folder (give the --out of the cross job)", dir.display());
+    }
+    let _job = crate::outdir::claim(dir, "cross merge", LockMode::Shared, "stiff cross merge")?;
+    merge(dir)
+}
+
 fn merge(dir: &Path) -> anyhow::Result<()> {
+    let _merging = DirLock::wait_exclusive(dir, MERGE_LOCK_FILE, "stiff cross merge")?;
     let out = stiff_cross::merge(dir)?;
     let r = &out.report;
     eprintln!(
@@ -264,6 +329,12 @@ fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
     let cols_side = parse_side("--cols", &args.cols)?;
     let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
     let needs_data = [&rows_side, &cols_side].iter().any(|s| matches!(s, Side::Split { .. }));
+    let sides: &[&Side] = if cols_side == rows_side { &[&rows_side] } else { &[&rows_side, &cols_side] };
+    let need = loading_bytes(&args, sides)?;
+    // Shared: the shards of one job write their own tiles into one folder; `gram`/`measure`
+    // (exclusive) are kept out. Held until this process is done, merge included.
+    let _lock = crate::outdir::claim(&out, "--out", LockMode::Shared, "stiff cross")?;
+    memory::check_loading(args.budget_mb as u64, budget as u64, need, "loading the examples")?;
     let ds = match (needs_data, args.dataset) {
         (true, Some(name)) => Some(
             stiff_data::load(name, args.data_dir.as_deref())
@@ -276,6 +347,13 @@ fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
     let cols = if cols_side == rows_side { rows.clone() } else { load_side(&args, ds.as_ref(), &cols_side)? };
     let (model, id) = load_model(&args.model, &rows.x, ds.as_ref().map(|d| d.num_classes()))?;
     drop(ds);
+    let mut held = memory::tensor_bytes(&rows.x) + (model.num_params() * model.dtype().size_in_bytes()) as u64;
+    if cols_side != rows_side {
+        held += memory::tensor_bytes(&cols.x);
+    }
+    let budget =
+        memory::kernel_budget(args.budget_mb as u64, budget as u64, held, "the examples of both sides and the model")?
+            as usize;
     let opts = CrossOptions::default()
         .with_memory_budget_bytes(budget)
         .with_tile_rows(args.tile_rows)
@@ -319,6 +397,13 @@ fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
         summary.computed,
         summary.resumed
     );
+    if args.tile_rows.is_none() && p.tile_rows < p.rows.n {
+        eprintln!(
+            "stiff cross: note: --budget-mb {} allows tiles of {} of the {} rows; small tiles are slow, a larger \
+             --budget-mb makes this faster",
+            args.budget_mb, p.tile_rows, p.rows.n
+        );
+    }
     if summary.complete && !args.no_merge {
         merge(&out)?;
     } else if !summary.complete {

@@ -42,6 +42,10 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             Ok(())
         }
         DataCommand::Verify { data_dir } => {
+            // A mistyped folder would otherwise list every dataset as missing and exit 0.
+            if let Some(d) = data_dir.as_deref().filter(|d| !d.is_dir()) {
+                bail!("--data-dir {}: no such folder", d.display());
+            }
             let rows = stiff_data::verify(data_dir.as_deref());
             println!("{:<14} {:<9} {:<9} details", "dataset", "status", "checksum");
             for r in &rows {

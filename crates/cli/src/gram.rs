@@ -7,18 +7,26 @@
 //! `gram.safetensors` and `stiffness.json` together (both or neither). Formats: `docs/formats.md`.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{anyhow, bail, Context};
 use candle::{DType, Device, Tensor};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
-use serde::Serialize;
 use stiff_gradkernel::budget::{BudgetError, GramRequest, ModelSizes};
 use stiff_gradkernel::{GramOptions, Method};
-use stiff_models::{InputShape, Model, ModelConfig, Preset};
+use stiff_models::{Model, ModelConfig, Preset};
 
-/// Version of the `stiffness.json` layout (see `docs/formats.md`).
-pub const GRAM_SCHEMA_VERSION: u32 = 2;
+use crate::examples::{
+    input_shape, load_dataset, load_inputs, parse_preprocess, record, Examples, FileRecord, InputPreprocess,
+};
+use crate::memory;
+
+/// Version of the `stiffness.json` layout (see `docs/formats.md`). 3: `run_id`, also in the
+/// metadata of `gram.safetensors`.
+pub const GRAM_SCHEMA_VERSION: u32 = 3;
+
+/// Metadata key of `gram.safetensors` holding the run id that `stiffness.json` also records.
+pub const RUN_ID_METADATA_KEY: &str = "stiff.run_id";
 
 pub(crate) fn preset_parser() -> impl TypedValueParser<Value = Preset> {
     PossibleValuesParser::new(["fc6", "fc4", "cnn5", "cnn4"]).try_map(|s| s.parse::<Preset>())
@@ -71,7 +79,7 @@ pub struct GramArgs {
     /// Dataset to draw a class-balanced subset of the test split from.
     #[arg(long, value_parser = dataset_parser())]
     pub dataset: Option<stiff_data::DatasetName>,
-    /// Subset size for `--dataset`.
+    /// Subset size for `--dataset` (a multiple of the class count, at most the test split).
     #[arg(long, default_value_t = 500)]
     pub subset: usize,
     /// Seed of the subset draw.
@@ -87,7 +95,8 @@ pub struct GramArgs {
     /// Output directory (created if missing; checked writable before any work).
     #[arg(long)]
     pub out: PathBuf,
-    /// Memory budget in MiB for everything the command holds: K, the per-layer Grams, working memory.
+    /// Memory budget in MiB for the data the command holds: the dataset while loading, the
+    /// examples, the model, K, the per-layer Grams and working memory (not the program itself).
     #[arg(long, default_value_t = 2048)]
     pub budget_mb: u64,
     /// Accumulate the Gram products in f64 (the default is f32).
@@ -110,158 +119,26 @@ pub struct GramArgs {
     pub allow_empty_classes: bool,
 }
 
-/// Preprocessing applied to the examples before the Gram (recorded in `stiffness.json`).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum InputPreprocess {
-    /// Used as given.
-    None,
-    /// Each example to zero mean and unit (population) variance over its values.
-    PerExample,
-    /// `(x - mean) / std` with scalars.
-    MeanStd {
-        /// Subtracted from every value.
-        mean: f64,
-        /// Divides every value; finite and positive.
-        std: f64,
-    },
-}
-
-pub(crate) fn parse_preprocess(s: &str) -> Result<InputPreprocess, String> {
-    match s {
-        "none" => Ok(InputPreprocess::None),
-        "per-example" => Ok(InputPreprocess::PerExample),
-        _ => {
-            let spec = s
-                .strip_prefix("mean-std:")
-                .ok_or_else(|| format!("unknown preprocessing `{s}` (expected none, per-example or mean-std:M,S)"))?;
-            let (m, sd) = spec
-                .split_once(',')
-                .ok_or_else(|| format!("`{s}`: expected mean-std:M,S, e.g. mean-std:0.1307,0.3081"))?;
-            let num = |v: &str| v.trim().parse::<f64>().map_err(|_| format!("`{s}`: `{v}` is not a number"));
-            let (mean, std) = (num(m)?, num(sd)?);
-            if !mean.is_finite() || !std.is_finite() || std <= 0.0 {
-                return Err(format!("`{s}`: the mean must be finite and the std finite and positive"));
-            }
-            Ok(InputPreprocess::MeanStd { mean, std })
-        }
+/// Key of the bias of a network's last layer (its length is the class count): `layers.{depth}.bias`
+/// for an MLP, `head.bias` for a CNN (see the stiff-models parameter names).
+pub(crate) fn output_bias_key(arch: &stiff_models::ArchSpec) -> String {
+    match arch {
+        stiff_models::ArchSpec::Mlp { hidden } => format!("layers.{}.bias", hidden.len()),
+        stiff_models::ArchSpec::Cnn { .. } => "head.bias".to_string(),
     }
 }
 
-impl InputPreprocess {
-    pub(crate) fn apply(self, x: &Tensor) -> anyhow::Result<Tensor> {
-        Ok(match self {
-            InputPreprocess::None => x.clone(),
-            InputPreprocess::MeanStd { mean, std } => x.affine(1.0 / std, -mean / std)?,
-            InputPreprocess::PerExample => {
-                let dims = x.dims().to_vec();
-                let n = dims[0];
-                let flat = x.reshape((n, 1, 1, x.elem_count() / n.max(1)))?;
-                stiff_data::preprocess::Preprocess::default().apply(&flat)?.reshape(dims)?
-            }
-        })
-    }
-}
-
-/// A file this run read, recorded in `stiffness.json`.
-#[derive(Debug, Serialize)]
-struct FileRecord {
-    role: &'static str,
-    path: PathBuf,
-    sha256: String,
-    bytes: u64,
-}
-
-fn record(role: &'static str, path: &Path) -> anyhow::Result<FileRecord> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {role} file {}", path.display()))?;
-    Ok(FileRecord { role, path: path.to_path_buf(), sha256: stiff_data::sha256_hex(&bytes), bytes: bytes.len() as u64 })
-}
-
-/// Examples ready for the kernel: x `(N, ...)` f32 and labels.
-struct Examples {
-    x: Tensor,
-    labels: Vec<u32>,
-    num_classes: Option<usize>,
-    source: String,
-    files: Vec<FileRecord>,
-    preprocess: InputPreprocess,
-}
-
-fn load_inputs(path: &Path, pre: Option<InputPreprocess>) -> anyhow::Result<Examples> {
-    let (mut t, _) = stiff_models::io::load_tensors(path, &Device::Cpu)
-        .with_context(|| format!("reading --inputs {}", path.display()))?;
-    let x =
-        t.remove("x").ok_or_else(|| anyhow!("--inputs {}: missing tensor `x` (inputs, (N, ...))", path.display()))?;
-    let y = t.remove("y").ok_or_else(|| anyhow!("--inputs {}: missing tensor `y` (labels, (N))", path.display()))?;
-    if x.rank() < 2 || x.dim(0)? == 0 {
-        bail!("--inputs {}: `x` must be (N, ...) with N > 0, got shape {:?}", path.display(), x.dims());
-    }
-    stiff_models::io::check_float_finite(path, "x", &x).context("--inputs")?;
-    if y.dims() != [x.dim(0)?] {
-        bail!("--inputs {}: `y` has shape {:?} but `x` has {} examples", path.display(), y.dims(), x.dim(0)?);
-    }
-    let labels: Vec<i64> = match y.dtype() {
-        DType::U8 | DType::U32 | DType::I64 => y.to_dtype(DType::I64)?.to_vec1()?,
-        other => bail!("--inputs {}: `y` must be u8, u32 or i64 labels, got {other:?}", path.display()),
-    };
-    if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l > u32::MAX as i64) {
-        bail!("--inputs {}: label {l} at index {i} is negative or too large", path.display());
-    }
-    let preprocess = pre.unwrap_or(InputPreprocess::None);
-    Ok(Examples {
-        x: preprocess.apply(&x.to_dtype(DType::F32)?)?,
-        labels: labels.into_iter().map(|l| l as u32).collect(),
-        num_classes: None,
-        source: path.display().to_string(),
-        files: vec![record("inputs", path)?],
-        preprocess,
-    })
-}
-
-fn load_dataset(args: &GramArgs, name: stiff_data::DatasetName) -> anyhow::Result<Examples> {
-    let ds = stiff_data::load(name, args.data_dir.as_deref()).with_context(|| format!("loading dataset {name}"))?;
-    let k = ds.num_classes();
-    if args.subset == 0 || args.subset % k != 0 {
-        bail!("--subset {}: must be a positive multiple of the {k} classes of {name} (class-balanced)", args.subset);
-    }
-    let idx = stiff_data::sampling::balanced_subset(&ds.test.labels, k, args.subset, args.seed)
-        .with_context(|| format!("--subset {}", args.subset))?;
-    let split = ds.test.select(&idx)?;
-    let preprocess = args.preprocess.unwrap_or(InputPreprocess::PerExample);
-    let files = ds
-        .files
-        .iter()
-        .map(|f| FileRecord { role: "dataset", path: f.path.clone(), sha256: f.sha256.clone(), bytes: f.bytes })
-        .collect();
-    Ok(Examples {
-        x: preprocess.apply(&split.images)?,
-        labels: split.labels,
-        num_classes: Some(k),
-        source: format!("{name} test split, balanced subset of {} (seed {})", args.subset, args.seed),
-        files,
-        preprocess,
-    })
-}
-
-fn input_shape(x: &Tensor) -> anyhow::Result<InputShape> {
-    Ok(match x.dims() {
-        [_, c, h, w] => InputShape::new(*c, *h, *w),
-        [_, h, w] => InputShape::new(1, *h, *w),
-        [_, f] => InputShape::new(1, 1, *f),
-        d => bail!("inputs must be (N, C, H, W), (N, H, W) or (N, F); got {d:?}"),
-    })
-}
-
-/// The class count: `--num-classes`, else the checkpoint's (stored config or `head.bias`), else
-/// the dataset's, else the largest label + 1. A given value that contradicts the checkpoint or
-/// `--config` is an error, never ignored.
+/// The class count: `--num-classes`, else the checkpoint's (stored config, or the length of the
+/// last layer's bias), else the dataset's, else the largest label + 1. A given value that
+/// contradicts the checkpoint or `--config` is an error, never ignored.
 fn load_model(args: &GramArgs, ex: &Examples, device: &Device) -> anyhow::Result<Model> {
     let w = &args.weights;
     let (tensors, meta) = stiff_models::io::load_tensors(w, &Device::Cpu)
         .with_context(|| format!("reading --weights {}", w.display()))?;
     let stored: Option<ModelConfig> =
         meta.get(stiff_models::io::CONFIG_METADATA_KEY).and_then(|j| serde_json::from_str(j).ok());
-    let from_head = tensors.get("head.bias").and_then(|b| b.dims1().ok());
+    // The checkpoint's output width is the class count (labels may use only some classes).
+    let from_head = args.preset.and_then(|p| tensors.get(&output_bias_key(&p.arch()))).and_then(|b| b.dims1().ok());
     drop(tensors);
     let labels_k = ex.labels.iter().max().map(|&m| m as usize + 1);
     let agree = |what: &str, k: usize| -> anyhow::Result<()> {
@@ -279,7 +156,7 @@ fn load_model(args: &GramArgs, ex: &Examples, device: &Device) -> anyhow::Result
             (None, None) => ex.num_classes.or(labels_k).unwrap_or(2),
         };
         if let Some(h) = from_head {
-            agree(&format!("--weights {} (head.bias)", w.display()), h)?;
+            agree(&format!("--weights {} (its last layer)", w.display()), h)?;
         }
         let cfg = ModelConfig::preset(p, input_shape(&ex.x)?, k);
         Model::load_with_config(w, &cfg, DType::F32, device)?
@@ -313,11 +190,22 @@ pub(crate) fn budget_bytes(mb: u64) -> anyhow::Result<u64> {
 
 /// Whether to keep the per-layer Grams, checked against the budget before any work. Returns the
 /// decision and, when they were dropped for the budget, the note saying so.
-fn plan_per_layer(args: &GramArgs, model: &Model, n: usize, budget: u64) -> anyhow::Result<(bool, Option<String>)> {
+fn plan_per_layer(
+    args: &GramArgs,
+    model: &Model,
+    n: usize,
+    budget: u64,
+    held: u64,
+) -> anyhow::Result<(bool, Option<String>)> {
     let opts = GramOptions::default().with_accumulate_f64(args.f64);
     let sizes = ModelSizes::of(model, &opts);
     let check =
         |per_layer: bool| stiff_gradkernel::budget::check(&sizes, &GramRequest::square(n as u64, per_layer, budget));
+    let held_note = format!(
+        "\n(the budget above is what --budget-mb {} leaves after the {} MiB that the examples and the model hold)",
+        args.budget_mb,
+        memory::mib(held)
+    );
     let refuse = |e: BudgetError| -> anyhow::Error {
         let mut hint = String::new();
         if let BudgetError::OverBudget { largest, largest_without_per_layer, min_budget_bytes, .. } = &e {
@@ -326,12 +214,12 @@ fn plan_per_layer(args: &GramArgs, model: &Model, n: usize, budget: u64) -> anyh
             } else {
                 format!("at most {largest} examples in --inputs")
             };
-            hint = format!("\ntry {fewer}, or --budget-mb {}", min_budget_bytes.div_ceil(1 << 20));
+            hint = format!("\ntry {fewer}, or --budget-mb {}", memory::mib(min_budget_bytes.saturating_add(held)));
             if let Some(w) = largest_without_per_layer {
                 hint.push_str(&format!(", or --no-per-layer (fits up to {w} examples)"));
             }
         }
-        anyhow!("{e}{hint}")
+        anyhow!("{e}{held_note}{hint}")
     };
     if args.no_per_layer {
         return check(false).map(|_| (false, None)).map_err(refuse);
@@ -340,7 +228,7 @@ fn plan_per_layer(args: &GramArgs, model: &Model, n: usize, budget: u64) -> anyh
         Ok(_) => Ok((true, None)),
         Err(e) if args.per_layer => Err(refuse(e)),
         Err(e) => match check(false) {
-            Ok(_) => Ok((false, Some(format!("per-layer Grams skipped: {e}")))),
+            Ok(_) => Ok((false, Some(format!("per-layer Grams skipped: {e}{held_note}")))),
             Err(e) => Err(refuse(e)),
         },
     }
@@ -349,7 +237,23 @@ fn plan_per_layer(args: &GramArgs, model: &Model, n: usize, budget: u64) -> anyh
 pub fn run(args: GramArgs) -> anyhow::Result<()> {
     let budget = budget_bytes(args.budget_mb)?;
     let device = stiff_experiments::runner::parse_device(&args.device)?;
-    stiff_fs::ensure_writable_dir(&args.out).context("--out")?;
+    // clap's `requires` is not enforced next to a conflicting flag (--preset): check it here.
+    if let (Some(k), None) = (&args.key_map, &args.spec) {
+        bail!("--key-map {} only applies to a --spec model; give --spec, or drop --key-map", k.display());
+    }
+    if let Some(d) = args.dataset {
+        crate::limits::check_subset("--subset", args.subset, d, "test", d.official_counts().1)?;
+    }
+    // Held until the results are published: a second writer of --out is refused, not mixed in.
+    let _lock = crate::outdir::claim(&args.out, "--out", stiff_fs::LockMode::Exclusive, "stiff gram")?;
+    let loading = match (&args.inputs, args.dataset) {
+        (Some(p), _) => (2 * memory::file_bytes(p), format!("reading --inputs {}", p.display())),
+        (None, Some(d)) => {
+            (memory::dataset_load_bytes(d), format!("loading {d} (both splits, decoded to f32, before the subset)"))
+        }
+        (None, None) => (0, String::new()),
+    };
+    memory::check_loading(args.budget_mb, budget, loading.0, &loading.1)?;
     let ex = match (&args.inputs, args.dataset) {
         (Some(p), _) => load_inputs(p, args.preprocess)?,
         (None, Some(d)) => load_dataset(&args, d)?,
@@ -362,12 +266,15 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         bail!("--loss {} needs --spec (the --preset/--config path measures cross-entropy)", args.loss);
     }
     let model = load_model(&args, &ex, &device)?;
+    let weights_record = record("weights", &args.weights)?;
+    let held = memory::tensor_bytes(&ex.x) + (model.num_params() * model.dtype().size_in_bytes()) as u64;
+    let budget = memory::kernel_budget(args.budget_mb, budget, held, "the examples and the model")?;
     let num_classes = model.config().num_classes;
     if let Some((i, l)) = ex.labels.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
         bail!("{}: label {l} at index {i} is out of range for a {num_classes}-class model", ex.source);
     }
     let n = ex.labels.len();
-    let (per_layer, per_layer_note) = plan_per_layer(&args, &model, n, budget)?;
+    let (per_layer, per_layer_note) = plan_per_layer(&args, &model, n, budget, held)?;
     if let Some(note) = &per_layer_note {
         eprintln!("stiff gram: {note}");
     }
@@ -386,6 +293,7 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         ),
         e => anyhow::Error::new(e).context(format!("Gram of {}", ex.source)),
     })?;
+    chunk_note(&args, r.chunk, n);
 
     let mut parts = Vec::new();
     for (name, t) in &r.per_layer {
@@ -401,9 +309,28 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         "per_layer": { "computed": per_layer, "note": per_layer_note },
         "routes": r.routes,
         "chunk": r.chunk,
+        "budget": budget_record(&args, held, budget),
     });
     let mean_loss = r.loss_per_example.iter().sum::<f64>() / n as f64;
-    publish(&args, ex, Computed { k: &r.k, parts, meta, num_classes, details, seconds: r.seconds, mean_loss })
+    let c = Computed { k: &r.k, parts, meta, num_classes, details, seconds: r.seconds, mean_loss };
+    publish(&args, ex, weights_record, c)
+}
+
+/// How `--budget-mb` was spent: held by the examples and the model, handed to the kernel.
+fn budget_record(args: &GramArgs, held: u64, kernel: u64) -> serde_json::Value {
+    serde_json::json!({ "budget_mb": args.budget_mb, "held_bytes": held, "kernel_bytes": kernel })
+}
+
+/// Says so when the budget made the kernel work in blocks smaller than the whole set: that is
+/// what makes a small budget slow (cnn4, N = 3000: 7 min at 64 MiB, 5 s at 1 GiB).
+fn chunk_note(args: &GramArgs, chunk: usize, n: usize) {
+    if chunk > 0 && chunk < n {
+        eprintln!(
+            "stiff gram: note: --budget-mb {} left room for blocks of {chunk} of the {n} examples; small blocks are \
+             slow, a larger --budget-mb makes this faster",
+            args.budget_mb
+        );
+    }
 }
 
 /// What a Gram computation hands to the analysis and the writer.
@@ -421,7 +348,7 @@ struct Computed<'a> {
 }
 
 /// Analyses `K` in place, then publishes `gram.safetensors` and `stiffness.json` together.
-fn publish(args: &GramArgs, ex: Examples, c: Computed<'_>) -> anyhow::Result<()> {
+fn publish(args: &GramArgs, ex: Examples, weights: FileRecord, mut c: Computed<'_>) -> anyhow::Result<()> {
     let n = ex.labels.len();
     let num_classes = c.num_classes;
     // Analyse in place (no copy of K); a failure is recorded beside the Gram, not fatal to it.
@@ -444,14 +371,18 @@ fn publish(args: &GramArgs, ex: Examples, c: Computed<'_>) -> anyhow::Result<()>
     let mut tensors = vec![("K".to_string(), c.k.clone()), ("labels".to_string(), y)];
     tensors.extend(c.parts);
     let mut files = ex.files;
-    files.push(record("weights", &args.weights)?);
+    files.push(weights);
     for (role, p) in [("config", &args.config), ("spec", &args.spec), ("key_map", &args.key_map)] {
         if let Some(p) = p {
             files.push(record(role, p)?);
         }
     }
+    // One id in both files: a reader can tell this run's pair from a mix of two runs' files.
+    let run_id = crate::outdir::new_run_id();
+    c.meta.insert(RUN_ID_METADATA_KEY.to_string(), run_id.clone());
     let mut report = serde_json::json!({
         "schema_version": GRAM_SCHEMA_VERSION,
+        "run_id": run_id,
         "n": n,
         "num_classes": num_classes,
         "source": ex.source,
@@ -506,6 +437,9 @@ fn run_spec(args: &GramArgs, ex: Examples, budget: u64, device: &Device) -> anyh
     };
     let dtype = if args.f64 { DType::F64 } else { DType::F32 };
     let model = stiff_models::SpecModel::load(&spec, &args.weights, &keys, dtype, device)?;
+    let weights_record = record("weights", &args.weights)?;
+    let held = memory::tensor_bytes(&ex.x) + (model.num_params() * dtype.size_in_bytes()) as u64;
+    let budget = memory::kernel_budget(args.budget_mb, budget, held, "the examples and the model")?;
     let loss: stiff_gradkernel::Loss = args.loss.parse()?;
     let outputs = spec.num_outputs()?;
     if let Some(k) = args.num_classes.filter(|&k| k != outputs) {
@@ -533,6 +467,7 @@ fn run_spec(args: &GramArgs, ex: Examples, budget: u64, device: &Device) -> anyh
         .with_method(args.method);
     let r = stiff_gradkernel::gram_net(&model, &ex.x, &targets, &loss, &opts)
         .with_context(|| format!("Gram of {}", ex.source))?;
+    chunk_note(args, r.chunk, n);
     let parts = r.per_layer.iter().map(|(name, t)| (format!("K.{name}"), t.clone())).collect();
     let meta = HashMap::from([
         ("stiff.spec".to_string(), serde_json::to_string(&spec)?),
@@ -545,9 +480,11 @@ fn run_spec(args: &GramArgs, ex: Examples, budget: u64, device: &Device) -> anyh
         "options": opts,
         "routes": r.routes,
         "chunk": r.chunk,
+        "budget": budget_record(args, held, budget),
     });
     let mean_loss = r.loss_per_example.iter().sum::<f64>() / n as f64;
-    publish(args, ex, Computed { k: &r.k, parts, meta, num_classes: outputs, details, seconds: r.seconds, mean_loss })
+    let c = Computed { k: &r.k, parts, meta, num_classes: outputs, details, seconds: r.seconds, mean_loss };
+    publish(args, ex, weights_record, c)
 }
 
 /// A borrowed `(N, N)` view of a host tensor's data.

@@ -9,8 +9,12 @@
 
 mod cross;
 mod data;
+mod examples;
 mod gram;
+mod limits;
 mod measure;
+mod memory;
+mod outdir;
 mod reproduce;
 
 use std::process::ExitCode;
@@ -20,7 +24,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "stiff", version, about = "Stiffness of neural networks: gradient alignment between examples")]
 struct Cli {
-    /// CPU threads for the numeric kernels [default: all cores, or $RAYON_NUM_THREADS].
+    /// CPU threads for the numeric kernels, at most 4 x the cores [default: all cores, or $RAYON_NUM_THREADS].
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
     #[command(subcommand)]
@@ -75,6 +79,10 @@ fn main() -> ExitCode {
     }
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
+        if let Err(e) = limits::check_threads(usize::from(n), limits::cores()) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
         // Read by rayon and candle when their thread pools start (nothing has started yet).
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }

@@ -5,20 +5,25 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle::DType;
 use stiff_data::DatasetName;
 use stiff_experiments::measure::{measure_subject, MeasureSettings, Subject};
 use stiff_experiments::prepare::{prepare, DataSettings};
-use stiff_experiments::store::write_json;
 use stiff_models::{KeyMap, Model, ModelConfig, ModelSpec, Preset, SpecModel};
 
-use crate::gram::{parse_preprocess, InputPreprocess};
+use crate::examples::{parse_preprocess, InputPreprocess};
 use stiff_plot::{heatmap_figure, line_figure, Heatmap, HeatmapFigure, LineFigure, Panel, Series};
 
 /// Version of the `measurement.json` layout (see `docs/formats.md`). 3: `model` (preset or
-/// spec), `loss` and `preprocess` recorded.
-pub const MEASURE_SCHEMA_VERSION: u32 = 3;
+/// spec), `loss` and `preprocess` recorded. 4: `run_id`; the figures and `measurement.json` are
+/// published as one set, `measurement.json` last.
+pub const MEASURE_SCHEMA_VERSION: u32 = 4;
+
+/// The files of one measurement, in publication order: `measurement.json` (the completion
+/// file) comes last.
+const FIGURE_FILES: [&str; 4] =
+    ["class_stiffness.png", "class_stiffness.svg", "distance_curves.png", "distance_curves.svg"];
 
 #[derive(clap::Args)]
 pub struct MeasureArgs {
@@ -44,7 +49,8 @@ pub struct MeasureArgs {
     /// The dataset whose test split is measured.
     #[arg(long, value_parser = crate::gram::dataset_parser())]
     dataset: DatasetName,
-    /// Class-balanced validation examples to measure on (default 500, 3000 for CIFAR-100).
+    /// Class-balanced test examples to measure on (default 500, 3000 for CIFAR-100); a multiple
+    /// of the class count, at most the test split.
     #[arg(long)]
     subset: Option<usize>,
     /// Seed of the subset.
@@ -61,10 +67,10 @@ pub struct MeasureArgs {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Distance bins over [0, 2].
+    /// Distance bins over [0, 2] (1 to 100000).
     #[arg(long, default_value_t = 40)]
     bins: usize,
-    /// Bootstrap replicates for the intervals (0 = none).
+    /// Bootstrap replicates for the intervals (0 = none; at most 100000).
     #[arg(long, default_value_t = 200)]
     bootstrap: usize,
     /// Output directory (created if missing; checked writable before any work).
@@ -74,7 +80,14 @@ pub struct MeasureArgs {
 
 pub fn run(a: MeasureArgs) -> Result<()> {
     let device = stiff_experiments::runner::parse_device(&a.device)?;
-    stiff_fs::ensure_writable_dir(&a.out).context("--out")?;
+    // clap's `requires` is not enforced next to a conflicting flag (--preset): check it here.
+    if let (Some(k), None) = (&a.key_map, &a.spec) {
+        bail!("--key-map {} only applies to a --spec model; give --spec, or drop --key-map", k.display());
+    }
+    // Sizes first: a huge one failed only after the Gram was computed.
+    check_limits(&a)?;
+    // Held until the results are published: a second writer of --out is refused, not mixed in.
+    let _lock = crate::outdir::claim(&a.out, "--out", stiff_fs::LockMode::Exclusive, "stiff measure")?;
     let name = a.dataset;
     let mut ds = DataSettings::for_dataset(name);
     // The dataset loader standardises per example itself; none and mean-std start from [0, 1].
@@ -82,7 +95,7 @@ pub fn run(a: MeasureArgs) -> Result<()> {
         ds.preprocess = stiff_data::preprocess::Preprocess::none();
     }
     if a.spec.is_none() && a.loss != "cross-entropy" {
-        anyhow::bail!("--loss {}: presets are measured with cross-entropy; other losses need --spec", a.loss);
+        bail!("--loss {}: presets are measured with cross-entropy; other losses need --spec", a.loss);
     }
     if let Some(n) = a.subset {
         ds.stiffness_subset = n;
@@ -111,15 +124,52 @@ pub fn run(a: MeasureArgs) -> Result<()> {
             (measure_subject(&Subject::Preset(&model), &stiff_x, &data.stiff_y, data.num_classes(), &settings)?, record)
         }
     };
-    write_json(
-        &a.out.join("measurement.json"),
-        &serde_json::json!({ "schema_version": MEASURE_SCHEMA_VERSION, "weights": a.weights,
-            "weights_sha256": stiff_data::sha256_hex(&std::fs::read(&a.weights).with_context(|| format!("reading --weights {}", a.weights.display()))?),
-            "model": model_record, "loss": a.loss, "preprocess": a.preprocess,
-            "dataset": name, "files_read": files_read, "data_settings": ds, "subset": data.stiff_idx.len(),
-            "subset_seed": a.subset_seed, "device": a.device, "settings": settings, "measurement": m }),
-    )?;
-    figures(&a, &data, &m)
+    let weights = std::fs::read(&a.weights).with_context(|| format!("reading --weights {}", a.weights.display()))?;
+    let mut json = serde_json::to_vec_pretty(&serde_json::json!({ "schema_version": MEASURE_SCHEMA_VERSION,
+        "run_id": crate::outdir::new_run_id(), "weights": a.weights,
+        "weights_sha256": stiff_data::sha256_hex(&weights),
+        "model": model_record, "loss": a.loss, "preprocess": a.preprocess,
+        "dataset": name, "files_read": files_read, "data_settings": ds, "subset": data.stiff_idx.len(),
+        "subset_seed": a.subset_seed, "device": a.device, "settings": settings, "measurement": m }))?;
+    json.push(b'\n');
+    publish(&a, &data, &m, &json)?;
+    summary(&m);
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// `--bins`, `--bootstrap` and `--subset` against their limits, before any data is read.
+fn check_limits(a: &MeasureArgs) -> Result<()> {
+    use crate::limits::{check_range, check_subset, MAX_BINS, MAX_BOOTSTRAP};
+    check_range("--bins", a.bins, 1, MAX_BINS, "distance bins over [0, 2]")?;
+    check_range("--bootstrap", a.bootstrap, 0, MAX_BOOTSTRAP, "bootstrap replicates")?;
+    if let Some(n) = a.subset {
+        check_subset("--subset", n, a.dataset, "test", a.dataset.official_counts().1)?;
+    }
+    Ok(())
+}
+
+/// All or none: the figures are drawn into a private folder inside `--out`, then staged with
+/// `measurement.json` as one [`stiff_fs::FileSet`] (the old `measurement.json` is removed
+/// first, the new one published last), so a failed rerun never leaves new files beside old ones.
+fn publish(
+    a: &MeasureArgs,
+    data: &stiff_experiments::prepare::Prepared,
+    m: &stiff_experiments::measure::Measurement,
+    json: &[u8],
+) -> Result<()> {
+    let staging = stiff_fs::staging_dir(&a.out)?;
+    figures(a, data, m, staging.path())?;
+    let mut set = stiff_fs::FileSet::new();
+    for name in FIGURE_FILES {
+        let drawn = staging.path().join(name);
+        set.stage_path(&a.out.join(name), ".tmp", |tmp| {
+            std::fs::rename(&drawn, tmp).map_err(|e| stiff_fs::WriteError::new(tmp, e))
+        })?;
+    }
+    set.stage(&a.out.join("measurement.json"), json)?;
+    set.publish()?;
+    Ok(())
 }
 
 /// `--spec` (and `--key-map`): the network with the `--weights`, and what to record.
@@ -150,7 +200,7 @@ fn check_spec_fits(a: &MeasureArgs, spec: &ModelSpec, input_numel: usize, classe
     let path = a.spec.as_deref().unwrap_or(std::path::Path::new("")).display();
     let want: usize = spec.input.iter().product();
     if want != input_numel {
-        anyhow::bail!(
+        bail!(
             "--spec {path}: the network takes input {:?} ({want} values) but {} images have {input_numel}",
             spec.input,
             a.dataset
@@ -158,7 +208,7 @@ fn check_spec_fits(a: &MeasureArgs, spec: &ModelSpec, input_numel: usize, classe
     }
     let outputs = spec.num_outputs().with_context(|| format!("--spec {path}"))?;
     if outputs != classes {
-        anyhow::bail!("--spec {path}: the network has {outputs} outputs but {} has {classes} classes", a.dataset);
+        bail!("--spec {path}: the network has {outputs} outputs but {} has {classes} classes", a.dataset);
     }
     Ok(())
 }
@@ -180,11 +230,12 @@ fn load_preset(a: &MeasureArgs, data: &stiff_experiments::prepare::Prepared, dev
     })
 }
 
-/// The class-stiffness heatmaps, the distance curves, and the summary on stdout.
+/// The class-stiffness heatmaps and the distance curves, drawn into `dir`.
 fn figures(
     a: &MeasureArgs,
     data: &stiff_experiments::prepare::Prepared,
     m: &stiff_experiments::measure::Measurement,
+    dir: &std::path::Path,
 ) -> Result<()> {
     let name = a.dataset;
     let cells = |c: &Vec<Vec<Option<f64>>>| -> Vec<Vec<f64>> {
@@ -213,7 +264,7 @@ fn figures(
             ],
             columns: 2,
         },
-        &a.out.join("class_stiffness"),
+        &dir.join("class_stiffness"),
     )?;
     let panel = |kind: &str, sign: bool| Panel {
         title: format!("{kind} stiffness vs distance"),
@@ -245,8 +296,13 @@ fn figures(
             panels: vec![panel("sign", true), panel("cosine", false)],
             columns: 2,
         },
-        &a.out.join("distance_curves"),
+        &dir.join("distance_curves"),
     )?;
+    Ok(())
+}
+
+/// The result on stdout.
+fn summary(m: &stiff_experiments::measure::Measurement) {
     println!(
         "n = {}; sign: within {:.4}, between {:.4}; cosine: within {:.4}, between {:.4}; gram {:.3}s",
         m.n, m.sign.within, m.sign.between, m.cosine.within, m.cosine.between, m.gram_seconds
@@ -259,6 +315,4 @@ fn figures(
                 .map_or_else(|| format!("none ({:?})", c.sign_first_crossing), |d| format!("{d:.3}"))
         );
     }
-    eprintln!("wrote {}", a.out.display());
-    Ok(())
 }

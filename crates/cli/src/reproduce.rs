@@ -23,9 +23,9 @@ pub struct ReproduceArgs {
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
-    /// Seeds (runs) per configuration: fig8-10 5 (2 with --quick); fig2-5 3; fig6-7 1; spherical 3 (1 with --quick).
-    #[arg(long)]
-    seeds: Option<usize>,
+    /// Seeds (runs) per configuration, 1 to 1000: fig8-10 5 (2 with --quick); fig2-5 3; fig6-7 1; spherical 3 (1 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=crate::limits::MAX_SEEDS))]
+    seeds: Option<u64>,
     /// sgd or adam (constant learning rate). Figures of a non-default optimizer go to `<figure>-adam/`.
     #[arg(long, default_value = "sgd")]
     optimizer: String,
@@ -77,7 +77,8 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
     opts.quick = args.quick;
     opts.data_dir = args.data_dir;
     opts.device = parse_device(&args.device)?;
-    opts.seeds = args.seeds;
+    // Bounded by the parser, so the run lists built from it cannot overflow.
+    opts.seeds = args.seeds.map(|n| n as usize);
     opts.optimizer = args.optimizer.parse::<OptimizerKind>()?;
     opts.resume = args.resume && !args.fresh;
     opts.list_runs = args.list_runs;

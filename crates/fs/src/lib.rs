@@ -5,6 +5,10 @@
 //! the new one, never half of one, and a failed or interrupted write leaves no temporary behind
 //! (the temporary is deleted when it is dropped unpublished).
 //!
+//! Published files get the permissions `File::create` would give them (`0666` less the umask),
+//! not the owner-only mode of a temporary. A writer of a result folder holds a [`DirLock`] for its
+//! whole run, so that two runs never publish into one folder at once.
+//!
 //! Temporary names are random (the `tempfile` crate), not derived from the process id: several
 //! nodes of a cluster writing into one shared folder can have the same PID.
 //!
@@ -21,7 +25,10 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-pub use tempfile::TempPath;
+mod lock;
+
+pub use lock::{DirLock, LockError, LockMode, LOCK_FILE};
+pub use tempfile::{TempDir, TempPath};
 
 /// A write that could not be completed; `path` is the file that was being published.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +43,8 @@ pub struct WriteError {
 }
 
 impl WriteError {
-    fn new(path: &Path, source: std::io::Error) -> Self {
+    /// An error writing `path`.
+    pub fn new(path: &Path, source: std::io::Error) -> Self {
         Self { path: path.to_path_buf(), source }
     }
 }
@@ -64,6 +72,21 @@ pub fn ensure_writable_dir(dir: &Path) -> Result<(), WriteError> {
     probe.close().map_err(|e| WriteError::new(dir, e))
 }
 
+/// A temporary `.<file_name>.<random><suffix>` in `dir`, created with mode `0666` less the
+/// process umask (and a folder's default ACL), as `File::create` would: the rename publishes it as
+/// it is, and `tempfile`'s own default (0600) would hide results from the rest of a group.
+fn temp_file_in(dir: &Path, file_name: &str, suffix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    let prefix = format!(".{file_name}.");
+    let mut b = tempfile::Builder::new();
+    b.prefix(&prefix).suffix(suffix);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    b.tempfile_in(dir)
+}
+
 /// Writes `bytes` to `path` atomically. The directory must exist.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     write_atomic_with(path, |w| w.write_all(bytes))
@@ -80,11 +103,7 @@ where
         .ok_or_else(|| WriteError::new(path, std::io::Error::other("not a file path")))?
         .to_string_lossy()
         .into_owned();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(".tmp")
-        .tempfile_in(parent_dir(path))
-        .map_err(|e| WriteError::new(path, e))?;
+    let mut tmp = temp_file_in(parent_dir(path), &file_name, ".tmp").map_err(|e| WriteError::new(path, e))?;
     {
         let mut w = std::io::BufWriter::new(tmp.as_file_mut());
         fill(&mut w).map_err(|e| WriteError::new(path, e))?;
@@ -100,12 +119,14 @@ where
 /// that wants a path, then [`publish`] it; dropped unpublished, it is deleted.
 pub fn temp_path_beside(path: &Path, suffix: &str) -> Result<TempPath, WriteError> {
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    tempfile::Builder::new()
-        .prefix(&format!(".{file_name}."))
-        .suffix(suffix)
-        .tempfile_in(parent_dir(path))
-        .map(|f| f.into_temp_path())
-        .map_err(|e| WriteError::new(path, e))
+    temp_file_in(parent_dir(path), &file_name, suffix).map(|f| f.into_temp_path()).map_err(|e| WriteError::new(path, e))
+}
+
+/// A private, empty hidden folder inside `dir` (same file system, so its files can be renamed
+/// into `dir`): for writers that produce several files by path, whose results are then staged
+/// in a [`FileSet`]. Removed with whatever is left in it when dropped.
+pub fn staging_dir(dir: &Path) -> Result<TempDir, WriteError> {
+    tempfile::Builder::new().prefix(".staging.").tempdir_in(dir).map_err(|e| WriteError::new(dir, e))
 }
 
 /// Syncs a temporary written through its path and renames it over `path`.
@@ -281,6 +302,31 @@ mod tests {
             assert_eq!(err.path, ro);
         }
         std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// Published files get the mode `File::create` gives under the process umask (0644 under
+    /// umask 022), not the temporary's 0600: colleagues in a group can read the results.
+    #[cfg(unix)]
+    #[test]
+    fn published_files_follow_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let plain = dir.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let want = mode(&plain);
+        let a = dir.path().join("a.json");
+        write_atomic(&a, b"{}").unwrap();
+        let b = dir.path().join("fig.png");
+        publish(temp_path_beside(&b, ".png").unwrap(), &b).unwrap();
+        let (c, d) = (dir.path().join("c.safetensors"), dir.path().join("d.json"));
+        let mut set = FileSet::new();
+        set.stage(&c, b"K").unwrap();
+        set.stage_path(&d, ".tmp", |p| std::fs::write(p, b"{}").map_err(|e| WriteError::new(p, e))).unwrap();
+        set.publish().unwrap();
+        for p in [&a, &b, &c, &d] {
+            assert_eq!(mode(p), want, "{} has mode {:o}, File::create gives {want:o}", p.display(), mode(p));
+        }
     }
 
     #[test]
