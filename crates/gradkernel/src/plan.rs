@@ -192,9 +192,23 @@ pub(crate) fn plan<N: Network + ?Sized>(
     }
     // Memory: bytes per example of the pass and of each unit's factor.
     let ae = acc.size_in_bytes();
-    let pass_pe: usize =
-        records.iter().zip(&probe.deltas).map(|(r, d)| (r.input.elem_count() + d.elem_count()) * 4 * ae).sum::<usize>()
-            + x.narrow(0, 0, 1)?.elem_count() * ae * 2;
+    // Per record: input, delta and autograd's copies of both; a conv's unfolded patches
+    // `(F, S)` twice (the unfold and its transposed copy for the per-example gemm), which dwarf
+    // its input when channels are many (cnn4's conv.1: 288 x 196 per example).
+    let unfold_pe = |r: &Record, d: &Tensor| match &r.kind {
+        RecKind::Conv { win } => {
+            let f = r.input.dim(1).unwrap_or(1) * win.kernel.0 * win.kernel.1;
+            let s: usize = d.dims()[2..].iter().product();
+            2 * f * s
+        }
+        _ => 0,
+    };
+    let pass_pe: usize = records
+        .iter()
+        .zip(&probe.deltas)
+        .map(|(r, d)| ((r.input.elem_count() + d.elem_count()) * 4 + unfold_pe(r, d)) * ae)
+        .sum::<usize>()
+        + x.narrow(0, 0, 1)?.elem_count() * ae * 2;
     let numel = |v: &[usize]| v.iter().map(|&i| params[i].1.elem_count()).sum::<usize>();
     let mut factor_pe = 0usize;
     let mut max_s = 1usize;
