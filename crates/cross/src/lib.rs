@@ -84,6 +84,7 @@ impl ExampleSet {
             });
         }
         let x = x.to_device(&Device::Cpu)?;
+        check_finite(&name, &x)?;
         Ok(Self { name, x, labels, ids })
     }
 
@@ -115,6 +116,34 @@ impl ExampleSet {
         }
         Ok(hex::encode(h.finalize()))
     }
+}
+
+/// Refuses a non-finite input before any tile is computed (it would make every Gram entry of
+/// its row and column NaN), naming the set (its file) and the example. Scans in row blocks so
+/// no full copy of a large set is made.
+fn check_finite(name: &str, x: &Tensor) -> Result<()> {
+    const BLOCK_VALUES: usize = 1 << 20;
+    let n = x.dim(0)?;
+    let per = x.elem_count() / n;
+    let rows = (BLOCK_VALUES / per.max(1)).max(1);
+    let mut r0 = 0;
+    while r0 < n {
+        let len = rows.min(n - r0);
+        let v = x.narrow(0, r0, len)?.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(CrossError::Invalid {
+                what: "example set",
+                reason: format!(
+                    "{name}: example {} holds a non-finite input ({}) at feature {}",
+                    r0 + i / per,
+                    v[i],
+                    i % per
+                ),
+            });
+        }
+        r0 += len;
+    }
+    Ok(())
 }
 
 /// What identifies the model in the plan: a fingerprint (e.g. SHA-256 of the weights file and
@@ -318,14 +347,32 @@ impl Plan {
         hex::encode(Sha256::digest(json))
     }
 
-    /// Compares with the plan stored in `path`, field by field, for a clear refusal.
+    /// Compares with the plan stored in `path`, field by field, for a clear refusal. Only what
+    /// fixes the answer counts: the human-readable descriptions (`model.description`,
+    /// `rows.name`, `cols.name`, which hold paths) may differ, so the same weights and data
+    /// given under another path (relative, absolute, a symlink) resume the job.
     fn check_same(&self, stored: &Plan, path: &Path) -> Result<()> {
         let a = serde_json::to_value(stored).expect("plan serialises");
         let b = serde_json::to_value(self).expect("plan serialises");
+        let identity = |k: &str, v: &serde_json::Value| -> serde_json::Value {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                match k {
+                    "model" => {
+                        o.remove("description");
+                    }
+                    "rows" | "cols" => {
+                        o.remove("name");
+                    }
+                    _ => {}
+                }
+            }
+            v
+        };
         if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
             for (k, va) in a {
                 let vb = b.get(k).cloned().unwrap_or(serde_json::Value::Null);
-                if *va != vb {
+                if identity(k, va) != identity(k, &vb) {
                     return Err(CrossError::PlanMismatch {
                         path: path.to_path_buf(),
                         field: k.clone(),
@@ -516,13 +563,18 @@ pub fn run(
     let plan = Plan::new(rows, cols, num_classes, model_id, opts)?;
     let lay = Layout { dir: dir.to_path_buf() };
     std::fs::create_dir_all(lay.tiles()).map_err(|source| CrossError::Io { path: lay.tiles(), source })?;
-    match std::fs::metadata(lay.plan()) {
+    // A job found here continues under its stored plan (its descriptions, hence its tile hash).
+    let plan = match std::fs::metadata(lay.plan()) {
         Ok(_) => {
             let stored: Plan = read_json(&lay.plan())?;
             plan.check_same(&stored, &lay.plan())?;
+            stored
         }
-        Err(_) => write_json_atomic(&lay.plan(), &plan)?,
-    }
+        Err(_) => {
+            write_json_atomic(&lay.plan(), &plan)?;
+            plan
+        }
+    };
     let examples = Examples {
         schema_version: SCHEMA_VERSION,
         row_labels: rows.labels.clone(),
