@@ -31,10 +31,23 @@ impl Pickle {
         self.0.extend_from_slice(s.as_bytes());
         self
     }
+    /// The opcode Python's pickler picks: BININT1/BININT2/BININT, LONG1 beyond 32 bits.
     fn int(&mut self, v: i64) -> &mut Self {
-        // LONG1 with 8 bytes takes any i64.
-        self.0.extend_from_slice(&[0x8a, 8]);
-        self.0.extend_from_slice(&v.to_le_bytes());
+        match v {
+            0..=0xff => self.0.extend_from_slice(&[b'K', v as u8]),
+            0..=0xffff => {
+                self.0.push(b'M');
+                self.0.extend_from_slice(&(v as u16).to_le_bytes());
+            }
+            _ if i32::try_from(v).is_ok() => {
+                self.0.push(b'J');
+                self.0.extend_from_slice(&(v as i32).to_le_bytes());
+            }
+            _ => {
+                self.0.extend_from_slice(&[0x8a, 8]);
+                self.0.extend_from_slice(&v.to_le_bytes());
+            }
+        }
         self
     }
     fn ints(&mut self, v: &[i64]) -> &mut Self {
