@@ -230,15 +230,17 @@ fn check_values(t: &ComputedTile, nr: usize, nc: usize) -> std::result::Result<(
         }
     }
     // Signs and clamped cosines lie in [-1, 1]; the slack covers the rounding of long f64 sums.
-    let within = |name: &str, sum: &ndarray::Array2<f64>, count: &ndarray::Array2<u64>| {
-        match sum.iter().zip(count).position(|(&v, &c)| v.abs() > c as f64 * (1.0 + 1e-9)) {
-            Some(i) => Err(format!(
-                "tensor `{name}` holds {} at flat index {i}, beyond its {} pairs of values in [-1, 1]",
-                sum.iter().nth(i).expect("found"),
-                count.iter().nth(i).expect("found")
-            )),
-            None => Ok(()),
-        }
+    let within = |name: &str, sum: &ndarray::Array2<f64>, count: &ndarray::Array2<u64>| match sum
+        .iter()
+        .zip(count)
+        .position(|(&v, &c)| v.abs() > c as f64 * (1.0 + 1e-9))
+    {
+        Some(i) => Err(format!(
+            "tensor `{name}` holds {} at flat index {i}, beyond its {} pairs of values in [-1, 1]",
+            sum.iter().nth(i).expect("found"),
+            count.iter().nth(i).expect("found")
+        )),
+        None => Ok(()),
     };
     within("sign_sum", &s.sign_sum, &s.sign_count)?;
     within("cos_sum", &s.cos_sum, &s.cos_count)?;
@@ -279,7 +281,10 @@ mod tests {
             (|c| c.sums.cos_sum[[1, 1]] = f64::NAN, "`cos_sum` holds NaN"),
             (|c| c.sums.sign_sum[[0, 1]] = -6.5, "`sign_sum` holds -6.5 at flat index 1, beyond its 6 pairs"),
             (|c| c.col_norms[1] = -1.0, "`col_norms` holds -1 at index 1"),
-            (|c| c.sums.col_cos_count[[2, 1]] = u64::MAX, "`cos_count` counts 0 pairs but `col_cos_count` counts 18446744073709551615"),
+            (
+                |c| c.sums.col_cos_count[[2, 1]] = u64::MAX,
+                "`cos_count` counts 0 pairs but `col_cos_count` counts 18446744073709551615",
+            ),
         ];
         for (tamper, want) in cases {
             let mut bad = ok.clone();

@@ -324,8 +324,8 @@ fn same_contents_under_other_paths_resume_the_job() {
     let dir = tmp.path().join("job");
     let (rows, cols) = (examples(9, 31, "rows ./x.safetensors (9)"), examples(6, 32, "cols ./y.safetensors (6)"));
     let o = opts(4, 3, false);
-    let first = run(&model(), model_id(), &rows, &cols, &o, &dir, RunControl::default().with_max_tiles(Some(2)))
-        .unwrap();
+    let first =
+        run(&model(), model_id(), &rows, &cols, &o, &dir, RunControl::default().with_max_tiles(Some(2))).unwrap();
     assert_eq!((first.computed, first.complete), (2, false));
     let moved = ModelId { fingerprint: model_id().fingerprint, description: "/abs/path/fc6.safetensors".into() };
     let rename = |s: &ExampleSet, name: &str| ExampleSet { name: name.into(), ..s.clone() };

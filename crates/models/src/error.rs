@@ -142,11 +142,8 @@ pub(crate) fn clip(s: &str, max: usize) -> String {
 /// `msg` with every backtick-quoted span (where serde quotes the offending input, e.g. an
 /// unknown layer type) cut to [`ECHO_MAX`] characters, and the whole cut to a few lines.
 pub(crate) fn clip_quoted(msg: &str) -> String {
-    let parts: Vec<String> = msg
-        .split('`')
-        .enumerate()
-        .map(|(i, p)| if i % 2 == 1 { clip(p, ECHO_MAX) } else { p.to_string() })
-        .collect();
+    let parts: Vec<String> =
+        msg.split('`').enumerate().map(|(i, p)| if i % 2 == 1 { clip(p, ECHO_MAX) } else { p.to_string() }).collect();
     clip(&parts.join("`"), 16 * ECHO_MAX)
 }
 

@@ -37,7 +37,11 @@ struct Scanner<'a> {
 impl Scanner<'_> {
     fn take(&mut self, n: usize, what: &str) -> Result<&[u8], String> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len()).ok_or_else(|| {
-            format!("pickle truncated at byte {}: {what} needs {n} more bytes, {} left", self.pos, self.bytes.len() - self.pos)
+            format!(
+                "pickle truncated at byte {}: {what} needs {n} more bytes, {} left",
+                self.pos,
+                self.bytes.len() - self.pos
+            )
         })?;
         let s = &self.bytes[self.pos..end];
         self.pos = end;
@@ -125,7 +129,8 @@ impl Scanner<'_> {
     }
 
     fn memo_put(&mut self, id: u32) -> Result<(), String> {
-        let s = *self.stack.last().ok_or_else(|| format!("pickle memoises from an empty stack at byte {}", self.pos))?;
+        let s =
+            *self.stack.last().ok_or_else(|| format!("pickle memoises from an empty stack at byte {}", self.pos))?;
         self.count(s.nodes)?;
         self.memo.insert(id, s);
         Ok(())

@@ -38,9 +38,8 @@ pub(crate) fn read(path: &Path) -> Result<HashMap<String, Tensor>> {
 }
 
 fn read_zip(file: std::fs::File, file_len: u64) -> std::result::Result<HashMap<String, Tensor>, String> {
-    let mut zip = zip::ZipArchive::new(BufReader::new(file)).map_err(|e| {
-        format!("not a PyTorch zip checkpoint ({e}); the legacy format of PyTorch < 1.6 is not read")
-    })?;
+    let mut zip = zip::ZipArchive::new(BufReader::new(file))
+        .map_err(|e| format!("not a PyTorch zip checkpoint ({e}); the legacy format of PyTorch < 1.6 is not read"))?;
     let names: Vec<String> = zip
         .file_names()
         .map(|n| n.map(|n| n.into_owned()))
@@ -57,13 +56,18 @@ fn read_zip(file: std::fs::File, file_len: u64) -> std::result::Result<HashMap<S
     if names.contains(&byteorder) {
         let b = read_entry(&mut zip, &byteorder, 16, file_len)?;
         if b.trim_ascii() != b"little" {
-            return Err(format!("`{byteorder}` says {:?}; only little-endian checkpoints are read", clip(&String::from_utf8_lossy(&b), 20)));
+            return Err(format!(
+                "`{byteorder}` says {:?}; only little-endian checkpoints are read",
+                clip(&String::from_utf8_lossy(&b), 20)
+            ));
         }
     }
     let pickle = read_entry(&mut zip, &pkl, MAX_PICKLE_BYTES, file_len)?;
     crate::pickle_scan::scan(&pickle).map_err(|e| format!("{pkl}: {e}"))?;
     let mut stack = Stack::empty();
-    stack.read_loop(&mut Cursor::new(&pickle)).map_err(|e| format!("{pkl}: bad pickle: {}", clip(&e.to_string(), 200)))?;
+    stack
+        .read_loop(&mut Cursor::new(&pickle))
+        .map_err(|e| format!("{pkl}: bad pickle: {}", clip(&e.to_string(), 200)))?;
     let obj = stack.finalize().map_err(|e| format!("{pkl}: bad pickle: {e}"))?;
     let data_dir = format!("{}/", pkl.strip_suffix(".pkl").expect("filtered"));
     let mut out = HashMap::new();
@@ -140,9 +144,7 @@ fn is_tensor(v: &Object) -> bool {
 fn state_dict(obj: Object) -> std::result::Result<Vec<(String, TensorRef)>, String> {
     // A TorchScript module pickles as BUILD(REDUCE(__torch__.Module), state).
     let obj = match obj {
-        Object::Build { callable, args }
-            if matches!(&*callable, Object::Reduce { callable: c, .. } if class_of(c) == Some(("__torch__", "Module"))) =>
-        {
+        Object::Build { callable, args } if matches!(&*callable, Object::Reduce { callable: c, .. } if class_of(c) == Some(("__torch__", "Module"))) => {
             *args
         }
         o => o,
@@ -156,7 +158,9 @@ fn state_dict(obj: Object) -> std::result::Result<Vec<(String, TensorRef)>, Stri
         let keys: Vec<String> = top.iter().filter_map(|(k, _)| k.clone().unicode().ok()).take(10).collect();
         match top.into_iter().find(|(k, _)| matches!(k, Object::Unicode(s) if s == "state_dict")) {
             Some((_, Object::Dict(d))) => d,
-            Some((_, other)) => return Err(format!("its `state_dict` entry is {}, not a dict of tensors", kind(&other))),
+            Some((_, other)) => {
+                return Err(format!("its `state_dict` entry is {}, not a dict of tensors", kind(&other)))
+            }
             None => {
                 return Err(clip(
                     &format!("no tensors in the pickle's top-level dict and no `state_dict` entry (keys: {keys:?})"),

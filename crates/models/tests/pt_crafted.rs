@@ -35,7 +35,7 @@ impl Pickle {
     fn int(&mut self, v: i64) -> &mut Self {
         match v {
             0..=0xff => self.0.extend_from_slice(&[b'K', v as u8]),
-            0..=0xffff => {
+            0x100..=0xffff => {
                 self.0.push(b'M');
                 self.0.extend_from_slice(&(v as u16).to_le_bytes());
             }
@@ -120,8 +120,7 @@ fn f32_bytes(v: &[f32]) -> Vec<u8> {
 fn write_pt(dir: &Path, name: &str, pickle: &[u8], storages: &[(&str, Vec<u8>)]) -> PathBuf {
     let path = dir.join(name);
     let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
-    let opts =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     let mut put = |n: &str, b: &[u8]| {
         z.start_file(n, opts).unwrap();
         z.write_all(b).unwrap();
@@ -260,7 +259,8 @@ fn a_huge_claimed_tensor_is_refused_before_allocating() {
         stride: &[1_000_000, 1],
     };
     let dir = tempfile::tempdir().unwrap();
-    let pt = write_pt(dir.path(), "huge.pt", &Pickle::state_dict(&[("0.weight", &huge)]), &[("0", f32_bytes(&[0.0; 6]))]);
+    let pt =
+        write_pt(dir.path(), "huge.pt", &Pickle::state_dict(&[("0.weight", &huge)]), &[("0", f32_bytes(&[0.0; 6]))]);
     let msg = file_error(&pt);
     assert!(msg.contains("`0.weight`") && msg.contains("holds 24 bytes") && msg.contains("truncated"), "{msg}");
 }
