@@ -562,7 +562,7 @@ pub fn run(
     }
     let plan = Plan::new(rows, cols, num_classes, model_id, opts)?;
     let lay = Layout { dir: dir.to_path_buf() };
-    std::fs::create_dir_all(lay.tiles()).map_err(|source| CrossError::Io { path: lay.tiles(), source })?;
+    std::fs::create_dir_all(lay.tiles()).map_err(|source| CrossError::CreateDir { path: lay.tiles(), source })?;
     // A job found here continues under its stored plan (its descriptions, hence its tile hash).
     let plan = match std::fs::metadata(lay.plan()) {
         Ok(_) => {

@@ -341,6 +341,19 @@ fn same_contents_under_other_paths_resume_the_job() {
     assert!(matches!(e, Err(CrossError::PlanMismatch { ref field, .. }) if field == "rows"), "{e:?}");
 }
 
+/// An `--out` that cannot be created says so (it said "cannot read .../tiles").
+#[test]
+fn an_output_folder_that_cannot_be_created_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let (rows, cols) = (examples(4, 51, "rows"), examples(3, 52, "cols"));
+    let dir = file.join("job");
+    let err = run(&model(), model_id(), &rows, &cols, &opts(2, 3, false), &dir, RunControl::default()).unwrap_err();
+    assert!(matches!(&err, CrossError::CreateDir { path, .. } if *path == dir.join("tiles")), "{err:?}");
+    assert!(err.to_string().starts_with("cannot create folder"), "{err}");
+}
+
 /// A NaN input is refused when the example set is built, before any tile, naming the set (for
 /// an inputs file, its path) and the example.
 #[test]

@@ -377,7 +377,8 @@ impl ModelSpec {
             path: path.to_path_buf(),
             msg: format!("not a model spec: {}", crate::error::clip_quoted(&e.to_string())),
         })?;
-        spec.shapes()?;
+        // Layer and shape errors name the file too.
+        spec.shapes().map_err(|e| ModelError::File { path: path.to_path_buf(), msg: e.to_string() })?;
         Ok(spec)
     }
 
