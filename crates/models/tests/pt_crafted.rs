@@ -90,14 +90,17 @@ impl Pickle {
         }
         self.op(b't')
     }
-    /// `{name: tensor, ...}` then STOP.
+    /// `OrderedDict({name: tensor, ...})` with the `_metadata` attribute `state_dict()` sets
+    /// (pickled as BUILD state, as torch.save writes it), then STOP.
     fn state_dict(entries: &[(&str, &T)]) -> Vec<u8> {
         let mut p = Pickle::new();
-        p.op(b'}').op(b'(');
+        p.global("collections", "OrderedDict").op(b')').op(b'R').op(b'(');
         for (name, t) in entries {
             p.str(name).tensor(t, 6);
         }
-        p.op(b'u').op(b'.');
+        p.op(b'u');
+        p.op(b'}').str("_metadata").op(b'}').str("").op(b'}').str("version").int(1).op(b's').op(b's').op(b's');
+        p.op(b'b').op(b'.');
         p.0
     }
 }
