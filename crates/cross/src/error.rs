@@ -64,6 +64,16 @@ pub enum CrossError {
         source: std::io::Error,
     },
 
+    /// Creating a folder of the job (e.g. `--out` is read-only).
+    #[error("cannot create folder {}: {source}", path.display())]
+    CreateDir {
+        /// The folder.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// Writing a file atomically.
     #[error(transparent)]
     Write(#[from] stiff_fs::WriteError),

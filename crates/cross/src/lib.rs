@@ -24,6 +24,7 @@
 
 mod error;
 mod report;
+mod sets;
 mod tilefile;
 
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ use stiff_models::Model;
 
 pub use error::{CrossError, Result};
 pub use report::{merge, AntiStiff, CrossReport, MergeOutput};
+pub use sets::ExampleSet;
 
 /// Default memory budget: 2 GiB.
 pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
@@ -46,76 +48,6 @@ pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
 /// `schema_version` (2: the field was called `format_version` in version 1). See
 /// `docs/formats.md`.
 pub const SCHEMA_VERSION: u32 = 2;
-
-/// One side of the cross Gram: examples with labels.
-#[derive(Debug, Clone)]
-pub struct ExampleSet {
-    /// Human-readable origin, e.g. `mnist train (60000)`.
-    pub name: String,
-    /// `(N, ...)` float inputs (moved to the CPU), in any shape and dtype the model accepts.
-    pub x: Tensor,
-    /// `(N)` class labels.
-    pub labels: Vec<u32>,
-    /// `(N)` index of each example in its source (split or inputs file), for reports.
-    pub ids: Vec<usize>,
-}
-
-impl ExampleSet {
-    /// Checks that `x` has N rows matching `labels` and `ids`, N > 0.
-    pub fn new(name: impl Into<String>, x: Tensor, labels: Vec<u32>, ids: Vec<usize>) -> Result<Self> {
-        let name = name.into();
-        let n = x.dims().first().copied().unwrap_or(0);
-        if x.rank() < 2 || n == 0 {
-            return Err(CrossError::Invalid {
-                what: "example set",
-                reason: format!("{name}: x must be (N, ...) with N > 0, got {:?}", x.dims()),
-            });
-        }
-        if labels.len() != n || ids.len() != n {
-            return Err(CrossError::Invalid {
-                what: "example set",
-                reason: format!("{name}: {n} inputs but {} labels and {} ids", labels.len(), ids.len()),
-            });
-        }
-        if !x.dtype().is_float() {
-            return Err(CrossError::Invalid {
-                what: "example set",
-                reason: format!("{name}: x must be a float tensor, got {:?}", x.dtype()),
-            });
-        }
-        let x = x.to_device(&Device::Cpu)?;
-        Ok(Self { name, x, labels, ids })
-    }
-
-    /// Number of examples.
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-
-    /// Always false (an example set is never empty).
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-
-    /// SHA-256 over shape, inputs (f32 little-endian) and labels: identifies the data in the plan.
-    pub fn fingerprint(&self) -> Result<String> {
-        let mut h = Sha256::new();
-        h.update(format!("{:?} {:?}", self.x.dtype(), self.x.dims()).as_bytes());
-        if self.x.dtype() == DType::F64 {
-            for v in self.x.flatten_all()?.to_vec1::<f64>()? {
-                h.update(v.to_le_bytes());
-            }
-        } else {
-            for v in self.x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()? {
-                h.update(v.to_le_bytes());
-            }
-        }
-        for l in &self.labels {
-            h.update(l.to_le_bytes());
-        }
-        Ok(hex::encode(h.finalize()))
-    }
-}
 
 /// What identifies the model in the plan: a fingerprint (e.g. SHA-256 of the weights file and
 /// configuration) and a description for humans.
@@ -318,14 +250,32 @@ impl Plan {
         hex::encode(Sha256::digest(json))
     }
 
-    /// Compares with the plan stored in `path`, field by field, for a clear refusal.
+    /// Compares with the plan stored in `path`, field by field, for a clear refusal. Only what
+    /// fixes the answer counts: the human-readable descriptions (`model.description`,
+    /// `rows.name`, `cols.name`, which hold paths) may differ, so the same weights and data
+    /// given under another path (relative, absolute, a symlink) resume the job.
     fn check_same(&self, stored: &Plan, path: &Path) -> Result<()> {
         let a = serde_json::to_value(stored).expect("plan serialises");
         let b = serde_json::to_value(self).expect("plan serialises");
+        let identity = |k: &str, v: &serde_json::Value| -> serde_json::Value {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                match k {
+                    "model" => {
+                        o.remove("description");
+                    }
+                    "rows" | "cols" => {
+                        o.remove("name");
+                    }
+                    _ => {}
+                }
+            }
+            v
+        };
         if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
             for (k, va) in a {
                 let vb = b.get(k).cloned().unwrap_or(serde_json::Value::Null);
-                if *va != vb {
+                if identity(k, va) != identity(k, &vb) {
                     return Err(CrossError::PlanMismatch {
                         path: path.to_path_buf(),
                         field: k.clone(),
@@ -515,14 +465,19 @@ pub fn run(
     }
     let plan = Plan::new(rows, cols, num_classes, model_id, opts)?;
     let lay = Layout { dir: dir.to_path_buf() };
-    std::fs::create_dir_all(lay.tiles()).map_err(|source| CrossError::Io { path: lay.tiles(), source })?;
-    match std::fs::metadata(lay.plan()) {
+    std::fs::create_dir_all(lay.tiles()).map_err(|source| CrossError::CreateDir { path: lay.tiles(), source })?;
+    // A job found here continues under its stored plan (its descriptions, hence its tile hash).
+    let plan = match std::fs::metadata(lay.plan()) {
         Ok(_) => {
             let stored: Plan = read_json(&lay.plan())?;
             plan.check_same(&stored, &lay.plan())?;
+            stored
         }
-        Err(_) => write_json_atomic(&lay.plan(), &plan)?,
-    }
+        Err(_) => {
+            write_json_atomic(&lay.plan(), &plan)?;
+            plan
+        }
+    };
     let examples = Examples {
         schema_version: SCHEMA_VERSION,
         row_labels: rows.labels.clone(),

@@ -271,3 +271,99 @@ fn outputs_carry_schema_version_and_old_plans_are_refused() {
     let err = merge(&dir).unwrap_err();
     assert!(err.to_string().contains("schema_version 1"), "{err}");
 }
+
+/// `(offset, length)` of tensor `name`'s bytes in a safetensors file.
+fn tensor_bytes(file: &[u8], name: &str) -> (usize, usize) {
+    let n = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&file[8..8 + n]).unwrap();
+    let off = &header[name]["data_offsets"];
+    let (a, b) = (off[0].as_u64().unwrap() as usize, off[1].as_u64().unwrap() as usize);
+    (8 + n + a, b - a)
+}
+
+/// One changed `sign_count` byte, or a NaN written into `cos_sum`, is found by `merge` (and a
+/// resuming `run`), naming the tile; before tiles carried a checksum merge published
+/// `pairs: 2000016` for a 2000 x 1000 job, or NaN stiffness, and succeeded.
+#[test]
+fn tampered_tiles_are_refused_by_merge_and_resume() {
+    let (rows, cols) = (examples(12, 21, "rows"), examples(10, 22, "cols"));
+    let o = opts(4, 5, false);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("job");
+    go(&dir, &rows, &cols, &o, None);
+    let pairs = merge(&dir).unwrap().report.pairs;
+    assert_eq!(pairs, 120);
+    let tile = dir.join("tiles/tile-000003.safetensors");
+    let good = std::fs::read(&tile).unwrap();
+    let tamper = |name: &str, f: &dyn Fn(&mut [u8])| {
+        let mut b = good.clone();
+        let (at, len) = tensor_bytes(&b, name);
+        f(&mut b[at..at + len]);
+        std::fs::write(&tile, &b).unwrap();
+    };
+    tamper("sign_count", &|d| d[0] = d[0].wrapping_add(16));
+    for err in [
+        merge(&dir).unwrap_err(),
+        run(&model(), model_id(), &rows, &cols, &o, &dir, RunControl::default()).unwrap_err(),
+    ] {
+        assert!(matches!(&err, CrossError::BadFile { path, .. } if *path == tile), "{err:?}");
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    }
+    tamper("cos_sum", &|d| d[..8].copy_from_slice(&f64::NAN.to_le_bytes()));
+    let err = merge(&dir).unwrap_err();
+    assert!(matches!(&err, CrossError::BadFile { path, .. } if *path == tile), "{err:?}");
+    std::fs::write(&tile, &good).unwrap();
+    assert_eq!(merge(&dir).unwrap().report.pairs, pairs, "the restored tile merges again");
+}
+
+/// The same weights and data under other paths (`./fc6.safetensors` and its absolute path, a
+/// symlink) resume the job: only fingerprints are compared, not the descriptions holding paths.
+#[test]
+fn same_contents_under_other_paths_resume_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("job");
+    let (rows, cols) = (examples(9, 31, "rows ./x.safetensors (9)"), examples(6, 32, "cols ./y.safetensors (6)"));
+    let o = opts(4, 3, false);
+    let first =
+        run(&model(), model_id(), &rows, &cols, &o, &dir, RunControl::default().with_max_tiles(Some(2))).unwrap();
+    assert_eq!((first.computed, first.complete), (2, false));
+    let moved = ModelId { fingerprint: model_id().fingerprint, description: "/abs/path/fc6.safetensors".into() };
+    let rename = |s: &ExampleSet, name: &str| ExampleSet { name: name.into(), ..s.clone() };
+    let (rows2, cols2) = (rename(&rows, "rows /abs/x.safetensors (9)"), rename(&cols, "cols /abs/y.safetensors (6)"));
+    let second = run(&model(), moved, &rows2, &cols2, &o, &dir, RunControl::default()).unwrap();
+    assert_eq!((second.resumed, second.computed, second.complete), (2, 4, true));
+    assert_eq!(second.plan.model.description, "test model", "the job keeps its stored plan");
+    merge(&dir).unwrap();
+    // Other contents are still refused.
+    let mut other = rows.clone();
+    other.labels[0] = (other.labels[0] + 1) % CLASSES as u32;
+    let e = run(&model(), model_id(), &other, &cols, &o, &dir, RunControl::default());
+    assert!(matches!(e, Err(CrossError::PlanMismatch { ref field, .. }) if field == "rows"), "{e:?}");
+}
+
+/// An `--out` that cannot be created says so (it said "cannot read .../tiles").
+#[test]
+fn an_output_folder_that_cannot_be_created_is_named_as_such() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("plain-file");
+    std::fs::write(&file, b"x").unwrap();
+    let (rows, cols) = (examples(4, 51, "rows"), examples(3, 52, "cols"));
+    let dir = file.join("job");
+    let err = run(&model(), model_id(), &rows, &cols, &opts(2, 3, false), &dir, RunControl::default()).unwrap_err();
+    assert!(matches!(&err, CrossError::CreateDir { path, .. } if *path == dir.join("tiles")), "{err:?}");
+    assert!(err.to_string().starts_with("cannot create folder"), "{err}");
+}
+
+/// A NaN input is refused when the example set is built, before any tile, naming the set (for
+/// an inputs file, its path) and the example.
+#[test]
+fn non_finite_inputs_are_refused_before_computing() {
+    let good = examples(7, 41, "x");
+    let mut v = good.x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    v[5 * 12 + 3] = f64::NAN;
+    let x = Tensor::from_vec(v, (7, 12), &Device::Cpu).unwrap();
+    let err = ExampleSet::new("inputs /data/bad.safetensors (7)", x, good.labels.clone(), good.ids.clone())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/data/bad.safetensors") && err.contains("example 5") && err.contains("feature 3"), "{err}");
+}

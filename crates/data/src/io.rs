@@ -44,7 +44,31 @@ pub(crate) fn maybe_gunzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
     let limit = match idx_header_dims(&out) {
         Some((elem, ndim)) => {
             (&mut dec).take(4 * ndim as u64).read_to_end(&mut out).map_err(gz_err)?;
-            idx_promised_len(&out, elem, ndim).unwrap_or(MAX_GUNZIP_BYTES).min(MAX_GUNZIP_BYTES)
+            match idx_promised_len(&out, elem, ndim) {
+                // A header that cannot be true is refused before inflating anything more.
+                Some(p) if p <= MAX_GUNZIP_BYTES && p <= max_inflated_len(raw.len()) => p,
+                Some(p) if p <= MAX_GUNZIP_BYTES => {
+                    return Err(DataError::bad_size(
+                        path,
+                        format!(
+                            "the IDX header promises {p} bytes, but a gzip stream of {} bytes inflates to at most \
+                             {} (corrupt header)",
+                            raw.len(),
+                            max_inflated_len(raw.len())
+                        ),
+                    ))
+                }
+                promised => {
+                    return Err(DataError::bad_size(
+                        path,
+                        format!(
+                            "the IDX header promises {} bytes, more than the {MAX_GUNZIP_BYTES} this tool reads \
+                             (corrupt header?); refused before decompressing",
+                            promised.map_or("more than 2^64".to_string(), |p| p.to_string())
+                        ),
+                    ))
+                }
+            }
         }
         None => MAX_GUNZIP_BYTES,
     };
@@ -64,6 +88,12 @@ pub(crate) fn maybe_gunzip(path: &Path, raw: Vec<u8>) -> Result<Vec<u8>> {
         ));
     }
     Ok(out)
+}
+
+/// Most bytes a gzip stream of `compressed` bytes can inflate to: deflate's best ratio is 1032:1
+/// (a 258-byte match coded in two bits), plus slack for the header and trailer.
+fn max_inflated_len(compressed: usize) -> u64 {
+    (compressed as u64).saturating_mul(1032).saturating_add(1024)
 }
 
 /// `(element size, number of dimensions)` when `head` starts like an IDX file.

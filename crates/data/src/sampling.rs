@@ -29,6 +29,14 @@ pub fn balanced_subset(labels: &[u32], num_classes: usize, total: usize, seed: u
             reason: format!("subset size {total} is not a positive multiple of the {num_classes} classes"),
         });
     }
+    // Checked against the data before anything is sized by `total` (a huge value must be an
+    // error, not a capacity overflow or an allocation abort).
+    if total > labels.len() {
+        return Err(DataError::InvalidArgument {
+            arg: "total",
+            reason: format!("subset size {total} is larger than the {} examples available", labels.len()),
+        });
+    }
     let per_class = total / num_classes;
     let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
     for (i, &l) in labels.iter().enumerate() {

@@ -37,6 +37,32 @@ fn gzip_bomb_stops_at_promised_size() {
     assert!(err.to_string().contains(&format!("1 trailing bytes after the {promised} bytes")), "{err}");
 }
 
+/// A corrupt IDX header promising 42 TB (or more than its gzip stream can inflate to) is
+/// refused as soon as the header is read: before the fix up to 1 GiB was inflated first, and
+/// the message only said the file was truncated.
+#[test]
+fn impossible_idx_header_promises_are_refused_before_inflating() {
+    let header = |n: u32, rows: u32, cols: u32| -> Vec<u8> {
+        [2051u32, n, rows, cols].iter().flat_map(|v| v.to_be_bytes()).collect()
+    };
+    let mut f = good_idx();
+    // 4e9 * 100 * 105 = 42 TB promised; 1 MB of zeros follow.
+    f[0] = header(4_000_000_000, 100, 105);
+    f[0].resize(16 + (1 << 20), 0);
+    let err = load_idx(&f, true).unwrap_err();
+    assert!(matches!(err, DataError::BadSize { .. }), "{err}");
+    mentions(&err, "train-images-idx3-ubyte.gz");
+    let msg = err.to_string();
+    assert!(msg.contains("promises 42000000000016 bytes") && msg.contains("before decompressing"), "{msg}");
+
+    // 500 MB promised (under the 1 GiB cap) by a gzip stream of a few hundred bytes.
+    let mut f = good_idx();
+    f[0] = header(5_000_000, 10, 10);
+    f[0].resize(200, 7);
+    let msg = load_idx(&f, true).unwrap_err().to_string();
+    assert!(msg.contains("promises 500000016 bytes") && msg.contains("inflates to at most"), "{msg}");
+}
+
 #[test]
 fn truncated_images() {
     let mut f = good_idx();

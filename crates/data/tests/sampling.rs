@@ -108,3 +108,19 @@ fn batcher_covers_each_example_once_and_resumes() {
     assert!(d.epoch(0).all(|x| x.len() == 10));
     assert!(Batcher::new(10, 0, 0).is_err());
 }
+
+/// Sizes far above the data (from `--subset`) are refused before any allocation: 2^64 - 6 gave
+/// a capacity-overflow panic, 10^10 an 80 GB allocation abort.
+#[test]
+fn huge_subset_sizes_are_refused_not_allocated() {
+    let l = labels(100, 10);
+    for total in [18_446_744_073_709_551_610usize, 10_000_000_000, 110] {
+        match balanced_subset(&l, 10, total, 0) {
+            Err(DataError::InvalidArgument { arg: "total", reason }) => {
+                assert!(reason.contains(&format!("subset size {total} is larger than the 100 examples")), "{reason}");
+            }
+            other => panic!("total {total}: expected InvalidArgument, got {other:?}"),
+        }
+    }
+    assert_eq!(balanced_subset(&l, 10, 20, 0).unwrap().len(), 20, "a size the data holds is still fine");
+}

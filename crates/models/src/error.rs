@@ -8,7 +8,7 @@ pub enum ModelError {
     #[error("invalid model configuration: {0}")]
     InvalidConfig(String),
     /// A preset name that is none of fc6, fc4, cnn5, cnn4.
-    #[error("unknown model preset `{0}` (expected one of: fc6, fc4, cnn5, cnn4)")]
+    #[error("unknown model preset `{}` (expected one of: fc6, fc4, cnn5, cnn4)", clip(.0, ECHO_MAX))]
     UnknownPreset(String),
     /// The input tensor's shape does not fit the model.
     #[error("input has shape {got:?} but the model expects (N, {expected})")]
@@ -126,4 +126,39 @@ pub struct SpecKeyError {
     pub expected: Vec<usize>,
     /// The shape in the file; `None` when the key is missing.
     pub got: Option<Vec<usize>>,
+}
+
+/// Longest user string an error echoes whole (a layer name, a key, a preset name).
+pub(crate) const ECHO_MAX: usize = 80;
+
+/// `s` cut to `max` characters plus `… (N bytes)`, so an error never echoes a huge user string whole.
+pub(crate) fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_string(),
+        Some((end, _)) => format!("{}… ({} bytes)", &s[..end], s.len()),
+    }
+}
+
+/// `msg` with every backtick-quoted span (where serde quotes the offending input, e.g. an
+/// unknown layer type) cut to [`ECHO_MAX`] characters, and the whole cut to a few lines.
+pub(crate) fn clip_quoted(msg: &str) -> String {
+    let parts: Vec<String> =
+        msg.split('`').enumerate().map(|(i, p)| if i % 2 == 1 { clip(p, ECHO_MAX) } else { p.to_string() }).collect();
+    clip(&parts.join("`"), 16 * ECHO_MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_quoted_strings_are_cut() {
+        let long = "A".repeat(1000);
+        let msg = format!("unknown variant `{long}`, expected one of `Linear`, `ReLU` at line 1");
+        let got = clip_quoted(&msg);
+        assert!(got.contains(&format!("`{}… (1000 bytes)`", "A".repeat(ECHO_MAX))), "{got}");
+        assert!(got.ends_with("expected one of `Linear`, `ReLU` at line 1"), "{got}");
+        assert_eq!(clip("short", ECHO_MAX), "short");
+        assert_eq!(clip("ééé", 2), "éé… (6 bytes)");
+    }
 }

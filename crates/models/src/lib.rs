@@ -31,6 +31,8 @@ pub mod io;
 pub mod loss;
 mod model;
 pub mod ops;
+mod pickle_scan;
+mod pt;
 pub mod spec;
 
 pub use arch::{ArchSpec, InputShape, ModelConfig, Preset};

@@ -69,13 +69,16 @@ impl Window {
             if k == 0 || s == 0 || d == 0 {
                 return Err(bad(format!("{what}: kernel, stride and dilation must be positive")));
             }
-            let span = d * (k - 1) + 1;
-            if n + 2 * p < span {
+            // Checked: spec sizes come from user JSON and must not wrap around.
+            let too_big = || bad(format!("{what}: kernel {k}, dilation {d} or padding {p} is too large"));
+            let span = d.checked_mul(k - 1).and_then(|x| x.checked_add(1)).ok_or_else(too_big)?;
+            let padded = p.checked_mul(2).and_then(|x| x.checked_add(n)).ok_or_else(too_big)?;
+            if padded < span {
                 return Err(bad(format!(
                     "{what}: input size {n} with padding {p} is smaller than the window span {span}"
                 )));
             }
-            Ok((n + 2 * p - span) / s + 1)
+            Ok((padded - span) / s + 1)
         };
         Ok((
             one(h, self.kernel.0, self.stride.0, self.padding.0, self.dilation.0, "height")?,

@@ -360,6 +360,11 @@ impl LayerSpec {
     }
 }
 
+/// Elements of `shape`, `None` when the product overflows (sizes come from user JSON).
+fn numel(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+}
+
 fn layer_err(index: usize, layer: &LayerSpec, msg: impl std::fmt::Display) -> ModelError {
     ModelError::SpecLayer { index, layer: layer.type_name().to_string(), msg: msg.to_string() }
 }
@@ -368,9 +373,12 @@ impl ModelSpec {
     /// Reads a JSON spec; errors name the file.
     pub fn from_json_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io { path: path.to_path_buf(), source: e })?;
-        let spec: ModelSpec = serde_json::from_str(&text)
-            .map_err(|e| ModelError::File { path: path.to_path_buf(), msg: format!("not a model spec: {e}") })?;
-        spec.shapes()?;
+        let spec: ModelSpec = serde_json::from_str(&text).map_err(|e| ModelError::File {
+            path: path.to_path_buf(),
+            msg: format!("not a model spec: {}", crate::error::clip_quoted(&e.to_string())),
+        })?;
+        // Layer and shape errors name the file too.
+        spec.shapes().map_err(|e| ModelError::File { path: path.to_path_buf(), msg: e.to_string() })?;
         Ok(spec)
     }
 
@@ -385,6 +393,16 @@ impl ModelSpec {
         }
         if self.layers.is_empty() {
             return Err(ModelError::InvalidConfig("spec has no layers".into()));
+        }
+        if numel(&self.input).is_none() {
+            return Err(ModelError::InvalidConfig(format!(
+                "spec input shape {:?} has more elements than memory can address",
+                self.input
+            )));
+        }
+        if let Some(p) = self.tensors().into_iter().find(|p| numel(&p.shape).is_none()) {
+            let msg = format!("`{}` of shape {:?} has more elements than memory can address", p.key, p.shape);
+            return Err(layer_err(p.layer, &self.layers[p.layer], msg));
         }
         let mut cur = self.input.clone();
         let mut out = Vec::with_capacity(self.layers.len());
@@ -450,7 +468,7 @@ impl ModelSpec {
                     if *start_dim != 1 || *end_dim != -1 {
                         return Err(e("only start_dim = 1, end_dim = -1 is supported".into()));
                     }
-                    vec![cur.iter().product()]
+                    vec![numel(&cur).expect("checked after every layer")]
                 }
                 LayerSpec::GELU { approximate } if approximate != "none" => {
                     return Err(e(format!("approximate = {approximate:?} is not supported (only \"none\")")));
@@ -485,6 +503,9 @@ impl ModelSpec {
                 }
                 _ => cur,
             };
+            if numel(&cur).is_none() {
+                return Err(e(format!("output shape {cur:?} has more elements than memory can address")));
+            }
             out.push(cur.clone());
         }
         Ok(out)
@@ -511,7 +532,7 @@ impl ModelSpec {
                 }
                 LayerSpec::Conv2d { in_channels, out_channels, kernel_size, bias, .. } => {
                     let (kh, kw) = kernel_size.pair();
-                    let fan = in_channels * kh * kw;
+                    let fan = in_channels.saturating_mul(kh).saturating_mul(kw);
                     push("weight", vec![*out_channels, *in_channels, kh, kw], TensorRole::Parameter, Some(fan));
                     if *bias {
                         push("bias", vec![*out_channels], TensorRole::Parameter, Some(fan));
@@ -553,7 +574,7 @@ impl KeyMap {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::Io { path: path.to_path_buf(), source: e })?;
         let rename: HashMap<String, String> = serde_json::from_str(&text).map_err(|e| ModelError::File {
             path: path.to_path_buf(),
-            msg: format!("a key map must be a JSON object of strings: {e}"),
+            msg: format!("a key map must be a JSON object of strings: {}", crate::error::clip_quoted(&e.to_string())),
         })?;
         Ok(Self { rename })
     }
@@ -568,7 +589,8 @@ impl KeyMap {
 }
 
 /// Reads every tensor of a safetensors file, or of a PyTorch `.pt`/`.pth` state dict (zip +
-/// pickle, via candle's reader; a checkpoint dict with a `state_dict` entry works too).
+/// pickle, checked before anything is allocated; a checkpoint dict with a `state_dict` entry
+/// works too). A malformed file gives [`ModelError::File`] saying what is wrong, never a panic.
 pub fn read_weights(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
     if ext == "pt" || ext == "pth" || ext == "bin" {
@@ -578,14 +600,7 @@ pub fn read_weights(path: &Path, device: &Device) -> Result<HashMap<String, Tens
                 source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
             });
         }
-        let read = |key: Option<&str>| candle::pickle::read_all_with_key(path, key);
-        let v = match read(None) {
-            Ok(v) if !v.is_empty() => v,
-            _ => read(Some("state_dict")).map_err(|e| ModelError::File {
-                path: path.to_path_buf(),
-                msg: format!("not a readable PyTorch state dict: {e}"),
-            })?,
-        };
+        let v = crate::pt::read(path)?;
         v.into_iter().map(|(k, t)| Ok((k, t.to_device(device)?))).collect()
     } else {
         Ok(crate::io::load_tensors(path, device)?.0)
@@ -672,6 +687,9 @@ impl SpecModel {
                     got: Some(t.dims().to_vec()),
                 })));
             }
+            // The checks every model source gets (Model::load makes them for presets): a NaN
+            // weight would give a NaN Gram, an integer one would be cast silently.
+            crate::io::check_float_finite(source, &file_key, &t)?;
             let t = t.to_dtype(dtype)?.to_device(device)?;
             match p.role {
                 TensorRole::Parameter => params.push((p.key.clone(), Var::from_tensor(&t)?)),
