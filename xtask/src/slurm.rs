@@ -188,9 +188,7 @@ pub fn run(args: SlurmCheckArgs, root: &Path, cargo: &str) -> Result<()> {
     ensure_installed()?;
 
     eprintln!("slurm-check: building stiff once");
-    let status = Command::new(cargo).current_dir(root).args(["build", "--release", "-p", "stiff-cli"]).status()?;
-    ensure!(status.success(), "cargo build --release -p stiff-cli failed");
-    let stiff = root.join("target/release/stiff");
+    let stiff = crate::build_stiff(root, cargo)?;
     sh(Command::new(&stiff).args(["data", "verify", "--data-dir"]).arg(&data))
         .context("the data must be present before submitting (the tasks run with --no-fetch)")?;
 
