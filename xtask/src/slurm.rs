@@ -184,6 +184,8 @@ pub fn run(args: SlurmCheckArgs, root: &Path, cargo: &str) -> Result<()> {
         Some(d) => d,
         None => bail!("pass --data-dir (a folder with MNIST) or set STIFF_DATA_DIR"),
     };
+    // The jobs run in the temporary folder: a relative path would point elsewhere there.
+    let data = fs::canonicalize(&data).with_context(|| format!("--data-dir {}", data.display()))?;
     let weights = fs::canonicalize(&args.weights).with_context(|| format!("--weights {}", args.weights.display()))?;
     ensure_installed()?;
 
