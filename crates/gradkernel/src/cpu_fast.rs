@@ -267,7 +267,7 @@ fn strip_pieces(r0: usize, r1: usize, n: usize) -> Vec<Piece> {
 
 /// A diagonal block `r0..r1` as its upper-right quadrant plus the two diagonal halves,
 /// recursively down to squares under 48 rows, which are computed whole (their lower triangle is
-/// discarded by [`mirror`]): about 6% of the Gram's products are wasted at N = 500, 2 threads.
+/// discarded by [`mirror`]): about 6% of the Gram's products are wasted at N = 500 (125-row strips).
 fn diag_pieces(r0: usize, r1: usize, out: &mut Vec<Piece>) {
     let nr = r1 - r0;
     if nr >= 48 {
