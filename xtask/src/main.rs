@@ -2,7 +2,7 @@
 //! runs in a release build of the `stiff` CLI (crate `stiff-cli`), which it spawns through `$CARGO`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
@@ -140,11 +140,46 @@ fn stiff(args: &[String]) -> Result<ExitCode> {
         }
         return run(cmd);
     }
-    let mut cmd = Command::new(cargo());
-    cmd.current_dir(workspace_root())
-        .args(["run", "--release", "--quiet", "--package", "stiff-cli", "--bin", "stiff", "--"])
-        .args(args);
+    let bin = build_stiff(&root, &cargo())?;
+    let mut cmd = Command::new(bin);
+    cmd.current_dir(&root).args(args);
     run(cmd)
+}
+
+/// The cargo arguments that build the CPU `stiff` binary: the whole workspace's package selection
+/// (so features resolve as in `cargo build --workspace` and `cargo test --workspace`, and the test
+/// build's dependencies are reused instead of rebuilt), the `stiff` binary target only. Cargo's
+/// own output is kept: a first build takes minutes and shows its progress.
+const BUILD_STIFF: [&str; 6] =
+    ["build", "--release", "--workspace", "--bin", "stiff", "--message-format=json-render-diagnostics"];
+
+/// Builds the release `stiff` binary (nothing is rebuilt when it is current) and returns its path,
+/// as cargo reports it (so `CARGO_TARGET_DIR` and `build.target-dir` are honoured).
+pub(crate) fn build_stiff(root: &Path, cargo: &str) -> Result<PathBuf> {
+    let out = Command::new(cargo)
+        .current_dir(root)
+        .args(BUILD_STIFF)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not start `{cargo} {}`", BUILD_STIFF.join(" ")))?;
+    // Progress and rendered diagnostics went to stderr; stdout holds one JSON message per line.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("`cargo {}` failed ({})", BUILD_STIFF.join(" "), out.status);
+    }
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find_map(|m| stiff_executable(&m))
+        .with_context(|| format!("`cargo {}` reported no `stiff` executable", BUILD_STIFF.join(" ")))
+}
+
+/// The executable of a cargo `compiler-artifact` message for the `stiff` binary.
+fn stiff_executable(msg: &serde_json::Value) -> Option<PathBuf> {
+    let is_stiff = msg["reason"] == "compiler-artifact"
+        && msg["target"]["name"] == "stiff"
+        && msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|v| v == "bin"));
+    is_stiff.then(|| msg["executable"].as_str().map(PathBuf::from)).flatten()
 }
 
 fn run(mut cmd: Command) -> Result<ExitCode> {
@@ -156,8 +191,24 @@ fn run(mut cmd: Command) -> Result<ExitCode> {
     })
 }
 
-fn main() -> Result<ExitCode> {
-    let cli = Cli::parse();
+/// One line per failure: the error and its causes, never anyhow's backtrace dump (which
+/// `fn main() -> Result` prints when `RUST_BACKTRACE` is set).
+fn main() -> ExitCode {
+    match task(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `error: outer: cause: root cause`.
+fn one_line(e: &anyhow::Error) -> String {
+    format!("error: {e:#}")
+}
+
+fn task(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Task::Reproduce { args } => stiff(&[vec!["reproduce".into()], args].concat()),
         Task::Report { args } => stiff(&[vec!["report".into()], args].concat()),

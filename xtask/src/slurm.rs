@@ -184,13 +184,13 @@ pub fn run(args: SlurmCheckArgs, root: &Path, cargo: &str) -> Result<()> {
         Some(d) => d,
         None => bail!("pass --data-dir (a folder with MNIST) or set STIFF_DATA_DIR"),
     };
+    // The jobs run in the temporary folder: a relative path would point elsewhere there.
+    let data = fs::canonicalize(&data).with_context(|| format!("--data-dir {}", data.display()))?;
     let weights = fs::canonicalize(&args.weights).with_context(|| format!("--weights {}", args.weights.display()))?;
     ensure_installed()?;
 
     eprintln!("slurm-check: building stiff once");
-    let status = Command::new(cargo).current_dir(root).args(["build", "--release", "-p", "stiff-cli"]).status()?;
-    ensure!(status.success(), "cargo build --release -p stiff-cli failed");
-    let stiff = root.join("target/release/stiff");
+    let stiff = crate::build_stiff(root, cargo)?;
     sh(Command::new(&stiff).args(["data", "verify", "--data-dir"]).arg(&data))
         .context("the data must be present before submitting (the tasks run with --no-fetch)")?;
 

@@ -124,7 +124,7 @@ pub struct Phases {
 pub(crate) fn dense_gram_bytes<T>(layers: &[DenseLayer<T>], n: usize, per_layer: bool, threads: usize) -> usize {
     let e = std::mem::size_of::<T>();
     let acts: usize = layers.iter().map(|l| l.inp + 2 * l.out).sum();
-    let b = strip_rows(n, threads);
+    let b = strip_rows(n);
     n * acts * e + if per_layer { layers.len() * n * n * e } else { 0 } + threads * 2 * b * TILE_COLS * e
 }
 
@@ -134,16 +134,24 @@ const MAX_STRIP: usize = 192;
 /// Widest column tile of one product.
 const TILE_COLS: usize = 256;
 
-/// Row blocks per thread in the forward/backward phase: two, so that a thread slowed down by
-/// another process on its core hands work to the others; 125-row blocks at N = 500 keep the
-/// products efficient. (The Gram phase keeps one task per thread: halving its strips to 63 rows
-/// costs about 8% in gemm throughput, measured with a standalone gemm bench on this machine.)
-const ROW_BLOCKS_PER_THREAD: usize = 2;
+/// Row blocks of the forward/backward phase: at least [`MIN_ROW_BLOCKS`] (so that two threads
+/// get two blocks each, and one slowed down by another process hands work to the other) of at
+/// most [`MAX_ROW_BLOCK`] rows (more blocks for more threads at large N), balanced: 125 rows at
+/// N = 500. A function of `n` alone: gemm's summation order depends on the product's shape, so a
+/// partition that followed the thread count would change the bits with it.
+fn row_block(n: usize) -> usize {
+    n.div_ceil(n.div_ceil(MAX_ROW_BLOCK).max(MIN_ROW_BLOCKS)).max(1)
+}
+const MIN_ROW_BLOCKS: usize = 4;
+const MAX_ROW_BLOCK: usize = 128;
 
-/// Strip height: `2 x threads` strips when they fit, so that pairing strip `t` with strip
-/// `nb-1-t` gives every thread one task of equal area (N = 500, 2 threads: 125 rows).
-fn strip_rows(n: usize, threads: usize) -> usize {
-    n.div_ceil(2 * threads.max(1)).clamp(1, MAX_STRIP)
+/// Strip height of the Gram phase: four strips when they fit under [`MAX_STRIP`], so that pairing
+/// strip `t` with strip `nb-1-t` gives two tasks of equal area (N = 500: 125 rows; one task per
+/// core on a two-core machine, as large as possible: halving the strips to 63 rows costs about 8%
+/// in gemm throughput, measured with a standalone gemm bench), and more tasks of `MAX_STRIP` rows
+/// at larger N. A function of `n` alone, never of the thread count (see [`row_block`]).
+fn strip_rows(n: usize) -> usize {
+    n.div_ceil(4).clamp(1, MAX_STRIP)
 }
 
 /// `s <= 0` (or NaN) gives 0: relu with relu'(0) = 0, as `stiff_models::ops`.
@@ -259,7 +267,7 @@ fn strip_pieces(r0: usize, r1: usize, n: usize) -> Vec<Piece> {
 
 /// A diagonal block `r0..r1` as its upper-right quadrant plus the two diagonal halves,
 /// recursively down to squares under 48 rows, which are computed whole (their lower triangle is
-/// discarded by [`mirror`]): about 6% of the Gram's products are wasted at N = 500, 2 threads.
+/// discarded by [`mirror`]): about 6% of the Gram's products are wasted at N = 500 (125-row strips).
 fn diag_pieces(r0: usize, r1: usize, out: &mut Vec<Piece>) {
     let nr = r1 - r0;
     if nr >= 48 {
@@ -275,15 +283,15 @@ fn diag_pieces(r0: usize, r1: usize, out: &mut Vec<Piece>) {
 /// x: `(n, in_0)` row-major; labels `< out_L`. Returns the Gram of the summed cross-entropy's
 /// per-example gradients over all weights and biases.
 ///
-/// Two parallel phases: (1) the examples split into one block of rows per thread, each running
+/// Two parallel phases: (1) the examples split into blocks of rows ([`row_block`]), each running
 /// forward and backward alone (single-threaded gemm, no synchronisation); (2) the upper triangle
 /// of `K` in strips of rows, strip `t` paired with strip `nb-1-t` so the tasks have equal area,
 /// each piece's `D Dᵀ` and `A Aᵀ` products followed at once by their Hadamard accumulation while
-/// they are in cache. Then the lower triangle is mirrored. Every split depends only on `n` and
-/// the thread count, so results are bit-identical across runs with the same threads.
+/// they are in cache. Then the lower triangle is mirrored. Every split depends only on `n`, never
+/// on the thread count (threads only choose who computes a block), so results are bit-identical
+/// whatever the thread count.
 pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u32], per_layer: bool) -> FastGram<T> {
     let n = labels.len();
-    let threads = rayon::current_num_threads().max(1);
     let nl = layers.len();
     let c = layers[nl - 1].out;
     let mut phases = Phases::default();
@@ -295,7 +303,7 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
     let mut deltas: Vec<Vec<T>> = layers.iter().map(|l| Pool::take(n * l.out)).collect();
     let mut loss = vec![0.0; n];
     {
-        let per = n.div_ceil(ROW_BLOCKS_PER_THREAD * threads);
+        let per = row_block(n);
         let mut blocks: Vec<Rows<T>> = (0..n.div_ceil(per))
             .map(|i| Rows {
                 r0: i * per,
@@ -326,7 +334,7 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
 
     let t0 = std::time::Instant::now();
     let cpu = std::sync::Mutex::new([0.0f64; 3]);
-    let b = strip_rows(n, threads);
+    let b = strip_rows(n);
     let nb = n.div_ceil(b);
     let mut k = vec![T::ZERO; n * n];
     let mut per: Vec<Vec<T>> = if per_layer { (0..nl).map(|_| vec![T::ZERO; n * n]).collect() } else { Vec::new() };

@@ -12,16 +12,18 @@
 //!   (`W = W - lr dZ^T A` as one gemm with `alpha = 1, beta = -lr`), or into a gradient buffer
 //!   followed by the elementwise Adam update (same operation order as [`crate::AutogradStep`]).
 //!
-//! Two threads are used explicitly rather than through gemm's own splitting, which gains nothing
-//! at batch 32: (1) the batch rows are split between the threads, each running forward, loss and
-//! the backward deltas for its rows alone; (2) after one join, every layer's output units (rows
-//! of `W`, entries of `b`) are split between the threads, each updating its rows of every layer.
-//! No reduction over the batch or over a layer's inputs is split between threads, and every
-//! split depends only on the thread count, so results are bit-identical for a given rayon thread
-//! count (gemm's blocking depends on the shapes, so different thread counts may differ in the last
-//! bits). No allocation happens per step. The weights live here during
-//! training; [`FastMlp::write_to`] copies them into the model's `Var`s (the trainer does so before
-//! every evaluation, snapshot and checkpoint).
+//! Threads are used explicitly rather than through gemm's own splitting, which gains nothing
+//! at batch 32: (1) the batch is cut into blocks of [`ROW_BLOCK`] rows, each block running
+//! forward, loss and the backward deltas for its rows alone; (2) after one join, every layer's
+//! output units (rows of `W`, entries of `b`) are cut into blocks of [`UNIT_BLOCK`] units, each
+//! block updating its rows of its layer. No reduction over the batch or over a layer's inputs is
+//! split between blocks, and the blocks depend only on the batch size and the layer widths,
+//! never on the thread count: threads only choose who computes a block. gemm's summation order
+//! for an entry depends on the product's shape (its kernel and depth blocking), so fixing the
+//! shapes fixes the bits: a run gives the same numbers on 1, 2 or 64 threads.
+//! Every buffer is preallocated; a step only builds the short lists of blocks. The weights live
+//! here during training; [`FastMlp::write_to`] copies them into the model's `Var`s (the trainer
+//! does so before every evaluation, snapshot and checkpoint).
 
 use candle::{DType, Device, Tensor};
 use rayon::prelude::*;
@@ -56,8 +58,17 @@ pub struct FastMlp {
     /// Per-example loss of the last step (summed in order afterwards).
     row_loss: Vec<f64>,
     t: u64,
-    threads: usize,
 }
+
+/// Batch rows per block of the forward/backward phase: batch 32 gives two blocks, one per core
+/// on a two-core machine, as large as possible for gemm. Fixed, so results do not depend on the
+/// thread count.
+pub const ROW_BLOCK: usize = 16;
+
+/// Output units per block of the update phase: fc6's layers (500, 300, 100, 100, 100, 10 units)
+/// give 13 blocks, enough to share out evenly. Fixed, so results do not depend on the thread
+/// count.
+pub const UNIT_BLOCK: usize = 64;
 
 impl FastMlp {
     /// Whether the fast path can train `model` (dense layers only, ReLU on all but the last,
@@ -82,7 +93,8 @@ impl FastMlp {
     }
 
     /// Copies `model`'s weights and allocates every buffer for mini-batches of `batch` examples.
-    /// Threads: rayon's current pool size (`RAYON_NUM_THREADS`).
+    /// Steps run on rayon's current pool (`RAYON_NUM_THREADS`); the pool size does not change
+    /// the results.
     pub fn new(model: &Model, opt: OptimizerConfig, batch: usize) -> Result<Self> {
         Self::check_supported(model).map_err(TrainError::FastPathUnsupported)?;
         opt.validate()?;
@@ -95,7 +107,6 @@ impl FastMlp {
         let zeros_w = || (0..nl).map(|l| vec![0f32; dims[l] * dims[l + 1]]).collect::<Vec<_>>();
         let zeros_b = || (0..nl).map(|l| vec![0f32; dims[l + 1]]).collect::<Vec<_>>();
         let adam = matches!(opt, OptimizerConfig::Adam { .. });
-        let threads = rayon::current_num_threads();
         let mut me = Self {
             opt,
             batch,
@@ -112,7 +123,6 @@ impl FastMlp {
             dims,
             row_loss: vec![0.0; batch],
             t: 0,
-            threads: threads.clamp(1, batch),
         };
         me.read_from(model)?;
         Ok(me)
@@ -168,13 +178,14 @@ impl FastMlp {
             });
         }
         self.t += 1;
-        let threads = self.threads;
+        // Blocks run in parallel only when there is a second thread; the bits are the same.
+        let parallel = rayon::current_num_threads() > 1;
         let dims = &self.dims;
         let (w, b) = (&mut self.w, &mut self.b);
 
-        // Phase 1: forward, loss and backward deltas, batch rows split between the threads.
+        // Phase 1: forward, loss and backward deltas, in fixed blocks of batch rows.
         {
-            let per = bsz.div_ceil(threads);
+            let per = ROW_BLOCK.min(bsz);
             let mut blocks: Vec<RowBlock> = (0..bsz.div_ceil(per))
                 .map(|i| RowBlock { r0: i * per, acts: Vec::new(), deltas: Vec::new(), loss: &mut [] })
                 .collect();
@@ -187,16 +198,16 @@ impl FastMlp {
             blocks.iter_mut().zip(self.row_loss.chunks_mut(per)).for_each(|(blk, s)| blk.loss = s);
             let (w, b) = (&*w, &*b);
             let run = |blk: RowBlock| rows_forward_backward(dims, w, b, labels, bsz, blk);
-            if blocks.len() == 1 {
-                blocks.into_iter().try_for_each(run)?;
-            } else {
+            if parallel {
                 blocks.into_par_iter().try_for_each(run)?;
+            } else {
+                blocks.into_iter().try_for_each(run)?;
             }
         }
         let loss: f64 = self.row_loss.iter().sum();
 
-        // Phase 2: gradients and updates, every layer's output units split between the threads.
-        let mut parts: Vec<Vec<Units>> = (0..threads).map(|_| Vec::new()).collect();
+        // Phase 2: gradients and updates, in fixed blocks of every layer's output units.
+        let mut tasks: Vec<Units> = Vec::new();
         let adam = !self.mw.is_empty();
         // Per layer: [mw, vw, gw, mb, vb], empty slices for SGD.
         let state: Vec<[&mut [f32]; 5]> = if adam {
@@ -213,17 +224,16 @@ impl FastMlp {
         let layers = w.iter_mut().zip(b.iter_mut()).zip(self.gb.iter_mut()).zip(state);
         for (l, (((wl, bl), gbl), st)) in layers.enumerate() {
             let (d_in, d_out) = (dims[l], dims[l + 1]);
-            let cut = |t: usize| d_out * t / threads;
             let mut w_rest = &mut wl[..];
             let mut b_rest = &mut bl[..];
             let mut gb_rest = &mut gbl[..];
             let [mut mw, mut vw, mut gw, mut mb, mut vb] = st;
-            for (t, part) in parts.iter_mut().enumerate() {
-                let rows = cut(t + 1) - cut(t);
+            for j0 in (0..d_out).step_by(UNIT_BLOCK) {
+                let rows = UNIT_BLOCK.min(d_out - j0);
                 let (wa, wb) = if adam { (rows * d_in, rows) } else { (0, 0) };
-                part.push(Units {
+                tasks.push(Units {
                     l,
-                    j0: cut(t),
+                    j0,
                     w: take(&mut w_rest, rows * d_in),
                     b: take(&mut b_rest, rows),
                     gb: take(&mut gb_rest, rows),
@@ -237,16 +247,11 @@ impl FastMlp {
         }
         let (acts, deltas) = (&self.acts, &self.deltas);
         let (opt, t) = (self.opt, self.t);
-        let run = |units: Vec<Units>| -> Result<()> {
-            for u in units {
-                update_units(dims, acts, deltas, bsz, opt, t, u)?;
-            }
-            Ok(())
-        };
-        if threads == 1 {
-            parts.into_iter().try_for_each(run)?;
+        let run = |u: Units| update_units(dims, acts, deltas, bsz, opt, t, u);
+        if parallel {
+            tasks.into_par_iter().try_for_each(run)?;
         } else {
-            parts.into_par_iter().try_for_each(run)?;
+            tasks.into_iter().try_for_each(run)?;
         }
         Ok(loss / bsz as f64)
     }
@@ -343,7 +348,7 @@ fn take<'a>(s: &mut &'a mut [f32], len: usize) -> &'a mut [f32] {
     head
 }
 
-/// One thread's batch rows `r0..` of every activation (`acts[0]` the inputs), delta and loss buffer.
+/// One block's batch rows `r0..` of every activation (`acts[0]` the inputs), delta and loss buffer.
 struct RowBlock<'a> {
     r0: usize,
     acts: Vec<&'a mut [f32]>,
@@ -415,7 +420,7 @@ fn rows_forward_backward(
     Ok(())
 }
 
-/// One thread's output units `j0..j0+rows` of layer `l`: its rows of `W` (and of the Adam state
+/// One block's output units `j0..j0+rows` of layer `l`: its rows of `W` (and of the Adam state
 /// and gradient buffers, empty for SGD) and its entries of `b`.
 struct Units<'a> {
     l: usize,
@@ -430,7 +435,7 @@ struct Units<'a> {
     vb: &'a mut [f32],
 }
 
-/// Bias gradient (batch rows summed in order) and the SGD or Adam update of one thread's units.
+/// Bias gradient (batch rows summed in order) and the SGD or Adam update of one block's units.
 fn update_units(
     dims: &[usize],
     acts: &[Vec<f32>],

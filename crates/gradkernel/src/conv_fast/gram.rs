@@ -63,11 +63,25 @@ pub(super) fn plan<T>(net: &Net<T>, n: usize, per_layer_entries: usize, budget: 
             }
             // Row tiles `a` as large as fit (each column example is rebuilt once per row tile),
             // up to TILE_BYTES (or a third of N); column tiles `b` smaller and reused warm.
-            let tb = (COL_TILE_BYTES / row).min(avail / (2 * row)).clamp(1, n);
+            let tb = grid_tile((COL_TILE_BYTES / row).min(avail / (2 * row)).clamp(1, n), n);
             let ta = (avail.checked_sub(tb * row)? / row).min((TILE_BYTES / row).max(n.div_ceil(3))).min(n);
+            let ta = grid_tile(ta, n);
             (ta > 0).then_some(LayerPlan::Rows { tile: ta, tile_b: tb })
         })
         .collect()
+}
+
+/// A tile of `t` examples out of `n` (whole, or cut down to whole [`BLOCK_ROWS`] blocks): tiles
+/// then start on the global grid of [`product`]'s blocks, so every block has the same shape
+/// whatever the tile size. The tile size follows the budget left after each thread's scratch,
+/// i.e. the thread count; the block shapes, which fix gemm's summation order, must not. (Below
+/// one block, budgets too small for `BLOCK_ROWS` examples per tile, the blocks are the tiles.)
+fn grid_tile(t: usize, n: usize) -> usize {
+    if t >= n || t < BLOCK_ROWS {
+        t
+    } else {
+        t / BLOCK_ROWS * BLOCK_ROWS
+    }
 }
 
 /// Largest row tile of per-example gradient rows `G` (the tile buffers are reused by every layer).
@@ -142,9 +156,10 @@ pub(super) const SPARSE_MIN_F: usize = 512;
 /// with `diag` (`ga` and `gb` the same rows, `r0 == c0`) only the blocks on or above the diagonal
 /// are multiplied (their lower part is overwritten by the final mirror).
 ///
-/// The product is cut into blocks of about [`BLOCK_ROWS`] rows and columns, each multiplied by a
-/// single-threaded gemm, the blocks spread over rayon's threads, then added into `dst` in a fixed
-/// order (deterministic). With `p` in the hundreds of thousands (cnn5's last conv), two
+/// The product is cut into blocks on a global grid of [`BLOCK_ROWS`] examples (boundaries at
+/// multiples of `BLOCK_ROWS` of the example index, so a block's shape does not depend on the
+/// tiling), each multiplied by a single-threaded gemm, the blocks spread over rayon's threads,
+/// then added into `dst` in a fixed order (deterministic). With `p` in the hundreds of thousands (cnn5's last conv), two
 /// single-threaded gemms on separate blocks run near each core's peak, whereas one gemm split
 /// over both threads, or a recursion down to small diagonal squares, reached about 40% of it.
 #[allow(clippy::too_many_arguments)]
@@ -159,11 +174,18 @@ pub(super) fn product<T: Real>(
     ld: usize,
     (r0, c0): (usize, usize),
 ) {
-    let cut = |len: usize| -> Vec<(usize, usize)> {
-        let parts = len.div_ceil(BLOCK_ROWS).max(1);
-        (0..parts).map(|i| (i * len / parts, (i + 1) * len / parts)).filter(|(a, b)| b > a).collect()
+    // Blocks `[a, b)` relative to the tile starting at example `start`.
+    let cut = |start: usize, len: usize| -> Vec<(usize, usize)> {
+        let mut v = Vec::new();
+        let mut a = 0;
+        while a < len {
+            let b = ((start + a) / BLOCK_ROWS + 1) * BLOCK_ROWS - start;
+            v.push((a, b.min(len)));
+            a = b.min(len);
+        }
+        v
     };
-    let (rows, cols) = (cut(ra), cut(rb));
+    let (rows, cols) = (cut(r0, ra), cut(c0, rb));
     let tasks: Vec<((usize, usize), (usize, usize))> = rows
         .iter()
         .enumerate()
@@ -193,7 +215,7 @@ pub(super) fn product<T: Real>(
 
 /// Rows (and columns) of one block of [`product`]: large enough for gemm to run near peak
 /// (measured: 125 x 125 blocks of a `p = 295,168` product at 85 GFLOP/s on one core), small
-/// enough that a 500-row diagonal tile gives ten blocks to share out.
+/// enough that a 500-row diagonal tile gives ten blocks to share out (128, 128, 128, 116 rows).
 pub(super) const BLOCK_ROWS: usize = 128;
 
 /// The head's factorised Gram `(D Dᵀ) o (A Aᵀ + 1)` added into `dst: (n, m)` in strips of
