@@ -23,8 +23,6 @@ pub mod superclass;
 pub mod trend;
 mod validate;
 
-/// The `ndarray` this crate's API speaks (`ArrayView2` etc.), so users need not pin a matching version.
-pub use ndarray;
 pub use bootstrap::{bootstrap_within_between, BootstrapCi, BootstrapOptions, Ci, WithinBetweenCi};
 pub use class::{
     class_stiffness, pairwise_cosine, pairwise_sign, rectangular_class_stiffness, ClassMatrix, ClassStiffness,
@@ -38,6 +36,8 @@ pub use error::{AnalysisError, Result};
 pub use float::Float;
 pub use identity::{cosine_class_matrix_from_class_sums, cosine_class_matrix_from_unit_grads, UNIT_NORM_TOL};
 pub use io::{write_atomic, write_class_csv, write_curve_csv, write_json};
+/// The `ndarray` this crate's API speaks (`ArrayView2` etc.), so users need not pin a matching version.
+pub use ndarray;
 pub use settings::{StiffnessSettings, SCHEMA_VERSION};
 pub use stream::{reduce_tile, ColumnSummary, CrossAccumulator, CrossStiffness, TilePlace, TileSums};
 pub use superclass::{superclass_block_score, BlockScore};

@@ -120,8 +120,8 @@ fn conv_ghost_route_gram_is_bit_identical_at_1_2_3_threads() {
     let model = Model::new(&cfg, 11, DType::F32, &Device::Cpu).unwrap();
     let (x, y) = data(150, shape, 10, 12);
     let opts = GramOptions::default();
-    let forms = gram(&model, &x, &y, &opts).unwrap().forms;
-    assert!(forms.iter().any(|(_, f)| *f == LayerForm::ConvPixelGhost), "ghost route not taken: {forms:?}");
+    let routes = gram(&model, &x, &y, &opts).unwrap().routes;
+    assert!(routes.iter().any(|u| u.form == LayerForm::ConvPixelGhost), "ghost route not taken: {routes:?}");
     let r = same_at_every_thread_count("ghost gram", || gram_bits(&model, &x, &y, &opts));
     assert_informative("ghost gram", &r);
 }
