@@ -156,7 +156,27 @@ const BUILD_STIFF: [&str; 6] =
 /// Builds the release `stiff` binary (nothing is rebuilt when it is current) and returns its path,
 /// as cargo reports it (so `CARGO_TARGET_DIR` and `build.target-dir` are honoured).
 pub(crate) fn build_stiff(root: &Path, cargo: &str) -> Result<PathBuf> {
-    let out = Command::new(cargo)
+    let mut cmd = Command::new(cargo);
+    // `cargo xtask` runs xtask through `cargo run`, which sets the package's variables
+    // (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...) in our environment. A build script that watches
+    // one of them (ring's does) would see a different value than under `cargo test` and rebuild
+    // the whole chain above it; the child build gets the environment a person's shell has.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        let set_by_cargo_run = k.starts_with("CARGO_PKG_")
+            || matches!(
+                k.as_str(),
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            );
+        if set_by_cargo_run {
+            cmd.env_remove(&k);
+        }
+    }
+    let out = cmd
         .current_dir(root)
         .args(BUILD_STIFF)
         .stderr(Stdio::inherit())
