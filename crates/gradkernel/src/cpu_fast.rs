@@ -160,18 +160,18 @@ fn positive<T: Elem>(s: T) -> bool {
 }
 
 /// One thread's rows `r0..r0+nr` of every activation, logit, delta and loss buffer.
-pub(crate) struct Rows<'a, T> {
-    pub r0: usize,
-    pub nr: usize,
-    pub acts: Vec<&'a mut [T]>,
-    pub logits: &'a mut [T],
-    pub deltas: Vec<&'a mut [T]>,
-    pub loss: &'a mut [f64],
+struct Rows<'a, T> {
+    r0: usize,
+    nr: usize,
+    acts: Vec<&'a mut [T]>,
+    logits: &'a mut [T],
+    deltas: Vec<&'a mut [T]>,
+    loss: &'a mut [f64],
 }
 
 /// Forward, softmax deltas and backward for one block of rows, single-threaded gemm.
 /// Returns (forward, backward) seconds.
-pub(crate) fn rows_pass<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u32], rows: Rows<'_, T>) -> (f64, f64) {
+fn rows_pass<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u32], rows: Rows<'_, T>) -> (f64, f64) {
     let Rows { r0, nr, mut acts, logits, mut deltas, loss } = rows;
     let nl = layers.len();
     let t0 = std::time::Instant::now();
@@ -242,6 +242,49 @@ pub(crate) fn rows_pass<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u3
     (forward, t0.elapsed().as_secs_f64())
 }
 
+/// Where [`passes_in_blocks`] writes: `acts[l]` the input of layer `l+1` (`n x out_l`), the
+/// logits, `deltas[l]` (`n x out_l`) and the per-example losses.
+pub(crate) struct PassBufs<'a, T> {
+    pub acts: &'a mut [Vec<T>],
+    pub logits: &'a mut [T],
+    pub deltas: &'a mut [Vec<T>],
+    pub loss: &'a mut [f64],
+}
+
+/// Forward, softmax deltas and backward of all `labels.len()` examples in blocks of `per` rows,
+/// the blocks shared out over rayon's threads (each block alone, single-threaded gemm). Returns
+/// each block's (forward, backward) seconds. The blocks depend on `per` only, so the bits do not
+/// depend on the thread count.
+pub(crate) fn passes_in_blocks<T: Elem>(
+    layers: &[DenseLayer<T>],
+    x: &[T],
+    labels: &[u32],
+    per: usize,
+    bufs: PassBufs<'_, T>,
+) -> Vec<(f64, f64)> {
+    let n = labels.len();
+    let c = layers[layers.len() - 1].out;
+    let mut blocks: Vec<Rows<T>> = (0..n.div_ceil(per))
+        .map(|i| Rows {
+            r0: i * per,
+            nr: per.min(n - i * per),
+            acts: Vec::new(),
+            logits: &mut [],
+            deltas: Vec::new(),
+            loss: &mut [],
+        })
+        .collect();
+    for (l, a) in bufs.acts.iter_mut().enumerate() {
+        blocks.iter_mut().zip(a.chunks_mut(per * layers[l].out)).for_each(|(b, s)| b.acts.push(s));
+    }
+    for (l, d) in bufs.deltas.iter_mut().enumerate() {
+        blocks.iter_mut().zip(d.chunks_mut(per * layers[l].out)).for_each(|(b, s)| b.deltas.push(s));
+    }
+    blocks.iter_mut().zip(bufs.logits.chunks_mut(per * c)).for_each(|(b, s)| b.logits = s);
+    blocks.iter_mut().zip(bufs.loss.chunks_mut(per)).for_each(|(b, s)| b.loss = s);
+    blocks.into_par_iter().map(|b| rows_pass(layers, x, labels, b)).collect()
+}
+
 /// A rectangle of the upper triangle: rows `r0..r0+nr` (within its strip) x columns `c0..c0+nc`.
 #[derive(Clone, Copy)]
 struct Piece {
@@ -304,25 +347,8 @@ pub(crate) fn dense_gram<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u
     let mut loss = vec![0.0; n];
     {
         let per = row_block(n);
-        let mut blocks: Vec<Rows<T>> = (0..n.div_ceil(per))
-            .map(|i| Rows {
-                r0: i * per,
-                nr: per.min(n - i * per),
-                acts: Vec::new(),
-                logits: &mut [],
-                deltas: Vec::new(),
-                loss: &mut [],
-            })
-            .collect();
-        for (l, a) in acts.iter_mut().enumerate() {
-            blocks.iter_mut().zip(a.chunks_mut(per * layers[l].out)).for_each(|(b, s)| b.acts.push(s));
-        }
-        for (l, d) in deltas.iter_mut().enumerate() {
-            blocks.iter_mut().zip(d.chunks_mut(per * layers[l].out)).for_each(|(b, s)| b.deltas.push(s));
-        }
-        blocks.iter_mut().zip(logits.chunks_mut(per * c)).for_each(|(b, s)| b.logits = s);
-        blocks.iter_mut().zip(loss.chunks_mut(per)).for_each(|(b, s)| b.loss = s);
-        let times: Vec<(f64, f64)> = blocks.into_par_iter().map(|b| rows_pass(layers, x, labels, b)).collect();
+        let bufs = PassBufs { acts: &mut acts, logits: &mut logits, deltas: &mut deltas, loss: &mut loss };
+        let times = passes_in_blocks(layers, x, labels, per, bufs);
         // The slowest thread's share of the wall time of phase 1.
         let slowest = times.iter().copied().fold((0.0, 0.0), |m, t| if t.0 + t.1 > m.0 + m.1 { t } else { m });
         let wall = t0.elapsed().as_secs_f64();

@@ -11,7 +11,7 @@
 use rayon::prelude::*;
 use stiff_gemm::Parallelism;
 
-use crate::cpu_fast::{rows_pass, DenseLayer, Elem, Rows};
+use crate::cpu_fast::{passes_in_blocks, DenseLayer, Elem, PassBufs};
 use crate::rowmajor::matmul;
 
 /// Examples per forward/backward block.
@@ -46,27 +46,8 @@ fn passes<T: Elem>(layers: &[DenseLayer<T>], x: &[T], labels: &[u32]) -> Passes<
     let mut logits = vec![T::ZERO; n * c];
     let mut deltas: Vec<Vec<T>> = layers.iter().map(|l| vec![T::ZERO; n * l.out]).collect();
     let mut loss = vec![0.0; n];
-    let mut blocks: Vec<Rows<T>> = (0..n.div_ceil(PASS_ROWS))
-        .map(|i| Rows {
-            r0: i * PASS_ROWS,
-            nr: PASS_ROWS.min(n - i * PASS_ROWS),
-            acts: Vec::new(),
-            logits: &mut [],
-            deltas: Vec::new(),
-            loss: &mut [],
-        })
-        .collect();
-    for (l, a) in acts.iter_mut().enumerate() {
-        blocks.iter_mut().zip(a.chunks_mut(PASS_ROWS * layers[l].out)).for_each(|(b, s)| b.acts.push(s));
-    }
-    for (l, d) in deltas.iter_mut().enumerate() {
-        blocks.iter_mut().zip(d.chunks_mut(PASS_ROWS * layers[l].out)).for_each(|(b, s)| b.deltas.push(s));
-    }
-    blocks.iter_mut().zip(logits.chunks_mut(PASS_ROWS * c)).for_each(|(b, s)| b.logits = s);
-    blocks.iter_mut().zip(loss.chunks_mut(PASS_ROWS)).for_each(|(b, s)| b.loss = s);
-    blocks.into_par_iter().for_each(|b| {
-        rows_pass(layers, x, labels, b);
-    });
+    let bufs = PassBufs { acts: &mut acts, logits: &mut logits, deltas: &mut deltas, loss: &mut loss };
+    passes_in_blocks(layers, x, labels, PASS_ROWS, bufs);
     Passes { acts, deltas, loss }
 }
 
