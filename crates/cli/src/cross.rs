@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! stiff cross --preset fc6 --weights W --dataset mnist --rows train --cols test --out DIR
+//! stiff cross --spec net.json --weights state_dict.pt --dataset mnist --out DIR   # any nn.Sequential
 //! stiff cross ... --shard 2/4          # one of 4 processes; then:
 //! stiff cross merge DIR
 //! ```
@@ -21,8 +22,8 @@ use candle::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use stiff_cross::{CrossOptions, ExampleSet, ModelId, RunControl, Shard};
 use stiff_fs::{DirLock, LockMode};
-use stiff_gradkernel::Method;
-use stiff_models::{InputShape, Model, ModelConfig, Preset};
+use stiff_gradkernel::{Method, Network};
+use stiff_models::{InputShape, Model, ModelConfig, Preset, SpecModel};
 
 use crate::memory;
 
@@ -44,13 +45,21 @@ pub enum CrossSub {
     },
 }
 
-/// The model: `--preset` or `--config`, and `--weights`. Kept apart so a `--spec FILE`
-/// (layer-list model) can be added in one place: [`load_model`].
+/// The model: `--preset` or `--config` (stiff checkpoint), or `--spec` (any PyTorch
+/// `nn.Sequential` state dict), and `--weights`; built in one place: [`load_model`].
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
     /// Architecture preset (fc6, fc4, cnn5, cnn4); optional if the weights file stores its config.
-    #[arg(long, conflicts_with = "config")]
+    #[arg(long, conflicts_with_all = ["config", "spec"])]
     pub preset: Option<Preset>,
+    /// A PyTorch `nn.Sequential` as a JSON layer list (stiff-models `ModelSpec`); `--weights` is
+    /// then its state dict (`.safetensors` or `.pt`), keys as `state_dict()` writes them. A spec
+    /// shaped like a preset takes the presets' CPU kernels.
+    #[arg(long, conflicts_with = "config")]
+    pub spec: Option<PathBuf>,
+    /// JSON object renaming checkpoint keys to the spec's (with `--spec` only).
+    #[arg(long)]
+    pub key_map: Option<PathBuf>,
     /// Model configuration as JSON (stiff-models `ModelConfig`), instead of a preset.
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -115,6 +124,11 @@ pub struct CrossRunArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Input preprocessing: none, per-example (standardise each example) or mean-std:M,S.
+    /// Default: per-example for dataset sides (what the training here used), none for inputs
+    /// files (used as they are).
+    #[arg(long, value_parser = crate::examples::parse_preprocess)]
+    pub preprocess: Option<crate::examples::InputPreprocess>,
 }
 
 fn parse_method(s: &str) -> Result<Method, String> {
@@ -157,7 +171,7 @@ fn parse_side(arg: &str, s: &str) -> anyhow::Result<Side> {
     bail!("{arg} `{s}`: expected train, test, N, train:N, test:N, or an existing inputs file")
 }
 
-fn load_file(path: &Path) -> anyhow::Result<ExampleSet> {
+fn load_file(path: &Path, pre: crate::examples::InputPreprocess) -> anyhow::Result<ExampleSet> {
     let (mut t, _) = stiff_models::io::load_tensors(path, &Device::Cpu)
         .with_context(|| format!("reading inputs file {}", path.display()))?;
     let x = t.remove("x").ok_or_else(|| anyhow!("{}: missing tensor `x` (inputs, (N, ...))", path.display()))?;
@@ -178,13 +192,14 @@ fn load_file(path: &Path) -> anyhow::Result<ExampleSet> {
     if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l > u32::MAX as i64) {
         bail!("{}: label {l} at index {i} is negative or too large", path.display());
     }
-    let name = format!("{} ({n})", path.display());
+    let x = pre.apply(&x.to_dtype(DType::F32)?)?;
+    let name = format!("{} ({n}){}", path.display(), preprocess_note(pre, crate::examples::InputPreprocess::None));
     Ok(ExampleSet::new(name, x, labels.into_iter().map(|l| l as u32).collect(), (0..n).collect())?)
 }
 
 fn load_side(args: &CrossRunArgs, ds: Option<&stiff_data::Dataset>, side: &Side) -> anyhow::Result<ExampleSet> {
     match side {
-        Side::File(p) => load_file(p),
+        Side::File(p) => load_file(p, args.preprocess.unwrap_or(crate::examples::InputPreprocess::None)),
         Side::Split { train, subset } => {
             let (ds, name) = match (ds, args.dataset) {
                 (Some(d), Some(n)) => (d, n),
@@ -198,10 +213,12 @@ fn load_side(args: &CrossRunArgs, ds: Option<&stiff_data::Dataset>, side: &Side)
                     .with_context(|| format!("subset of {n} from the {name} {sname} split"))?,
             };
             let part = if subset.is_some() { split.select(&idx)? } else { split.clone() };
-            let x = stiff_data::preprocess::Preprocess::default().apply(&part.images)?;
+            let pre = args.preprocess.unwrap_or(crate::examples::InputPreprocess::PerExample);
+            let x = pre.apply(&part.images)?;
+            let note = preprocess_note(pre, crate::examples::InputPreprocess::PerExample);
             let desc = match subset {
-                None => format!("{name} {sname} ({})", idx.len()),
-                Some(n) => format!("{name} {sname}, balanced subset of {n} (seed {})", args.seed),
+                None => format!("{name} {sname} ({}){note}", idx.len()),
+                Some(n) => format!("{name} {sname}, balanced subset of {n} (seed {}){note}", args.seed),
             };
             Ok(ExampleSet::new(desc, x, part.labels.clone(), idx)?)
         }
@@ -233,6 +250,16 @@ fn loading_bytes(args: &CrossRunArgs, sides: &[&Side]) -> anyhow::Result<u64> {
     Ok(need + data)
 }
 
+/// `, preprocess X` in a side's description when it is not the side's default (the default
+/// keeps the descriptions, hence the plans, of jobs started before `--preprocess` existed).
+fn preprocess_note(pre: crate::examples::InputPreprocess, default: crate::examples::InputPreprocess) -> String {
+    if pre == default {
+        String::new()
+    } else {
+        format!(", preprocess {pre:?}")
+    }
+}
+
 fn input_shape(x: &Tensor) -> anyhow::Result<InputShape> {
     Ok(match x.dims() {
         [_, c, h, w] => InputShape::new(*c, *h, *w),
@@ -250,9 +277,52 @@ fn checkpoint_classes(w: &Path, p: Preset) -> anyhow::Result<Option<usize>> {
     Ok(tensors.get(&crate::gram::output_bias_key(&p.arch())).and_then(|b| b.dims1().ok()))
 }
 
-/// The one place models are built for `cross` (add `--spec FILE` here).
-fn load_model(args: &ModelArgs, x: &Tensor, dataset_classes: Option<usize>) -> anyhow::Result<(Model, ModelId)> {
+/// The model of a cross job: a stiff checkpoint (`--preset`/`--config`) or a spec model.
+enum CrossModel {
+    Preset(Model),
+    Spec(SpecModel),
+}
+
+impl CrossModel {
+    fn net(&self) -> &dyn Network {
+        match self {
+            CrossModel::Preset(m) => m,
+            CrossModel::Spec(m) => m,
+        }
+    }
+    fn param_bytes(&self) -> u64 {
+        match self {
+            CrossModel::Preset(m) => (m.num_params() * m.dtype().size_in_bytes()) as u64,
+            CrossModel::Spec(m) => (m.num_params() * m.dtype().size_in_bytes()) as u64,
+        }
+    }
+}
+
+/// The one place models are built for `cross`: returns the model, its class count and identity.
+fn load_model(
+    args: &ModelArgs,
+    x: &Tensor,
+    dataset_classes: Option<usize>,
+) -> anyhow::Result<(CrossModel, usize, ModelId)> {
     let w = args.weights.as_ref().ok_or_else(|| anyhow!("--weights FILE is required"))?;
+    if let Some(spec_path) = &args.spec {
+        let spec = stiff_models::ModelSpec::from_json_file(spec_path)?;
+        let keys = match &args.key_map {
+            Some(p) => stiff_models::KeyMap::from_json_file(p)?,
+            None => stiff_models::KeyMap::default(),
+        };
+        let model = SpecModel::load(&spec, w, &keys, DType::F32, &Device::Cpu)
+            .with_context(|| format!("loading --weights {} for --spec {}", w.display(), spec_path.display()))?;
+        let outputs = spec.num_outputs()?;
+        if let Some(k) = args.num_classes.filter(|&k| k != outputs) {
+            bail!("--num-classes {k} contradicts --spec {}, whose network has {outputs} outputs", spec_path.display());
+        }
+        let id = stiff_cross::model_id(w, &serde_json::to_string(&(&spec, &keys))?)?;
+        return Ok((CrossModel::Spec(model), outputs, id));
+    }
+    if args.key_map.is_some() {
+        bail!("--key-map renames the keys of a --spec model's checkpoint; give --spec FILE too");
+    }
     let from_checkpoint = match args.preset {
         Some(p) => checkpoint_classes(w, p)?,
         None => None,
@@ -279,7 +349,8 @@ fn load_model(args: &ModelArgs, x: &Tensor, dataset_classes: Option<usize>) -> a
     }
     .with_context(|| format!("loading weights {}", w.display()))?;
     let id = stiff_cross::model_id(w, &serde_json::to_string(model.config())?)?;
-    Ok((model, id))
+    let classes = model.config().num_classes;
+    Ok((CrossModel::Preset(model), classes, id))
 }
 
 pub fn run(args: CrossArgs) -> anyhow::Result<()> {
@@ -345,9 +416,9 @@ fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
     };
     let rows = load_side(&args, ds.as_ref(), &rows_side)?;
     let cols = if cols_side == rows_side { rows.clone() } else { load_side(&args, ds.as_ref(), &cols_side)? };
-    let (model, id) = load_model(&args.model, &rows.x, ds.as_ref().map(|d| d.num_classes()))?;
+    let (model, classes, id) = load_model(&args.model, &rows.x, ds.as_ref().map(|d| d.num_classes()))?;
     drop(ds);
-    let mut held = memory::tensor_bytes(&rows.x) + (model.num_params() * model.dtype().size_in_bytes()) as u64;
+    let mut held = memory::tensor_bytes(&rows.x) + model.param_bytes();
     if cols_side != rows_side {
         held += memory::tensor_bytes(&cols.x);
     }
@@ -375,8 +446,9 @@ fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
         bar.set_length(p.total as u64);
         bar.set_position(p.done as u64);
     };
-    let summary = stiff_cross::run(
-        &model,
+    let summary = stiff_cross::run_net(
+        model.net(),
+        classes,
         id,
         &rows,
         &cols,

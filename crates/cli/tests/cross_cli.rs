@@ -139,3 +139,43 @@ fn merge_killed_between_renames_is_not_a_result_and_reruns() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(json_sans_timing(&out), merged);
 }
+
+/// `cross --spec`: the same MLP as a PyTorch-style spec with its `state_dict` (the path a user's
+/// own `nn.Sequential` takes) gives the same class matrices and column summaries as the preset
+/// checkpoint; `--key-map` without `--spec` and a bad `--preprocess` are refused.
+#[test]
+fn a_spec_model_gives_the_presets_cross_stiffness() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ModelConfig::new(ArchSpec::Mlp { hidden: vec![6, 5] }, InputShape::new(1, 4, 4), 3);
+    let model = Model::new(&cfg, 2, DType::F32, &Device::Cpu).unwrap();
+    let weights = dir.path().join("w.safetensors");
+    model.save(&weights).unwrap();
+    let spec = model.to_spec_model().unwrap();
+    let (spec_json, _) = cfg.to_spec().unwrap();
+    let spec_path = dir.path().join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_vec(&spec_json).unwrap()).unwrap();
+    let sd = dir.path().join("state_dict.safetensors");
+    stiff_models::io::save_tensors_atomic(&spec.named_tensors(), HashMap::new(), &sd).unwrap();
+    let (rows, cols) = (dir.path().join("rows.safetensors"), dir.path().join("cols.safetensors"));
+    write_inputs(&rows, 17, 0);
+    write_inputs(&cols, 11, 5);
+    let run = |model: &[(&str, &Path)], out: &Path| {
+        let mut f = model.to_vec();
+        f.extend([("--rows", rows.as_path()), ("--cols", cols.as_path()), ("--out", out)]);
+        stiff(&["cross", "--quiet", "--preprocess", "per-example"], &f)
+    };
+    let (a, b) = (dir.path().join("preset"), dir.path().join("spec"));
+    let o = run(&[("--weights", weights.as_path())], &a);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = run(&[("--spec", spec_path.as_path()), ("--weights", sd.as_path())], &b);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ja, jb) = (json_sans_timing(&a), json_sans_timing(&b));
+    for key in ["class_sign", "class_cosine", "pairs"] {
+        assert_eq!(ja[key], jb[key], "{key}");
+    }
+    assert_eq!(std::fs::read(a.join("columns.csv")).unwrap(), std::fs::read(b.join("columns.csv")).unwrap());
+    let o = run(&[("--weights", weights.as_path()), ("--key-map", spec_path.as_path())], &dir.path().join("c"));
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--spec"));
+    let o = stiff(&["cross", "--preprocess", "zscore"], &[("--weights", weights.as_path())]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("preprocess"));
+}

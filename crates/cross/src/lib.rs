@@ -34,12 +34,12 @@ use candle::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use stiff_analysis::{reduce_tile, StiffnessSettings, TilePlace};
-use stiff_gradkernel::{GramOptions, Method};
+use stiff_gradkernel::{GramOptions, Method, Network};
 use stiff_models::Model;
 
 pub use error::{CrossError, Result};
 pub use report::{merge, AntiStiff, CrossReport, MergeOutput};
-pub use sets::ExampleSet;
+pub use sets::{model_id, ExampleSet, ModelId};
 
 /// Default memory budget: 2 GiB.
 pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
@@ -48,16 +48,6 @@ pub const DEFAULT_MEMORY_BUDGET: usize = 2 << 30;
 /// `schema_version` (2: the field was called `format_version` in version 1). See
 /// `docs/formats.md`.
 pub const SCHEMA_VERSION: u32 = 2;
-
-/// What identifies the model in the plan: a fingerprint (e.g. SHA-256 of the weights file and
-/// configuration) and a description for humans.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ModelId {
-    /// SHA-256 of the weights file and configuration (or any stable identity).
-    pub fingerprint: String,
-    /// For humans: weights path and configuration.
-    pub description: String,
-}
 
 /// Options of a cross-stiffness job: [`CrossOptions::default`] and the `with_*` setters.
 #[derive(Debug, Clone, PartialEq)]
@@ -448,10 +438,26 @@ pub fn run(
     cols: &ExampleSet,
     opts: &CrossOptions,
     dir: &Path,
+    ctl: RunControl<'_>,
+) -> Result<RunSummary> {
+    run_net(model, model.config().num_classes, model_id, rows, cols, opts, dir, ctl)
+}
+
+/// [`run`] for any network (a preset, a spec model, a user's candle module) with `num_classes`
+/// outputs: the tiles go through the same `cross_gram` dispatch, so a spec shaped like a preset
+/// takes the same CPU kernel.
+#[allow(clippy::too_many_arguments)]
+pub fn run_net<N: Network + ?Sized>(
+    model: &N,
+    num_classes: usize,
+    model_id: ModelId,
+    rows: &ExampleSet,
+    cols: &ExampleSet,
+    opts: &CrossOptions,
+    dir: &Path,
     mut ctl: RunControl<'_>,
 ) -> Result<RunSummary> {
     let start = Instant::now();
-    let num_classes = model.config().num_classes;
     for (side, set) in [("rows", rows), ("cols", cols)] {
         if let Some((i, l)) = set.labels.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
             return Err(CrossError::Invalid {
@@ -541,8 +547,8 @@ pub(crate) struct ComputedTile {
     pub seconds: f64,
 }
 
-fn compute_tile(
-    model: &Model,
+fn compute_tile<N: Network + ?Sized>(
+    model: &N,
     rows: &ExampleSet,
     cols: &ExampleSet,
     plan: &Plan,
@@ -583,13 +589,4 @@ fn compute_tile(
         col_norms: g.norms_b.clone(),
         seconds: t0.elapsed().as_secs_f64(),
     })
-}
-
-/// [`ModelId`] of a weights file and its configuration (JSON): SHA-256 of both.
-pub fn model_id(weights: &Path, config_json: &str) -> Result<ModelId> {
-    let bytes = std::fs::read(weights).map_err(|source| CrossError::Io { path: weights.to_path_buf(), source })?;
-    let mut h = Sha256::new();
-    h.update(&bytes);
-    h.update(config_json.as_bytes());
-    Ok(ModelId { fingerprint: hex::encode(h.finalize()), description: format!("{} {config_json}", weights.display()) })
 }

@@ -1,6 +1,10 @@
-//! One side of a cross job: examples with labels, checked when built.
+//! What a cross job computes on: each side's examples with labels, checked when built, and the
+//! model's identity.
+
+use std::path::Path;
 
 use candle::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{CrossError, Result};
@@ -102,4 +106,23 @@ fn check_finite(name: &str, x: &Tensor) -> Result<()> {
         r0 += len;
     }
     Ok(())
+}
+
+/// What identifies the model in the plan: a fingerprint (e.g. SHA-256 of the weights file and
+/// configuration) and a description for humans.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelId {
+    /// SHA-256 of the weights file and configuration (or any stable identity).
+    pub fingerprint: String,
+    /// For humans: weights path and configuration.
+    pub description: String,
+}
+
+/// [`ModelId`] of a weights file and its configuration (JSON): SHA-256 of both.
+pub fn model_id(weights: &Path, config_json: &str) -> Result<ModelId> {
+    let bytes = std::fs::read(weights).map_err(|source| CrossError::Io { path: weights.to_path_buf(), source })?;
+    let mut h = Sha256::new();
+    h.update(&bytes);
+    h.update(config_json.as_bytes());
+    Ok(ModelId { fingerprint: hex::encode(h.finalize()), description: format!("{} {config_json}", weights.display()) })
 }
