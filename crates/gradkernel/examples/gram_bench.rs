@@ -1,4 +1,4 @@
-//! Prints Gram timings and peak RSS: `cargo run --release -p stiff-gradkernel --example gram_bench -- fc6 500 [reps] [method]`.
+//! Prints Gram timings and peak RSS: `cargo run --release -p stiff-gradkernel --example gram_bench -- fc6 500 [reps] [method] [budget_mib]`.
 //! Presets fc6/fc4 use MNIST-shaped inputs, cnn5/cnn4 CIFAR-shaped; `method` is auto, factorised,
 //! materialised, `autograd` (probe deltas), `tensor` (the general engine, no CPU kernel), `pergrad` (per-example
 //! gradients then G G^T) or `reference` (one backward per example).
@@ -25,6 +25,8 @@ fn main() -> anyhow::Result<()> {
     let n: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(500);
     let reps: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5);
     let method = args.get(3).map(String::as_str).unwrap_or("auto");
+    // Memory budget of the Gram (default 2 GiB): peak RSS minus the inputs should stay under it.
+    let budget_mib: Option<usize> = args.get(4).map(|s| s.parse()).transpose()?;
     let shape = match preset {
         Preset::Fc6 | Preset::Fc4 => InputShape::new(1, 28, 28),
         _ => InputShape::new(3, 32, 32),
@@ -35,6 +37,9 @@ fn main() -> anyhow::Result<()> {
     let x = Tensor::from_vec(xv, (n, shape.numel()), &Device::Cpu)?;
     let y = Tensor::from_vec((0..n as u32).map(|i| i % 10).collect::<Vec<_>>(), n, &Device::Cpu)?;
     let mut opts = GramOptions::default().with_per_layer(false);
+    if let Some(b) = budget_mib {
+        opts.memory_budget_bytes = b << 20;
+    }
     match method {
         "factorised" => opts.method = Method::Factorised,
         "materialised" => opts.method = Method::Materialised,
