@@ -17,49 +17,11 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use candle::{DType, Device, Tensor};
-use rand::{Rng, SeedableRng};
 use stiff_gradkernel::{gram, GramOptions, GramResult, LayerForm, Network};
 use stiff_models::{InputShape, Model, ModelConfig, Preset};
 
-fn vm_hwm_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-/// CPU seconds (user + system, all threads) used so far (/proc/self/stat, USER_HZ = 100).
-fn cpu_seconds() -> f64 {
-    std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|s| {
-            let rest = &s[s.rfind(')')? + 2..];
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(f64::NAN)
-}
-
-/// `(n, C, H, W)` f32: left half of each image one constant, right half uniform noise.
-fn inputs(n: usize, shape: InputShape, seed: u64) -> anyhow::Result<Tensor> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let (c, h, w) = (shape.channels, shape.height, shape.width);
-    let mut v = Vec::with_capacity(n * shape.numel());
-    for _ in 0..n {
-        let flat: f32 = rng.random_range(-1.0..1.0);
-        for _ in 0..c * h {
-            for col in 0..w {
-                v.push(if col < w / 2 { flat } else { rng.random_range(-1.0..1.0) });
-            }
-        }
-    }
-    Ok(Tensor::from_vec(v, (n, c, h, w), &Device::Cpu)?)
-}
+mod bench_util;
+use bench_util::{cpu_seconds, inputs, vm_hwm_mib};
 
 fn save(path: PathBuf, t: HashMap<String, Tensor>, meta: Option<HashMap<String, String>>) -> anyhow::Result<()> {
     let bytes = safetensors::tensor::serialize(t, meta)?;

@@ -14,7 +14,6 @@ use crate::loss::Loss;
 use crate::network::{is_buffer_name, Network};
 use crate::options::GramOptions;
 use crate::result::{CrossGramResult, GramResult};
-use crate::tape;
 
 /// The Gram matrix `K[i,j] = g_i . g_j` of per-example cross-entropy gradients of `net` on
 /// `(x, y)`, over all its parameters: the memory check, then the specialised CPU kernels where
@@ -92,20 +91,18 @@ pub fn logit_jacobians<N: Network + ?Sized>(net: &N, x: &Tensor, opts: &GramOpti
     if engine::wants_manual(opts) {
         return Err(engine::manual_unsupported("logit_jacobians"));
     }
-    // Outputs per example from one example's forward (no recording); the targets are unused.
+    // The output width comes from `prepare`'s one-example forward; the targets are unused.
     let n = x.dims().first().copied().unwrap_or(0);
     let dummy = Tensor::zeros(n, candle::DType::U32, x.device())?;
     let any = Loss::PerExample(Arc::new(|out: &Tensor, _t: &Tensor| out.flatten_from(1)?.sum(1)));
     let set = prepare(net, x, &dummy, &any, "logit_jacobians inputs")?;
-    let out = tape::suspended(|| net.forward(&set.x.narrow(0, 0, 1)?))?;
-    if out.rank() != 2 {
+    let &[_, classes] = set.out_dims.as_slice() else {
         return Err(GradKernelError::Shape {
             what: "logit_jacobians outputs",
             expected: "(N, classes)".into(),
-            got: out.dims().to_vec(),
+            got: set.out_dims.clone(),
         });
-    }
-    let classes = out.dim(1)?;
+    };
     let params: Vec<(String, Var)> = net.parameters().into_iter().filter(|(k, _)| !is_buffer_name(k)).collect();
     let p: usize = params.iter().map(|(_, v)| v.elem_count()).sum();
     let acc = crate::inputs::acc_dtype(params.first().map_or(candle::DType::F32, |(_, v)| v.dtype()), opts);

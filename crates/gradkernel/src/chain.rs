@@ -40,21 +40,25 @@ pub(crate) fn of_spec(m: &SpecModel) -> Option<Vec<Layer>> {
     let (mut open_relu, mut open_pool) = (false, false);
     for (i, l) in spec.layers.iter().enumerate() {
         let next = shapes[i].clone();
-        let param = |f: &str| m.param(i, f).cloned();
+        // Layer `i` with its weight and bias, before its ReLU and pooling.
+        let layer = |kind| {
+            let (weight, bias) = (m.param(i, "weight")?.clone(), m.param(i, "bias")?.clone());
+            Some(Layer {
+                name: i.to_string(),
+                kind,
+                weight,
+                bias,
+                relu: false,
+                in_dims: cur.clone(),
+                out_dims: next.clone(),
+            })
+        };
         match l {
             LayerSpec::Linear { bias: true, in_features, .. } => {
                 if cur != [*in_features] {
                     return None; // a Linear over positions: not a chain layer
                 }
-                out.push(Layer {
-                    name: i.to_string(),
-                    kind: LayerKind::Dense,
-                    weight: param("weight")?,
-                    bias: param("bias")?,
-                    relu: false,
-                    in_dims: cur.clone(),
-                    out_dims: next.clone(),
-                });
+                out.push(layer(LayerKind::Dense)?);
                 (open_relu, open_pool) = (true, false);
             }
             LayerSpec::Conv2d { bias: true, groups: 1, .. } => {
@@ -64,15 +68,7 @@ pub(crate) fn of_spec(m: &SpecModel) -> Option<Vec<Layer>> {
                 if !square || win.stride != (1, 1) || win.dilation != (1, 1) || k != 2 * p + 1 || cur.len() != 3 {
                     return None;
                 }
-                out.push(Layer {
-                    name: i.to_string(),
-                    kind: LayerKind::Conv2d { kernel: k, padding: p, pool: 1 },
-                    weight: param("weight")?,
-                    bias: param("bias")?,
-                    relu: false,
-                    in_dims: cur.clone(),
-                    out_dims: next.clone(),
-                });
+                out.push(layer(LayerKind::Conv2d { kernel: k, padding: p, pool: 1 })?);
                 (open_relu, open_pool) = (true, false);
             }
             LayerSpec::ReLU { .. } => {

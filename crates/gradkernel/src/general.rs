@@ -34,6 +34,8 @@ pub(crate) struct Prepared {
     pub x: Tensor,
     pub t: Tensor,
     pub n: usize,
+    /// Output shape `(n, ...)`, from one example's forward.
+    pub out_dims: Vec<usize>,
 }
 
 pub(crate) fn prepare<N: Network + ?Sized>(
@@ -53,7 +55,7 @@ pub(crate) fn prepare<N: Network + ?Sized>(
     let mut out_dims = out.dims().to_vec();
     out_dims[0] = n;
     let tt = loss.targets(t, n, &out_dims, xp.device(), what)?;
-    Ok(Prepared { x: xp, t: tt, n })
+    Ok(Prepared { x: xp, t: tt, n, out_dims })
 }
 
 /// The general engine's square Gram (see the module docs); `opts.cpu_fast_path` etc. are the
