@@ -47,6 +47,14 @@ fn gram(weights: &Path, inputs: &Path, out: &Path, extra: &[&str]) -> Command {
     c
 }
 
+/// `stiff cross --quiet [extra] --weights W --rows R --cols R --out O`: one inputs file as both sides.
+fn cross(weights: &Path, inputs: &Path, out: &Path, extra: &[&str]) -> Command {
+    let mut c = stiff();
+    c.args(["cross", "--quiet"]).args(extra).arg("--weights").arg(weights);
+    c.arg("--rows").arg(inputs).arg("--cols").arg(inputs).arg("--out").arg(out);
+    c
+}
+
 /// Reads a `stiff gram` result the way every reader must: both files, and the run id of
 /// `gram.safetensors` equal to the one in `stiffness.json` (else the set is a mix of two runs).
 fn read_gram_result(out: &Path) -> (usize, serde_json::Value) {
@@ -126,17 +134,7 @@ fn cross_shards_share_a_folder_that_gram_may_not_enter() {
     let out = dir.path().join("cross");
     std::fs::create_dir(&out).unwrap();
     let shard0 = stiff_fs::DirLock::try_acquire(&out, stiff_fs::LockMode::Shared, "stiff cross --shard 0/2").unwrap();
-    let o = stiff()
-        .args(["cross", "--quiet", "--tile-rows", "4", "--shard", "1/2", "--weights"])
-        .arg(&w)
-        .arg("--rows")
-        .arg(&inputs)
-        .arg("--cols")
-        .arg(&inputs)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = cross(&w, &inputs, &out, &["--tile-rows", "4", "--shard", "1/2"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let o = gram(&w, &inputs, &out, &[]).output().unwrap();
     assert!(!o.status.success() && stderr(&o).contains("in use by another process"), "{}", stderr(&o));
@@ -280,17 +278,7 @@ fn a_preset_checkpoint_gives_the_class_count() {
     let w7 = dir.path().join("fc6-7.safetensors");
     Model::new(&cfg, 1, DType::F32, &Device::Cpu).unwrap().save(&w7).unwrap();
     let out = dir.path().join("cross");
-    let o = stiff()
-        .args(["cross", "--quiet", "--preset", "fc6", "--weights"])
-        .arg(&w7)
-        .arg("--rows")
-        .arg(&inputs)
-        .arg("--cols")
-        .arg(&inputs)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = cross(&w7, &inputs, &out, &["--preset", "fc6"]).output().unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("plan.json")).unwrap()).unwrap();
     assert_eq!(plan["num_classes"], 7);
@@ -324,17 +312,7 @@ fn cross_refuses_non_finite_inputs_on_load() {
     let y = Tensor::from_vec(cycle(6, 3), 6, &Device::Cpu).unwrap();
     stiff_models::io::save_tensors_atomic(&[("x".into(), x), ("y".into(), y)], HashMap::new(), &inputs).unwrap();
     let out = dir.path().join("o");
-    let o = stiff()
-        .args(["cross", "--quiet", "--weights"])
-        .arg(&w)
-        .arg("--rows")
-        .arg(&inputs)
-        .arg("--cols")
-        .arg(&inputs)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = cross(&w, &inputs, &out, &[]).output().unwrap();
     let err = stderr(&o);
     assert!(!o.status.success());
     assert!(err.contains("poisoned.safetensors") && err.contains("index 21"), "{err}");
