@@ -153,14 +153,11 @@ fn stiff(args: &[String]) -> Result<ExitCode> {
 const BUILD_STIFF: [&str; 6] =
     ["build", "--release", "--workspace", "--bin", "stiff", "--message-format=json-render-diagnostics"];
 
-/// Builds the release `stiff` binary (nothing is rebuilt when it is current) and returns its path,
-/// as cargo reports it (so `CARGO_TARGET_DIR` and `build.target-dir` are honoured).
-pub(crate) fn build_stiff(root: &Path, cargo: &str) -> Result<PathBuf> {
-    let mut cmd = Command::new(cargo);
-    // `cargo xtask` runs xtask through `cargo run`, which sets the package's variables
-    // (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...) in our environment. A build script that watches
-    // one of them (ring's does) would see a different value than under `cargo test` and rebuild
-    // the whole chain above it; the child build gets the environment a person's shell has.
+/// `cargo xtask` runs xtask through `cargo run`, which sets the package's variables
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, ...) in our environment. A build script that watches one
+/// of them (ring's does) would see a different value than under `cargo test` and rebuild the whole
+/// chain above it; every cargo xtask spawns gets the environment a person's shell has.
+fn without_cargo_run_env(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
         let set_by_cargo_run = k.starts_with("CARGO_PKG_")
@@ -176,6 +173,13 @@ pub(crate) fn build_stiff(root: &Path, cargo: &str) -> Result<PathBuf> {
             cmd.env_remove(&k);
         }
     }
+}
+
+/// Builds the release `stiff` binary (nothing is rebuilt when it is current) and returns its path,
+/// as cargo reports it (so `CARGO_TARGET_DIR` and `build.target-dir` are honoured).
+pub(crate) fn build_stiff(root: &Path, cargo: &str) -> Result<PathBuf> {
+    let mut cmd = Command::new(cargo);
+    without_cargo_run_env(&mut cmd);
     let out = cmd
         .current_dir(root)
         .args(BUILD_STIFF)
@@ -244,6 +248,7 @@ fn task(cli: Cli) -> Result<ExitCode> {
             let crates = if crates.is_empty() { vec![owned.as_str()] } else { crates };
             for c in crates {
                 let mut cmd = Command::new(cargo());
+                without_cargo_run_env(&mut cmd);
                 cmd.current_dir(workspace_root()).args(["bench", "--package", c]);
                 if !args.is_empty() {
                     cmd.arg("--").args(&args);
@@ -263,6 +268,7 @@ fn task(cli: Cli) -> Result<ExitCode> {
             let root = workspace_root();
             let script = root.join("scripts/cuda-build-env.sh");
             let mut cmd = Command::new("bash");
+            without_cargo_run_env(&mut cmd);
             cmd.current_dir(&root).arg("-c").arg(format!(
                 "source '{}' && \"$CARGO_BIN\" build --release --features cuda --package stiff-cli",
                 script.display()
