@@ -2,7 +2,9 @@
 //! shape arithmetic on the host. Activations and pooling use the project's gradient conventions
 //! (`relu'(0) = 0`, max pooling's gradient to the first maximum of a window).
 
-use candle::{DType, Device, Tensor};
+use std::collections::HashSet;
+
+use candle::{DType, Device, Tensor, TensorId};
 use stiff_models::ops::{self as mops, Window};
 
 use crate::attrs;
@@ -15,6 +17,8 @@ use crate::value::{host_binary, Value};
 pub(crate) struct Ctx<'a> {
     pub dtype: DType,
     pub dev: &'a Device,
+    /// Tensor ids of the trainable parameters (a constant bias is added outside the tap).
+    pub params: &'a HashSet<TensorId>,
 }
 
 pub(crate) fn msg(n: &Node, problem: impl std::fmt::Display) -> candle::Error {
@@ -139,7 +143,16 @@ pub(crate) fn eval(n: &Node, rec: &str, ins: &[Option<Value>], c: &Ctx) -> candl
                 _ => None,
             };
             if groups == 1 {
-                return f(stiff_gradkernel::nn::conv2d_forward(rec, &x, &w, b.as_ref(), &win)?);
+                // A bias that is no parameter (a constant the exporter wrote) stays off the tape.
+                let (tapped_b, const_b) = match b {
+                    Some(b) if !c.params.contains(&b.id()) => (None, Some(b)),
+                    b => (b, None),
+                };
+                let y = stiff_gradkernel::nn::conv2d_forward(rec, &x, &w, tapped_b.as_ref(), &win)?;
+                return f(match const_b {
+                    Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
+                    None => y,
+                });
             }
             if win.stride.0 != win.stride.1 || win.padding.0 != win.padding.1 || win.dilation.0 != win.dilation.1 {
                 return Err(msg(n, "grouped convolutions need equal strides, pads and dilations on both axes"));

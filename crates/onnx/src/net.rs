@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use candle::{DType, Device, Tensor, Var};
+use candle::{DType, Device, Tensor, TensorId, Var};
 use stiff_gradkernel::Network;
 
 use crate::attrs;
@@ -170,7 +170,8 @@ impl OnnxNet {
     }
 
     fn run(&self, x: &Tensor) -> candle::Result<Tensor> {
-        let c = Ctx { dtype: self.dtype, dev: &self.device };
+        let ids: HashSet<TensorId> = self.params.iter().map(|(_, v)| v.as_tensor().id()).collect();
+        let c = Ctx { dtype: self.dtype, dev: &self.device, params: &ids };
         let mut env: HashMap<&str, Value> = HashMap::new();
         env.insert(self.graph.input.0.as_str(), Value::F(x.clone()));
         for (i, (name, v)) in self.params.iter().enumerate() {
