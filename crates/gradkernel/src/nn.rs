@@ -88,6 +88,18 @@ pub fn conv2d_forward(name: &str, x: &Tensor, w: &Tensor, b: Option<&Tensor>, wi
     tape::tap(name, RecKind::Conv { win: *win }, x, z, Some(w), b)
 }
 
+/// Tapped `x + p` for a parameter `p` broadcast over the batch (a learned positional table
+/// `(1, T, d)` or `(T, d)`, a bias vector added on its own). A `p` that varies along the batch
+/// dimension is added untapped.
+pub fn add_offset(name: &str, x: &Tensor, p: &Tensor) -> candle::Result<Tensor> {
+    let y = x.broadcast_add(p)?;
+    let (k, r) = (y.rank(), p.rank());
+    if k == 0 || r > k || (r == k && p.dim(0)? != 1) {
+        return Ok(y);
+    }
+    tape::tap(name, RecKind::Offset { shape: p.dims().to_vec() }, x, y, None, Some(p))
+}
+
 /// Tapped eval-mode batch norm over dim 1 of `(N, C, ...)`.
 pub fn batch_norm_forward(
     name: &str,

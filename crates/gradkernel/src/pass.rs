@@ -72,6 +72,19 @@ pub(crate) fn record_grads(r: &Record, delta: &Tensor, acc: DType) -> Result<Vec
             let gw = d3.matmul(&u.transpose(1, 2)?)?.reshape((n, ()))?;
             (gw, d3.sum(2)?)
         }
+        RecKind::Offset { shape } => {
+            let k = d.rank();
+            let mut full = vec![1; k.saturating_sub(shape.len())];
+            full.extend_from_slice(shape);
+            let mut g = d.clone();
+            for j in (1..k).rev() {
+                if full[j] == 1 && d.dim(j)? != 1 {
+                    g = g.sum_keepdim(j)?;
+                }
+            }
+            let g = g.reshape((n, ()))?;
+            (g.clone(), g)
+        }
         RecKind::Norm { layout } => {
             let prod = (&d * &a)?;
             match layout {

@@ -170,7 +170,7 @@ pub(crate) fn plan<N: Network + ?Sized>(
                         choose_positional(r, &out_dims, n_total)
                     }
                 }
-                RecKind::Norm { .. } => LayerForm::Materialised,
+                RecKind::Norm { .. } | RecKind::Offset { .. } => LayerForm::Materialised,
             }
         };
         let name = recs.iter().map(|&ri| records[ri].name.as_str()).collect::<Vec<_>>().join("+");
@@ -242,9 +242,18 @@ pub(crate) fn plan<N: Network + ?Sized>(
 /// Indices (ascending) of the units whose per-example gradient on the one-example probe pass
 /// differs from autograd's gradient of that example's loss for one of their parameters, i.e.
 /// whose parameters reach the loss through an op the tape did not record. A use that contributes
-/// nothing on the probe example (a dead ReLU, say) is not seen.
+/// nothing on the probe example (a dead ReLU, say) is not seen. Differences are measured against
+/// the parameter's own gradient, floored at 1e-3 of the largest gradient entry of the whole
+/// network: a parameter whose exact gradient vanishes (a key bias under softmax attention, which
+/// cancels) would otherwise be compared with its own rounding noise.
 fn untapped_uses(probe: &Pass, units: &[Unit], params: &[(String, Var)], records: &[Record]) -> Result<Vec<usize>> {
     let Some(grads) = &probe.grads else { return Ok(Vec::new()) };
+    let mut global = 0f64;
+    for (_, v) in params {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            global = global.max(g.to_dtype(DType::F64)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?);
+        }
+    }
     let mut moved = Vec::new();
     for (ui, u) in units.iter().enumerate() {
         let mut by_var: HashMap<TensorId, Tensor> = HashMap::new();
@@ -267,7 +276,12 @@ fn untapped_uses(probe: &Pass, units: &[Unit], params: &[(String, Var)], records
                 Some(g) => g.to_dtype(DType::F64)?.flatten_all()?,
                 None => tapped.zeros_like()?,
             };
-            let scale = batch.abs()?.max(0)?.to_scalar::<f64>()?.max(tapped.abs()?.max(0)?.to_scalar::<f64>()?);
+            let scale = batch
+                .abs()?
+                .max(0)?
+                .to_scalar::<f64>()?
+                .max(tapped.abs()?.max(0)?.to_scalar::<f64>()?)
+                .max(1e-3 * global);
             let diff = (tapped - &batch)?.abs()?.max(0)?.to_scalar::<f64>()?;
             // Rounding of one example's products: far below any real missed path.
             let tol = if var.dtype() == DType::F64 { 1e-9 } else { 1e-3 };

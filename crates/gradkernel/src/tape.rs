@@ -20,6 +20,10 @@ pub(crate) enum RecKind {
     /// `y = x_hat * gamma (+ beta)`; the record's input is `x_hat`, same shape as `y`.
     /// `Channel`: parameters per dim 1 (batch norm); `Trailing(k)`: over the last `k` dims (layer norm).
     Norm { layout: NormLayout },
+    /// `y = x + p` with a parameter `p` (a learned positional table, a free-standing bias) of
+    /// `shape`, broadcast over the batch and possibly other leading or size-1 dims; only `bias`
+    /// is set. Its per-example gradient is the delta summed over the broadcast dims.
+    Offset { shape: Vec<usize> },
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -67,7 +67,16 @@ pub(crate) fn eval(n: &Node, rec: &str, ins: &[Option<Value>], c: &Ctx) -> candl
             };
             Ok(vec![Value::H(r.ok_or_else(|| msg(n, "operand shapes do not broadcast"))?)])
         }
-        "Add" => f(t(n, ins, 0, c)?.broadcast_add(&t(n, ins, 1, c)?)?),
+        "Add" => {
+            let (a, b) = (t(n, ins, 0, c)?, t(n, ins, 1, c)?);
+            // A parameter added to activations (a positional table) is a tapped offset.
+            let (pa, pb) = (c.params.contains(&a.id()), c.params.contains(&b.id()));
+            f(match (pa, pb) {
+                (false, true) => stiff_gradkernel::nn::add_offset(n.inputs[1].as_str(), &a, &b)?,
+                (true, false) => stiff_gradkernel::nn::add_offset(n.inputs[0].as_str(), &b, &a)?,
+                _ => a.broadcast_add(&b)?,
+            })
+        }
         "Sub" => f(t(n, ins, 0, c)?.broadcast_sub(&t(n, ins, 1, c)?)?),
         "Mul" => f(t(n, ins, 0, c)?.broadcast_mul(&t(n, ins, 1, c)?)?),
         "Div" => f(t(n, ins, 0, c)?.broadcast_div(&t(n, ins, 1, c)?)?),
