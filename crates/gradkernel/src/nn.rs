@@ -69,6 +69,17 @@ pub fn linear_forward(name: &str, x: &Tensor, w: &Tensor, b: Option<&Tensor>) ->
     tape::tap(name, RecKind::Linear, x, z, Some(w), b)
 }
 
+/// Tapped `z = x W + b` with the weight held `(in, out)` (the constant operand of an ONNX
+/// MatMul, a Gemm with `transB = 0`). x: `(N, ..., in)`; W: `(in, out)`; b: `(out)`.
+pub fn linear_t_forward(name: &str, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> candle::Result<Tensor> {
+    let z = x.broadcast_matmul(w)?;
+    let z = match b {
+        Some(b) => z.broadcast_add(b)?,
+        None => z,
+    };
+    tape::tap(name, RecKind::LinearT, x, z, Some(w), b)
+}
+
 /// Tapped convolution (groups 1; any stride, padding, dilation, also unequal per axis).
 /// x: `(N, C, H, W)`; W: `(out, C, kh, kw)`; b: `(out)`.
 pub fn conv2d_forward(name: &str, x: &Tensor, w: &Tensor, b: Option<&Tensor>, win: &Window) -> candle::Result<Tensor> {

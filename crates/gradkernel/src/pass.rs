@@ -57,12 +57,16 @@ pub(crate) fn record_grads(r: &Record, delta: &Tensor, acc: DType) -> Result<Vec
     let d = delta.to_dtype(acc)?;
     let n = a.dim(0)?;
     let (gw, gb) = match &r.kind {
-        RecKind::Linear => {
+        RecKind::Linear | RecKind::LinearT => {
             let (i, o) = (a.dim(a.rank() - 1)?, d.dim(d.rank() - 1)?);
             let a3 = a.reshape((n, (), i))?;
             let d3 = d.reshape((n, (), o))?;
-            let gw = d3.transpose(1, 2)?.contiguous()?.matmul(&a3)?.reshape((n, o * i))?;
-            (gw, d3.sum(1)?)
+            let gw = if matches!(r.kind, RecKind::Linear) {
+                d3.transpose(1, 2)?.contiguous()?.matmul(&a3)?
+            } else {
+                a3.transpose(1, 2)?.contiguous()?.matmul(&d3)?
+            };
+            (gw.reshape((n, o * i))?, d3.sum(1)?)
         }
         RecKind::Conv { win } => {
             let u = unfold(&a, win)?; // (n, F, S)

@@ -162,8 +162,8 @@ pub(crate) fn plan<N: Network + ?Sized>(
             LayerForm::Materialised
         } else {
             match &r.kind {
-                RecKind::Linear if r.input.rank() == 2 => LayerForm::DenseFactorised,
-                RecKind::Linear | RecKind::Conv { .. } => {
+                RecKind::Linear | RecKind::LinearT if r.input.rank() == 2 => LayerForm::DenseFactorised,
+                RecKind::Linear | RecKind::LinearT | RecKind::Conv { .. } => {
                     if opts.method == Method::Factorised {
                         LayerForm::Ghost
                     } else {

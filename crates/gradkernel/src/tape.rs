@@ -15,6 +15,9 @@ use stiff_models::ops::Window;
 pub(crate) enum RecKind {
     /// `z = a W^T (+ b)`; input `a: (n, ..., in)`, output `(n, ..., out)`.
     Linear,
+    /// `z = a W (+ b)` with the weight held `(in, out)` (an ONNX MatMul's constant operand); the
+    /// per-example weight gradient is `a^T d`, in the weight's own layout.
+    LinearT,
     /// `z = conv2d(a, W) (+ b)`; input `(n, C, H, W)`, output `(n, C_out, ho, wo)`.
     Conv { win: Window },
     /// `y = x_hat * gamma (+ beta)`; the record's input is `x_hat`, same shape as `y`.

@@ -23,7 +23,7 @@
 //! use stiff_onnx::{OnnxNet, OnnxOptions};
 //! let net = OnnxNet::load("resnet18.onnx".as_ref(), &OnnxOptions::default())?;
 //! # let (x, y): (candle::Tensor, candle::Tensor) = todo!();
-//! let k = stiff_gradkernel::gram(&net, &x, &y, net.num_outputs(), &Default::default())?;
+//! let k = stiff_gradkernel::gram(&net, &x, &y, &Default::default())?.k;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![deny(missing_docs)]

@@ -43,19 +43,17 @@ impl Default for OnnxOptions {
 pub struct ParamInfo {
     /// Initializer name.
     pub name: String,
-    /// Shape in the graph.
+    /// Shape in the graph (per-example gradient columns follow it, row-major).
     pub shape: Vec<usize>,
-    /// Whether the kernel holds it transposed (a MatMul's `(in, out)` weight held as `(out, in)`):
-    /// its per-example gradient columns are then in that order. The Gram does not depend on it.
-    pub transposed: bool,
 }
 
 #[derive(Debug, Clone)]
 enum Step {
     /// Evaluate a node; tapped layers inside record under `rec`.
     Eval { node: usize, rec: String },
-    /// A tapped dense layer `out = x W^T (+ b)` with `W` the parameter's storage `(out, in)`.
-    Linear { node: usize, rec: String, x: String, w: usize, b: Option<usize>, out: String },
+    /// A tapped dense layer: `out = x W^T (+ b)` for a weight held `(out, in)`, `x W (+ b)` for one
+    /// held `(in, out)` (`in_out`).
+    Linear { node: usize, rec: String, x: String, w: usize, in_out: bool, b: Option<usize>, out: String },
 }
 
 /// An ONNX graph ready for the gradient kernel.
@@ -97,19 +95,14 @@ impl OnnxNet {
             apply_weights(&mut graph, &names, w)?;
         }
         check_finite(&graph, &names)?;
-        let (steps, transposed) = plan_steps(&graph, &names);
+        let steps = plan_steps(&graph, &names);
         let (dtype, device) = (opts.dtype, opts.device.clone());
         let mut params = Vec::new();
         let mut info = Vec::new();
         for name in &names {
             let h = &graph.initializers[name];
-            let mut t = host_to_tensor(h, dtype, &device)?;
-            let tr = transposed.contains(name);
-            if tr {
-                t = t.t()?.contiguous()?;
-            }
-            params.push((name.clone(), Var::from_tensor(&t)?));
-            info.push(ParamInfo { name: name.clone(), shape: h.dims.clone(), transposed: tr });
+            params.push((name.clone(), Var::from_tensor(&host_to_tensor(h, dtype, &device)?)?));
+            info.push(ParamInfo { name: name.clone(), shape: h.dims.clone() });
         }
         let pset: HashSet<&String> = names.iter().collect();
         let mut consts = HashMap::new();
@@ -174,9 +167,8 @@ impl OnnxNet {
         let c = Ctx { dtype: self.dtype, dev: &self.device, params: &ids };
         let mut env: HashMap<&str, Value> = HashMap::new();
         env.insert(self.graph.input.0.as_str(), Value::F(x.clone()));
-        for (i, (name, v)) in self.params.iter().enumerate() {
-            let t = if self.info[i].transposed { v.as_tensor().t()? } else { v.as_tensor().clone() };
-            env.insert(name.as_str(), Value::F(t));
+        for (name, v) in &self.params {
+            env.insert(name.as_str(), Value::F(v.as_tensor().clone()));
         }
         for (k, v) in &self.consts {
             env.insert(k.as_str(), v.clone());
@@ -197,13 +189,17 @@ impl OnnxNet {
                         env.insert(name.as_str(), v);
                     }
                 }
-                Step::Linear { node, rec, x, w, b, out } => {
+                Step::Linear { node, rec, x, w, in_out, b, out } => {
                     let n = &self.graph.nodes[*node];
                     let xv = env.get(x.as_str()).ok_or_else(|| eval::msg(n, format!("input `{x}` missing")))?;
                     let xt = xv.tensor(self.dtype, &self.device)?;
                     let wt = self.params[*w].1.as_tensor();
                     let bt = b.map(|b| self.params[b].1.as_tensor().clone());
-                    let y = stiff_gradkernel::nn::linear_forward(rec, &xt, wt, bt.as_ref())?;
+                    let y = if *in_out {
+                        stiff_gradkernel::nn::linear_t_forward(rec, &xt, wt, bt.as_ref())?
+                    } else {
+                        stiff_gradkernel::nn::linear_forward(rec, &xt, wt, bt.as_ref())?
+                    };
                     env.insert(out.as_str(), Value::F(y));
                 }
             }
@@ -215,9 +211,9 @@ impl OnnxNet {
     }
 }
 
-/// The evaluation steps (live nodes only, dense layers with a constant weight as tapped linear
-/// steps) and the parameters held transposed.
-fn plan_steps(g: &Graph, params: &[String]) -> (Vec<Step>, HashSet<String>) {
+/// The evaluation steps: live nodes only, dense layers with a constant weight as tapped linear
+/// steps (with a following bias `Add` fused).
+fn plan_steps(g: &Graph, params: &[String]) -> Vec<Step> {
     let index: HashMap<&str, usize> = params.iter().enumerate().map(|(i, p)| (p.as_str(), i)).collect();
     let prod = producers(g);
     let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
@@ -226,7 +222,7 @@ fn plan_steps(g: &Graph, params: &[String]) -> (Vec<Step>, HashSet<String>) {
             consumers.entry(v.as_str()).or_default().push(i);
         }
     }
-    // Dense candidates: (node, param, wants transposed storage, bias param).
+    // Dense candidates: (node, param, weight held (in, out), bias param).
     let mut cands: Vec<(usize, usize, bool, Option<usize>)> = Vec::new();
     for (i, n) in g.nodes.iter().enumerate() {
         let (gemm, mm) = (n.op == "Gemm", n.op == "MatMul");
@@ -270,17 +266,9 @@ fn plan_steps(g: &Graph, params: &[String]) -> (Vec<Step>, HashSet<String>) {
         };
         cands.push((i, p, !b_is_out_in, bias));
     }
-    // One storage per parameter: the first candidate's; candidates wanting the other stay untapped.
-    let mut storage: HashMap<usize, bool> = HashMap::new();
-    for &(_, p, tr, _) in &cands {
-        storage.entry(p).or_insert(tr);
-    }
     let mut linear: HashMap<usize, Step> = HashMap::new();
     let mut fused_adds: HashSet<usize> = HashSet::new();
     for &(i, p, tr, bias) in &cands {
-        if storage[&p] != tr {
-            continue;
-        }
         let n = &g.nodes[i];
         let mut out = n.outputs[0].clone();
         let mut b = bias;
@@ -301,9 +289,8 @@ fn plan_steps(g: &Graph, params: &[String]) -> (Vec<Step>, HashSet<String>) {
             }
         }
         let rec = stem(&params[p]);
-        linear.insert(i, Step::Linear { node: i, rec, x: n.inputs[0].clone(), w: p, b, out });
+        linear.insert(i, Step::Linear { node: i, rec, x: n.inputs[0].clone(), w: p, in_out: tr, b, out });
     }
-    let transposed: HashSet<String> = storage.iter().filter(|(_, &t)| t).map(|(&p, _)| params[p].clone()).collect();
     // Steps in graph order, then keep only those the output needs.
     let mut steps = Vec::new();
     for (i, n) in g.nodes.iter().enumerate() {
@@ -334,8 +321,7 @@ fn plan_steps(g: &Graph, params: &[String]) -> (Vec<Step>, HashSet<String>) {
             needed.extend(ins.into_iter().cloned());
         }
     }
-    let steps = steps.into_iter().zip(live).filter(|(_, l)| *l).map(|(s, _)| s).collect();
-    (steps, transposed)
+    steps.into_iter().zip(live).filter(|(_, l)| *l).map(|(s, _)| s).collect()
 }
 
 impl Network for OnnxNet {

@@ -203,3 +203,43 @@ fn an_old_opset_is_refused_with_the_supported_range() {
     let e = load(&write(d.path(), "old.onnx", &m)).unwrap_err();
     assert!(e.to_string().contains("opset 9 is not supported"), "{e}");
 }
+
+/// `x -> Gemm(W) -> Relu -> Gemm(W) -> + pos -> logits` with one square `W` used twice and a
+/// learned offset: the Gram equals the one-backward-per-example oracle on the same graph.
+#[test]
+fn a_weight_used_twice_is_summed_exactly() {
+    use candle::{DType, Device, Tensor};
+    let d = tempfile::tempdir().unwrap();
+    let w: Vec<f32> = (0..16).map(|i| ((i * 7 % 11) as f32 - 5.0) / 6.0).collect();
+    let mut m = classifier();
+    let g = m.graph.as_mut().unwrap();
+    g.node = vec![
+        node("Gemm", "fc_a", &["x", "w", "b"], &["h"], vec![int_attr("transB", 1)]),
+        node("Relu", "act", &["h"], &["r"], vec![]),
+        node("MatMul", "fc_b", &["r", "w"], &["z"], vec![]),
+        node("Add", "shift", &["z", "pos"], &["logits"], vec![]),
+    ];
+    g.initializer = vec![floats("w", &[4, 4], &w), floats("b", &[4], &[0.1, 0.0, -0.1, 0.2]), floats("pos", &[4], &[0.3, -0.3, 0.0, 0.5])];
+    g.output = vec![value("logits", &[None, Some(4)])];
+    let p = write(d.path(), "shared.onnx", &m);
+    let net = OnnxNet::load(&p, &OnnxOptions { dtype: DType::F64, ..Default::default() }).unwrap();
+    let names: Vec<&str> = net.parameter_info().iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["w", "b", "pos"]);
+    // Half the inputs zero: the ReLU sits at 0 for some units.
+    let xs: Vec<f64> = (0..40).map(|i| if i % 3 == 0 { 0.0 } else { ((i * 5 % 9) as f64 - 4.0) / 3.0 }).collect();
+    let x = Tensor::from_vec(xs, (10, 4), &Device::Cpu).unwrap();
+    let y = Tensor::from_vec((0..10u32).map(|i| i % 4).collect::<Vec<_>>(), 10, &Device::Cpu).unwrap();
+    let ours = stiff_gradkernel::gram(&net, &x, &y, &Default::default()).unwrap();
+    let forms: Vec<_> = ours.routes.iter().map(|r| (r.name.as_str(), r.form)).collect();
+    assert!(forms.contains(&("w+w", stiff_gradkernel::LayerForm::Shared)), "{forms:?}");
+    assert!(forms.iter().all(|(_, f)| *f != stiff_gradkernel::LayerForm::Fallback), "{forms:?}");
+    let loss = stiff_gradkernel::Loss::CrossEntropy;
+    let oracle = stiff_gradkernel::reference_gram_net(&net, &x, &y.to_dtype(DType::U32).unwrap(), &loss).unwrap();
+    let (a, b) = (ours.k.to_vec2::<f64>().unwrap(), oracle.to_vec2::<f64>().unwrap());
+    for i in 0..10 {
+        for j in 0..10 {
+            let s = (b[i][i] * b[j][j]).sqrt();
+            assert!((a[i][j] - b[i][j]).abs() / s < 1e-12, "K[{i},{j}] {} vs {}", a[i][j], b[i][j]);
+        }
+    }
+}
