@@ -19,6 +19,7 @@ import sys
 import torch
 from safetensors.torch import save_file
 
+import onnx_conventions as conv
 import onnx_models as om
 
 ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
@@ -27,6 +28,17 @@ LOOP_TOL = 1e-10
 # The exported graph must reproduce the eval-mode model's f32 logits.
 LOGITS_TOL = 1e-4
 MAX_BYTES = 1_500_000
+# Another ReLU'(0) or max-pool tie rule must move the whole Gram by at least BITE_TOTAL and the
+# affected parameter's own Gram by at least BITE_PARAM (cosine units), far above the 1e-6 the Rust
+# tests allow, or the fixture would not catch the wrong convention.
+BITE_TOTAL = 1e-5
+BITE_PARAM = 1e-2
+# The conventions each fixture is built to catch (resnet_tiny's ReLUs follow BatchNorm, whose
+# output is never exactly 0, so its ReLU'(0) is not exercised; ops_tiny's first ReLU is).
+MUST_BITE = {
+    "resnet_tiny": ("maxpool_last_unfold", "maxpool_split_unfold"),
+    "ops_tiny": ("maxpool_last_unfold", "maxpool_split_unfold", "relu_derivative_1_at_0"),
+}
 
 
 def build(name):
@@ -35,7 +47,8 @@ def build(name):
     if name == "resnet_tiny":
         torch.manual_seed(101)
         model = om.TinyResNet(in_ch=3, width=8)
-        n, x = 16, om.half_flat(16, 3, 16, 16, seed=201, zero_every=4)
+        om.convention_kernels(model.conv1, left_column=0)
+        n, x = 16, om.half_flat(16, 3, 16, 16, seed=201, zero_every=4, dyadic=16)
         opts = dict(optimize=False, external_data=True)
     elif name == "transformer_tiny":
         torch.manual_seed(102)
@@ -46,7 +59,8 @@ def build(name):
     else:
         torch.manual_seed(103)
         model = om.OpsTiny()
-        n, x = 18, om.half_flat(18, 1, 12, 12, seed=203, zero_every=3)
+        om.convention_kernels(model.conv1, zero_sum=0, left_column=1)
+        n, x = 18, om.half_flat(18, 1, 12, 12, seed=203, zero_every=3, dyadic=16)
         # optimize=True constant-folds Gather(table, constant idx) into a new initializer and the
         # table parameter disappears from the graph; unoptimised, the Gather on `table` stays.
         opts = dict(optimize=False, external_data=False)
@@ -79,6 +93,14 @@ def write_model(name, out, notes):
     if summed > LOOP_TOL:
         sys.exit(f"onnx_fixtures: {name}: per-parameter Grams do not sum to the Gram ({summed:.2e})")
 
+    bites = conv.sensitivity(model, x, y, gram, per)
+    for k, v in bites.items():
+        same = k == "maxpool_first_unfold"
+        if (same and v["worst_param"] > LOOP_TOL) or (
+            k in MUST_BITE.get(name, ()) and (v["total"] < BITE_TOTAL or v["worst_param"] < BITE_PARAM)
+        ):
+            sys.exit(f"onnx_fixtures: {name}: convention check {k} gives {v}")
+
     tensors = {"x": x.contiguous(), "y": y.contiguous(), "gram": gram.contiguous()}
     tensors.update({f"gram.{k}": v.contiguous() for k, v in per.items()})
     save_file(tensors, os.path.join(out, f"{name}.ref.safetensors"))
@@ -105,6 +127,8 @@ def write_model(name, out, notes):
         "onnx_ops": ops,
         "initializers": [{"name": n, "shape": s, "dtype": t} for n, s, t in inits],
         "checks": {"onnx_vs_torch_logits_max_abs": gap, "func_vs_loop_gram_rel": err},
+        # How far the Gram moves, in cosine units, under another ReLU / max-pool tie convention.
+        "convention_sensitivity": bites,
     }
     with open(os.path.join(out, f"{name}.params.json"), "w") as f:
         json.dump(meta, f, indent=1)
@@ -116,11 +140,17 @@ def write_model(name, out, notes):
         fused = om.export(model, x, folded, optimize=True, external_data=False)
         fops, finits, _ = om.describe(folded)
         notes["resnet_tiny_folded"] = (fused, fops, finits, None)
+        print(f"resnet_tiny_folded: ops={fops}")
+        for line in fmt_inits(finits):
+            print(f"  init {line}")
     notes[name] = (used, ops, inits, meta)
     print(f"{name}: n={x.shape[0]} ops={ops}")
     for line in fmt_inits(inits):
         print(f"  init {line}")
     print(f"  checks: onnx logits gap {gap:.1e}, func vs loop {err:.1e}")
+    for k, v in bites.items():
+        print(f"  other convention {k}: {v['total']:.2e} cosine units from the reference "
+              f"({v['worst_param']:.2e} on {v['param']}'s own Gram)")
 
 
 def write_truncated(out):
@@ -134,7 +164,10 @@ def write_truncated(out):
 DESCRIPTIONS = {
     "resnet_tiny": "torchvision-style ResNet (7x7/2 stem conv + BN + ReLU + 3x3/2 max-pool, two BasicBlocks, "
     "the second strided with a 1x1 conv + BN downsample, adaptive average pool, Linear head), widths 8/16, "
-    "3x16x16 half-flat images (every 4th image's flat half exactly 0). BN running statistics, BN weight and "
+    "3x16x16 half-flat images (flat values multiples of 1/16; every 4th image's flat half exactly 0). "
+    "Stem conv output channel 0 has non-zero weights (multiples of 1/8) in its leftmost kernel column only, "
+    "so 3x3 max-pool windows tie exactly (in f32 and f64) between positions whose patches differ: the "
+    "gradient must go to the first maximum in row-major order, as torch does. BN running statistics, BN weight and "
     "bias random (`gram.layer2.0.bn2.bias` equals `gram.layer2.0.downsample.1.bias`: both feed the same "
     "residual sum). `optimize=False`, external data in `resnet_tiny.onnx.data`; "
     "`resnet_tiny.state_dict.safetensors` holds `state_dict()` (incl. the int64 `num_batches_tracked` "
@@ -150,8 +183,10 @@ DESCRIPTIONS = {
     "`onnx_initializer`/`onnx_transposed` in the params file). Note: `gram.blocks.0.k.bias` is zero up to "
     "f64 rounding (~1e-35): a key bias adds the same q.b_k to every score of a row, which softmax ignores; "
     "compare that one with an absolute tolerance.",
-    "ops_tiny": "1x12x12 half-flat images (every 3rd image's flat half exactly 0): bias-free conv -> ReLU "
-    "(exact zero inputs) -> 2x2 max-pool (ties) -> conv -> sigmoid(u)*tanh(u), leaky_relu(u) - that, "
+    "ops_tiny": "1x12x12 half-flat images (flat values multiples of 1/16; every 3rd image's flat half exactly "
+    "0): bias-free conv -> ReLU -> 2x2 max-pool -> conv (conv1 channel 0: a kernel of multiples of 1/8 summing to "
+    "exactly 0, so ReLU inputs are exactly 0 over non-zero patches and ReLU'(0) = 0 matters; channel 1: "
+    "leftmost kernel column only, so max-pool windows tie between different patches) -> sigmoid(u)*tanh(u), leaky_relu(u) - that, "
     "erf(b) + sqrt(b**2 + 1), AvgPool 2x2, mean over H, W, flatten, slice [:, :32], reshape (N, 4, 8), "
     "+ F.embedding(idx=[2, 0, 2, 3], table (4, 8)) (a Gather on a parameter; row 2 is used twice), "
     "* unsqueezed mean, Dropout(0.3) in eval, flatten, Linear head. `optimize=False` because the optimizer "
@@ -181,6 +216,11 @@ def write_readme(out, notes, sizes, cut):
         "  f64 with the same f32 inputs upcast; `gram.<param name>` (N, N) f64 for each parameter alone (they",
         "  sum to `gram`). The script checks `gram` against a per-example autograd loop (relative",
         f"  {LOOP_TOL:g}) and the ONNX graph's logits (onnx.reference) against torch's ({LOGITS_TOL:g}).",
+        "  Conventions pinned (torch's): ReLU'(0) = 0; a max-pool window with tied maxima sends the gradient",
+        "  to the first one in row-major order. `benches/peers/onnx_conventions.py` recomputes the Gram with",
+        "  ReLU'(0) = 1, the last tied maximum, or an even split, and the script requires each to move the",
+        f"  Gram by >= {BITE_TOTAL:g} (whole) and >= {BITE_PARAM:g} (the affected parameter's own Gram), so a",
+        "  test at 1e-6 catches the wrong one; `maxpool_first_unfold` (torch's rule, re-implemented) must agree.",
         "- `<name>.params.json`: the named parameters in order with shapes and the ONNX initializer that holds",
         "  each (`onnx_transposed` when stored as W^T), the export options, opset, op types, initializers.",
         "",
@@ -194,6 +234,14 @@ def write_readme(out, notes, sizes, cut):
         lines += [f"## {name}", "", DESCRIPTIONS[name], ""]
         if meta:
             lines += [f"N = {meta['n']}, input {tuple(meta['input_shape'])}, 10 classes.", ""]
+        if meta and meta["convention_sensitivity"]:
+            lines += ["How far another convention moves the reference (cosine units; the whole Gram, and the "
+                      "worst parameter's own Gram):", ""]
+            for k, v in meta["convention_sensitivity"].items():
+                role = ("torch's own rule, re-implemented: must agree" if k == "maxpool_first_unfold"
+                        else "pinned by this fixture" if k in MUST_BITE.get(name, ()) else "not exercised here")
+                lines.append(f"- `{k}`: {v['total']:.1e}, {v['worst_param']:.1e} on `{v['param']}` ({role})")
+            lines.append("")
         opts = {k: v for k, v in used.items() if k != "torch"}
         lines += [f"Export options: `{json.dumps(opts)}`", "", f"ONNX ops: {', '.join(ops)}", "", "Initializers:", ""]
         lines += [f"- `{line}`" for line in fmt_inits(inits)]

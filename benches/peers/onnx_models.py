@@ -101,6 +101,7 @@ class OpsTiny(nn.Module):
     def __init__(self, classes=10):
         super().__init__()
         self.conv1 = nn.Conv2d(1, 6, 3, padding=1, bias=False)
+        self.relu = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
         self.conv2 = nn.Conv2d(6, 8, 3, padding=1)
         self.avg = nn.AvgPool2d(2)
@@ -111,7 +112,7 @@ class OpsTiny(nn.Module):
         self.head = nn.Linear(32, classes)
 
     def forward(self, x):
-        h = self.pool(F.relu(self.conv1(x)))  # (N, 6, 6, 6)
+        h = self.pool(self.relu(self.conv1(x)))  # (N, 6, 6, 6)
         u = self.conv2(h)  # (N, 8, 6, 6)
         a = torch.sigmoid(u) * torch.tanh(u)
         b = F.leaky_relu(u, 0.1) - a
@@ -148,18 +149,47 @@ def randomise_free(model, gen, scale=0.5):
                 p.copy_(torch.randn(p.shape, generator=gen) * scale)
 
 
-def half_flat(n, c, h, w, seed, zero_every=0):
+def half_flat(n, c, h, w, seed, zero_every=0, dyadic=0):
     """Images whose left half (all channels) is one constant per image, the right half uniform in
     [-1, 1): max-pool windows inside the flat half tie, and after a bias-free conv a constant patch
     stays constant. With zero_every=k, every k-th image's flat value is exactly 0, so a bias-free
-    conv there gives exact zeros into the next ReLU."""
+    conv there gives exact zeros into the next ReLU. With dyadic=q the flat values are multiples of
+    1/q, so that with dyadic weights (convention_kernels) the conv sums over the flat half are
+    exact in f32 and f64 alike, in any summation order."""
     rng = np.random.default_rng(seed)
     x = rng.uniform(-1.0, 1.0, size=(n, c, h, w)).astype(np.float32)
     flat = rng.uniform(-1.0, 1.0, size=n).astype(np.float32)
+    if dyadic:
+        flat = np.round(flat * dyadic) / dyadic
+        flat[flat == 0] = 1.0 / dyadic
     if zero_every:
         flat[::zero_every] = 0.0
     x[:, :, :, : w // 2] = flat[:, None, None, None]
     return torch.from_numpy(x)
+
+
+def convention_kernels(conv, zero_sum=None, left_column=None):
+    """Make ReLU and max-pool conventions change the Gram (with dyadic half_flat inputs).
+
+    zero_sum=c: output channel c gets a kernel of multiples of 1/8 summing to exactly 0, so over
+    the flat half it outputs exact zeros from non-zero patches; the ReLU there has input 0 and
+    its derivative at 0 (torch: 0) decides whether those patches enter the weight gradient.
+    left_column=c: output channel c gets non-zero (dyadic) weights in its leftmost kernel column
+    only, so positions whose leftmost input column lies in the flat half tie exactly although
+    their patches differ; which tied element of a max-pool window gets the gradient (torch: the
+    first in row-major order) then changes the gradient of the zero weights."""
+    with torch.no_grad():
+        kh, kw = conv.weight.shape[2:]
+        cin = conv.weight.shape[1]
+        if zero_sum is not None:
+            vals = torch.tensor([0.5, -0.25, 0.125, -0.375, 0.25, -0.5, 0.375, -0.125])
+            k = vals[torch.arange(cin * kh * kw) % 8].reshape(cin, kh, kw)
+            k.view(-1)[-1] -= k.sum()  # exact: all multiples of 1/8
+            conv.weight[zero_sum] = k
+        if left_column is not None:
+            k = torch.zeros(cin, kh, kw)
+            k[:, :, 0] = torch.tensor([0.25, 0.5, -0.125, 0.375, 0.25, 0.125, 0.5])[torch.arange(cin * kh) % 7].reshape(cin, kh)
+            conv.weight[left_column] = k
 
 
 def labels(n, classes, seed):

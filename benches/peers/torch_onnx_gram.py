@@ -125,6 +125,7 @@ def cmd_time(a):
     torch.set_num_threads(a.threads)
     model, x, y, meta = load(a.dir)
     n = x.shape[0]
+    load_before = os.getloadavg()[0]
     best = None
     for _ in range(a.reps):
         c0 = time.process_time()
@@ -140,12 +141,12 @@ def cmd_time(a):
     t, c, K = best
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     res = dict(model=meta["model"], n=n, threads=a.threads, reps=a.reps, best_wall_s=t, best_rep_cpu_s=c,
-               peak_rss_mib=rss, torch=torch.__version__)
+               peak_rss_mib=rss, torch=torch.__version__, load1_before=load_before, load1_after=os.getloadavg()[0])
     save_atomic({"gram": K.contiguous()}, os.path.join(a.dir, "torch_gram_f32.safetensors"))
     with open(os.path.join(a.dir, "torch_time.json"), "w") as f:
         json.dump(res, f, indent=1)
     print(f"torch_func {meta['model']} n={n} threads={a.threads} best_s={t:.3f} best_rep_cpu_s={c:.2f} "
-          f"peak_rss_mib={rss:.0f} torch={torch.__version__}")
+          f"peak_rss_mib={rss:.0f} torch={torch.__version__} load1={load_before:.1f}->{res['load1_after']:.1f}")
 
 
 def agreement(ours, ref):
