@@ -1,7 +1,8 @@
-"""Shows that the ONNX fixtures bite: the reference Gram with torch's conventions (ReLU'(0) = 0,
-a tied max-pool window sends its gradient to the first maximum in row-major order) against the
-same model with another convention swapped in, in cosine units. A Rust implementation that picked
-the other convention would miss the reference by about that much."""
+"""Shows that the ONNX fixtures bite: the reference Gram with torch's conventions (ReLU'(0) = 0; a
+max-pool window with tied maxima sends its gradient to the first one in row-major order) against
+the same model with another convention swapped in (ReLU'(0) = 1; the last tied maximum, an even
+split, or the whole gradient to every tied maximum), in cosine units. A Rust implementation that
+picked the other convention would miss the reference by about that much."""
 import copy
 
 import torch
@@ -20,7 +21,7 @@ class StepReLU(nn.Module):
 
 class WindowMaxPool(nn.Module):
     """Max-pool over explicit windows with a chosen tie rule for the gradient: `first` (torch's),
-    `last`, or `split` (shared evenly among the tied elements)."""
+    `last`, `split` (shared evenly among the tied elements) or `all` (each tied element gets all)."""
 
     def __init__(self, pool, mode):
         super().__init__()
@@ -39,6 +40,12 @@ class WindowMaxPool(nn.Module):
             out = cols.max(dim=2).values
         elif self.mode == "last":
             out = cols.flip(2).max(dim=2).values
+        elif self.mode == "all":
+            # The max in the forward; the backward gives every tied element the whole gradient
+            # (what a mask `input == upsampled max` does).
+            top = cols.detach().amax(dim=2, keepdim=True)
+            mask = cols.detach() == top
+            out = top.squeeze(2) + torch.where(mask, cols - cols.detach(), torch.zeros_like(cols)).sum(dim=2)
         else:
             out = cols.amax(dim=2)
         return out.reshape(n, c, oh, ow)
@@ -70,7 +77,7 @@ def sensitivity(model, x, y, ref, per_ref):
     has_relu = any(isinstance(m, nn.ReLU) for m in model.modules())
     variants = {}
     if has_pool:
-        for mode in ("first", "last", "split"):
+        for mode in ("first", "last", "split", "all"):
             variants[f"maxpool_{mode}_unfold"] = swapped(model, pool=mode)
     if has_relu:
         variants["relu_derivative_1_at_0"] = swapped(model, relu=True)

@@ -36,8 +36,8 @@ BITE_PARAM = 1e-2
 # The conventions each fixture is built to catch (resnet_tiny's ReLUs follow BatchNorm, whose
 # output is never exactly 0, so its ReLU'(0) is not exercised; ops_tiny's first ReLU is).
 MUST_BITE = {
-    "resnet_tiny": ("maxpool_last_unfold", "maxpool_split_unfold"),
-    "ops_tiny": ("maxpool_last_unfold", "maxpool_split_unfold", "relu_derivative_1_at_0"),
+    "resnet_tiny": ("maxpool_last_unfold", "maxpool_split_unfold", "maxpool_all_unfold"),
+    "ops_tiny": ("maxpool_last_unfold", "maxpool_split_unfold", "maxpool_all_unfold", "relu_derivative_1_at_0"),
 }
 
 
@@ -218,9 +218,10 @@ def write_readme(out, notes, sizes, cut):
         f"  {LOOP_TOL:g}) and the ONNX graph's logits (onnx.reference) against torch's ({LOGITS_TOL:g}).",
         "  Conventions pinned (torch's): ReLU'(0) = 0; a max-pool window with tied maxima sends the gradient",
         "  to the first one in row-major order. `benches/peers/onnx_conventions.py` recomputes the Gram with",
-        "  ReLU'(0) = 1, the last tied maximum, or an even split, and the script requires each to move the",
-        f"  Gram by >= {BITE_TOTAL:g} (whole) and >= {BITE_PARAM:g} (the affected parameter's own Gram), so a",
-        "  test at 1e-6 catches the wrong one; `maxpool_first_unfold` (torch's rule, re-implemented) must agree.",
+        "  ReLU'(0) = 1, the last tied maximum, an even split, or the whole gradient to each tied maximum,",
+        f"  and the script requires each to move the Gram by >= {BITE_TOTAL:g} (whole) and >= {BITE_PARAM:g} (the",
+        "  affected parameter's own Gram), so a test at 1e-6 catches the wrong one; `maxpool_first_unfold`",
+        "  (torch's rule, re-implemented) must agree to rounding.",
         "- `<name>.params.json`: the named parameters in order with shapes and the ONNX initializer that holds",
         "  each (`onnx_transposed` when stored as W^T), the export options, opset, op types, initializers.",
         "",
