@@ -25,7 +25,7 @@ class WindowMaxPool(nn.Module):
 
     def __init__(self, pool, mode):
         super().__init__()
-        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
         self.k, self.s, self.p = pair(pool.kernel_size), pair(pool.stride), pair(pool.padding)
         self.mode = mode
 

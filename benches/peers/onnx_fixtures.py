@@ -155,7 +155,8 @@ def write_model(name, out, notes):
 
 def write_truncated(out):
     src = os.path.join(out, "ops_tiny.onnx")
-    data = open(src, "rb").read()
+    with open(src, "rb") as f:
+        data = f.read()
     with open(os.path.join(out, "truncated.onnx"), "wb") as f:
         f.write(data[: len(data) // 2])
     return len(data) // 2
@@ -236,8 +237,8 @@ def write_readme(out, notes, sizes, cut):
         if meta:
             lines += [f"N = {meta['n']}, input {tuple(meta['input_shape'])}, 10 classes.", ""]
         if meta and meta["convention_sensitivity"]:
-            lines += ["How far another convention moves the reference (cosine units; the whole Gram, and the "
-                      "worst parameter's own Gram):", ""]
+            head = "How far another convention moves the reference (cosine units; the whole Gram, and the worst "
+            lines += [head + "parameter's own Gram):", ""]
             for k, v in meta["convention_sensitivity"].items():
                 role = ("torch's own rule, re-implemented: must agree" if k == "maxpool_first_unfold"
                         else "pinned by this fixture" if k in MUST_BITE.get(name, ()) else "not exercised here")

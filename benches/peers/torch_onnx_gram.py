@@ -51,7 +51,8 @@ def load(d):
     meta_path = os.path.join(d, "meta.json")
     if not os.path.exists(meta_path):
         sys.exit(f"torch_onnx_gram.py: {meta_path} missing; run `export` first")
-    meta = json.load(open(meta_path))
+    with open(meta_path) as f:
+        meta = json.load(f)
     model = build(meta)
     model.load_state_dict(load_file(os.path.join(d, "state_dict.safetensors")), strict=True)
     inp = load_file(os.path.join(d, "inputs.safetensors"))
