@@ -172,16 +172,21 @@ DESCRIPTIONS = {
     "bias random (`gram.layer2.0.bn2.bias` equals `gram.layer2.0.downsample.1.bias`: both feed the same "
     "residual sum). `optimize=False`, external data in `resnet_tiny.onnx.data`; "
     "`resnet_tiny.state_dict.safetensors` holds `state_dict()` (incl. the int64 `num_batches_tracked` "
-    "scalars and the BN running statistics).",
+    "scalars and the BN running statistics). Graph notes: each bias-free Conv gets a third input built in "
+    "the graph, `Expand(CastLike(0, input), Shape(weight)[0:1])`, a constant zero bias that is no initializer "
+    "and no parameter; BatchNormalization has epsilon 1e-5, momentum 0.9, no training_mode (inference).",
     "resnet_tiny_folded": "the same resnet_tiny exported with `optimize=True`: BatchNorm folded into the "
-    "convolutions (new `*_bias` initializers, no BN parameters). For the --weights names/shapes mismatch "
-    "error test; no reference Gram.",
+    "convolutions (new `*_bias` initializers, no BN parameters). Beware: the folded conv weights keep "
+    "their names and shapes (`conv1.weight` (8, 3, 7, 7) holds W * gamma / sqrt(var + eps)), so only the "
+    "missing `bn*` names and the extra `*_bias` names give the fold away. For the --weights names/shapes "
+    "mismatch error test; no reference Gram.",
     "transformer_tiny": "pre-LN transformer encoder on (N, T=6, D_in=5): Linear embed to d=8 + learned "
     "positional table `pos` (1, 6, 8), one block (LN -> hand-written 2-head attention with q/k/v/o Linear, "
     "scale 1/sqrt(dh) -> residual; LN -> Linear(8, 32) -> exact GELU -> Linear(32, 8) -> residual), final LN, "
     "mean over tokens, Linear head. LN weights/biases random. Default export (`optimize=True`): the "
-    "Linear weights that feed MatMul are stored transposed under generated `val_*` names (see "
-    "`onnx_initializer`/`onnx_transposed` in the params file). Note: `gram.blocks.0.k.bias` is zero up to "
+    "Linear layers on (N, T, d) become MatMul(x, W^T) + Add(bias), with W^T stored under generated "
+    "`val_*` names (see `onnx_initializer`/`onnx_transposed` in the params file); the head on (N, d) is a "
+    "Gemm with transB=1 and the torch name. LayerNormalization: axis -1, epsilon 1e-5; Gelu approximate='none'. Note: `gram.blocks.0.k.bias` is zero up to "
     "f64 rounding (~1e-35): a key bias adds the same q.b_k to every score of a row, which softmax ignores; "
     "compare that one with an absolute tolerance.",
     "ops_tiny": "1x12x12 half-flat images (flat values multiples of 1/16; every 3rd image's flat half exactly "
@@ -193,7 +198,10 @@ DESCRIPTIONS = {
     "* unsqueezed mean, Dropout(0.3) in eval, flatten, Linear head. `optimize=False` because the optimizer "
     "constant-folds Gather(table, constant idx) into a new initializer and the `table` parameter vanishes; "
     "the unoptimised graph carries shape plumbing (Shape, Constant, Concat, Cast, CastLike, Expand, "
-    "Squeeze, Reshape). Dropout in eval is not written at all (no Identity/Dropout node).",
+    "Squeeze, Reshape; every Cast is of int64 shape values). Dropout in eval is not written at all (no "
+    "Identity/Dropout node); nn.Flatten becomes Reshape; x[:, :32] becomes two Slices (axis 0 whole, then "
+    "axis 1); the bias-free conv gets the in-graph zero bias described under resnet_tiny; Pow has a scalar "
+    "constant exponent 2.",
 }
 
 
