@@ -20,15 +20,16 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 use candle::{DType, Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
-use stiff_cross::{CrossOptions, ExampleSet, ModelId, RunControl, Shard};
+use stiff_cross::{CrossOptions, ExampleSet, RunControl, Shard};
 use stiff_fs::{DirLock, LockMode};
-use stiff_gradkernel::{Method, Network};
-use stiff_models::{InputShape, Model, ModelConfig, Preset, SpecModel};
+use stiff_gradkernel::Method;
+use stiff_models::InputShape;
 
 use crate::memory;
+use crate::model_source::{self, LoadContext, ModelArgs};
 
 #[derive(clap::Args, Debug)]
-#[command(args_conflicts_with_subcommands = true)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct CrossArgs {
     #[command(subcommand)]
     pub sub: Option<CrossSub>,
@@ -45,34 +46,10 @@ pub enum CrossSub {
     },
 }
 
-/// The model: `--preset` or `--config` (stiff checkpoint), or `--spec` (any PyTorch
-/// `nn.Sequential` state dict), and `--weights`; built in one place: [`load_model`].
-#[derive(clap::Args, Debug)]
-pub struct ModelArgs {
-    /// Architecture preset (fc6, fc4, cnn5, cnn4); optional if the weights file stores its config.
-    #[arg(long, conflicts_with_all = ["config", "spec"])]
-    pub preset: Option<Preset>,
-    /// A PyTorch `nn.Sequential` as a JSON layer list (stiff-models `ModelSpec`); `--weights` is
-    /// then its state dict (`.safetensors` or `.pt`), keys as `state_dict()` writes them. A spec
-    /// shaped like a preset takes the presets' CPU kernels.
-    #[arg(long, conflicts_with = "config")]
-    pub spec: Option<PathBuf>,
-    /// JSON object renaming checkpoint keys to the spec's (with `--spec` only).
-    #[arg(long)]
-    pub key_map: Option<PathBuf>,
-    /// Model configuration as JSON (stiff-models `ModelConfig`), instead of a preset.
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// Number of classes for `--preset` (default: the checkpoint's, from its last layer).
-    #[arg(long)]
-    pub num_classes: Option<usize>,
-    /// Checkpoint (safetensors with the stiff-models keys).
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
-}
-
 #[derive(clap::Args, Debug)]
 pub struct CrossRunArgs {
+    /// The network: `--preset`/`--config`/`--spec` (+ `--key-map`), `--weights`, `--num-classes`,
+    /// `--preprocess` (the same flags as `gram` and `measure`).
     #[command(flatten)]
     pub model: ModelArgs,
     /// Dataset for `train`/`test`/subset sides (mnist, fashion-mnist, cifar10, cifar100).
@@ -124,11 +101,6 @@ pub struct CrossRunArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-    /// Input preprocessing: none, per-example (standardise each example) or mean-std:M,S.
-    /// Default: per-example for dataset sides (what the training here used), none for inputs
-    /// files (used as they are).
-    #[arg(long, value_parser = crate::examples::parse_preprocess)]
-    pub preprocess: Option<crate::examples::InputPreprocess>,
 }
 
 fn parse_method(s: &str) -> Result<Method, String> {
@@ -199,7 +171,7 @@ fn load_file(path: &Path, pre: crate::examples::InputPreprocess) -> anyhow::Resu
 
 fn load_side(args: &CrossRunArgs, ds: Option<&stiff_data::Dataset>, side: &Side) -> anyhow::Result<ExampleSet> {
     match side {
-        Side::File(p) => load_file(p, args.preprocess.unwrap_or(crate::examples::InputPreprocess::None)),
+        Side::File(p) => load_file(p, args.model.preprocess_for(false)),
         Side::Split { train, subset } => {
             let (ds, name) = match (ds, args.dataset) {
                 (Some(d), Some(n)) => (d, n),
@@ -213,7 +185,7 @@ fn load_side(args: &CrossRunArgs, ds: Option<&stiff_data::Dataset>, side: &Side)
                     .with_context(|| format!("subset of {n} from the {name} {sname} split"))?,
             };
             let part = if subset.is_some() { split.select(&idx)? } else { split.clone() };
-            let pre = args.preprocess.unwrap_or(crate::examples::InputPreprocess::PerExample);
+            let pre = args.model.preprocess_for(true);
             let x = pre.apply(&part.images)?;
             let note = preprocess_note(pre, crate::examples::InputPreprocess::PerExample);
             let desc = match subset {
@@ -269,90 +241,6 @@ fn input_shape(x: &Tensor) -> anyhow::Result<InputShape> {
     })
 }
 
-/// The class count of a preset's checkpoint: the length of its last layer's bias (labels may
-/// use only some of the classes).
-fn checkpoint_classes(w: &Path, p: Preset) -> anyhow::Result<Option<usize>> {
-    let (tensors, _) = stiff_models::io::load_tensors(w, &Device::Cpu)
-        .with_context(|| format!("reading --weights {}", w.display()))?;
-    Ok(tensors.get(&crate::gram::output_bias_key(&p.arch())).and_then(|b| b.dims1().ok()))
-}
-
-/// The model of a cross job: a stiff checkpoint (`--preset`/`--config`) or a spec model.
-enum CrossModel {
-    Preset(Model),
-    Spec(SpecModel),
-}
-
-impl CrossModel {
-    fn net(&self) -> &dyn Network {
-        match self {
-            CrossModel::Preset(m) => m,
-            CrossModel::Spec(m) => m,
-        }
-    }
-    fn param_bytes(&self) -> u64 {
-        match self {
-            CrossModel::Preset(m) => (m.num_params() * m.dtype().size_in_bytes()) as u64,
-            CrossModel::Spec(m) => (m.num_params() * m.dtype().size_in_bytes()) as u64,
-        }
-    }
-}
-
-/// The one place models are built for `cross`: returns the model, its class count and identity.
-fn load_model(
-    args: &ModelArgs,
-    x: &Tensor,
-    dataset_classes: Option<usize>,
-) -> anyhow::Result<(CrossModel, usize, ModelId)> {
-    let w = args.weights.as_ref().ok_or_else(|| anyhow!("--weights FILE is required"))?;
-    if let Some(spec_path) = &args.spec {
-        let spec = stiff_models::ModelSpec::from_json_file(spec_path)?;
-        let keys = match &args.key_map {
-            Some(p) => stiff_models::KeyMap::from_json_file(p)?,
-            None => stiff_models::KeyMap::default(),
-        };
-        let model = SpecModel::load(&spec, w, &keys, DType::F32, &Device::Cpu)
-            .with_context(|| format!("loading --weights {} for --spec {}", w.display(), spec_path.display()))?;
-        let outputs = spec.num_outputs()?;
-        if let Some(k) = args.num_classes.filter(|&k| k != outputs) {
-            bail!("--num-classes {k} contradicts --spec {}, whose network has {outputs} outputs", spec_path.display());
-        }
-        let id = stiff_cross::model_id(w, &serde_json::to_string(&(&spec, &keys))?)?;
-        return Ok((CrossModel::Spec(model), outputs, id));
-    }
-    if args.key_map.is_some() {
-        bail!("--key-map renames the keys of a --spec model's checkpoint; give --spec FILE too");
-    }
-    let from_checkpoint = match args.preset {
-        Some(p) => checkpoint_classes(w, p)?,
-        None => None,
-    };
-    if let (Some(given), Some(k)) = (args.num_classes, from_checkpoint) {
-        if given != k {
-            bail!(
-                "--num-classes {given} contradicts --weights {} (its last layer), which has {k} classes",
-                w.display()
-            );
-        }
-    }
-    let classes = args.num_classes.or(from_checkpoint).or(dataset_classes).unwrap_or(10);
-    let model = if let Some(p) = args.preset {
-        let cfg = ModelConfig::preset(p, input_shape(x)?, classes);
-        Model::load_with_config(w, &cfg, DType::F32, &Device::Cpu)
-    } else if let Some(c) = &args.config {
-        let text = std::fs::read_to_string(c).with_context(|| format!("reading config {}", c.display()))?;
-        let cfg: ModelConfig =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a model configuration", c.display()))?;
-        Model::load_with_config(w, &cfg, DType::F32, &Device::Cpu)
-    } else {
-        Model::load(w, DType::F32, &Device::Cpu)
-    }
-    .with_context(|| format!("loading weights {}", w.display()))?;
-    let id = stiff_cross::model_id(w, &serde_json::to_string(model.config())?)?;
-    let classes = model.config().num_classes;
-    Ok((CrossModel::Preset(model), classes, id))
-}
-
 pub fn run(args: CrossArgs) -> anyhow::Result<()> {
     match args.sub {
         Some(CrossSub::Merge { dir }) => merge_dir(&dir),
@@ -394,6 +282,7 @@ fn merge(dir: &Path) -> anyhow::Result<()> {
 
 fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
     let out = args.out.clone().ok_or_else(|| anyhow!("--out DIR is required"))?;
+    args.model.check_flags()?;
     // Checked before any work: `budget_mb << 20` wrapped to a tiny budget for huge values.
     let budget = crate::gram::budget_bytes(args.budget_mb as u64)? as usize;
     let rows_side = parse_side("--rows", &args.rows)?;
@@ -416,9 +305,16 @@ fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
     };
     let rows = load_side(&args, ds.as_ref(), &rows_side)?;
     let cols = if cols_side == rows_side { rows.clone() } else { load_side(&args, ds.as_ref(), &cols_side)? };
-    let (model, classes, id) = load_model(&args.model, &rows.x, ds.as_ref().map(|d| d.num_classes()))?;
+    let cx = LoadContext {
+        input: input_shape(&rows.x)?,
+        dataset_classes: ds.as_ref().map(|d| d.num_classes()),
+        label_classes: rows.labels.iter().chain(&cols.labels).max().map(|&m| m as usize + 1),
+        dtype: DType::F32,
+        device: &Device::Cpu,
+    };
+    let model = model_source::load(&args.model, &cx)?;
     drop(ds);
-    let mut held = memory::tensor_bytes(&rows.x) + model.param_bytes();
+    let mut held = memory::tensor_bytes(&rows.x) + model.param_bytes;
     if cols_side != rows_side {
         held += memory::tensor_bytes(&cols.x);
     }
@@ -447,9 +343,9 @@ fn run_job(args: CrossRunArgs) -> anyhow::Result<()> {
         bar.set_position(p.done as u64);
     };
     let summary = stiff_cross::run_net(
-        model.net(),
-        classes,
-        id,
+        &model.net,
+        model.num_classes,
+        model.id.clone(),
         &rows,
         &cols,
         &opts,

@@ -87,7 +87,7 @@ pub(crate) struct Examples {
     pub(crate) preprocess: InputPreprocess,
 }
 
-pub(crate) fn load_inputs(path: &Path, pre: Option<InputPreprocess>) -> anyhow::Result<Examples> {
+pub(crate) fn load_inputs(path: &Path, preprocess: InputPreprocess) -> anyhow::Result<Examples> {
     let (mut t, _) = stiff_models::io::load_tensors(path, &Device::Cpu)
         .with_context(|| format!("reading --inputs {}", path.display()))?;
     let x =
@@ -107,7 +107,6 @@ pub(crate) fn load_inputs(path: &Path, pre: Option<InputPreprocess>) -> anyhow::
     if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l < 0 || l > u32::MAX as i64) {
         bail!("--inputs {}: label {l} at index {i} is negative or too large", path.display());
     }
-    let preprocess = pre.unwrap_or(InputPreprocess::None);
     Ok(Examples {
         x: preprocess.apply(&x.to_dtype(DType::F32)?)?,
         labels: labels.into_iter().map(|l| l as u32).collect(),
@@ -118,7 +117,11 @@ pub(crate) fn load_inputs(path: &Path, pre: Option<InputPreprocess>) -> anyhow::
     })
 }
 
-pub(crate) fn load_dataset(args: &GramArgs, name: stiff_data::DatasetName) -> anyhow::Result<Examples> {
+pub(crate) fn load_dataset(
+    args: &GramArgs,
+    name: stiff_data::DatasetName,
+    preprocess: InputPreprocess,
+) -> anyhow::Result<Examples> {
     let ds = stiff_data::load(name, args.data_dir.as_deref()).with_context(|| format!("loading dataset {name}"))?;
     let k = ds.num_classes();
     if args.subset == 0 || args.subset % k != 0 {
@@ -127,7 +130,6 @@ pub(crate) fn load_dataset(args: &GramArgs, name: stiff_data::DatasetName) -> an
     let idx = stiff_data::sampling::balanced_subset(&ds.test.labels, k, args.subset, args.seed)
         .with_context(|| format!("--subset {}", args.subset))?;
     let split = ds.test.select(&idx)?;
-    let preprocess = args.preprocess.unwrap_or(InputPreprocess::PerExample);
     let files = ds
         .files
         .iter()

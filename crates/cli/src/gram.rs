@@ -9,17 +9,15 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use candle::{DType, Device, Tensor};
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use stiff_gradkernel::budget::{BudgetError, GramRequest, ModelSizes};
-use stiff_gradkernel::{GramOptions, Method};
-use stiff_models::{Model, ModelConfig, Preset};
+use stiff_gradkernel::{GramOptions, Method, Network};
 
-use crate::examples::{
-    input_shape, load_dataset, load_inputs, parse_preprocess, record, Examples, FileRecord, InputPreprocess,
-};
+use crate::examples::{input_shape, load_dataset, load_inputs, record, Examples, FileRecord};
 use crate::memory;
+use crate::model_source::{self, LoadContext, LoadedModel, ModelArgs};
 
 /// Version of the `stiffness.json` layout (see `docs/formats.md`). 3: `run_id`, also in the
 /// metadata of `gram.safetensors`.
@@ -27,10 +25,6 @@ pub const GRAM_SCHEMA_VERSION: u32 = 3;
 
 /// Metadata key of `gram.safetensors` holding the run id that `stiffness.json` also records.
 pub const RUN_ID_METADATA_KEY: &str = "stiff.run_id";
-
-pub(crate) fn preset_parser() -> impl TypedValueParser<Value = Preset> {
-    PossibleValuesParser::new(["fc6", "fc4", "cnn5", "cnn4"]).try_map(|s| s.parse::<Preset>())
-}
 
 pub(crate) fn dataset_parser() -> impl TypedValueParser<Value = stiff_data::DatasetName> {
     PossibleValuesParser::new(["mnist", "fashion-mnist", "cifar10", "cifar100"])
@@ -47,32 +41,14 @@ fn method_parser() -> impl TypedValueParser<Value = Method> {
 
 #[derive(clap::Args, Debug)]
 pub struct GramArgs {
-    /// Architecture preset; optional if the weights file stores its config.
-    #[arg(long, conflicts_with_all = ["config", "spec"], value_parser = preset_parser())]
-    pub preset: Option<Preset>,
-    /// Model configuration as JSON (stiff-models `ModelConfig`), instead of a preset.
-    #[arg(long, conflicts_with = "spec")]
-    pub config: Option<PathBuf>,
-    /// Any `nn.Sequential` as a JSON layer list in PyTorch terms (stiff-models `ModelSpec`, see
-    /// the gradient-kernel README); the weights are then a PyTorch state dict (safetensors or
-    /// `.pt`/`.pth`, keys `0.weight`, ...).
-    #[arg(long)]
-    pub spec: Option<PathBuf>,
-    /// With `--spec`: JSON object renaming weight-file keys to spec keys
-    /// (`{"features.0.weight": "0.weight"}`); a leading `module.` is stripped anyway.
-    #[arg(long, requires = "spec")]
-    pub key_map: Option<PathBuf>,
+    /// The network: `--preset`/`--config`/`--spec` (+ `--key-map`), `--weights`, `--num-classes`,
+    /// `--preprocess` (the same flags as `measure` and `cross`).
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Loss whose per-example gradients are compared: cross-entropy, mse-onehot, or mse (float
     /// targets `t` (N, outputs) in the --inputs file); other than cross-entropy needs --spec.
     #[arg(long, default_value = "cross-entropy")]
     pub loss: String,
-    /// Number of classes [default: the checkpoint's (stored config, else the size of
-    /// `head.bias`), else the dataset's, else largest label + 1]. Must agree with the checkpoint.
-    #[arg(long)]
-    pub num_classes: Option<usize>,
-    /// Checkpoint (safetensors with the stiff-models keys).
-    #[arg(long)]
-    pub weights: PathBuf,
     /// Examples: safetensors with `x` (N, ...) float and `y` (N) integer labels (u8, u32 or i64).
     #[arg(long, conflicts_with = "dataset", required_unless_present = "dataset")]
     pub inputs: Option<PathBuf>,
@@ -88,10 +64,6 @@ pub struct GramArgs {
     /// Dataset directory, the only place looked [default: $STIFF_DATA_DIR, else the user cache].
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Input preprocessing: none, per-example (each example to zero mean, unit variance) or
-    /// mean-std:M,S ((x - M) / S) [default: none for --inputs, per-example for --dataset].
-    #[arg(long, value_parser = parse_preprocess)]
-    pub preprocess: Option<InputPreprocess>,
     /// Output directory (created if missing; checked writable before any work).
     #[arg(long)]
     pub out: PathBuf,
@@ -99,7 +71,7 @@ pub struct GramArgs {
     /// examples, the model, K, the per-layer Grams and working memory (not the program itself).
     #[arg(long, default_value_t = 2048)]
     pub budget_mb: u64,
-    /// Accumulate the Gram products in f64 (the default is f32).
+    /// Compute in f64: the parameters and the Gram products (the default is f32).
     #[arg(long)]
     pub f64: bool,
     /// Always compute the per-layer Grams (refuse if they do not fit the budget).
@@ -119,68 +91,6 @@ pub struct GramArgs {
     pub allow_empty_classes: bool,
 }
 
-/// Key of the bias of a network's last layer (its length is the class count): `layers.{depth}.bias`
-/// for an MLP, `head.bias` for a CNN (see the stiff-models parameter names).
-pub(crate) fn output_bias_key(arch: &stiff_models::ArchSpec) -> String {
-    match arch {
-        stiff_models::ArchSpec::Mlp { hidden } => format!("layers.{}.bias", hidden.len()),
-        stiff_models::ArchSpec::Cnn { .. } => "head.bias".to_string(),
-    }
-}
-
-/// The class count: `--num-classes`, else the checkpoint's (stored config, or the length of the
-/// last layer's bias), else the dataset's, else the largest label + 1. A given value that
-/// contradicts the checkpoint or `--config` is an error, never ignored.
-fn load_model(args: &GramArgs, ex: &Examples, device: &Device) -> anyhow::Result<Model> {
-    let w = &args.weights;
-    let (tensors, meta) = stiff_models::io::load_tensors(w, &Device::Cpu)
-        .with_context(|| format!("reading --weights {}", w.display()))?;
-    let stored: Option<ModelConfig> =
-        meta.get(stiff_models::io::CONFIG_METADATA_KEY).and_then(|j| serde_json::from_str(j).ok());
-    // The checkpoint's output width is the class count (labels may use only some classes).
-    let from_head = args.preset.and_then(|p| tensors.get(&output_bias_key(&p.arch()))).and_then(|b| b.dims1().ok());
-    drop(tensors);
-    let labels_k = ex.labels.iter().max().map(|&m| m as usize + 1);
-    let agree = |what: &str, k: usize| -> anyhow::Result<()> {
-        match args.num_classes {
-            Some(given) if given != k => {
-                bail!("--num-classes {given} contradicts {what}, which has {k} classes")
-            }
-            _ => Ok(()),
-        }
-    };
-    let model = if let Some(p) = args.preset {
-        let k = match (args.num_classes, from_head) {
-            (Some(k), _) => k,
-            (None, Some(k)) => k,
-            (None, None) => ex.num_classes.or(labels_k).unwrap_or(2),
-        };
-        if let Some(h) = from_head {
-            agree(&format!("--weights {} (its last layer)", w.display()), h)?;
-        }
-        let cfg = ModelConfig::preset(p, input_shape(&ex.x)?, k);
-        Model::load_with_config(w, &cfg, DType::F32, device)?
-    } else if let Some(c) = &args.config {
-        let text = std::fs::read_to_string(c).with_context(|| format!("reading --config {}", c.display()))?;
-        let cfg: ModelConfig = serde_json::from_str(&text)
-            .with_context(|| format!("--config {}: not a model configuration", c.display()))?;
-        agree(&format!("--config {}", c.display()), cfg.num_classes)?;
-        Model::load_with_config(w, &cfg, DType::F32, device)?
-    } else {
-        match Model::load(w, DType::F32, device) {
-            Err(e @ stiff_models::ModelError::NoConfig { .. }) => {
-                return Err(anyhow::Error::new(e)
-                    .context("pass --preset or --config to say which architecture the weights are for"))
-            }
-            other => other?,
-        }
-    };
-    if stored.is_some() && args.preset.is_none() && args.config.is_none() {
-        agree(&format!("--weights {} (stored configuration)", w.display()), model.config().num_classes)?;
-    }
-    Ok(model)
-}
-
 /// `--budget-mb` in bytes, refusing values whose byte count overflows.
 pub(crate) fn budget_bytes(mb: u64) -> anyhow::Result<u64> {
     mb.checked_mul(1 << 20).filter(|&b| usize::try_from(b).is_ok()).ok_or_else(|| {
@@ -189,16 +99,18 @@ pub(crate) fn budget_bytes(mb: u64) -> anyhow::Result<u64> {
 }
 
 /// Whether to keep the per-layer Grams, checked against the budget before any work. Returns the
-/// decision and, when they were dropped for the budget, the note saying so.
+/// decision and, when they were dropped for the budget, the note saying so. A network that is no
+/// chain of dense/conv layers has no layer sizes to count here: the kernel checks its budget.
 fn plan_per_layer(
     args: &GramArgs,
-    model: &Model,
+    net: &dyn Network,
     n: usize,
     budget: u64,
     held: u64,
 ) -> anyhow::Result<(bool, Option<String>)> {
+    let Some(layers) = net.chain() else { return Ok((!args.no_per_layer, None)) };
     let opts = GramOptions::default().with_accumulate_f64(args.f64);
-    let sizes = ModelSizes::of(model, &opts);
+    let sizes = ModelSizes::of_layers(&layers, &opts);
     let check =
         |per_layer: bool| stiff_gradkernel::budget::check(&sizes, &GramRequest::square(n as u64, per_layer, budget));
     let held_note = format!(
@@ -237,10 +149,7 @@ fn plan_per_layer(
 pub fn run(args: GramArgs) -> anyhow::Result<()> {
     let budget = budget_bytes(args.budget_mb)?;
     let device = stiff_experiments::runner::parse_device(&args.device)?;
-    // clap's `requires` is not enforced next to a conflicting flag (--preset): check it here.
-    if let (Some(k), None) = (&args.key_map, &args.spec) {
-        bail!("--key-map {} only applies to a --spec model; give --spec, or drop --key-map", k.display());
-    }
+    args.model.check_flags()?;
     if let Some(d) = args.dataset {
         crate::limits::check_subset("--subset", args.subset, d, "test", d.official_counts().1)?;
     }
@@ -254,37 +163,52 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         (None, None) => (0, String::new()),
     };
     memory::check_loading(args.budget_mb, budget, loading.0, &loading.1)?;
+    let pre = args.model.preprocess_for(args.inputs.is_none());
     let ex = match (&args.inputs, args.dataset) {
-        (Some(p), _) => load_inputs(p, args.preprocess)?,
-        (None, Some(d)) => load_dataset(&args, d)?,
+        (Some(p), _) => load_inputs(p, pre)?,
+        (None, Some(d)) => load_dataset(&args, d, pre)?,
         (None, None) => bail!("give --inputs FILE or --dataset NAME"),
     };
-    if args.spec.is_some() {
-        return run_spec(&args, ex, budget, &device);
-    }
-    if args.loss != "cross-entropy" && args.loss != "ce" {
+    let dtype = if args.f64 { DType::F64 } else { DType::F32 };
+    let cx = LoadContext {
+        input: input_shape(&ex.x)?,
+        dataset_classes: ex.num_classes,
+        label_classes: ex.labels.iter().max().map(|&m| m as usize + 1),
+        dtype,
+        device: &device,
+    };
+    let model = model_source::load(&args.model, &cx)?;
+    let weights_record = record("weights", args.model.weights()?)?;
+    let held = memory::tensor_bytes(&ex.x) + model.param_bytes;
+    let budget = memory::kernel_budget(args.budget_mb, budget, held, "the examples and the model")?;
+    let loss: stiff_gradkernel::Loss = args.loss.parse()?;
+    if !model.takes_any_loss() && !matches!(loss, stiff_gradkernel::Loss::CrossEntropy) {
         bail!("--loss {} needs --spec (the --preset/--config path measures cross-entropy)", args.loss);
     }
-    let model = load_model(&args, &ex, &device)?;
-    let weights_record = record("weights", &args.weights)?;
-    let held = memory::tensor_bytes(&ex.x) + (model.num_params() * model.dtype().size_in_bytes()) as u64;
-    let budget = memory::kernel_budget(args.budget_mb, budget, held, "the examples and the model")?;
-    let num_classes = model.config().num_classes;
-    if let Some((i, l)) = ex.labels.iter().enumerate().find(|(_, &l)| l as usize >= num_classes) {
-        bail!("{}: label {l} at index {i} is out of range for a {num_classes}-class model", ex.source);
-    }
     let n = ex.labels.len();
-    let (per_layer, per_layer_note) = plan_per_layer(&args, &model, n, budget, held)?;
+    let targets = match loss {
+        stiff_gradkernel::Loss::Mse => {
+            let outputs = model.num_classes;
+            let p = args.inputs.as_ref().ok_or_else(|| anyhow!("--loss mse needs --inputs with float targets `t`"))?;
+            let (mut t, _) = stiff_models::io::load_tensors(p, &Device::Cpu)?;
+            t.remove("t")
+                .ok_or_else(|| anyhow!("{}: --loss mse needs a float tensor `t` (N, {outputs})", p.display()))?
+        }
+        _ => {
+            model.check_labels(&ex.labels, &ex.source)?;
+            Tensor::from_vec(ex.labels.clone(), n, &Device::Cpu)?
+        }
+    };
+    let (per_layer, per_layer_note) = plan_per_layer(&args, &model.net, n, budget, held)?;
     if let Some(note) = &per_layer_note {
         eprintln!("stiff gram: {note}");
     }
-    let y = Tensor::from_vec(ex.labels.clone(), n, &Device::Cpu)?;
     let opts = GramOptions::default()
         .with_memory_budget_bytes(budget as usize)
         .with_accumulate_f64(args.f64)
         .with_per_layer(per_layer)
         .with_method(args.method);
-    let r = stiff_gradkernel::gram(&model, &ex.x, &y, &opts).map_err(|e| match e {
+    let r = stiff_gradkernel::gram_net(&model.net, &ex.x, &targets, &loss, &opts).map_err(|e| match e {
         // The library names its option; the user set --budget-mb.
         stiff_gradkernel::GradKernelError::OverBudget { what, needed, .. } => anyhow!(
             "{what} needs about {} MiB, more than --budget-mb {} allows; raise --budget-mb or use fewer examples",
@@ -294,26 +218,24 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         e => anyhow::Error::new(e).context(format!("Gram of {}", ex.source)),
     })?;
     chunk_note(&args, r.chunk, n);
-
-    let mut parts = Vec::new();
-    for (name, t) in &r.per_layer {
-        parts.push((format!("K.{name}"), t.clone()));
+    let fallback = r.routes.iter().filter(|u| u.form == stiff_gradkernel::LayerForm::Fallback).count();
+    if fallback > 0 {
+        eprintln!("stiff gram: {fallback} of {} units via the exact fallback (slow)", r.routes.len());
     }
-    let meta = HashMap::from([
-        (stiff_models::io::CONFIG_METADATA_KEY.to_string(), serde_json::to_string(model.config())?),
-        ("source".to_string(), ex.source.clone()),
-    ]);
-    let details = serde_json::json!({
-        "model": model.config(),
+    let parts = r.per_layer.iter().map(|(name, t)| (format!("K.{name}"), t.clone())).collect();
+    let (field, meta_key, arch) = model.architecture()?;
+    let meta = HashMap::from([(meta_key.to_string(), arch.clone()), ("source".to_string(), ex.source.clone())]);
+    let mut details = serde_json::json!({
         "options": opts,
         "per_layer": { "computed": per_layer, "note": per_layer_note },
         "routes": r.routes,
         "chunk": r.chunk,
         "budget": budget_record(&args, held, budget),
     });
+    details[field] = serde_json::from_str(&arch)?;
     let mean_loss = r.loss_per_example.iter().sum::<f64>() / n as f64;
-    let c = Computed { k: &r.k, parts, meta, num_classes, details, seconds: r.seconds, mean_loss };
-    publish(&args, ex, weights_record, c)
+    let c = Computed { k: &r.k, parts, meta, num_classes: model.num_classes, details, seconds: r.seconds, mean_loss };
+    publish(&args, ex, weights_record, &model, c)
 }
 
 /// How `--budget-mb` was spent: held by the examples and the model, handed to the kernel.
@@ -348,7 +270,13 @@ struct Computed<'a> {
 }
 
 /// Analyses `K` in place, then publishes `gram.safetensors` and `stiffness.json` together.
-fn publish(args: &GramArgs, ex: Examples, weights: FileRecord, mut c: Computed<'_>) -> anyhow::Result<()> {
+fn publish(
+    args: &GramArgs,
+    ex: Examples,
+    weights: FileRecord,
+    model: &LoadedModel,
+    mut c: Computed<'_>,
+) -> anyhow::Result<()> {
     let n = ex.labels.len();
     let num_classes = c.num_classes;
     // Analyse in place (no copy of K); a failure is recorded beside the Gram, not fatal to it.
@@ -372,10 +300,8 @@ fn publish(args: &GramArgs, ex: Examples, weights: FileRecord, mut c: Computed<'
     tensors.extend(c.parts);
     let mut files = ex.files;
     files.push(weights);
-    for (role, p) in [("config", &args.config), ("spec", &args.spec), ("key_map", &args.key_map)] {
-        if let Some(p) = p {
-            files.push(record(role, p)?);
-        }
+    for (role, p) in &model.files {
+        files.push(record(role, p)?);
     }
     // One id in both files: a reader can tell this run's pair from a mix of two runs' files.
     let run_id = crate::outdir::new_run_id();
@@ -389,7 +315,7 @@ fn publish(args: &GramArgs, ex: Examples, weights: FileRecord, mut c: Computed<'
         "files_read": files,
         "preprocess": ex.preprocess,
         "device": args.device,
-        "weights": args.weights.display().to_string(),
+        "weights": args.model.weights()?.display().to_string(),
         "loss": args.loss,
         "analysis_error": analysis_error,
         "within_sign": class.as_ref().map(|c| c.sign.within),
@@ -425,66 +351,6 @@ fn publish(args: &GramArgs, ex: Examples, weights: FileRecord, mut c: Computed<'
         args.out.display()
     );
     Ok(())
-}
-
-/// `--spec`: any `nn.Sequential` through the general engine (tapped fast path, exact fallback).
-fn run_spec(args: &GramArgs, ex: Examples, budget: u64, device: &Device) -> anyhow::Result<()> {
-    let spec_path = args.spec.as_ref().ok_or_else(|| anyhow!("--spec missing"))?;
-    let spec = stiff_models::ModelSpec::from_json_file(spec_path)?;
-    let keys = match &args.key_map {
-        Some(p) => stiff_models::KeyMap::from_json_file(p)?,
-        None => stiff_models::KeyMap::default(),
-    };
-    let dtype = if args.f64 { DType::F64 } else { DType::F32 };
-    let model = stiff_models::SpecModel::load(&spec, &args.weights, &keys, dtype, device)?;
-    let weights_record = record("weights", &args.weights)?;
-    let held = memory::tensor_bytes(&ex.x) + (model.num_params() * dtype.size_in_bytes()) as u64;
-    let budget = memory::kernel_budget(args.budget_mb, budget, held, "the examples and the model")?;
-    let loss: stiff_gradkernel::Loss = args.loss.parse()?;
-    let outputs = spec.num_outputs()?;
-    if let Some(k) = args.num_classes.filter(|&k| k != outputs) {
-        bail!("--num-classes {k} contradicts --spec {}, whose network has {outputs} outputs", spec_path.display());
-    }
-    let n = ex.labels.len();
-    let targets = match loss {
-        stiff_gradkernel::Loss::Mse => {
-            let p = args.inputs.as_ref().ok_or_else(|| anyhow!("--loss mse needs --inputs with float targets `t`"))?;
-            let (mut t, _) = stiff_models::io::load_tensors(p, &Device::Cpu)?;
-            t.remove("t")
-                .ok_or_else(|| anyhow!("{}: --loss mse needs a float tensor `t` (N, {outputs})", p.display()))?
-        }
-        _ => {
-            if let Some((i, l)) = ex.labels.iter().enumerate().find(|(_, &l)| l as usize >= outputs) {
-                bail!("{}: label {l} at index {i} is out of range for a network with {outputs} outputs", ex.source);
-            }
-            Tensor::from_vec(ex.labels.clone(), n, &Device::Cpu)?
-        }
-    };
-    let opts = GramOptions::default()
-        .with_memory_budget_bytes(budget as usize)
-        .with_accumulate_f64(args.f64)
-        .with_per_layer(!args.no_per_layer)
-        .with_method(args.method);
-    let r = stiff_gradkernel::gram_net(&model, &ex.x, &targets, &loss, &opts)
-        .with_context(|| format!("Gram of {}", ex.source))?;
-    chunk_note(args, r.chunk, n);
-    let parts = r.per_layer.iter().map(|(name, t)| (format!("K.{name}"), t.clone())).collect();
-    let meta = HashMap::from([
-        ("stiff.spec".to_string(), serde_json::to_string(&spec)?),
-        ("source".to_string(), ex.source.clone()),
-    ]);
-    let fallback = r.routes.iter().filter(|u| u.form == stiff_gradkernel::LayerForm::Fallback).count();
-    eprintln!("stiff gram --spec: {} units, {fallback} via the exact fallback", r.routes.len());
-    let details = serde_json::json!({
-        "spec": spec,
-        "options": opts,
-        "routes": r.routes,
-        "chunk": r.chunk,
-        "budget": budget_record(args, held, budget),
-    });
-    let mean_loss = r.loss_per_example.iter().sum::<f64>() / n as f64;
-    let c = Computed { k: &r.k, parts, meta, num_classes: outputs, details, seconds: r.seconds, mean_loss };
-    publish(args, ex, weights_record, c)
 }
 
 /// A borrowed `(N, N)` view of a host tensor's data.

@@ -14,6 +14,7 @@ mod gram;
 mod limits;
 mod measure;
 mod memory;
+mod model_source;
 mod outdir;
 mod reproduce;
 

@@ -1,18 +1,20 @@
 //! `stiff measure`: stiffness of a user's checkpoint on a dataset subset: class matrices
 //! (sign and cosine, with bootstrap intervals), distance curves per space with zero crossings,
-//! and figures. The checkpoint is a preset's (`--preset`, or its stored config) or any PyTorch
-//! `nn.Sequential` state dict (`--spec FILE --weights W [--key-map M] [--loss L]`).
+//! and figures. The checkpoint is a preset's (`--preset`, `--config`, or its stored config) or any
+//! PyTorch `nn.Sequential` state dict (`--spec FILE --weights W [--key-map M] [--loss L]`), loaded
+//! by the loader all subcommands share ([`crate::model_source`]).
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle::DType;
 use stiff_data::DatasetName;
-use stiff_experiments::measure::{measure_subject, MeasureSettings, Subject};
+use stiff_experiments::measure::{measure_subject, MeasureSettings};
 use stiff_experiments::prepare::{prepare, DataSettings};
-use stiff_models::{KeyMap, Model, ModelConfig, ModelSpec, Preset, SpecModel};
+use stiff_models::InputShape;
 
-use crate::examples::{parse_preprocess, InputPreprocess};
+use crate::examples::InputPreprocess;
+use crate::model_source::{self, LoadContext, LoadedModel, ModelArgs};
 use stiff_plot::{heatmap_figure, line_figure, Heatmap, HeatmapFigure, LineFigure, Panel, Series};
 
 /// Version of the `measurement.json` layout (see `docs/formats.md`). 3: `model` (preset or
@@ -27,22 +29,11 @@ const FIGURE_FILES: [&str; 4] =
 
 #[derive(clap::Args)]
 pub struct MeasureArgs {
-    /// Checkpoint: safetensors with the stiff-models keys, or with `--spec` a PyTorch state dict
-    /// (safetensors or `.pt`/`.pth`, keys `0.weight`, ...; a `module.` prefix is stripped).
-    #[arg(long)]
-    weights: PathBuf,
-    /// Architecture preset, needed when the checkpoint carries no `stiff.config` metadata.
-    #[arg(long, conflicts_with = "spec", value_parser = crate::gram::preset_parser())]
-    preset: Option<Preset>,
-    /// Any `nn.Sequential` as a JSON layer list in PyTorch terms (stiff-models `ModelSpec`, see
-    /// the gradient-kernel README); its input shape must be the dataset's image shape (or its
-    /// flattened size) and its output count the dataset's class count.
-    #[arg(long)]
-    spec: Option<PathBuf>,
-    /// With `--spec`: JSON object renaming weight-file keys to spec keys
-    /// (`{"features.0.weight": "0.weight"}`).
-    #[arg(long, requires = "spec")]
-    key_map: Option<PathBuf>,
+    /// The network: `--preset`/`--config`/`--spec` (+ `--key-map`), `--weights`, `--num-classes`,
+    /// `--preprocess` (the same flags as `gram` and `cross`). A spec's input must hold one image
+    /// of the dataset (or its flattened size) and every network's outputs must be its classes.
+    #[command(flatten)]
+    model: ModelArgs,
     /// Loss whose per-example gradients are compared: cross-entropy or mse-onehot (needs --spec).
     #[arg(long, default_value = "cross-entropy", value_parser = ["cross-entropy", "mse-onehot"])]
     loss: String,
@@ -59,11 +50,6 @@ pub struct MeasureArgs {
     /// Dataset directory, the only place looked [default: $STIFF_DATA_DIR, else the user cache].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Input preprocessing: per-example (each image to zero mean, unit variance, as training
-    /// used), none (pixels in [0, 1]) or mean-std:M,S ((x - M) / S on the [0, 1] pixels, e.g. a
-    /// PyTorch checkpoint trained with `Normalize(M, S)`). Recorded in measurement.json.
-    #[arg(long, default_value = "per-example", value_parser = parse_preprocess)]
-    preprocess: InputPreprocess,
     /// cpu or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -80,55 +66,52 @@ pub struct MeasureArgs {
 
 pub fn run(a: MeasureArgs) -> Result<()> {
     let device = stiff_experiments::runner::parse_device(&a.device)?;
-    // clap's `requires` is not enforced next to a conflicting flag (--preset): check it here.
-    if let (Some(k), None) = (&a.key_map, &a.spec) {
-        bail!("--key-map {} only applies to a --spec model; give --spec, or drop --key-map", k.display());
-    }
+    a.model.check_flags()?;
     // Sizes first: a huge one failed only after the Gram was computed.
     check_limits(&a)?;
     // Held until the results are published: a second writer of --out is refused, not mixed in.
     let _lock = crate::outdir::claim(&a.out, "--out", stiff_fs::LockMode::Exclusive, "stiff measure")?;
     let name = a.dataset;
+    // The examples are a dataset's: per-example standardisation unless --preprocess says otherwise.
+    let preprocess = a.model.preprocess_for(true);
     let mut ds = DataSettings::for_dataset(name);
     // The dataset loader standardises per example itself; none and mean-std start from [0, 1].
-    if a.preprocess != InputPreprocess::PerExample {
+    if preprocess != InputPreprocess::PerExample {
         ds.preprocess = stiff_data::preprocess::Preprocess::none();
-    }
-    if a.spec.is_none() && a.loss != "cross-entropy" {
-        bail!("--loss {}: presets are measured with cross-entropy; other losses need --spec", a.loss);
     }
     if let Some(n) = a.subset {
         ds.stiffness_subset = n;
     }
     ds.subset_seed = a.subset_seed;
     // The user's files are read before the data: their errors come first.
-    let spec = a.spec.as_ref().map(|p| load_spec(&a, p, &device)).transpose()?;
+    let (c, h, w) = name.input_shape();
+    let cx = LoadContext {
+        input: InputShape::new(c, h, w),
+        dataset_classes: Some(name.num_classes()),
+        label_classes: None,
+        dtype: DType::F32,
+        device: &device,
+    };
+    let model = model_source::load(&a.model, &cx)?;
+    check_fits(&a, &model, c * h * w, name.num_classes())?;
+    let loss: stiff_gradkernel::Loss = a.loss.parse()?;
+    let subject = model.subject(&loss)?;
     let data = prepare(name, a.data_dir.as_deref(), &ds, &device)?;
-    let stiff_x = match a.preprocess {
-        InputPreprocess::MeanStd { .. } => a.preprocess.apply(&data.stiff_x)?,
+    let stiff_x = match preprocess {
+        InputPreprocess::MeanStd { .. } => preprocess.apply(&data.stiff_x)?,
         _ => data.stiff_x.clone(),
     };
     let files_read = stiff_data::source_files(name, a.data_dir.as_deref())?;
     let mut settings = MeasureSettings { bootstrap_reps: a.bootstrap, ..Default::default() };
     settings.bins.bins = a.bins;
-    let (m, model_record) = match spec {
-        Some((model, record)) => {
-            check_spec_fits(&a, model.spec(), data.input.numel(), data.num_classes())?;
-            let loss: stiff_gradkernel::Loss = a.loss.parse()?;
-            let subject = Subject::Spec { model: &model, loss: &loss };
-            (measure_subject(&subject, &stiff_x, &data.stiff_y, data.num_classes(), &settings)?, record)
-        }
-        None => {
-            let model = load_preset(&a, &data, &device)?;
-            let record = serde_json::json!({ "kind": "preset", "config": model.config() });
-            (measure_subject(&Subject::Preset(&model), &stiff_x, &data.stiff_y, data.num_classes(), &settings)?, record)
-        }
-    };
-    let weights = std::fs::read(&a.weights).with_context(|| format!("reading --weights {}", a.weights.display()))?;
+    let m = measure_subject(&subject, &stiff_x, &data.stiff_y, data.num_classes(), &settings)?;
+    let weights_path = a.model.weights()?;
+    let weights =
+        std::fs::read(weights_path).with_context(|| format!("reading --weights {}", weights_path.display()))?;
     let mut json = serde_json::to_vec_pretty(&serde_json::json!({ "schema_version": MEASURE_SCHEMA_VERSION,
-        "run_id": crate::outdir::new_run_id(), "weights": a.weights,
+        "run_id": crate::outdir::new_run_id(), "weights": weights_path,
         "weights_sha256": stiff_data::sha256_hex(&weights),
-        "model": model_record, "loss": a.loss, "preprocess": a.preprocess,
+        "model": model.record()?, "loss": a.loss, "preprocess": preprocess,
         "dataset": name, "files_read": files_read, "data_settings": ds, "subset": data.stiff_idx.len(),
         "subset_seed": a.subset_seed, "device": a.device, "settings": settings, "measurement": m }))?;
     json.push(b'\n');
@@ -172,62 +155,20 @@ fn publish(
     Ok(())
 }
 
-/// `--spec` (and `--key-map`): the network with the `--weights`, and what to record.
-fn load_spec(
-    a: &MeasureArgs,
-    spec_path: &std::path::Path,
-    device: &candle::Device,
-) -> Result<(SpecModel, serde_json::Value)> {
-    let spec = ModelSpec::from_json_file(spec_path).with_context(|| format!("--spec {}", spec_path.display()))?;
-    let keys = match &a.key_map {
-        Some(p) => KeyMap::from_json_file(p).with_context(|| format!("--key-map {}", p.display()))?,
-        None => KeyMap::default(),
-    };
-    let model = SpecModel::load(&spec, &a.weights, &keys, DType::F32, device)
-        .with_context(|| format!("--weights {} for --spec {}", a.weights.display(), spec_path.display()))?;
-    let sha = |p: &std::path::Path| -> Result<String> {
-        Ok(stiff_data::sha256_hex(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?))
-    };
-    let mut files = vec![serde_json::json!({ "role": "spec", "path": spec_path, "sha256": sha(spec_path)? })];
-    if let Some(p) = &a.key_map {
-        files.push(serde_json::json!({ "role": "key_map", "path": p, "sha256": sha(p)? }));
-    }
-    Ok((model, serde_json::json!({ "kind": "spec", "spec": spec, "files": files })))
-}
-
-/// The spec's input must hold one image of the dataset and its outputs must be the classes.
-fn check_spec_fits(a: &MeasureArgs, spec: &ModelSpec, input_numel: usize, classes: usize) -> Result<()> {
-    let path = a.spec.as_deref().unwrap_or(std::path::Path::new("")).display();
-    let want: usize = spec.input.iter().product();
-    if want != input_numel {
+/// The network's input must hold one image of the dataset and its outputs must be the classes.
+fn check_fits(a: &MeasureArgs, model: &LoadedModel, input_numel: usize, classes: usize) -> Result<()> {
+    let source = &model.source;
+    if model.input_numel != input_numel {
         bail!(
-            "--spec {path}: the network takes input {:?} ({want} values) but {} images have {input_numel}",
-            spec.input,
+            "{source}: the network takes {} values per example but {} images have {input_numel}",
+            model.input_numel,
             a.dataset
         );
     }
-    let outputs = spec.num_outputs().with_context(|| format!("--spec {path}"))?;
-    if outputs != classes {
-        bail!("--spec {path}: the network has {outputs} outputs but {} has {classes} classes", a.dataset);
+    if model.num_classes != classes {
+        bail!("{source}: the network has {} outputs but {} has {classes} classes", model.num_classes, a.dataset);
     }
     Ok(())
-}
-
-/// `--preset`, or the config stored in the checkpoint.
-fn load_preset(a: &MeasureArgs, data: &stiff_experiments::prepare::Prepared, device: &candle::Device) -> Result<Model> {
-    Ok(match a.preset {
-        Some(p) => {
-            let cfg = ModelConfig::preset(p, data.input, data.num_classes());
-            Model::load_with_config(&a.weights, &cfg, DType::F32, device)?
-        }
-        None => match Model::load(&a.weights, DType::F32, device) {
-            Err(e @ stiff_models::ModelError::NoConfig { .. }) => {
-                return Err(anyhow::Error::new(e)
-                    .context("pass --preset (or --spec) to say which architecture the weights are for"))
-            }
-            other => other?,
-        },
-    })
 }
 
 /// The class-stiffness heatmaps and the distance curves, drawn into `dir`.
@@ -251,7 +192,7 @@ fn figures(
     };
     heatmap_figure(
         &HeatmapFigure {
-            title: format!("Class stiffness of {} on {} ({} examples)", a.weights.display(), name, m.n),
+            title: format!("Class stiffness of {} on {} ({} examples)", weights_name(a), name, m.n),
             panels: vec![
                 heat(
                     &format!("sign: within {:.3}, between {:.3}", m.sign.within, m.sign.between),
@@ -292,13 +233,18 @@ fn figures(
     };
     line_figure(
         &LineFigure {
-            title: format!("Stiffness vs distance: {} on {}", a.weights.display(), name),
+            title: format!("Stiffness vs distance: {} on {}", weights_name(a), name),
             panels: vec![panel("sign", true), panel("cosine", false)],
             columns: 2,
         },
         &dir.join("distance_curves"),
     )?;
     Ok(())
+}
+
+/// The `--weights` path for figure titles.
+fn weights_name(a: &MeasureArgs) -> String {
+    a.model.weights.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
 }
 
 /// The result on stdout.

@@ -405,26 +405,27 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
     serde_json::from_slice(&text).map_err(|e| CrossError::BadFile { path: path.to_path_buf(), reason: e.to_string() })
 }
 
-fn write_json_atomic<T: Serialize>(path: &Path, v: &T) -> Result<()> {
+/// Pretty JSON with a final newline, as every JSON file of a job folder is written.
+fn json_bytes<T: Serialize>(v: &T) -> Vec<u8> {
     let mut bytes = serde_json::to_vec_pretty(v).expect("serialisable");
     bytes.push(b'\n');
-    stiff_fs::write_atomic(path, &bytes)?;
-    Ok(())
+    bytes
 }
 
-/// Writes `value` to `path` unless an identical file is there; a different one is an error.
+/// Publishes `bytes` at `path` unless a file is there already (racing writers: one wins), then
+/// checks that what is there is exactly `bytes`; a different file is an error.
 fn publish_or_check(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
-    match std::fs::read(path) {
-        Ok(existing) if existing == bytes => Ok(()),
-        Ok(_) => Err(CrossError::PlanMismatch {
+    stiff_fs::write_new(path, bytes)?;
+    let existing = std::fs::read(path).map_err(|source| CrossError::Io { path: path.to_path_buf(), source })?;
+    if existing != bytes {
+        return Err(CrossError::PlanMismatch {
             path: path.to_path_buf(),
             field: what.to_string(),
             existing: "(other content)".into(),
             new: "(this job's)".into(),
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(stiff_fs::write_atomic(path, bytes)?),
-        Err(source) => Err(CrossError::Io { path: path.to_path_buf(), source }),
+        });
     }
+    Ok(())
 }
 
 /// Computes (this shard's share of) the tiles of `rows x cols` into `dir`, skipping tiles that
@@ -472,18 +473,13 @@ pub fn run_net<N: Network + ?Sized>(
     let plan = Plan::new(rows, cols, num_classes, model_id, opts)?;
     let lay = Layout { dir: dir.to_path_buf() };
     std::fs::create_dir_all(lay.tiles()).map_err(|source| CrossError::CreateDir { path: lay.tiles(), source })?;
-    // A job found here continues under its stored plan (its descriptions, hence its tile hash).
-    let plan = match std::fs::metadata(lay.plan()) {
-        Ok(_) => {
-            let stored: Plan = read_json(&lay.plan())?;
-            plan.check_same(&stored, &lay.plan())?;
-            stored
-        }
-        Err(_) => {
-            write_json_atomic(&lay.plan(), &plan)?;
-            plan
-        }
-    };
+    // The plan is published only where none is (two jobs started at once in one folder race
+    // here: one wins, the other then reads the winner's plan and is refused if it differs). A
+    // job found here continues under its stored plan (its descriptions, hence its tile hash).
+    stiff_fs::write_new(&lay.plan(), &json_bytes(&plan))?;
+    let stored: Plan = read_json(&lay.plan())?;
+    plan.check_same(&stored, &lay.plan())?;
+    let plan = stored;
     let examples = Examples {
         schema_version: SCHEMA_VERSION,
         row_labels: rows.labels.clone(),

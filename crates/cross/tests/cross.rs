@@ -367,3 +367,43 @@ fn non_finite_inputs_are_refused_before_computing() {
         .to_string();
     assert!(err.contains("/data/bad.safetensors") && err.contains("example 5") && err.contains("feature 3"), "{err}");
 }
+
+/// Two different jobs started at the same moment in one folder: the plan is published by one of
+/// them only, the other is refused naming the folder's `plan.json`, and the folder then holds a
+/// consistent job (its plan, its tiles, a merge that works). Before the fix both wrote
+/// `plan.json` (rename over) and both went on, each with its own plan (30 trials).
+#[test]
+fn two_different_jobs_racing_for_one_folder_leave_one_plan() {
+    let (rows, cols) = (examples(9, 41, "rows"), examples(6, 42, "cols"));
+    let grids = [opts(4, 3, false), opts(5, 2, false)];
+    for trial in 0..30 {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("job");
+        let gate = std::sync::Barrier::new(2);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let hs: Vec<_> = grids
+                .iter()
+                .map(|o| {
+                    let (gate, dir, rows, cols) = (&gate, &dir, &rows, &cols);
+                    s.spawn(move || {
+                        let m = model();
+                        gate.wait();
+                        run(&m, model_id(), rows, cols, o, dir, RunControl::default())
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let ok: Vec<usize> = (0..2).filter(|&k| results[k].is_ok()).collect();
+        assert_eq!(ok.len(), 1, "trial {trial}: exactly one job may own the folder: {results:?}");
+        let (win, lose) = (ok[0], 1 - ok[0]);
+        match &results[lose] {
+            Err(CrossError::PlanMismatch { path, .. }) => assert_eq!(path, &dir.join("plan.json"), "trial {trial}"),
+            other => panic!("trial {trial}: expected a plan mismatch, got {other:?}"),
+        }
+        let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("plan.json")).unwrap()).unwrap();
+        let want = grids[win].tile_rows.unwrap();
+        assert_eq!(stored["tile_rows"], want, "trial {trial}: plan.json is the winner's");
+        merge(&dir).unwrap_or_else(|e| panic!("trial {trial}: the folder is one consistent job: {e}"));
+    }
+}

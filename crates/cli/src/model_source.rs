@@ -1,0 +1,338 @@
+//! The one model loader of `gram`, `measure` and `cross`: the same flags ([`ModelArgs`], flattened
+//! into each subcommand), the same checks and one loaded type ([`LoadedModel`]) that every
+//! subcommand hands to the gradient kernel without asking where the network came from.
+//!
+//! Sources: a preset (`--preset`), a `ModelConfig` JSON (`--config`), the configuration stored
+//! in the checkpoint (neither), or any `nn.Sequential` (`--spec`, with `--key-map`). Each is one
+//! variant of [`Net`]; a new source (say `--onnx FILE`) is one more variant, one more arm in
+//! [`Source::of`] / [`load`] and one in each `match` on [`Net`] below.
+//!
+//! Checks every source gets: the weights are finite floats (NaN/inf and integer tensors are
+//! refused naming the file and key, by the stiff-models loaders), and the class count is the
+//! network's output width; `--num-classes` may only repeat it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context};
+use candle::{DType, Device, Tensor, Var};
+use stiff_cross::ModelId;
+use stiff_experiments::measure::Subject;
+use stiff_gradkernel::{Loss, Network};
+use stiff_models::{InputShape, KeyMap, Layer, Model, ModelConfig, ModelSpec, Preset, SpecModel};
+
+use crate::examples::{parse_preprocess, InputPreprocess};
+
+/// Where the network comes from, and how the inputs are prepared for it.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Architecture preset (fc6, fc4, cnn5, cnn4); optional if the weights file stores its config.
+    #[arg(long, conflicts_with_all = ["config", "spec"], value_parser = preset_parser())]
+    pub preset: Option<Preset>,
+    /// Model configuration as JSON (stiff-models `ModelConfig`), instead of a preset.
+    #[arg(long, conflicts_with = "spec")]
+    pub config: Option<PathBuf>,
+    /// Any `nn.Sequential` as a JSON layer list in PyTorch terms (stiff-models `ModelSpec`, see
+    /// the gradient-kernel README); `--weights` is then its state dict (safetensors or
+    /// `.pt`/`.pth`, keys as `state_dict()` writes them: `0.weight`, ...). A spec shaped like a
+    /// preset takes the presets' CPU kernels and gives their numbers.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// With `--spec`: JSON object renaming weight-file keys to spec keys
+    /// (`{"features.0.weight": "0.weight"}`); a leading `module.` is stripped anyway.
+    #[arg(long, requires = "spec")]
+    pub key_map: Option<PathBuf>,
+    /// Checkpoint: safetensors with the stiff-models keys, or with `--spec` a PyTorch state dict.
+    #[arg(long, required = true)]
+    pub weights: Option<PathBuf>,
+    /// Number of classes; the checkpoint's output width is the class count, so this can only
+    /// repeat it [default: the network's outputs (a preset's last layer in the checkpoint), else
+    /// the dataset's, else the largest label + 1].
+    #[arg(long)]
+    pub num_classes: Option<usize>,
+    /// Input preprocessing: none, per-example (each example to zero mean, unit variance, as
+    /// training here used) or mean-std:M,S ((x - M) / S, e.g. a PyTorch checkpoint trained with
+    /// `Normalize(M, S)`) [default: per-example for dataset examples, none for inputs files].
+    #[arg(long, value_parser = parse_preprocess)]
+    pub preprocess: Option<InputPreprocess>,
+}
+
+pub(crate) fn preset_parser() -> impl clap::builder::TypedValueParser<Value = Preset> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["fc6", "fc4", "cnn5", "cnn4"]).try_map(|s| s.parse::<Preset>())
+}
+
+impl ModelArgs {
+    /// Flag combinations clap cannot check, refused before any work: `--key-map` needs `--spec`
+    /// (clap's `requires` is not enforced next to a conflicting flag such as `--preset`).
+    pub fn check_flags(&self) -> anyhow::Result<()> {
+        if let (Some(k), None) = (&self.key_map, &self.spec) {
+            bail!("--key-map {} only applies to a --spec model; give --spec, or drop --key-map", k.display());
+        }
+        Ok(())
+    }
+
+    /// `--weights` (clap requires it; the check keeps a caller that skipped clap honest).
+    pub fn weights(&self) -> anyhow::Result<&Path> {
+        self.weights.as_deref().ok_or_else(|| anyhow!("--weights FILE is required"))
+    }
+
+    /// `--preprocess`, else the default for examples from a dataset (`per-example`, what the
+    /// training here used) or from an inputs file (`none`: used as they are).
+    pub fn preprocess_for(&self, from_dataset: bool) -> InputPreprocess {
+        self.preprocess.unwrap_or(if from_dataset { InputPreprocess::PerExample } else { InputPreprocess::None })
+    }
+
+    /// The flag naming the network, for messages: `--spec FILE`, `--config FILE`, `--preset P`
+    /// or `--weights FILE` (stored configuration).
+    pub fn source_flag(&self) -> String {
+        match Source::of(self) {
+            Source::Spec(p) => format!("--spec {}", p.display()),
+            Source::Config(p) => format!("--config {}", p.display()),
+            Source::Preset(p) => format!("--preset {}", p.name()),
+            Source::Stored => format!("--weights {}", self.weights.as_deref().unwrap_or(Path::new("")).display()),
+        }
+    }
+}
+
+/// Which flag says what the network is.
+enum Source<'a> {
+    Preset(Preset),
+    Config(&'a Path),
+    Spec(&'a Path),
+    /// The configuration stored in the checkpoint.
+    Stored,
+}
+
+impl<'a> Source<'a> {
+    fn of(a: &'a ModelArgs) -> Self {
+        match (&a.spec, &a.config, a.preset) {
+            (Some(s), _, _) => Source::Spec(s),
+            (None, Some(c), _) => Source::Config(c),
+            (None, None, Some(p)) => Source::Preset(p),
+            (None, None, None) => Source::Stored,
+        }
+    }
+}
+
+/// What the subcommand knows about its examples when the model is built.
+#[derive(Debug, Clone)]
+pub struct LoadContext<'a> {
+    /// Per-example input shape (a preset is built for it).
+    pub input: InputShape,
+    /// The dataset's class count, when the examples come from one.
+    pub dataset_classes: Option<usize>,
+    /// Largest label + 1, when labels are known.
+    pub label_classes: Option<usize>,
+    /// Parameter dtype.
+    pub dtype: DType,
+    /// Device of the parameters.
+    pub device: &'a Device,
+}
+
+/// The network of one source. Implements [`Network`] by handing every call to the variant.
+pub enum Net {
+    /// A preset or `ModelConfig` network with stiff-models keys.
+    Preset(Model),
+    /// An `nn.Sequential` spec with `state_dict()` keys.
+    Spec(SpecModel),
+}
+
+impl Network for Net {
+    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        match self {
+            Net::Preset(m) => Network::forward(m, x),
+            Net::Spec(model) => Network::forward(model, x),
+        }
+    }
+    fn parameters(&self) -> Vec<(String, Var)> {
+        match self {
+            Net::Preset(m) => m.parameters(),
+            Net::Spec(model) => model.parameters(),
+        }
+    }
+    fn prepare(&self, x: &Tensor) -> stiff_gradkernel::Result<Tensor> {
+        match self {
+            Net::Preset(m) => Network::prepare(m, x),
+            Net::Spec(model) => Network::prepare(model, x),
+        }
+    }
+    fn chain(&self) -> Option<Vec<Layer>> {
+        match self {
+            Net::Preset(m) => m.chain(),
+            Net::Spec(model) => model.chain(),
+        }
+    }
+}
+
+/// A loaded network and what every subcommand needs to know about it.
+pub struct LoadedModel {
+    /// The network.
+    pub net: Net,
+    /// Its output width: the class count.
+    pub num_classes: usize,
+    /// SHA-256 of the weights and the architecture, and a description (cross jobs resume on it).
+    pub id: ModelId,
+    /// Bytes of the parameters.
+    pub param_bytes: u64,
+    /// Per-example input elements the network takes.
+    pub input_numel: usize,
+    /// The model files read besides the weights: `(role, path)` (config, spec, key map).
+    pub files: Vec<(&'static str, PathBuf)>,
+    /// The flag that named the network (`--spec FILE`, `--preset fc6`, ...), for messages.
+    pub source: String,
+}
+
+impl LoadedModel {
+    /// What `measurement.json` records as `model`: `{"kind": "preset", "config": ...}` or
+    /// `{"kind": "spec", "spec": ..., "files": [...]}`.
+    pub fn record(&self) -> anyhow::Result<serde_json::Value> {
+        let mut files = Vec::new();
+        for (role, p) in &self.files {
+            let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+            files.push(serde_json::json!({ "role": role, "path": p, "sha256": stiff_data::sha256_hex(&bytes) }));
+        }
+        Ok(match &self.net {
+            Net::Preset(m) => serde_json::json!({ "kind": "preset", "config": m.config(), "files": files }),
+            Net::Spec(model) => serde_json::json!({ "kind": "spec", "spec": model.spec(), "files": files }),
+        })
+    }
+
+    /// The architecture as `stiffness.json` holds it (field `model`: the config, or `spec`: the
+    /// layer list) and as `gram.safetensors` metadata (key `stiff.config` or `stiff.spec`, the
+    /// JSON text): `(field, metadata key, JSON text)`.
+    pub fn architecture(&self) -> anyhow::Result<(&'static str, &'static str, String)> {
+        Ok(match &self.net {
+            Net::Preset(m) => ("model", stiff_models::io::CONFIG_METADATA_KEY, serde_json::to_string(m.config())?),
+            Net::Spec(model) => ("spec", "stiff.spec", serde_json::to_string(model.spec())?),
+        })
+    }
+
+    /// The measurement subject with `loss` (presets are measured with cross-entropy).
+    pub fn subject<'a>(&'a self, loss: &'a Loss) -> anyhow::Result<Subject<'a>> {
+        Ok(match &self.net {
+            Net::Preset(m) => {
+                if !matches!(loss, Loss::CrossEntropy) {
+                    bail!("--loss {loss:?}: {} is measured with cross-entropy; other losses need --spec", self.source);
+                }
+                Subject::Preset(m)
+            }
+            Net::Spec(model) => Subject::Spec { model, loss },
+        })
+    }
+
+    /// Whether the network takes a per-example loss other than cross-entropy (the presets'
+    /// kernels and records are cross-entropy only).
+    pub fn takes_any_loss(&self) -> bool {
+        matches!(self.net, Net::Spec(_))
+    }
+
+    /// Labels must be below the class count; `what` names where they come from.
+    pub fn check_labels(&self, labels: &[u32], what: &str) -> anyhow::Result<()> {
+        let k = self.num_classes;
+        if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= k) {
+            bail!("{what}: label {l} at index {i} is out of range for a {k}-class model ({})", self.source);
+        }
+        Ok(())
+    }
+}
+
+/// `--num-classes`, if given, must equal the network's class count `k` (`what` names its source).
+fn agree(args: &ModelArgs, what: &str, k: usize) -> anyhow::Result<()> {
+    match args.num_classes {
+        Some(given) if given != k => bail!("--num-classes {given} contradicts {what}, which has {k} classes"),
+        _ => Ok(()),
+    }
+}
+
+/// The class count a preset checkpoint stores: the length of its last layer's bias.
+fn checkpoint_classes(w: &Path, p: Preset) -> anyhow::Result<Option<usize>> {
+    let (tensors, _) = stiff_models::io::load_tensors(w, &Device::Cpu)
+        .with_context(|| format!("reading --weights {}", w.display()))?;
+    Ok(tensors.get(&output_bias_key(&p.arch())).and_then(|b| b.dims1().ok()))
+}
+
+/// Key of the bias of a network's last layer (its length is the class count): `layers.{depth}.bias`
+/// for an MLP, `head.bias` for a CNN (see the stiff-models parameter names).
+pub(crate) fn output_bias_key(arch: &stiff_models::ArchSpec) -> String {
+    match arch {
+        stiff_models::ArchSpec::Mlp { hidden } => format!("layers.{}.bias", hidden.len()),
+        stiff_models::ArchSpec::Cnn { .. } => "head.bias".to_string(),
+    }
+}
+
+/// Builds the network `args` name with its `--weights`, and checks it.
+pub fn load(args: &ModelArgs, cx: &LoadContext<'_>) -> anyhow::Result<LoadedModel> {
+    args.check_flags()?;
+    let w = args.weights()?;
+    let source = args.source_flag();
+    let mut files = Vec::new();
+    let (net, id) = match Source::of(args) {
+        Source::Spec(spec_path) => {
+            let spec =
+                ModelSpec::from_json_file(spec_path).with_context(|| format!("--spec {}", spec_path.display()))?;
+            files.push(("spec", spec_path.to_path_buf()));
+            let keys = match &args.key_map {
+                Some(p) => {
+                    files.push(("key_map", p.clone()));
+                    KeyMap::from_json_file(p).with_context(|| format!("--key-map {}", p.display()))?
+                }
+                None => KeyMap::default(),
+            };
+            let model = SpecModel::load(&spec, w, &keys, cx.dtype, cx.device)
+                .with_context(|| format!("--weights {} for --spec {}", w.display(), spec_path.display()))?;
+            let id = stiff_cross::model_id(w, &serde_json::to_string(&(&spec, &keys))?)?;
+            (Net::Spec(model), id)
+        }
+        Source::Preset(p) => {
+            let from_head = checkpoint_classes(w, p)?;
+            if let Some(h) = from_head {
+                agree(args, &format!("--weights {} (its last layer)", w.display()), h)?;
+            }
+            let k = args.num_classes.or(from_head).or(cx.dataset_classes).or(cx.label_classes).ok_or_else(|| {
+                anyhow!("cannot tell the class count of --weights {}: give --num-classes", w.display())
+            })?;
+            let cfg = ModelConfig::preset(p, cx.input, k);
+            preset_net(w, &cfg, cx)?
+        }
+        Source::Config(c) => {
+            let text = std::fs::read_to_string(c).with_context(|| format!("reading --config {}", c.display()))?;
+            let cfg: ModelConfig = serde_json::from_str(&text)
+                .with_context(|| format!("--config {}: not a model configuration", c.display()))?;
+            files.push(("config", c.to_path_buf()));
+            agree(args, &format!("--config {}", c.display()), cfg.num_classes)?;
+            preset_net(w, &cfg, cx)?
+        }
+        Source::Stored => {
+            let model = match Model::load(w, cx.dtype, cx.device) {
+                Err(e @ stiff_models::ModelError::NoConfig { .. }) => {
+                    return Err(anyhow::Error::new(e)
+                        .context("pass --preset, --config or --spec to say which architecture the weights are for"))
+                }
+                other => other.with_context(|| format!("loading --weights {}", w.display()))?,
+            };
+            let k = model.config().num_classes;
+            agree(args, &format!("--weights {} (stored configuration)", w.display()), k)?;
+            let id = stiff_cross::model_id(w, &serde_json::to_string(model.config())?)?;
+            (Net::Preset(model), id)
+        }
+    };
+    let (num_classes, param_bytes, input_numel) = match &net {
+        Net::Preset(m) => {
+            (m.config().num_classes, (m.num_params() * m.dtype().size_in_bytes()) as u64, m.config().input.numel())
+        }
+        Net::Spec(model) => {
+            let outputs = model.spec().num_outputs()?;
+            agree(args, &source, outputs)?;
+            (outputs, (model.num_params() * model.dtype().size_in_bytes()) as u64, model.spec().input.iter().product())
+        }
+    };
+    Ok(LoadedModel { net, num_classes, id, param_bytes, input_numel, files, source })
+}
+
+/// A stiff-models network of configuration `cfg` with the `--weights`.
+fn preset_net(w: &Path, cfg: &ModelConfig, cx: &LoadContext<'_>) -> anyhow::Result<(Net, ModelId)> {
+    let model = Model::load_with_config(w, cfg, cx.dtype, cx.device)
+        .with_context(|| format!("loading --weights {}", w.display()))?;
+    let id = stiff_cross::model_id(w, &serde_json::to_string(model.config())?)?;
+    Ok((Net::Preset(model), id))
+}
