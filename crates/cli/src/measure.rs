@@ -59,6 +59,10 @@ pub struct MeasureArgs {
     /// Bootstrap replicates for the intervals (0 = none; at most 100000).
     #[arg(long, default_value_t = 200)]
     bootstrap: usize,
+    /// Compute in f64 (network, examples and Gram; default f32): for comparisons with another
+    /// tool's f64 numbers, and where f32 rounding could break near ties (max pooling, ReLU at 0).
+    #[arg(long)]
+    f64: bool,
     /// Output directory (created if missing; checked writable before any work).
     #[arg(long)]
     out: PathBuf,
@@ -89,7 +93,7 @@ pub fn run(a: MeasureArgs) -> Result<()> {
         input: InputShape::new(c, h, w),
         dataset_classes: Some(name.num_classes()),
         label_classes: None,
-        dtype: DType::F32,
+        dtype: if a.f64 { DType::F64 } else { DType::F32 },
         device: &device,
     };
     let model = model_source::load(&a.model, &cx)?;
@@ -113,7 +117,7 @@ pub fn run(a: MeasureArgs) -> Result<()> {
         "weights_sha256": stiff_data::sha256_hex(&weights),
         "model": model.record()?, "loss": a.loss, "preprocess": preprocess,
         "dataset": name, "files_read": files_read, "data_settings": ds, "subset": data.stiff_idx.len(),
-        "subset_seed": a.subset_seed, "device": a.device, "settings": settings, "measurement": m }))?;
+        "subset_seed": a.subset_seed, "device": a.device, "f64": a.f64, "settings": settings, "measurement": m }))?;
     json.push(b'\n');
     publish(&a, &data, &m, &json)?;
     summary(&m);

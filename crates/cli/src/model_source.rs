@@ -3,9 +3,10 @@
 //! subcommand hands to the gradient kernel without asking where the network came from.
 //!
 //! Sources: a preset (`--preset`), a `ModelConfig` JSON (`--config`), the configuration stored
-//! in the checkpoint (neither), or any `nn.Sequential` (`--spec`, with `--key-map`). Each is one
-//! variant of [`Net`]; a new source (say `--onnx FILE`) is one more variant, one more arm in
-//! [`Source::of`] / [`load`] and one in each `match` on [`Net`] below.
+//! in the checkpoint (neither), any `nn.Sequential` (`--spec`, with `--key-map`), or any ONNX
+//! graph (`--onnx`, with optional `--weights` state dict and `--trainable`). Each is one variant
+//! of [`Net`]; a new source is one more variant, one more arm in [`Source::of`] / [`load`] and one
+//! in each `match` on [`Net`] below.
 //!
 //! Checks every source gets: the weights are finite floats (NaN/inf and integer tensors are
 //! refused naming the file and key, by the stiff-models loaders), and the class count is the
@@ -16,9 +17,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, bail, Context};
 use candle::{DType, Device, Tensor, Var};
 use stiff_cross::ModelId;
-use stiff_experiments::measure::Subject;
+use stiff_experiments::measure::{Represented, Subject};
 use stiff_gradkernel::{Loss, Network};
 use stiff_models::{InputShape, KeyMap, Layer, Model, ModelConfig, ModelSpec, Preset, SpecModel};
+use stiff_onnx::{OnnxNet, OnnxOptions, Trainable};
 
 use crate::examples::{parse_preprocess, InputPreprocess};
 
@@ -26,23 +28,35 @@ use crate::examples::{parse_preprocess, InputPreprocess};
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Architecture preset (fc6, fc4, cnn5, cnn4); optional if the weights file stores its config.
-    #[arg(long, conflicts_with_all = ["config", "spec"], value_parser = preset_parser())]
+    #[arg(long, conflicts_with_all = ["config", "spec", "onnx"], value_parser = preset_parser())]
     pub preset: Option<Preset>,
     /// Model configuration as JSON (stiff-models `ModelConfig`), instead of a preset.
-    #[arg(long, conflicts_with = "spec")]
+    #[arg(long, conflicts_with_all = ["spec", "onnx"])]
     pub config: Option<PathBuf>,
     /// Any `nn.Sequential` as a JSON layer list in PyTorch terms (stiff-models `ModelSpec`, see
     /// the gradient-kernel README); `--weights` is then its state dict (safetensors or
     /// `.pt`/`.pth`, keys as `state_dict()` writes them: `0.weight`, ...). A spec shaped like a
     /// preset takes the presets' CPU kernels and gives their numbers.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "onnx")]
     pub spec: Option<PathBuf>,
+    /// Any model as an ONNX graph (`torch.onnx.export(..., dynamo=True, optimize=False)`: a
+    /// ResNet, a transformer); external data files beside it. The graph holds the weights;
+    /// `--weights` may replace them with a state dict whose names and shapes must match. See
+    /// docs/formats.md for the export call and what counts as a parameter.
+    #[arg(long)]
+    pub onnx: Option<PathBuf>,
+    /// With `--onnx`: the parameters are the float initializers whose name matches this regular
+    /// expression, instead of those feeding a parameter slot (conv/dense weights and biases,
+    /// norm scales and offsets, added tables).
+    #[arg(long, requires = "onnx")]
+    pub trainable: Option<String>,
     /// With `--spec`: JSON object renaming weight-file keys to spec keys
     /// (`{"features.0.weight": "0.weight"}`); a leading `module.` is stripped anyway.
     #[arg(long, requires = "spec")]
     pub key_map: Option<PathBuf>,
-    /// Checkpoint: safetensors with the stiff-models keys, or with `--spec` a PyTorch state dict.
-    #[arg(long, required = true)]
+    /// Checkpoint: safetensors with the stiff-models keys, or with `--spec` a PyTorch state dict
+    /// (with `--onnx` optional: a state dict replacing the graph's values).
+    #[arg(long, required_unless_present = "onnx")]
     pub weights: Option<PathBuf>,
     /// Number of classes; the checkpoint's output width is the class count, so this can only
     /// repeat it [default: the network's outputs (a preset's last layer in the checkpoint), else
@@ -68,12 +82,16 @@ impl ModelArgs {
         if let (Some(k), None) = (&self.key_map, &self.spec) {
             bail!("--key-map {} only applies to a --spec model; give --spec, or drop --key-map", k.display());
         }
+        if let (Some(t), None) = (&self.trainable, &self.onnx) {
+            bail!("--trainable {t} only applies to an --onnx model; give --onnx, or drop --trainable");
+        }
         Ok(())
     }
 
-    /// `--weights` (clap requires it; the check keeps a caller that skipped clap honest).
+    /// The file holding the weights: `--weights`, else (an ONNX graph holds its own) `--onnx`.
+    /// Clap requires one of them; the check keeps a caller that skipped clap honest.
     pub fn weights(&self) -> anyhow::Result<&Path> {
-        self.weights.as_deref().ok_or_else(|| anyhow!("--weights FILE is required"))
+        self.weights.as_deref().or(self.onnx.as_deref()).ok_or_else(|| anyhow!("--weights FILE is required"))
     }
 
     /// `--preprocess`, else the default for examples from a dataset (`per-example`, what the
@@ -87,6 +105,7 @@ impl ModelArgs {
     pub fn source_flag(&self) -> String {
         match Source::of(self) {
             Source::Spec(p) => format!("--spec {}", p.display()),
+            Source::Onnx(p) => format!("--onnx {}", p.display()),
             Source::Config(p) => format!("--config {}", p.display()),
             Source::Preset(p) => format!("--preset {}", p.name()),
             Source::Stored => format!("--weights {}", self.weights.as_deref().unwrap_or(Path::new("")).display()),
@@ -99,12 +118,16 @@ enum Source<'a> {
     Preset(Preset),
     Config(&'a Path),
     Spec(&'a Path),
+    Onnx(&'a Path),
     /// The configuration stored in the checkpoint.
     Stored,
 }
 
 impl<'a> Source<'a> {
     fn of(a: &'a ModelArgs) -> Self {
+        if let Some(o) = &a.onnx {
+            return Source::Onnx(o);
+        }
         match (&a.spec, &a.config, a.preset) {
             (Some(s), _, _) => Source::Spec(s),
             (None, Some(c), _) => Source::Config(c),
@@ -135,6 +158,8 @@ pub enum Net {
     Preset(Model),
     /// An `nn.Sequential` spec with `state_dict()` keys.
     Spec(SpecModel),
+    /// An ONNX graph.
+    Onnx(OnnxNet),
 }
 
 impl Network for Net {
@@ -142,24 +167,39 @@ impl Network for Net {
         match self {
             Net::Preset(m) => Network::forward(m, x),
             Net::Spec(model) => Network::forward(model, x),
+            Net::Onnx(g) => Network::forward(g, x),
         }
     }
     fn parameters(&self) -> Vec<(String, Var)> {
         match self {
             Net::Preset(m) => m.parameters(),
             Net::Spec(model) => model.parameters(),
+            Net::Onnx(g) => g.parameters(),
         }
     }
     fn prepare(&self, x: &Tensor) -> stiff_gradkernel::Result<Tensor> {
         match self {
             Net::Preset(m) => Network::prepare(m, x),
             Net::Spec(model) => Network::prepare(model, x),
+            Net::Onnx(g) => Network::prepare(g, x),
         }
     }
     fn chain(&self) -> Option<Vec<Layer>> {
         match self {
             Net::Preset(m) => m.chain(),
             Net::Spec(model) => model.chain(),
+            Net::Onnx(g) => g.chain(),
+        }
+    }
+}
+
+/// The distance curves' spaces of a network that is not a preset or a spec (an ONNX graph: the
+/// inputs of its dense and conv layers after the first).
+impl Represented for Net {
+    fn representations(&self, x: &Tensor) -> candle::Result<Vec<Tensor>> {
+        match self {
+            Net::Onnx(g) => g.representations(x),
+            _ => Err(candle::Error::Msg("presets and specs are measured through their own subjects".into())),
         }
     }
 }
@@ -194,6 +234,7 @@ impl LoadedModel {
         Ok(match &self.net {
             Net::Preset(m) => serde_json::json!({ "kind": "preset", "config": m.config(), "files": files }),
             Net::Spec(model) => serde_json::json!({ "kind": "spec", "spec": model.spec(), "files": files }),
+            Net::Onnx(g) => serde_json::json!({ "kind": "onnx", "onnx": onnx_summary(g), "files": files }),
         })
     }
 
@@ -204,6 +245,7 @@ impl LoadedModel {
         Ok(match &self.net {
             Net::Preset(m) => ("model", stiff_models::io::CONFIG_METADATA_KEY, serde_json::to_string(m.config())?),
             Net::Spec(model) => ("spec", "stiff.spec", serde_json::to_string(model.spec())?),
+            Net::Onnx(g) => ("onnx", "stiff.onnx", serde_json::to_string(&onnx_summary(g))?),
         })
     }
 
@@ -217,13 +259,14 @@ impl LoadedModel {
                 Subject::Preset(m)
             }
             Net::Spec(model) => Subject::Spec { model, loss },
+            Net::Onnx(_) => Subject::Network { net: &self.net, loss },
         })
     }
 
     /// Whether the network takes a per-example loss other than cross-entropy (the presets'
     /// kernels and records are cross-entropy only).
     pub fn takes_any_loss(&self) -> bool {
-        matches!(self.net, Net::Spec(_))
+        matches!(self.net, Net::Spec(_) | Net::Onnx(_))
     }
 
     /// Labels must be below the class count; `what` names where they come from.
@@ -234,6 +277,21 @@ impl LoadedModel {
         }
         Ok(())
     }
+}
+
+/// What the records say about an ONNX network: the graph file, its opset, the content
+/// fingerprint and the parameters with their shapes.
+fn onnx_summary(g: &OnnxNet) -> serde_json::Value {
+    let params: Vec<serde_json::Value> =
+        g.parameter_info().iter().map(|p| serde_json::json!({ "name": p.name, "shape": p.shape })).collect();
+    serde_json::json!({
+        "file": g.graph().path,
+        "opset": g.graph().opset,
+        "fingerprint": g.fingerprint().unwrap_or_default(),
+        "input": g.input_shape(),
+        "outputs": g.num_outputs(),
+        "parameters": params,
+    })
 }
 
 /// `--num-classes`, if given, must equal the network's class count `k` (`what` names its source).
@@ -263,10 +321,32 @@ pub(crate) fn output_bias_key(arch: &stiff_models::ArchSpec) -> String {
 /// Builds the network `args` name with its `--weights`, and checks it.
 pub fn load(args: &ModelArgs, cx: &LoadContext<'_>) -> anyhow::Result<LoadedModel> {
     args.check_flags()?;
-    let w = args.weights()?;
     let source = args.source_flag();
     let mut files = Vec::new();
+    if let Source::Onnx(path) = Source::of(args) {
+        files.push(("onnx", path.to_path_buf()));
+        if let Some(w) = &args.weights {
+            files.push(("weights", w.clone()));
+        }
+        let opts = OnnxOptions {
+            dtype: cx.dtype,
+            device: cx.device.clone(),
+            trainable: args.trainable.clone().map(Trainable::Matching).unwrap_or_default(),
+            weights: args.weights.clone(),
+        };
+        let g = OnnxNet::load(path, &opts).with_context(|| format!("--onnx {}", path.display()))?;
+        let k = g.num_outputs();
+        agree(args, &source, k)?;
+        let fingerprint = g.fingerprint()?;
+        let id = ModelId { description: format!("{} (onnx, {fingerprint})", path.display()), fingerprint };
+        let param_bytes = g.parameter_info().iter().map(|p| p.shape.iter().product::<usize>()).sum::<usize>() as u64
+            * cx.dtype.size_in_bytes() as u64;
+        let input_numel = g.input_shape().iter().product();
+        return Ok(LoadedModel { net: Net::Onnx(g), num_classes: k, id, param_bytes, input_numel, files, source });
+    }
+    let w = args.weights()?;
     let (net, id) = match Source::of(args) {
+        Source::Onnx(_) => unreachable!("handled above"),
         Source::Spec(spec_path) => {
             let spec =
                 ModelSpec::from_json_file(spec_path).with_context(|| format!("--spec {}", spec_path.display()))?;
@@ -320,6 +400,7 @@ pub fn load(args: &ModelArgs, cx: &LoadContext<'_>) -> anyhow::Result<LoadedMode
         Net::Preset(m) => {
             (m.config().num_classes, (m.num_params() * m.dtype().size_in_bytes()) as u64, m.config().input.numel())
         }
+        Net::Onnx(_) => unreachable!("returned above"),
         Net::Spec(model) => {
             let outputs = model.spec().num_outputs()?;
             agree(args, &source, outputs)?;

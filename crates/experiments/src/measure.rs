@@ -15,13 +15,13 @@ use stiff_analysis::{
     bootstrap_within_between, class_stiffness, distance_curves, BinSpec, Crossing, DistanceCurve, FitOver, PairFilter,
     StiffnessKind, StiffnessSettings, WithinBetweenCi,
 };
-use stiff_gradkernel::Loss;
+use stiff_gradkernel::{Loss, Network};
 use stiff_models::{LayerSpec, Model, SpecModel};
 
 use crate::{ExperimentError, Result};
 
 /// The network whose per-example gradients are measured.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub enum Subject<'a> {
     /// A preset (`fc6`, `cnn5`, ...) with the summed cross-entropy; [`stiff_gradkernel::gram`]
     /// (its CPU kernels where they apply, else the general engine).
@@ -35,6 +35,33 @@ pub enum Subject<'a> {
         /// The per-example loss: [`Loss::CrossEntropy`] or [`Loss::MseOneHot`].
         loss: &'a Loss,
     },
+    /// Any other network (an ONNX graph, a user's candle module) with a label-based loss;
+    /// [`stiff_gradkernel::gram_net`]. The caller says which hidden representations the distance
+    /// curves use.
+    Network {
+        /// The network (eval mode) and its representation spaces.
+        net: &'a dyn Represented,
+        /// The per-example loss: [`Loss::CrossEntropy`] or [`Loss::MseOneHot`].
+        loss: &'a Loss,
+    },
+}
+
+/// A network that says which hidden representations the distance curves use.
+pub trait Represented: Network {
+    /// Hidden representations `(N, features)` of prepared inputs `x`, in forward order.
+    fn representations(&self, x: &Tensor) -> candle::Result<Vec<Tensor>>;
+}
+
+impl std::fmt::Debug for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Subject::Preset(m) => f.debug_tuple("Preset").field(m).finish(),
+            Subject::Spec { model, loss } => f.debug_struct("Spec").field("model", model).field("loss", loss).finish(),
+            Subject::Network { net, loss, .. } => {
+                f.debug_struct("Network").field("parameters", &net.parameters().len()).field("loss", loss).finish()
+            }
+        }
+    }
 }
 
 impl Subject<'_> {
@@ -42,6 +69,9 @@ impl Subject<'_> {
         match self {
             Subject::Preset(m) => m.device().clone(),
             Subject::Spec { model, .. } => model.device(),
+            Subject::Network { net, .. } => {
+                net.parameters().first().map(|(_, v)| v.device().clone()).unwrap_or(Device::Cpu)
+            }
         }
     }
 
@@ -50,13 +80,12 @@ impl Subject<'_> {
         Ok(match self {
             Subject::Preset(m) => stiff_gradkernel::gram(m, x, y, opts)?.k,
             Subject::Spec { model, loss } => {
-                if !matches!(loss, Loss::CrossEntropy | Loss::MseOneHot) {
-                    return Err(ExperimentError::InvalidArgument(format!(
-                        "loss {loss:?}: a measurement compares labels, so the loss must be cross-entropy or \
-                         mse-onehot (mse needs float targets; use `stiff gram --loss mse --inputs`)"
-                    )));
-                }
+                label_loss(loss)?;
                 stiff_gradkernel::gram_net(*model, x, y, loss, opts)?.k
+            }
+            Subject::Network { net, loss, .. } => {
+                label_loss(loss)?;
+                stiff_gradkernel::gram_net(*net, x, y, loss, opts)?.k
             }
         })
     }
@@ -80,8 +109,20 @@ impl Subject<'_> {
                 }
                 reps
             }
+            Subject::Network { net, .. } => net.representations(&net.prepare(x)?)?,
         })
     }
+}
+
+/// A measurement compares labels: the loss must take them.
+fn label_loss(loss: &Loss) -> Result<()> {
+    if !matches!(loss, Loss::CrossEntropy | Loss::MseOneHot) {
+        return Err(ExperimentError::InvalidArgument(format!(
+            "loss {loss:?}: a measurement compares labels, so the loss must be cross-entropy or \
+             mse-onehot (mse needs float targets; use `stiff gram --loss mse --inputs`)"
+        )));
+    }
+    Ok(())
 }
 
 /// What to measure and how.

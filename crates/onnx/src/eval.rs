@@ -40,7 +40,8 @@ fn t(n: &Node, ins: &[Option<Value>], i: usize, c: &Ctx) -> candle::Result<Tenso
 
 /// The 2-D window of a Conv / pool node.
 pub(crate) fn window(n: &Node, kernel: (usize, usize)) -> candle::Result<Window> {
-    let padding = if attrs::string(n, "auto_pad", "NOTSET") == "VALID" { (0, 0) } else { pads2(n).map_err(|e| msg(n, e))? };
+    let padding =
+        if attrs::string(n, "auto_pad", "NOTSET") == "VALID" { (0, 0) } else { pads2(n).map_err(|e| msg(n, e))? };
     Ok(Window {
         kernel,
         stride: pair(n, "strides", 1).map_err(|e| msg(n, e))?,

@@ -238,7 +238,9 @@ impl ExternalFiles {
         })?;
         let _ = end;
         let mut buf = vec![0u8; len as usize];
-        f.seek(SeekFrom::Start(offset)).and_then(|_| f.read_exact(&mut buf)).map_err(|e| err(full.clone(), e.to_string()))?;
+        f.seek(SeekFrom::Start(offset))
+            .and_then(|_| f.read_exact(&mut buf))
+            .map_err(|e| err(full.clone(), e.to_string()))?;
         Ok(buf)
     }
 }
@@ -264,13 +266,18 @@ fn decode_tensor(t: &proto::TensorProto, ext: &mut ExternalFiles) -> Result<Host
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| err(format!("shape {dims:?} overflows")))?;
-    let esize = element_size(t.data_type)
-        .ok_or_else(|| err(format!("element type {} is not supported (float, double, integer or bool)", t.data_type)))?;
+    let esize = element_size(t.data_type).ok_or_else(|| {
+        err(format!("element type {} is not supported (float, double, integer or bool)", t.data_type))
+    })?;
     let raw: Option<Vec<u8>> = if t.data_location == 1 {
         let mut loc = None;
         let (mut off, mut len) = (0u64, None);
         for kv in &t.external_data {
-            let num = || kv.value.parse::<u64>().map_err(|_| err(format!("external data {} `{}` is not a number", kv.key, kv.value)));
+            let num = || {
+                kv.value
+                    .parse::<u64>()
+                    .map_err(|_| err(format!("external data {} `{}` is not a number", kv.key, kv.value)))
+            };
             match kv.key.as_str() {
                 "location" => loc = Some(kv.value.clone()),
                 "offset" => off = num()?,
@@ -335,7 +342,9 @@ fn decode_attr(a: &proto::AttributeProto, ext: &mut ExternalFiles) -> std::resul
         1 => Attr::Float(a.f),
         2 => Attr::Int(a.i),
         3 => Attr::Str(String::from_utf8_lossy(&a.s).into_owned()),
-        4 => Attr::Tensor(decode_tensor(a.t.as_ref().ok_or("tensor attribute without a tensor")?, ext).map_err(|e| e.to_string())?),
+        4 => Attr::Tensor(
+            decode_tensor(a.t.as_ref().ok_or("tensor attribute without a tensor")?, ext).map_err(|e| e.to_string())?,
+        ),
         6 => Attr::Floats(a.floats.clone()),
         7 => Attr::Ints(a.ints.clone()),
         _ => Attr::Other,

@@ -131,7 +131,10 @@ impl OnnxNet {
         let mut shape = vec![2];
         shape.extend_from_slice(&net.input_dims);
         let z = Tensor::zeros(shape, dtype, &net.device)?;
-        let y = net.run(&z).map_err(|e| OnnxError::Model { path: net.graph.path.clone(), problem: format!("dry run on zeros: {e}") })?;
+        let y = net.run(&z).map_err(|e| OnnxError::Model {
+            path: net.graph.path.clone(),
+            problem: format!("dry run on zeros: {e}"),
+        })?;
         if y.rank() != 2 || y.dim(0)? != 2 {
             return Err(OnnxError::Model {
                 path: net.graph.path.clone(),
@@ -162,7 +165,48 @@ impl OnnxNet {
         &self.graph
     }
 
+    /// Hidden representations of `x` (prepared inputs), flattened per example and detached: the
+    /// inputs of every dense and conv layer after the first, in forward order (the spaces the
+    /// distance curves of `stiff measure` use for the presets too).
+    pub fn representations(&self, x: &Tensor) -> candle::Result<Vec<Tensor>> {
+        let mut reps = Vec::new();
+        self.run_capture(x, Some(&mut reps))?;
+        if !reps.is_empty() {
+            reps.remove(0);
+        }
+        reps.iter().map(|t| t.flatten_from(1).map(|t| t.detach())).collect()
+    }
+
+    /// SHA-256 (hex) of what determines the network's function: the model file's bytes and every
+    /// initializer's name, shape and values as loaded (external data and `--weights` included),
+    /// and the parameter names. Resumable jobs compare it, not paths.
+    pub fn fingerprint(&self) -> Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        let bytes = std::fs::read(&self.graph.path)
+            .map_err(|source| OnnxError::Io { path: self.graph.path.clone(), source })?;
+        h.update(&bytes);
+        for name in &self.graph.initializer_order {
+            let t = &self.graph.initializers[name];
+            h.update(name.as_bytes());
+            h.update(format!("{:?}", t.dims).as_bytes());
+            match &t.data {
+                crate::graph::HostData::Float(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
+                crate::graph::HostData::Int(v) => v.iter().for_each(|x| h.update(x.to_le_bytes())),
+            }
+        }
+        for p in &self.info {
+            h.update(p.name.as_bytes());
+            h.update([0u8]);
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
     fn run(&self, x: &Tensor) -> candle::Result<Tensor> {
+        self.run_capture(x, None)
+    }
+
+    fn run_capture(&self, x: &Tensor, mut capture: Option<&mut Vec<Tensor>>) -> candle::Result<Tensor> {
         let ids: HashSet<TensorId> = self.params.iter().map(|(_, v)| v.as_tensor().id()).collect();
         let c = Ctx { dtype: self.dtype, dev: &self.device, params: &ids };
         let mut env: HashMap<&str, Value> = HashMap::new();
@@ -177,11 +221,19 @@ impl OnnxNet {
             match s {
                 Step::Eval { node, rec } => {
                     let n = &self.graph.nodes[*node];
-                    let ins: Vec<Option<Value>> =
-                        n.inputs.iter().map(|i| if i.is_empty() { None } else { env.get(i.as_str()).cloned() }).collect();
+                    let ins: Vec<Option<Value>> = n
+                        .inputs
+                        .iter()
+                        .map(|i| if i.is_empty() { None } else { env.get(i.as_str()).cloned() })
+                        .collect();
                     for (i, v) in n.inputs.iter().zip(&ins) {
                         if !i.is_empty() && v.is_none() {
                             return Err(eval::msg(n, format!("input `{i}` is not computed before this node")));
+                        }
+                    }
+                    if let (Some(cap), "Conv") = (capture.as_deref_mut(), n.op.as_str()) {
+                        if let Some(Some(Value::F(t))) = ins.first() {
+                            cap.push(t.clone());
                         }
                     }
                     let outs = eval::eval(n, rec, &ins, &c)?;
@@ -193,6 +245,9 @@ impl OnnxNet {
                     let n = &self.graph.nodes[*node];
                     let xv = env.get(x.as_str()).ok_or_else(|| eval::msg(n, format!("input `{x}` missing")))?;
                     let xt = xv.tensor(self.dtype, &self.device)?;
+                    if let Some(cap) = capture.as_deref_mut() {
+                        cap.push(xt.clone());
+                    }
                     let wt = self.params[*w].1.as_tensor();
                     let bt = b.map(|b| self.params[b].1.as_tensor().clone());
                     let y = if *in_out {
@@ -230,7 +285,9 @@ fn plan_steps(g: &Graph, params: &[String]) -> Vec<Step> {
             continue;
         }
         if gemm
-            && (attrs::int(n, "transA", 0) != 0 || attrs::float(n, "alpha", 1.0) != 1.0 || attrs::float(n, "beta", 1.0) != 1.0)
+            && (attrs::int(n, "transA", 0) != 0
+                || attrs::float(n, "alpha", 1.0) != 1.0
+                || attrs::float(n, "beta", 1.0) != 1.0)
         {
             continue;
         }
@@ -250,9 +307,7 @@ fn plan_steps(g: &Graph, params: &[String]) -> Vec<Step> {
         let trans_b = gemm && attrs::int(n, "transB", 0) != 0;
         let b_is_out_in = trans_b != via_transpose;
         let out_dim = g.initializers[&params[p]].dims[if b_is_out_in { 0 } else { 1 }];
-        let bias_ok = |name: &str| {
-            index.get(name).copied().filter(|&bi| g.initializers[&params[bi]].dims == [out_dim])
-        };
+        let bias_ok = |name: &str| index.get(name).copied().filter(|&bi| g.initializers[&params[bi]].dims == [out_dim]);
         let bias = if gemm {
             match n.inputs.get(2).filter(|s| !s.is_empty()) {
                 Some(c) => match bias_ok(c) {
@@ -313,7 +368,9 @@ fn plan_steps(g: &Graph, params: &[String]) -> Vec<Step> {
     let mut live = vec![false; steps.len()];
     for (k, s) in steps.iter().enumerate().rev() {
         let (outs, ins): (Vec<&String>, Vec<&String>) = match s {
-            Step::Eval { node, .. } => (g.nodes[*node].outputs.iter().collect(), g.nodes[*node].inputs.iter().collect()),
+            Step::Eval { node, .. } => {
+                (g.nodes[*node].outputs.iter().collect(), g.nodes[*node].inputs.iter().collect())
+            }
             Step::Linear { out, x, .. } => (vec![out], vec![x]),
         };
         if outs.iter().any(|o| needed.contains(*o)) {
@@ -342,4 +399,3 @@ impl Network for OnnxNet {
         Ok(x.to_device(&self.device)?.to_dtype(self.dtype)?)
     }
 }
-

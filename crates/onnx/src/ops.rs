@@ -8,11 +8,54 @@ use crate::graph::{Graph, Node};
 
 /// Op types of the default domain the evaluator runs.
 pub const SUPPORTED: &[&str] = &[
-    "Abs", "Add", "AveragePool", "BatchNormalization", "Cast", "CastLike", "Concat", "Constant", "ConstantOfShape",
-    "Conv", "Div", "Dropout", "Equal", "Erf", "Exp", "Expand", "Flatten", "Gather", "Gelu", "Gemm",
-    "GlobalAveragePool", "Identity", "LayerNormalization", "LeakyRelu", "Log", "MatMul", "MaxPool", "Mul", "Neg",
-    "Pow", "Range", "Reciprocal", "ReduceMean", "ReduceSum", "Relu", "Reshape", "Shape", "Sigmoid", "Slice",
-    "Softmax", "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Transpose", "Unsqueeze", "Where",
+    "Abs",
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "CastLike",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "Gelu",
+    "Gemm",
+    "GlobalAveragePool",
+    "Identity",
+    "LayerNormalization",
+    "LeakyRelu",
+    "Log",
+    "MatMul",
+    "MaxPool",
+    "Mul",
+    "Neg",
+    "Pow",
+    "Range",
+    "Reciprocal",
+    "ReduceMean",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Split",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
 ];
 
 fn node_err(pos: usize, n: &Node, problem: impl Into<String>) -> OnnxError {
@@ -75,7 +118,9 @@ pub fn check(g: &Graph) -> Result<()> {
             }
             "BatchNormalization" => {
                 if attrs::int(n, "training_mode", 0) != 0 || n.outputs.iter().skip(1).any(|o| !o.is_empty()) {
-                    return Err(e("training-mode batch norm couples the examples; export the model in eval mode".into()));
+                    return Err(e(
+                        "training-mode batch norm couples the examples; export the model in eval mode".into()
+                    ));
                 }
             }
             "Gelu" => {

@@ -21,7 +21,11 @@ pub enum Trainable {
 
 /// Initializer name behind `value` if `value` is an initializer, or the output of a chain of
 /// Transpose/Identity/Cast nodes starting at one.
-pub(crate) fn initializer_behind<'g>(g: &'g Graph, producers: &HashMap<&str, &'g Node>, value: &'g str) -> Option<&'g str> {
+pub(crate) fn initializer_behind<'g>(
+    g: &'g Graph,
+    producers: &HashMap<&str, &'g Node>,
+    value: &'g str,
+) -> Option<&'g str> {
     let mut v = value;
     for _ in 0..8 {
         if g.initializers.contains_key(v) {
@@ -57,7 +61,8 @@ pub fn trainable_parameters(g: &Graph, rule: &Trainable) -> Result<Vec<String>> 
             let set: BTreeSet<String> =
                 g.initializer_order.iter().filter(|n| float(n) && re.is_match(n)).cloned().collect();
             if set.is_empty() {
-                let some: Vec<&str> = g.initializer_order.iter().filter(|n| float(n)).take(8).map(String::as_str).collect();
+                let some: Vec<&str> =
+                    g.initializer_order.iter().filter(|n| float(n)).take(8).map(String::as_str).collect();
                 return Err(OnnxError::Trainable {
                     pattern: pattern.clone(),
                     problem: format!("matches no float initializer (some of them: {some:?})"),

@@ -76,7 +76,9 @@ pub(crate) fn eval(n: &Node, ins: &[Option<Value>], c: &Ctx) -> candle::Result<V
                 return one(Value::H(t.clone()));
             }
             let v = match (n.attrs.get("value_float"), n.attrs.get("value_int")) {
-                (Some(_), _) => HostTensor { dims: vec![], data: HostData::Float(vec![attrs::float(n, "value_float", 0.0)]) },
+                (Some(_), _) => {
+                    HostTensor { dims: vec![], data: HostData::Float(vec![attrs::float(n, "value_float", 0.0)]) }
+                }
                 (_, Some(_)) => HostTensor { dims: vec![], data: HostData::Int(vec![attrs::int(n, "value_int", 0)]) },
                 _ => match (attrs::ints(n, "value_ints"), n.attrs.get("value_floats")) {
                     (Some(v), _) => HostTensor { dims: vec![v.len()], data: HostData::Int(v) },
@@ -132,7 +134,9 @@ pub(crate) fn eval(n: &Node, ins: &[Option<Value>], c: &Ctx) -> candle::Result<V
             };
             match (v, to_float) {
                 (Value::F(_), true) => one(v.clone()),
-                (Value::H(h), true) => one(Value::H(HostTensor { dims: h.dims.clone(), data: HostData::Float(h.floats()) })),
+                (Value::H(h), true) => {
+                    one(Value::H(HostTensor { dims: h.dims.clone(), data: HostData::Float(h.floats()) }))
+                }
                 (other, false) => {
                     let h = host(n, other)?;
                     one(ints(h.dims.clone(), h.ints()))
@@ -150,9 +154,12 @@ pub(crate) fn eval(n: &Node, ins: &[Option<Value>], c: &Ctx) -> candle::Result<V
             let (a, b) = (input(n, ins, 1)?, input(n, ins, 2)?);
             if let (Value::H(a), Value::H(b)) = (a, b) {
                 let ab = host_binary(a, b, |x, _| x, |x, _| x).ok_or_else(|| msg(n, "shapes do not broadcast"))?;
-                let pick = host_binary(&cond, &ab, |x, _| x, |x, _| x).ok_or_else(|| msg(n, "shapes do not broadcast"))?;
-                let sel_a = host_binary(&pick, a, |p, x| if p != 0 { x } else { 0 }, |p, x| if p != 0.0 { x } else { 0.0 });
-                let sel_b = host_binary(&pick, b, |p, x| if p == 0 { x } else { 0 }, |p, x| if p == 0.0 { x } else { 0.0 });
+                let pick =
+                    host_binary(&cond, &ab, |x, _| x, |x, _| x).ok_or_else(|| msg(n, "shapes do not broadcast"))?;
+                let sel_a =
+                    host_binary(&pick, a, |p, x| if p != 0 { x } else { 0 }, |p, x| if p != 0.0 { x } else { 0.0 });
+                let sel_b =
+                    host_binary(&pick, b, |p, x| if p == 0 { x } else { 0 }, |p, x| if p == 0.0 { x } else { 0.0 });
                 let s = host_binary(&sel_a.expect("broadcast"), &sel_b.expect("broadcast"), |x, y| x + y, |x, y| x + y);
                 return one(Value::H(s.expect("broadcast")));
             }
@@ -160,7 +167,11 @@ pub(crate) fn eval(n: &Node, ins: &[Option<Value>], c: &Ctx) -> candle::Result<V
             let shape = crate::value::broadcast_shape(ta.dims(), tb.dims())
                 .and_then(|s| crate::value::broadcast_shape(&s, &cond.dims))
                 .ok_or_else(|| msg(n, "shapes do not broadcast"))?;
-            let m = Tensor::from_vec(cond.ints().iter().map(|&v| (v != 0) as u8).collect::<Vec<u8>>(), cond.dims.as_slice(), c.dev)?;
+            let m = Tensor::from_vec(
+                cond.ints().iter().map(|&v| (v != 0) as u8).collect::<Vec<u8>>(),
+                cond.dims.as_slice(),
+                c.dev,
+            )?;
             let m = m.broadcast_as(shape.as_slice())?.contiguous()?;
             one(Value::F(m.where_cond(&ta.broadcast_as(shape.as_slice())?, &tb.broadcast_as(shape.as_slice())?)?))
         }
@@ -169,8 +180,11 @@ pub(crate) fn eval(n: &Node, ins: &[Option<Value>], c: &Ctx) -> candle::Result<V
             let d = v.dims();
             let spec = host(n, input(n, ins, 1)?)?.ints();
             let allow_zero = attrs::int(n, "allowzero", 0) != 0;
-            let mut out: Vec<i64> =
-                spec.iter().enumerate().map(|(i, &s)| if s == 0 && !allow_zero { d.get(i).map_or(0, |&x| x as i64) } else { s }).collect();
+            let mut out: Vec<i64> = spec
+                .iter()
+                .enumerate()
+                .map(|(i, &s)| if s == 0 && !allow_zero { d.get(i).map_or(0, |&x| x as i64) } else { s })
+                .collect();
             let known: i64 = out.iter().filter(|&&s| s >= 0).product();
             let total: usize = d.iter().product();
             if let Some(p) = out.iter().position(|&s| s == -1) {
@@ -197,7 +211,8 @@ pub(crate) fn eval(n: &Node, ins: &[Option<Value>], c: &Ctx) -> candle::Result<V
                 match axes {
                     None => d.iter().copied().filter(|&x| x != 1).collect(),
                     Some(a) => {
-                        let a: Vec<usize> = a.iter().map(|&x| norm_axis(n, x, d.len())).collect::<candle::Result<_>>()?;
+                        let a: Vec<usize> =
+                            a.iter().map(|&x| norm_axis(n, x, d.len())).collect::<candle::Result<_>>()?;
                         d.iter().enumerate().filter(|(i, _)| !a.contains(i)).map(|(_, &x)| x).collect()
                     }
                 }
@@ -225,7 +240,9 @@ pub(crate) fn eval(n: &Node, ins: &[Option<Value>], c: &Ctx) -> candle::Result<V
                 Value::F(t) => one(Value::F(t.permute(perm)?.contiguous()?)),
                 Value::H(h) if r <= 1 => one(Value::H(h.clone())),
                 Value::H(h) => {
-                    let t = Tensor::from_vec(h.floats(), h.dims.as_slice(), &candle::Device::Cpu)?.permute(perm)?.contiguous()?;
+                    let t = Tensor::from_vec(h.floats(), h.dims.as_slice(), &candle::Device::Cpu)?
+                        .permute(perm)?
+                        .contiguous()?;
                     let data = t.flatten_all()?.to_vec1::<f64>()?;
                     let dims = t.dims().to_vec();
                     one(Value::H(if h.is_float() {
@@ -241,7 +258,8 @@ pub(crate) fn eval(n: &Node, ins: &[Option<Value>], c: &Ctx) -> candle::Result<V
             let r = vals.first().map(|v| v.dims().len()).unwrap_or(1);
             let ax = norm_axis(n, attrs::int(n, "axis", 0), r)?;
             if vals.iter().all(|v| v.is_host_int()) && r == 1 {
-                let v: Vec<i64> = vals.iter().map(|v| host(n, v).map(|h| h.ints())).collect::<candle::Result<Vec<_>>>()?.concat();
+                let v: Vec<i64> =
+                    vals.iter().map(|v| host(n, v).map(|h| h.ints())).collect::<candle::Result<Vec<_>>>()?.concat();
                 return one(ints(vec![v.len()], v));
             }
             let ts: Vec<Tensor> = vals.iter().map(|v| v.tensor(c.dtype, c.dev)).collect::<candle::Result<_>>()?;
@@ -264,7 +282,10 @@ pub(crate) fn eval(n: &Node, ins: &[Option<Value>], c: &Ctx) -> candle::Result<V
                 },
             };
             if sizes.iter().sum::<usize>() != d[ax] || sizes.len() != parts {
-                return Err(msg(n, format!("split sizes {sizes:?} do not fit dimension {ax} of {d:?} into {parts} outputs")));
+                return Err(msg(
+                    n,
+                    format!("split sizes {sizes:?} do not fit dimension {ax} of {d:?} into {parts} outputs"),
+                ));
             }
             let t = v.tensor(c.dtype, c.dev)?;
             let mut start = 0;
@@ -300,7 +321,8 @@ pub(crate) fn eval(n: &Node, ins: &[Option<Value>], c: &Ctx) -> candle::Result<V
                     Value::H(h) => Value::H(host_take(&h, ax, &idx)),
                     Value::F(t) if steps[k] == 1 => Value::F(t.narrow(ax, a, b - a)?),
                     Value::F(t) => {
-                        let i = Tensor::from_vec(idx.iter().map(|&x| x as u32).collect::<Vec<_>>(), idx.len(), t.device())?;
+                        let i =
+                            Tensor::from_vec(idx.iter().map(|&x| x as u32).collect::<Vec<_>>(), idx.len(), t.device())?;
                         Value::F(t.index_select(&i, ax)?)
                     }
                 };
@@ -317,7 +339,10 @@ pub(crate) fn eval(n: &Node, ins: &[Option<Value>], c: &Ctx) -> candle::Result<V
                 .iter()
                 .map(|&i| {
                     let j = if i < 0 { i + d[ax] as i64 } else { i };
-                    usize::try_from(j).ok().filter(|&j| j < d[ax]).ok_or_else(|| msg(n, format!("index {i} out of range")))
+                    usize::try_from(j)
+                        .ok()
+                        .filter(|&j| j < d[ax])
+                        .ok_or_else(|| msg(n, format!("index {i} out of range")))
                 })
                 .collect::<candle::Result<_>>()?;
             let mut out_dims = d[..ax].to_vec();

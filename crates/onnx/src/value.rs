@@ -64,7 +64,12 @@ pub(crate) fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 }
 
 /// Element-wise op on host tensors with numpy broadcasting.
-pub(crate) fn host_binary(a: &HostTensor, b: &HostTensor, f: impl Fn(i64, i64) -> i64, g: impl Fn(f64, f64) -> f64) -> Option<HostTensor> {
+pub(crate) fn host_binary(
+    a: &HostTensor,
+    b: &HostTensor,
+    f: impl Fn(i64, i64) -> i64,
+    g: impl Fn(f64, f64) -> f64,
+) -> Option<HostTensor> {
     let dims = broadcast_shape(&a.dims, &b.dims)?;
     let n: usize = dims.iter().product();
     let idx = |t: &HostTensor, flat: usize| -> usize {

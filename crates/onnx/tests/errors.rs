@@ -3,74 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
+#[path = "common/graphs.rs"]
+mod graphs;
+
+use graphs::{classifier, floats, int_attr, node, value};
 use prost::Message;
-use stiff_onnx::proto::{
-    AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
-    TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, ValueInfoProto,
-};
+use stiff_onnx::proto::{ModelProto, StringStringEntryProto};
 use stiff_onnx::{OnnxError, OnnxNet, OnnxOptions};
-
-fn value(name: &str, dims: &[Option<i64>]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| match d {
-            Some(v) => Dimension { dim_value: Some(*v), dim_param: None },
-            None => Dimension { dim_value: None, dim_param: Some("batch".into()) },
-        })
-        .collect();
-    ValueInfoProto {
-        name: name.into(),
-        r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto { elem_type: 1, shape: Some(TensorShapeProto { dim }) }),
-        }),
-    }
-}
-
-fn floats(name: &str, dims: &[i64], v: &[f32]) -> TensorProto {
-    TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: 1,
-        raw_data: v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ..Default::default()
-    }
-}
-
-fn node(op: &str, name: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
-    NodeProto {
-        op_type: op.into(),
-        name: name.into(),
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: outputs.iter().map(|s| s.to_string()).collect(),
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, i: i64) -> AttributeProto {
-    AttributeProto { name: name.into(), i, r#type: 2, ..Default::default() }
-}
-
-/// `x (batch, 4) -> Gemm(W (3, 4), b, transB=1) -> Relu -> logits (batch, 3)`.
-fn classifier() -> ModelProto {
-    let w: Vec<f32> = (0..12).map(|i| (i as f32 - 5.5) / 7.0).collect();
-    ModelProto {
-        ir_version: 8,
-        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 18 }],
-        graph: Some(GraphProto {
-            name: "tiny".into(),
-            node: vec![
-                node("Gemm", "fc", &["x", "fc.weight", "fc.bias"], &["h"], vec![int_attr("transB", 1)]),
-                node("Relu", "act", &["h"], &["logits"], vec![]),
-            ],
-            initializer: vec![floats("fc.weight", &[3, 4], &w), floats("fc.bias", &[3], &[0.1, -0.2, 0.3])],
-            input: vec![value("x", &[None, Some(4)])],
-            output: vec![value("logits", &[None, Some(3)])],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 fn write(dir: &Path, name: &str, m: &ModelProto) -> PathBuf {
     let p = dir.join(name);
@@ -219,7 +158,11 @@ fn a_weight_used_twice_is_summed_exactly() {
         node("MatMul", "fc_b", &["r", "w"], &["z"], vec![]),
         node("Add", "shift", &["z", "pos"], &["logits"], vec![]),
     ];
-    g.initializer = vec![floats("w", &[4, 4], &w), floats("b", &[4], &[0.1, 0.0, -0.1, 0.2]), floats("pos", &[4], &[0.3, -0.3, 0.0, 0.5])];
+    g.initializer = vec![
+        floats("w", &[4, 4], &w),
+        floats("b", &[4], &[0.1, 0.0, -0.1, 0.2]),
+        floats("pos", &[4], &[0.3, -0.3, 0.0, 0.5]),
+    ];
     g.output = vec![value("logits", &[None, Some(4)])];
     let p = write(d.path(), "shared.onnx", &m);
     let net = OnnxNet::load(&p, &OnnxOptions { dtype: DType::F64, ..Default::default() }).unwrap();

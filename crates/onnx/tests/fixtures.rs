@@ -28,10 +28,7 @@ struct Reference {
 
 fn reference(name: &str) -> Reference {
     let t = candle::safetensors::load(dir().join(format!("{name}.ref.safetensors")), &Device::Cpu).unwrap();
-    let per_param = t
-        .iter()
-        .filter_map(|(k, v)| k.strip_prefix("gram.").map(|p| (p.to_string(), v.clone())))
-        .collect();
+    let per_param = t.iter().filter_map(|(k, v)| k.strip_prefix("gram.").map(|p| (p.to_string(), v.clone()))).collect();
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir().join(format!("{name}.params.json"))).unwrap()).unwrap();
     let initializer_of = meta["params"]
@@ -85,8 +82,14 @@ fn check_against_torch(name: &str) -> Vec<(String, LayerForm)> {
     opts.per_layer = true;
     let g = gram(&net, &r.x, &r.y, &opts).unwrap();
     let (err, flips) = cosine_error(&g.k, &r.gram, &r.gram);
-    eprintln!("{name}: K vs torch.func {err:.2e} cosine units, {flips} flips; routes {:?}", g.routes.iter().map(|r| (&r.name, r.form)).collect::<Vec<_>>());
-    assert!(err < COS_TOL_F64 && flips == 0, "{name}: K differs from torch.func by {err:.3e} cosine units, {flips} sign flips");
+    eprintln!(
+        "{name}: K vs torch.func {err:.2e} cosine units, {flips} flips; routes {:?}",
+        g.routes.iter().map(|r| (&r.name, r.form)).collect::<Vec<_>>()
+    );
+    assert!(
+        err < COS_TOL_F64 && flips == 0,
+        "{name}: K differs from torch.func by {err:.3e} cosine units, {flips} sign flips"
+    );
     let torch_of: HashMap<&str, &str> = r.initializer_of.iter().map(|(t, o)| (o.as_str(), t.as_str())).collect();
     for (route, (uname, uk)) in g.routes.iter().zip(&g.per_layer) {
         let mut want = Tensor::zeros_like(&r.gram).unwrap();
