@@ -158,8 +158,8 @@ pub enum Net {
     Preset(Model),
     /// An `nn.Sequential` spec with `state_dict()` keys.
     Spec(SpecModel),
-    /// An ONNX graph.
-    Onnx(OnnxNet),
+    /// An ONNX graph (boxed: it holds the parsed graph).
+    Onnx(Box<OnnxNet>),
 }
 
 impl Network for Net {
@@ -167,7 +167,7 @@ impl Network for Net {
         match self {
             Net::Preset(m) => Network::forward(m, x),
             Net::Spec(model) => Network::forward(model, x),
-            Net::Onnx(g) => Network::forward(g, x),
+            Net::Onnx(g) => Network::forward(&**g, x),
         }
     }
     fn parameters(&self) -> Vec<(String, Var)> {
@@ -181,7 +181,7 @@ impl Network for Net {
         match self {
             Net::Preset(m) => Network::prepare(m, x),
             Net::Spec(model) => Network::prepare(model, x),
-            Net::Onnx(g) => Network::prepare(g, x),
+            Net::Onnx(g) => Network::prepare(&**g, x),
         }
     }
     fn chain(&self) -> Option<Vec<Layer>> {
@@ -342,7 +342,15 @@ pub fn load(args: &ModelArgs, cx: &LoadContext<'_>) -> anyhow::Result<LoadedMode
         let param_bytes = g.parameter_info().iter().map(|p| p.shape.iter().product::<usize>()).sum::<usize>() as u64
             * cx.dtype.size_in_bytes() as u64;
         let input_numel = g.input_shape().iter().product();
-        return Ok(LoadedModel { net: Net::Onnx(g), num_classes: k, id, param_bytes, input_numel, files, source });
+        return Ok(LoadedModel {
+            net: Net::Onnx(Box::new(g)),
+            num_classes: k,
+            id,
+            param_bytes,
+            input_numel,
+            files,
+            source,
+        });
     }
     let w = args.weights()?;
     let (net, id) = match Source::of(args) {

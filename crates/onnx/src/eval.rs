@@ -109,11 +109,15 @@ pub(crate) fn eval(n: &Node, rec: &str, ins: &[Option<Value>], c: &Ctx) -> candl
             if ev.len() != 1 {
                 return Err(msg(n, "the exponent must be a scalar constant"));
             }
-            f(match ev[0] {
-                v if v == 1.0 => x,
-                v if v == 2.0 => x.sqr()?,
-                v if v == 0.5 => x.sqrt()?,
-                v => x.powf(v)?,
+            let e = ev[0];
+            f(if e == 1.0 {
+                x
+            } else if e == 2.0 {
+                x.sqr()?
+            } else if e == 0.5 {
+                x.sqrt()?
+            } else {
+                x.powf(e)?
             })
         }
         "Softmax" => {

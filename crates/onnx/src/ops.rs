@@ -116,12 +116,10 @@ pub fn check(g: &Graph) -> Result<()> {
                     return Err(e("the indices output of MaxPool is not supported".into()));
                 }
             }
-            "BatchNormalization" => {
-                if attrs::int(n, "training_mode", 0) != 0 || n.outputs.iter().skip(1).any(|o| !o.is_empty()) {
-                    return Err(e(
-                        "training-mode batch norm couples the examples; export the model in eval mode".into()
-                    ));
-                }
+            "BatchNormalization"
+                if attrs::int(n, "training_mode", 0) != 0 || n.outputs.iter().skip(1).any(|o| !o.is_empty()) =>
+            {
+                return Err(e("training-mode batch norm couples the examples; export the model in eval mode".into()));
             }
             "Gelu" => {
                 let a = attrs::string(n, "approximate", "none");
