@@ -375,7 +375,8 @@ pub(crate) fn class_stiffness_checked<F: Float>(
 /// Class stiffness between two sets of examples (rows A, columns B), e.g. validation x train.
 ///
 /// * `k`: (M, N) cross Gram matrix `g^A_i . g^B_j`.
-/// * `row_sq_norms`: (M,) `|g^A_i|^2` (diagonal of `K_AA`); `col_sq_norms`: (N,) `|g^B_j|^2`.
+/// * `row_norms`: (M,) gradient norms `|g^A_i|`; `col_norms`: (N,) `|g^B_j|` (what
+///   `stiff_gradkernel::cross_gram` returns as `norms_a`, `norms_b`).
 /// * `row_labels`: (M,), `col_labels`: (N,).
 ///
 /// No self-pair exclusion: the sets are treated as disjoint. A class missing from either set
@@ -383,8 +384,8 @@ pub(crate) fn class_stiffness_checked<F: Float>(
 #[allow(clippy::too_many_arguments)]
 pub fn rectangular_class_stiffness<F: Float>(
     k: ArrayView2<F>,
-    row_sq_norms: ArrayView1<F>,
-    col_sq_norms: ArrayView1<F>,
+    row_norms: ArrayView1<F>,
+    col_norms: ArrayView1<F>,
     row_labels: &[u32],
     col_labels: &[u32],
     num_classes: usize,
@@ -396,12 +397,14 @@ pub fn rectangular_class_stiffness<F: Float>(
         return Err(AnalysisError::TooFewExamples { what: "k (rectangular: rows and columns)", n: m.min(n) });
     }
     validate::check_finite("k", k)?;
-    if row_sq_norms.len() != m {
-        return Err(AnalysisError::LengthMismatch { what: "row_sq_norms", expected: m, got: row_sq_norms.len() });
+    if row_norms.len() != m {
+        return Err(AnalysisError::LengthMismatch { what: "row_norms", expected: m, got: row_norms.len() });
     }
-    if col_sq_norms.len() != n {
-        return Err(AnalysisError::LengthMismatch { what: "col_sq_norms", expected: n, got: col_sq_norms.len() });
+    if col_norms.len() != n {
+        return Err(AnalysisError::LengthMismatch { what: "col_norms", expected: n, got: col_norms.len() });
     }
+    // Squared in f64: the norms' own precision is what the cosines get.
+    let (row_sq_norms, col_sq_norms) = (row_norms.mapv(|v| v.to_f64().powi(2)), col_norms.mapv(|v| v.to_f64().powi(2)));
     validate::check_labels("row_labels", row_labels, m, num_classes)?;
     validate::check_labels("col_labels", col_labels, n, num_classes)?;
     let mut row_sizes = vec![0usize; num_classes];
@@ -412,8 +415,8 @@ pub fn rectangular_class_stiffness<F: Float>(
     if !empty.is_empty() && !s.allow_empty_classes {
         return Err(AnalysisError::EmptyClass { what: "row_labels/col_labels", classes: empty });
     }
-    let (rinv, zr) = validate::inv_norms("row_sq_norms", row_sq_norms)?;
-    let (cinv, zc) = validate::inv_norms("col_sq_norms", col_sq_norms)?;
+    let (rinv, zr) = validate::inv_norms("row_norms", row_sq_norms.view())?;
+    let (cinv, zc) = validate::inv_norms("col_norms", col_sq_norms.view())?;
     let (rinv, cinv) = (inv_vec(&rinv), inv_vec(&cinv));
     let (ts, tc, worst) = row_class_sums(k, &rinv, &cinv, col_labels, num_classes, false, s);
     check_cos_excess("k", worst, s.cos_tol)?;

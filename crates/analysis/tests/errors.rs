@@ -181,6 +181,6 @@ fn rectangular_norm_lengths() {
             2,
             &s()
         ),
-        Err(AnalysisError::LengthMismatch { what: "col_sq_norms", expected: 3, got: 2 })
+        Err(AnalysisError::LengthMismatch { what: "col_norms", expected: 3, got: 2 })
     ));
 }

@@ -189,8 +189,8 @@ proptest! {
         let cols: Vec<usize> = (1..n).step_by(2).collect();
         let k = gram(&g);
         let kr = Array2::from_shape_fn((rows.len(), cols.len()), |(a, b)| k[[rows[a], cols[b]]]);
-        let rd = ndarray::Array1::from_iter(rows.iter().map(|&i| k[[i, i]]));
-        let cd = ndarray::Array1::from_iter(cols.iter().map(|&j| k[[j, j]]));
+        let rd = ndarray::Array1::from_iter(rows.iter().map(|&i| k[[i, i]].sqrt()));
+        let cd = ndarray::Array1::from_iter(cols.iter().map(|&j| k[[j, j]].sqrt()));
         let rl: Vec<u32> = rows.iter().map(|&i| labels[i]).collect();
         let cl: Vec<u32> = cols.iter().map(|&j| labels[j]).collect();
         let s = StiffnessSettings::default().with_allow_empty_classes(true);

@@ -121,8 +121,7 @@ fn rectangular_streamed_equals_full_cross_gram() {
     let (ya, yb) = (labels_tensor(&rows.labels), labels_tensor(&cols.labels));
     let g = cross_gram(&m, &rows.x, &ya, &cols.x, &yb, &GramOptions::default()).unwrap();
     let k = to_ndarray_f64(&g.k).unwrap();
-    let sq = |v: &[f64]| ndarray::Array1::from_iter(v.iter().map(|x| x * x));
-    let (rn, cn) = (sq(&g.norms_a), sq(&g.norms_b));
+    let (rn, cn) = (ndarray::Array1::from_vec(g.norms_a.clone()), ndarray::Array1::from_vec(g.norms_b.clone()));
     let want = rectangular_class_stiffness(
         k.view(),
         rn.view(),
