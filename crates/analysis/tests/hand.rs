@@ -67,11 +67,11 @@ fn rectangular_hand_case() {
     // Rows A = {g0 (class 0), g2 (class 1)}, columns B = {g1 (class 0), g3 (class 1)}.
     // K_AB = [[g0.g1, g0.g3], [g2.g1, g2.g3]] = [[2, -1], [0, 3]];
     // |A| = (1, 3), |B| = (2, sqrt 2).
-    let k = array![[2.0f32, -1.0], [0.0, 3.0]];
+    let k = array![[2.0f64, -1.0], [0.0, 3.0]];
     let r = rectangular_class_stiffness(
         k.view(),
-        array![1.0f32, 3.0].view(),
-        array![2.0f32, 2f32.sqrt()].view(),
+        array![1.0f64, 3.0].view(),
+        array![2.0f64, 2f64.sqrt()].view(),
         &[0, 1],
         &[0, 1],
         2,
