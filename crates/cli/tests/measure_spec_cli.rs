@@ -65,19 +65,14 @@ fn measure_spec_matches_the_independent_oracle_and_records_its_settings() {
         (root.to_str().unwrap(), spec_path.to_str().unwrap(), weights.to_str().unwrap(), out.to_str().unwrap());
     let common = ["measure", "--spec", s, "--weights", w, "--dataset", "mnist", "--data-dir", d, "--subset", "40"];
     let r = stiff(&[&common[..], &["--preprocess", "none", "--bootstrap", "0", "--out", o][..]].concat());
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("measurement.json")).unwrap()).unwrap();
+    let rec = common::measurement(&r, &out);
     assert_eq!(rec["model"]["kind"], "spec");
     assert_eq!(rec["preprocess"]["kind"], "none");
     assert_eq!(rec["loss"], "cross-entropy");
     let m = &rec["measurement"];
 
     // The independent route: the same examples, the plain forward, one backward per example, f64.
-    let mut ds = stiff_experiments::prepare::DataSettings::for_dataset(stiff_data::DatasetName::Mnist);
-    ds.preprocess = stiff_data::preprocess::Preprocess::none();
-    ds.stiffness_subset = 40;
-    let data =
-        stiff_experiments::prepare::prepare(stiff_data::DatasetName::Mnist, Some(root), &ds, &Device::Cpu).unwrap();
+    let data = common::mnist_subset(root, 40);
     let spec: ModelSpec = serde_json::from_str(SPEC).unwrap();
     let model = SpecModel::load(&spec, &weights, &KeyMap::default(), DType::F64, &Device::Cpu).unwrap();
     let y = Tensor::new(data.stiff_y.as_slice(), &Device::Cpu).unwrap();

@@ -150,17 +150,12 @@ fn measure_and_cross_take_an_onnx_graph() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("measurement.json")).unwrap()).unwrap();
+    let rec = common::measurement(&r, &out);
     assert_eq!(rec["model"]["kind"], "onnx");
     let m = &rec["measurement"];
 
     // The independent route: the same examples, one backward per example on the graph, f64.
-    let mut ds = stiff_experiments::prepare::DataSettings::for_dataset(stiff_data::DatasetName::Mnist);
-    ds.preprocess = stiff_data::preprocess::Preprocess::none();
-    ds.stiffness_subset = 40;
-    let data =
-        stiff_experiments::prepare::prepare(stiff_data::DatasetName::Mnist, Some(root), &ds, &Device::Cpu).unwrap();
+    let data = common::mnist_subset(root, 40);
     let net = OnnxNet::load(&onnx, &OnnxOptions { dtype: DType::F64, ..Default::default() }).unwrap();
     let x = data.stiff_x.to_dtype(DType::F64).unwrap();
     let y = Tensor::new(data.stiff_y.as_slice(), &Device::Cpu).unwrap();

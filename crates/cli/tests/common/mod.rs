@@ -45,3 +45,20 @@ pub fn write_flat_mnist(root: &Path) {
         std::fs::write(dir.join(format!("{split}-labels-idx1-ubyte")), labels).unwrap();
     }
 }
+
+/// The measurement's examples as `stiff measure --dataset mnist --data-dir root --subset n
+/// --preprocess none` draws them (seed 0), for an independent recomputation.
+#[allow(dead_code)]
+pub fn mnist_subset(root: &Path, n: usize) -> stiff_experiments::prepare::Prepared {
+    let mut ds = stiff_experiments::prepare::DataSettings::for_dataset(stiff_data::DatasetName::Mnist);
+    ds.preprocess = stiff_data::preprocess::Preprocess::none();
+    ds.stiffness_subset = n;
+    stiff_experiments::prepare::prepare(stiff_data::DatasetName::Mnist, Some(root), &ds, &candle::Device::Cpu).unwrap()
+}
+
+/// `stiff measure`'s `measurement.json` under `out`, after checking the command succeeded.
+#[allow(dead_code)]
+pub fn measurement(r: &std::process::Output, out: &Path) -> serde_json::Value {
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    serde_json::from_slice(&std::fs::read(out.join("measurement.json")).unwrap()).unwrap()
+}
