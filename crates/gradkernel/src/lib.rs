@@ -69,6 +69,7 @@ mod engine;
 mod error;
 mod factor;
 mod general;
+mod general_cpu;
 mod hostmat;
 mod im2col;
 mod inputs;

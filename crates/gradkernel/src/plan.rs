@@ -26,6 +26,8 @@ pub(crate) struct Plan {
     pub chunk: usize,
     pub cache: bool,
     pub ghost_rows: usize,
+    /// Whether the CPU fast paths ([`crate::general_cpu`]) run: CPU tensors and `cpu_fast_path`.
+    pub cpu: bool,
 }
 
 /// Parameters whose Gram contribution is computed together (one tapped layer, layers sharing
@@ -236,7 +238,8 @@ pub(crate) fn plan<N: Network + ?Sized>(
         size_chunks(budget, outputs, "the per-unit Gram matrices", n_total, n_max, pass_pe, factor_pe, ae)?;
     let ghost_rows = ((avail as f64 / 4.0 / (3 * max_s * max_s * ae) as f64).sqrt() as usize).clamp(1, c);
     let record_names = records.iter().map(|r| r.name.clone()).collect();
-    Ok(Plan { params, record_names, units, acc, chunk: c, cache, ghost_rows })
+    let cpu = opts.cpu_fast_path && x.device().is_cpu();
+    Ok(Plan { params, record_names, units, acc, chunk: c, cache, ghost_rows, cpu })
 }
 
 /// Indices (ascending) of the units whose per-example gradient on the one-example probe pass
@@ -248,24 +251,27 @@ pub(crate) fn plan<N: Network + ?Sized>(
 /// cancels) would otherwise be compared with its own rounding noise.
 fn untapped_uses(probe: &Pass, units: &[Unit], params: &[(String, Var)], records: &[Record]) -> Result<Vec<usize>> {
     let Some(grads) = &probe.grads else { return Ok(Vec::new()) };
+    // Host loops, not tensor ops: on a large net (resnet18, 11M parameters) every `abs`/`max`/
+    // `sub` over all gradients allocated and faulted in a fresh f64 copy of them.
     let mut global = 0f64;
     for (_, v) in params {
         if let Some(g) = grads.get(v.as_tensor()) {
-            global = global.max(g.to_dtype(DType::F64)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?);
+            global = global.max(host_f64(g)?.iter().fold(0.0, |m, x| m.max(x.abs())));
         }
     }
     let mut moved = Vec::new();
     for (ui, u) in units.iter().enumerate() {
-        let mut by_var: HashMap<TensorId, Tensor> = HashMap::new();
+        let mut by_var: HashMap<TensorId, Vec<f64>> = HashMap::new();
         for &ri in &u.records {
             for (id, g) in record_grads(&records[ri], &probe.deltas[ri], DType::F64)? {
                 if let Some(id) = id {
-                    let g = g.flatten_all()?;
-                    let sum = match by_var.remove(&id) {
-                        Some(prev) => (prev + g)?,
-                        None => g,
-                    };
-                    by_var.insert(id, sum);
+                    let g = host_f64(&g)?;
+                    match by_var.get_mut(&id) {
+                        Some(prev) => prev.iter_mut().zip(&g).for_each(|(p, x)| *p += x),
+                        None => {
+                            by_var.insert(id, g);
+                        }
+                    }
                 }
             }
         }
@@ -273,25 +279,33 @@ fn untapped_uses(probe: &Pass, units: &[Unit], params: &[(String, Var)], records
             let var = params[v].1.as_tensor();
             let Some(tapped) = by_var.get(&var.id()) else { continue };
             let batch = match grads.get(var) {
-                Some(g) => g.to_dtype(DType::F64)?.flatten_all()?,
-                None => tapped.zeros_like()?,
+                Some(g) => host_f64(g)?,
+                None => vec![0.0; tapped.len()],
             };
-            let scale = batch
-                .abs()?
-                .max(0)?
-                .to_scalar::<f64>()?
-                .max(tapped.abs()?.max(0)?.to_scalar::<f64>()?)
-                .max(1e-3 * global);
-            let diff = (tapped - &batch)?.abs()?.max(0)?.to_scalar::<f64>()?;
+            let (mut big, mut diff) = (1e-3 * global, 0f64);
+            for (t, b) in tapped.iter().zip(&batch) {
+                big = big.max(t.abs()).max(b.abs());
+                diff = diff.max((t - b).abs());
+            }
             // Rounding of one example's products: far below any real missed path.
             let tol = if var.dtype() == DType::F64 { 1e-9 } else { 1e-3 };
-            if diff > tol * scale {
+            if tapped.len() != batch.len() || diff > tol * big {
                 moved.push(ui);
                 break;
             }
         }
     }
     Ok(moved)
+}
+
+/// A tensor's entries as host f64, row-major.
+fn host_f64(t: &Tensor) -> Result<Vec<f64>> {
+    let t = t.flatten_all()?.to_device(&candle::Device::Cpu)?;
+    Ok(match t.dtype() {
+        DType::F64 => t.to_vec1::<f64>()?,
+        DType::F32 => t.to_vec1::<f32>()?.into_iter().map(f64::from).collect(),
+        _ => t.to_dtype(DType::F64)?.to_vec1::<f64>()?,
+    })
 }
 /// Fails when a parameter gets no gradient on the probe pass (`GradStore` has no entry: no
 /// autograd path from it to the loss), naming the parameters and their tapped layers. Reading

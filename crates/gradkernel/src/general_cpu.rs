@@ -1,0 +1,304 @@
+//! CPU fast paths of the general engine, taken when the plan says so (`Plan::cpu`: CPU tensors
+//! and `cpu_fast_path`); the candle-op path in [`crate::factor`] and [`crate::pass`] stays the
+//! device-generic one (CUDA's) and the cross-check.
+//!
+//! - Per-example gradients of a one-record linear, conv or norm unit are written straight into
+//!   one `(n, P_unit)` buffer (single-threaded `stiff_gemm` per example) instead of a batched
+//!   candle matmul, a bias sum and a `cat`.
+//! - Gram blocks `G_a G_bᵀ` of materialised units are single-threaded `stiff_gemm` calls over
+//!   fixed row stripes; a diagonal block computes only the stripes' upper parts.
+//!
+//! Both split the work into fixed blocks (examples, row stripes) whatever the thread count:
+//! threads only choose who computes a block, so results are bit-identical at 1 or many threads.
+
+use std::ops::AddAssign;
+
+use candle::{DType, Device, Storage, Tensor, WithDType};
+use rayon::prelude::*;
+use stiff_gemm::{MatMut, MatRef, Parallelism, Scalar};
+use stiff_models::ops::unfold;
+
+use crate::error::{GradKernelError, Result};
+use crate::factor::Factor;
+use crate::pass::Pass;
+use crate::plan::{Plan, Unit};
+use crate::tape::{NormLayout, RecKind};
+
+/// The element types of the fast paths.
+pub(crate) trait Num:
+    Scalar + WithDType + AddAssign + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + Send + Sync
+{
+}
+impl Num for f32 {}
+impl Num for f64 {}
+
+/// Examples per parallel task of the per-example gradients.
+const EX_BLOCK: usize = 4;
+/// Rows per parallel task of a Gram block.
+const ROW_STRIPE: usize = 16;
+
+/// Shapes here come from the tape and were checked against the parameters, so a gemm shape
+/// error is a bug.
+const SHAPES: &str = "internal shape invariant of the general engine's CPU path";
+
+/// Runs `f` on the row-major host slice of `t` (copied only when `t` is not contiguous).
+fn host<T: Num, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (st, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*st else {
+        return Err(GradKernelError::Unsupported("the general engine's CPU path got a device tensor".into()));
+    };
+    let Some((lo, hi)) = layout.contiguous_offsets() else {
+        return Err(GradKernelError::Unsupported("the general engine's CPU path got a strided tensor".into()));
+    };
+    Ok(f(&cpu.as_slice::<T>()?[lo..hi]))
+}
+
+/// One row of `out` per example, computed by `f(example, row)` over fixed example blocks.
+fn per_example<T: Num>(out: &mut [T], p: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    out.par_chunks_mut(EX_BLOCK * p).enumerate().for_each(|(bi, blk)| {
+        for (j, row) in blk.chunks_mut(p).enumerate() {
+            f(bi * EX_BLOCK + j, row);
+        }
+    });
+}
+
+/// `dst (m x n) = lhs . rhs`, single-threaded.
+fn gemm<T: Num>(dst: MatMut<'_, T>, lhs: MatRef<'_, T>, rhs: MatRef<'_, T>) {
+    stiff_gemm::matmul(dst, None, lhs, rhs, T::ONE, Parallelism::None).expect(SHAPES);
+}
+
+/// Row sums of a row-major `(rows, cols)` block into `dst: (rows)`.
+fn row_sums<T: Num>(dst: &mut [T], src: &[T], cols: usize) {
+    for (o, r) in dst.iter_mut().zip(src.chunks(cols)) {
+        *o = r.iter().fold(T::ZERO, |acc, &x| acc + x);
+    }
+}
+
+/// The per-example gradients `(n, P_unit)` of a one-record linear, conv or norm unit (columns in
+/// the unit's parameter order), or `None` where the candle path runs (another dtype, several
+/// records, an offset record, a parameter that is not the record's weight or bias).
+pub(crate) fn unit_mat_cpu(plan: &Plan, unit: &Unit, pass: &Pass) -> Result<Option<Tensor>> {
+    if !plan.cpu {
+        return Ok(None);
+    }
+    match plan.acc {
+        DType::F32 => unit_mat_t::<f32>(plan, unit, pass),
+        DType::F64 => unit_mat_t::<f64>(plan, unit, pass),
+        _ => Ok(None),
+    }
+}
+
+fn unit_mat_t<T: Num>(plan: &Plan, unit: &Unit, pass: &Pass) -> Result<Option<Tensor>> {
+    let &[ri] = unit.records.as_slice() else { return Ok(None) };
+    let r = &pass.tape.records[ri];
+    // Where the record's weight and bias go in a row of the unit's matrix.
+    let (mut w_at, mut b_at, mut p) = (None, None, 0);
+    for &v in &unit.vars {
+        let id = plan.params[v].1.as_tensor().id();
+        if r.weight.as_ref().is_some_and(|w| w.id() == id) {
+            w_at = Some(p);
+        } else if r.bias.as_ref().is_some_and(|b| b.id() == id) {
+            b_at = Some(p);
+        } else {
+            return Ok(None);
+        }
+        p += plan.params[v].1.elem_count();
+    }
+    let a = r.input.to_dtype(T::DTYPE)?;
+    let d = pass.deltas[ri].to_dtype(T::DTYPE)?;
+    let n = a.dim(0)?;
+    let numel = |t: &Option<Tensor>| t.as_ref().map_or(0, |t| t.elem_count());
+    let (wn, bn) = (numel(&r.weight) * w_at.map_or(0, |_| 1), numel(&r.bias) * b_at.map_or(0, |_| 1));
+    if n == 0 || p == 0 || wn + bn != p {
+        return Ok(None);
+    }
+    let mut out = vec![T::ZERO; n * p];
+    match &r.kind {
+        RecKind::Linear => {
+            let (i, o) = (a.dim(a.rank() - 1)?, d.dim(d.rank() - 1)?);
+            if i == 0 || o == 0 {
+                return Ok(None);
+            }
+            let s = a.elem_count() / (n * i);
+            if (w_at.is_some() && wn != o * i) || (b_at.is_some() && bn != o) || d.elem_count() != n * s * o {
+                return Ok(None);
+            }
+            host(&a, |av: &[T]| {
+                host(&d, |dv: &[T]| {
+                    per_example(&mut out, p, |e, row| {
+                        let (ae, de) = (&av[e * s * i..(e + 1) * s * i], &dv[e * s * o..(e + 1) * s * o]);
+                        if let Some(w) = w_at {
+                            // gW_e = D_eᵀ A_e: (o, s) . (s, i)
+                            let dst = MatMut::row_major(&mut row[w..w + o * i], o, i);
+                            gemm(dst, MatRef::row_major(de, s, o).t(), MatRef::row_major(ae, s, i));
+                        }
+                        if let Some(b) = b_at {
+                            let gb = &mut row[b..b + o];
+                            gb.fill(T::ZERO);
+                            for ds in de.chunks(o) {
+                                gb.iter_mut().zip(ds).for_each(|(g, &x)| *g += x);
+                            }
+                        }
+                    })
+                })
+            })??;
+        }
+        RecKind::Conv { win } => {
+            let u = if w_at.is_some() { Some(unfold(&a, win)?) } else { None }; // (n, F, S)
+            let c = d.dim(1)?;
+            if c == 0 || d.elem_count() == 0 {
+                return Ok(None);
+            }
+            let (s, f) = (d.elem_count() / (n * c), wn / c);
+            let bad_w = w_at.is_some() && (f * c != wn || u.as_ref().is_some_and(|u| u.elem_count() != n * f * s));
+            if bad_w || (b_at.is_some() && bn != c) {
+                return Ok(None);
+            }
+            let u = u.unwrap_or_else(|| d.clone());
+            host(&u, |uv: &[T]| {
+                host(&d, |dv: &[T]| {
+                    per_example(&mut out, p, |e, row| {
+                        let de = &dv[e * c * s..(e + 1) * c * s];
+                        if let Some(w) = w_at {
+                            // gW_e = D_e U_eᵀ: (C, S) . (S, F)
+                            let ue = &uv[e * f * s..(e + 1) * f * s];
+                            let dst = MatMut::row_major(&mut row[w..w + c * f], c, f);
+                            gemm(dst, MatRef::row_major(de, c, s), MatRef::row_major(ue, f, s).t());
+                        }
+                        if let Some(b) = b_at {
+                            row_sums(&mut row[b..b + c], de, s);
+                        }
+                    })
+                })
+            })??;
+        }
+        RecKind::Norm { layout } => {
+            // Per example, x̂ and the delta as `(rows, q)`: the parameters index `q`.
+            let per = a.elem_count() / n;
+            let (rows, q, channel) = match layout {
+                NormLayout::Channel => (a.dim(1)?, per / a.dim(1)?.max(1), true),
+                NormLayout::Trailing(k) => {
+                    let q: usize = a.dims()[a.rank() - k..].iter().product();
+                    (per / q.max(1), q, false)
+                }
+            };
+            let len = if channel { rows } else { q };
+            if per == 0 || q == 0 || rows * q != per {
+                return Ok(None);
+            }
+            if (w_at.is_some() && wn != len) || (b_at.is_some() && bn != len) || d.elem_count() != a.elem_count() {
+                return Ok(None);
+            }
+            host(&a, |av: &[T]| {
+                host(&d, |dv: &[T]| {
+                    per_example(&mut out, p, |e, row| {
+                        let (ae, de) = (&av[e * per..(e + 1) * per], &dv[e * per..(e + 1) * per]);
+                        norm_grads(row, w_at, b_at, ae, de, (rows, q), channel);
+                    })
+                })
+            })??;
+        }
+        RecKind::Offset { .. } => return Ok(None),
+    }
+    Ok(Some(Tensor::from_vec(out, (n, p), &Device::Cpu)?))
+}
+
+/// One example of a norm record: `γ` gets `Σ δ x̂`, `β` gets `Σ δ`, summed over the `q` entries of
+/// each of the `rows` channels (`channel`: batch norm, parameters per row) or over the rows
+/// (layer norm, parameters per trailing entry).
+fn norm_grads<T: Num>(
+    row: &mut [T],
+    w_at: Option<usize>,
+    b_at: Option<usize>,
+    ae: &[T],
+    de: &[T],
+    (rows, q): (usize, usize),
+    channel: bool,
+) {
+    let len = if channel { rows } else { q };
+    for at in [w_at, b_at].into_iter().flatten() {
+        row[at..at + len].fill(T::ZERO);
+    }
+    for (r, (ar, dr)) in ae.chunks(q).zip(de.chunks(q)).enumerate() {
+        for (j, (&x, &g)) in ar.iter().zip(dr).enumerate() {
+            let k = if channel { r } else { j };
+            if let Some(w) = w_at {
+                row[w + k] += g * x;
+            }
+            if let Some(b) = b_at {
+                row[b + k] += g;
+            }
+        }
+    }
+}
+
+/// [`crate::factor::block_sum`] on the CPU: every unit's block (materialised units by stripes of
+/// `stiff_gemm`, the others through [`Factor::block`]) summed in unit order. With `diag` (`fa`
+/// and `fb` are the same chunk) materialised blocks are computed on and above the diagonal only:
+/// the entries below are unspecified, and [`crate::hostmat::HostMat::put`] never reads them.
+pub(crate) fn block_sum_cpu(
+    fa: &[Factor],
+    fb: &[Factor],
+    plan: &Plan,
+    keep: bool,
+    diag: bool,
+) -> Result<Option<(Tensor, Vec<Tensor>)>> {
+    if !plan.cpu || fa.is_empty() {
+        return Ok(None);
+    }
+    match plan.acc {
+        DType::F32 => block_sum_t::<f32>(fa, fb, plan, keep, diag).map(Some),
+        DType::F64 => block_sum_t::<f64>(fa, fb, plan, keep, diag).map(Some),
+        _ => Ok(None),
+    }
+}
+
+fn block_sum_t<T: Num>(
+    fa: &[Factor],
+    fb: &[Factor],
+    plan: &Plan,
+    keep: bool,
+    diag: bool,
+) -> Result<(Tensor, Vec<Tensor>)> {
+    let (na, nb) = (fa[0].len()?, fb[0].len()?);
+    let mut total = vec![T::ZERO; na * nb];
+    let mut parts = Vec::new();
+    for (a, b) in fa.iter().zip(fb) {
+        let part = match (a, b) {
+            (Factor::Mat { g }, Factor::Mat { g: g2 }) => gram_block::<T>(g, g2, diag)?,
+            _ => host(&a.block(b, plan.ghost_rows)?.to_dtype(T::DTYPE)?, <[T]>::to_vec)?,
+        };
+        total.iter_mut().zip(&part).for_each(|(t, &x)| *t += x);
+        if keep {
+            parts.push(Tensor::from_vec(part, (na, nb), &Device::Cpu)?);
+        }
+    }
+    Ok((Tensor::from_vec(total, (na, nb), &Device::Cpu)?, parts))
+}
+
+/// `G_a G_bᵀ` by fixed stripes of [`ROW_STRIPE`] rows (with `diag`, from each stripe's first row's
+/// diagonal entry on).
+fn gram_block<T: Num>(g: &Tensor, g2: &Tensor, diag: bool) -> Result<Vec<T>> {
+    let (na, p) = g.dims2()?;
+    let (nb, p2) = g2.dims2()?;
+    if p != p2 || (diag && na != nb) {
+        return Err(GradKernelError::Unsupported(format!("Gram block of ({na}, {p}) and ({nb}, {p2}) factors")));
+    }
+    let mut out = vec![T::ZERO; na * nb];
+    if nb == 0 {
+        return Ok(out);
+    }
+    host(g, |ga: &[T]| {
+        host(g2, |gb: &[T]| {
+            out.par_chunks_mut(ROW_STRIPE * nb).enumerate().for_each(|(si, stripe)| {
+                let (r0, rows) = (si * ROW_STRIPE, stripe.len() / nb);
+                let c0 = if diag { r0 } else { 0 };
+                let dst = MatMut::row_major_ld(&mut stripe[c0..], rows, nb - c0, nb);
+                let lhs = MatRef::row_major(&ga[r0 * p..(r0 + rows) * p], rows, p);
+                gemm(dst, lhs, MatRef::row_major(&gb[c0 * p..], nb - c0, p).t());
+            })
+        })
+    })??;
+    Ok(out)
+}
