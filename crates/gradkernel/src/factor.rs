@@ -7,7 +7,7 @@ use candle::{Tensor, TensorId};
 use stiff_models::ops::unfold;
 
 use crate::error::{GradKernelError, Result};
-use crate::general_cpu::{block_sum_cpu, unit_mat_cpu};
+use crate::general_cpu::{gram_block_cpu, sum_blocks_cpu, unit_mat_cpu};
 use crate::loss::Loss;
 use crate::network::Network;
 use crate::pass::{record_grads, run_pass, Pass};
@@ -211,8 +211,16 @@ pub(crate) fn block_sum(
     keep: bool,
     diag: bool,
 ) -> Result<(Tensor, Vec<Tensor>)> {
-    if let Some(r) = block_sum_cpu(fa, fb, plan, keep, diag)? {
-        return Ok(r);
+    if plan.cpu && !fa.is_empty() {
+        let mut parts = Vec::with_capacity(fa.len());
+        for (a, b) in fa.iter().zip(fb) {
+            parts.push(match (a, b) {
+                (Factor::Mat { g }, Factor::Mat { g: g2 }) => gram_block_cpu(g, g2, diag)?,
+                _ => a.block(b, plan.ghost_rows)?,
+            });
+        }
+        let total = sum_blocks_cpu(&parts)?;
+        return Ok((total, if keep { parts } else { Vec::new() }));
     }
     let mut parts = Vec::with_capacity(fa.len());
     for (a, b) in fa.iter().zip(fb) {

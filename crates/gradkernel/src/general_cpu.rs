@@ -6,7 +6,9 @@
 //!   one `(n, P_unit)` buffer (single-threaded `stiff_gemm` per example) instead of a batched
 //!   candle matmul, a bias sum and a `cat`.
 //! - Gram blocks `G_a G_bᵀ` of materialised units are single-threaded `stiff_gemm` calls over
-//!   fixed row stripes; a diagonal block computes only the stripes' upper parts.
+//!   fixed row stripes; a diagonal block computes only the stripes' upper parts (the entries
+//!   below are unspecified: [`crate::hostmat::HostMat::put`] never reads them), and the units'
+//!   blocks are summed in host loops.
 //!
 //! Both split the work into fixed blocks (examples, row stripes) whatever the thread count:
 //! threads only choose who computes a block, so results are bit-identical at 1 or many threads.
@@ -19,7 +21,6 @@ use stiff_gemm::{MatMut, MatRef, Parallelism, Scalar};
 use stiff_models::ops::unfold;
 
 use crate::error::{GradKernelError, Result};
-use crate::factor::Factor;
 use crate::pass::Pass;
 use crate::plan::{Plan, Unit};
 use crate::tape::{NormLayout, RecKind};
@@ -233,48 +234,31 @@ fn norm_grads<T: Num>(
     }
 }
 
-/// [`crate::factor::block_sum`] on the CPU: every unit's block (materialised units by stripes of
-/// `stiff_gemm`, the others through [`Factor::block`]) summed in unit order. With `diag` (`fa`
-/// and `fb` are the same chunk) materialised blocks are computed on and above the diagonal only:
-/// the entries below are unspecified, and [`crate::hostmat::HostMat::put`] never reads them.
-pub(crate) fn block_sum_cpu(
-    fa: &[Factor],
-    fb: &[Factor],
-    plan: &Plan,
-    keep: bool,
-    diag: bool,
-) -> Result<Option<(Tensor, Vec<Tensor>)>> {
-    if !plan.cpu || fa.is_empty() {
-        return Ok(None);
-    }
-    match plan.acc {
-        DType::F32 => block_sum_t::<f32>(fa, fb, plan, keep, diag).map(Some),
-        DType::F64 => block_sum_t::<f64>(fa, fb, plan, keep, diag).map(Some),
-        _ => Ok(None),
-    }
+/// `G_a G_bᵀ` of a materialised unit's factors on the CPU (see [`gram_block`]); another dtype
+/// takes candle's matmul.
+pub(crate) fn gram_block_cpu(g: &Tensor, g2: &Tensor, diag: bool) -> Result<Tensor> {
+    let (na, nb) = (g.dim(0)?, g2.dim(0)?);
+    Ok(match g.dtype() {
+        DType::F32 => Tensor::from_vec(gram_block::<f32>(g, g2, diag)?, (na, nb), &Device::Cpu)?,
+        DType::F64 => Tensor::from_vec(gram_block::<f64>(g, g2, diag)?, (na, nb), &Device::Cpu)?,
+        _ => g.matmul(&g2.t()?)?,
+    })
 }
 
-fn block_sum_t<T: Num>(
-    fa: &[Factor],
-    fb: &[Factor],
-    plan: &Plan,
-    keep: bool,
-    diag: bool,
-) -> Result<(Tensor, Vec<Tensor>)> {
-    let (na, nb) = (fa[0].len()?, fb[0].len()?);
-    let mut total = vec![T::ZERO; na * nb];
-    let mut parts = Vec::new();
-    for (a, b) in fa.iter().zip(fb) {
-        let part = match (a, b) {
-            (Factor::Mat { g }, Factor::Mat { g: g2 }) => gram_block::<T>(g, g2, diag)?,
-            _ => host(&a.block(b, plan.ghost_rows)?.to_dtype(T::DTYPE)?, <[T]>::to_vec)?,
-        };
-        total.iter_mut().zip(&part).for_each(|(t, &x)| *t += x);
-        if keep {
-            parts.push(Tensor::from_vec(part, (na, nb), &Device::Cpu)?);
+/// The sum of equally shaped CPU blocks, added in order in host loops.
+pub(crate) fn sum_blocks_cpu(parts: &[Tensor]) -> Result<Tensor> {
+    fn sum<T: Num>(parts: &[Tensor]) -> Result<Tensor> {
+        let mut total = host(&parts[0], <[T]>::to_vec)?;
+        for p in &parts[1..] {
+            host(p, |v: &[T]| total.iter_mut().zip(v).for_each(|(t, &x)| *t += x))?;
         }
+        Ok(Tensor::from_vec(total, parts[0].shape(), &Device::Cpu)?)
     }
-    Ok((Tensor::from_vec(total, (na, nb), &Device::Cpu)?, parts))
+    match parts.first().map(Tensor::dtype) {
+        Some(DType::F32) => sum::<f32>(parts),
+        Some(DType::F64) => sum::<f64>(parts),
+        _ => Err(GradKernelError::Unsupported("sum of Gram blocks: empty, or not f32/f64".into())),
+    }
 }
 
 /// `G_a G_bᵀ` by fixed stripes of [`ROW_STRIPE`] rows (with `diag`, from each stripe's first row's

@@ -16,6 +16,13 @@ use stiff_gradkernel::{gram, GramOptions};
 use stiff_onnx::{OnnxNet, OnnxOptions};
 
 fn main() -> anyhow::Result<()> {
+    // candle splits large elementwise ops over its own pool of spinning threads; on a loaded
+    // machine the main thread's spin-waits cost more CPU than the split saves (resnet18, N = 64:
+    // 2.3 vs 1.2 CPU s). Gemms and convolutions still use RAYON_NUM_THREADS. Set before any
+    // candle call (the pool starts on first use); an explicit CANDLE_NUM_THREADS wins.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let args: Vec<String> = std::env::args().collect();
     let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
     let onnx = PathBuf::from(get("--onnx").ok_or_else(|| anyhow::anyhow!("--onnx FILE"))?);
@@ -44,11 +51,14 @@ fn main() -> anyhow::Result<()> {
     }
     let g = last.expect("one repetition");
     println!(
-        "ours: {} N={} params={} load {load_s:.2}s gram best {best:.2}s wall, {best_cpu:.2} CPU s, peak RSS {:.0} MiB",
+        "ours: {} N={} params={} load {load_s:.2}s gram best {best:.2}s wall, {best_cpu:.2} CPU s, peak RSS {:.0} MiB \
+         (RAYON_NUM_THREADS={}, CANDLE_NUM_THREADS={})",
         onnx.display(),
         x.dim(0)?,
         net.parameter_info().iter().map(|p| p.shape.iter().product::<usize>()).sum::<usize>(),
-        bench_util::vm_hwm_mib()
+        bench_util::vm_hwm_mib(),
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "-".into()),
+        std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "-".into()),
     );
     for r in &g.routes {
         println!("  route {:<28} {:?} {:?}", r.name, r.form, r.params);
