@@ -35,8 +35,18 @@ impl Num for f64 {}
 
 /// Examples per parallel task of the per-example gradients.
 const EX_BLOCK: usize = 4;
-/// Rows per parallel task of a Gram block.
-const ROW_STRIPE: usize = 16;
+/// How a Gram block is cut into tasks (see [`gram_block`]).
+#[derive(Clone, Copy)]
+struct Tasks {
+    /// Rows per task: each task streams its columns' gradients once, so taller stripes reuse
+    /// them more (16 rows ran the transformer's blocks memory-bound).
+    stripe: usize,
+    /// Tasks a block of few stripes is cut into, by gradient columns.
+    max_tasks: usize,
+    /// The fewest gradient columns per piece.
+    min_piece: usize,
+}
+const TASKS: Tasks = Tasks { stripe: 64, max_tasks: 8, min_piece: 16384 };
 
 /// Shapes here come from the tape and were checked against the parameters, so a gemm shape
 /// error is a bug.
@@ -239,8 +249,8 @@ fn norm_grads<T: Num>(
 pub(crate) fn gram_block_cpu(g: &Tensor, g2: &Tensor, diag: bool) -> Result<Tensor> {
     let (na, nb) = (g.dim(0)?, g2.dim(0)?);
     Ok(match g.dtype() {
-        DType::F32 => Tensor::from_vec(gram_block::<f32>(g, g2, diag)?, (na, nb), &Device::Cpu)?,
-        DType::F64 => Tensor::from_vec(gram_block::<f64>(g, g2, diag)?, (na, nb), &Device::Cpu)?,
+        DType::F32 => Tensor::from_vec(gram_block::<f32>(g, g2, diag, TASKS)?, (na, nb), &Device::Cpu)?,
+        DType::F64 => Tensor::from_vec(gram_block::<f64>(g, g2, diag, TASKS)?, (na, nb), &Device::Cpu)?,
         _ => g.matmul(&g2.t()?)?,
     })
 }
@@ -261,28 +271,95 @@ pub(crate) fn sum_blocks_cpu(parts: &[Tensor]) -> Result<Tensor> {
     }
 }
 
-/// `G_a G_bᵀ` by fixed stripes of [`ROW_STRIPE`] rows (with `diag`, from each stripe's first row's
-/// diagonal entry on).
-fn gram_block<T: Num>(g: &Tensor, g2: &Tensor, diag: bool) -> Result<Vec<T>> {
+/// `G_a G_bᵀ` by fixed tasks: stripes of `stripe` rows (with `diag`, from each stripe's first
+/// row's diagonal entry on) times pieces of the gradient columns. A block of few stripes (a
+/// small chunk) cuts the columns into up to `max_tasks / stripes` pieces of at least
+/// `min_piece`, each into its own buffer, summed in piece order: the tasks, and so the bits,
+/// depend on the shapes only.
+fn gram_block<T: Num>(g: &Tensor, g2: &Tensor, diag: bool, cut: Tasks) -> Result<Vec<T>> {
+    let Tasks { stripe: rs, max_tasks, min_piece } = cut;
     let (na, p) = g.dims2()?;
     let (nb, p2) = g2.dims2()?;
     if p != p2 || (diag && na != nb) {
         return Err(GradKernelError::Unsupported(format!("Gram block of ({na}, {p}) and ({nb}, {p2}) factors")));
     }
-    let mut out = vec![T::ZERO; na * nb];
-    if nb == 0 {
-        return Ok(out);
+    if na == 0 || nb == 0 {
+        return Ok(vec![T::ZERO; na * nb]);
     }
+    let stripes = na.div_ceil(rs);
+    let pieces = (max_tasks / stripes).min(p / min_piece).max(1);
+    let width = p.div_ceil(pieces);
+    let mut bufs: Vec<Vec<T>> = (0..pieces).map(|_| vec![T::ZERO; na * nb]).collect();
     host(g, |ga: &[T]| {
         host(g2, |gb: &[T]| {
-            out.par_chunks_mut(ROW_STRIPE * nb).enumerate().for_each(|(si, stripe)| {
-                let (r0, rows) = (si * ROW_STRIPE, stripe.len() / nb);
+            let tasks: Vec<(usize, usize, &mut [T])> = bufs
+                .iter_mut()
+                .enumerate()
+                .flat_map(|(k, b)| b.chunks_mut(rs * nb).enumerate().map(move |(si, st)| (k, si, st)))
+                .collect();
+            tasks.into_par_iter().for_each(|(k, si, stripe)| {
+                let (r0, rows) = (si * rs, stripe.len() / nb);
                 let c0 = if diag { r0 } else { 0 };
+                let (k0, k1) = (k * width, ((k + 1) * width).min(p));
                 let dst = MatMut::row_major_ld(&mut stripe[c0..], rows, nb - c0, nb);
-                let lhs = MatRef::row_major(&ga[r0 * p..(r0 + rows) * p], rows, p);
-                gemm(dst, lhs, MatRef::row_major(&gb[c0 * p..], nb - c0, p).t());
+                let lhs = MatRef::new(&ga[r0 * p + k0..], rows, k1 - k0, p, 1);
+                gemm(dst, lhs, MatRef::new(&gb[c0 * p + k0..], nb - c0, k1 - k0, p, 1).t());
             })
         })
     })??;
+    let mut it = bufs.into_iter();
+    let mut out = it.next().expect("at least one piece");
+    for b in it {
+        out.iter_mut().zip(&b).for_each(|(o, &x)| *o += x);
+    }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Seeded values in [-1, 1).
+    fn noise(len: usize, seed: u64) -> Vec<f64> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+            })
+            .collect()
+    }
+
+    /// Several stripes (a ragged last one) and several column pieces against a naive f64
+    /// product, square-diagonal (upper part) and rectangular, and the same bits in pools of 1, 2
+    /// and 3 threads.
+    #[test]
+    fn gram_block_tasks_match_a_naive_product_at_any_thread_count() {
+        let (na, nb, p) = (23, 17, 50);
+        let cut = Tasks { stripe: 5, max_tasks: 16, min_piece: 12 };
+        let (a, b) = (noise(na * p, 1), noise(nb * p, 2));
+        let ga = Tensor::from_vec(a.clone(), (na, p), &Device::Cpu).unwrap();
+        let gb = Tensor::from_vec(b.clone(), (nb, p), &Device::Cpu).unwrap();
+        let dot = |x: &[f64], i: usize, y: &[f64], j: usize| (0..p).map(|k| x[i * p + k] * y[j * p + k]).sum::<f64>();
+        let run = |threads: usize, g: &Tensor, g2: &Tensor, diag: bool| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| gram_block::<f64>(g, g2, diag, cut).unwrap())
+        };
+        let rect = run(1, &ga, &gb, false);
+        let square = run(1, &ga, &ga, true);
+        for i in 0..na {
+            for j in 0..nb {
+                assert!((rect[i * nb + j] - dot(&a, i, &b, j)).abs() < 1e-12, "rect ({i}, {j})");
+            }
+            for j in i..na {
+                assert!((square[i * na + j] - dot(&a, i, &a, j)).abs() < 1e-12, "square ({i}, {j})");
+            }
+        }
+        for t in [2, 3] {
+            assert!(run(t, &ga, &gb, false) == rect, "rect at {t} threads");
+            assert!(run(t, &ga, &ga, true) == square, "square at {t} threads");
+        }
+    }
 }
