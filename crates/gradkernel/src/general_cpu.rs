@@ -13,25 +13,16 @@
 //! Both split the work into fixed blocks (examples, row stripes) whatever the thread count:
 //! threads only choose who computes a block, so results are bit-identical at 1 or many threads.
 
-use std::ops::AddAssign;
-
-use candle::{DType, Device, Storage, Tensor, WithDType};
+use candle::{DType, Device, Tensor};
 use rayon::prelude::*;
-use stiff_gemm::{MatMut, MatRef, Parallelism, Scalar};
+use stiff_gemm::{MatMut, MatRef, Parallelism};
 use stiff_models::ops::unfold;
 
 use crate::error::{GradKernelError, Result};
+use crate::hostslice::{host, Num};
 use crate::pass::Pass;
 use crate::plan::{Plan, Unit};
 use crate::tape::{NormLayout, RecKind};
-
-/// The element types of the fast paths.
-pub(crate) trait Num:
-    Scalar + WithDType + AddAssign + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> + Send + Sync
-{
-}
-impl Num for f32 {}
-impl Num for f64 {}
 
 /// Examples per parallel task of the per-example gradients.
 const EX_BLOCK: usize = 4;
@@ -51,19 +42,6 @@ const TASKS: Tasks = Tasks { stripe: 64, max_tasks: 8, min_piece: 16384 };
 /// Shapes here come from the tape and were checked against the parameters, so a gemm shape
 /// error is a bug.
 const SHAPES: &str = "internal shape invariant of the general engine's CPU path";
-
-/// Runs `f` on the row-major host slice of `t` (copied only when `t` is not contiguous).
-fn host<T: Num, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
-    let t = t.contiguous()?;
-    let (st, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*st else {
-        return Err(GradKernelError::Unsupported("the general engine's CPU path got a device tensor".into()));
-    };
-    let Some((lo, hi)) = layout.contiguous_offsets() else {
-        return Err(GradKernelError::Unsupported("the general engine's CPU path got a strided tensor".into()));
-    };
-    Ok(f(&cpu.as_slice::<T>()?[lo..hi]))
-}
 
 /// One row of `out` per example, computed by `f(example, row)` over fixed example blocks.
 fn per_example<T: Num>(out: &mut [T], p: usize, f: impl Fn(usize, &mut [T]) + Sync) {
@@ -300,7 +278,7 @@ fn gram_block<T: Num>(g: &Tensor, g2: &Tensor, diag: bool, cut: Tasks) -> Result
             tasks.into_par_iter().for_each(|(k, si, stripe)| {
                 let (r0, rows) = (si * rs, stripe.len() / nb);
                 let c0 = if diag { r0 } else { 0 };
-                let (k0, k1) = (k * width, ((k + 1) * width).min(p));
+                let (k0, k1) = ((k * width).min(p), ((k + 1) * width).min(p));
                 let dst = MatMut::row_major_ld(&mut stripe[c0..], rows, nb - c0, nb);
                 let lhs = MatRef::new(&ga[r0 * p + k0..], rows, k1 - k0, p, 1);
                 gemm(dst, lhs, MatRef::new(&gb[c0 * p + k0..], nb - c0, k1 - k0, p, 1).t());

@@ -71,6 +71,7 @@ mod factor;
 mod general;
 mod general_cpu;
 mod hostmat;
+mod hostslice;
 mod im2col;
 mod inputs;
 mod loss;

@@ -9,6 +9,7 @@ use candle::{DType, Tensor, TensorId, Var};
 
 use crate::chunking::{size_chunks, Chunking};
 use crate::error::{GradKernelError, Result};
+use crate::hostslice::{compare, host_f64, max_abs};
 use crate::loss::Loss;
 use crate::network::{is_buffer_name, Network};
 use crate::options::{GramOptions, Method};
@@ -256,7 +257,7 @@ fn untapped_uses(probe: &Pass, units: &[Unit], params: &[(String, Var)], records
     let mut global = 0f64;
     for (_, v) in params {
         if let Some(g) = grads.get(v.as_tensor()) {
-            global = global.max(host_f64(g)?.iter().fold(0.0, |m, x| m.max(x.abs())));
+            global = global.max(max_abs(g)?);
         }
     }
     let mut moved = Vec::new();
@@ -279,17 +280,16 @@ fn untapped_uses(probe: &Pass, units: &[Unit], params: &[(String, Var)], records
             let var = params[v].1.as_tensor();
             let Some(tapped) = by_var.get(&var.id()) else { continue };
             let batch = match grads.get(var) {
-                Some(g) => host_f64(g)?,
-                None => vec![0.0; tapped.len()],
+                Some(g) => g.clone(),
+                None => var.zeros_like()?,
             };
-            let (mut big, mut diff) = (1e-3 * global, 0f64);
-            for (t, b) in tapped.iter().zip(&batch) {
-                big = big.max(t.abs()).max(b.abs());
-                diff = diff.max((t - b).abs());
-            }
             // Rounding of one example's products: far below any real missed path.
             let tol = if var.dtype() == DType::F64 { 1e-9 } else { 1e-3 };
-            if tapped.len() != batch.len() || diff > tol * big {
+            let differs = match compare(tapped, &batch)? {
+                Some((mt, mb, diff)) => diff > tol * mt.max(mb).max(1e-3 * global),
+                None => true,
+            };
+            if differs {
                 moved.push(ui);
                 break;
             }
@@ -298,15 +298,6 @@ fn untapped_uses(probe: &Pass, units: &[Unit], params: &[(String, Var)], records
     Ok(moved)
 }
 
-/// A tensor's entries as host f64, row-major.
-fn host_f64(t: &Tensor) -> Result<Vec<f64>> {
-    let t = t.flatten_all()?.to_device(&candle::Device::Cpu)?;
-    Ok(match t.dtype() {
-        DType::F64 => t.to_vec1::<f64>()?,
-        DType::F32 => t.to_vec1::<f32>()?.into_iter().map(f64::from).collect(),
-        _ => t.to_dtype(DType::F64)?.to_vec1::<f64>()?,
-    })
-}
 /// Fails when a parameter gets no gradient on the probe pass (`GradStore` has no entry: no
 /// autograd path from it to the loss), naming the parameters and their tapped layers. Reading
 /// such a gradient as 0 would silently drop the parameter's whole contribution from `K`.
