@@ -146,7 +146,7 @@ pub(crate) fn chunk_factors<N: Network + ?Sized>(
     t: &Tensor,
     loss: &Loss,
 ) -> Result<(Vec<Factor>, Vec<f64>)> {
-    let pass = run_pass(net, x, t, loss)?;
+    let pass = run_pass(net, x, t, loss, plan.cpu)?;
     let names: Vec<&str> = pass.tape.records.iter().map(|r| r.name.as_str()).collect();
     if names != plan.record_names.iter().map(String::as_str).collect::<Vec<_>>() {
         return Err(GradKernelError::Unsupported(format!(

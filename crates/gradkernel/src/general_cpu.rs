@@ -37,7 +37,9 @@ struct Tasks {
     /// The fewest gradient columns per piece.
     min_piece: usize,
 }
-const TASKS: Tasks = Tasks { stripe: 64, max_tasks: 8, min_piece: 16384 };
+// At most 4 pieces: with the part and the running total a block holds at most 6 `c x c` buffers,
+// what `chunking::size_chunks` counts per block.
+const TASKS: Tasks = Tasks { stripe: 64, max_tasks: 4, min_piece: 16384 };
 
 /// Shapes here come from the tape and were checked against the parameters, so a gemm shape
 /// error is a bug.

@@ -39,37 +39,33 @@ pub(crate) fn host_f64(t: &Tensor) -> Result<Vec<f64>> {
     })
 }
 
-/// `f` over the entries of `t` as f64, without a copy for contiguous f32/f64 CPU tensors.
-fn scan(t: &Tensor, f: &mut dyn FnMut(usize, f64)) -> Result<()> {
-    match (t.device().is_cpu(), t.dtype()) {
-        (true, DType::F32) => host(t, |v: &[f32]| v.iter().enumerate().for_each(|(i, &x)| f(i, f64::from(x)))),
-        (true, DType::F64) => host(t, |v: &[f64]| v.iter().enumerate().for_each(|(i, &x)| f(i, x))),
-        _ => {
-            host_f64(t)?.into_iter().enumerate().for_each(|(i, x)| f(i, x));
-            Ok(())
-        }
-    }
-}
-
 /// `max |x|` over the entries of `t` (0 for an empty tensor; NaN entries are skipped).
 pub(crate) fn max_abs(t: &Tensor) -> Result<f64> {
-    let mut m = 0f64;
-    scan(t, &mut |_, x| m = m.max(x.abs()))?;
-    Ok(m)
+    fn max<T: Num + Into<f64>>(v: &[T]) -> f64 {
+        v.iter().fold(0f64, |m, &x| m.max(x.into().abs()))
+    }
+    match (t.device().is_cpu(), t.dtype()) {
+        (true, DType::F32) => host(t, max::<f32>),
+        (true, DType::F64) => host(t, max::<f64>),
+        _ => Ok(max(&host_f64(t)?)),
+    }
 }
 
 /// `(max |t_i|, max |b_i|, max |t_i - b_i|)` of `tapped` against the entries of `batch`, or
 /// `None` when their sizes differ.
 pub(crate) fn compare(tapped: &[f64], batch: &Tensor) -> Result<Option<(f64, f64, f64)>> {
+    fn cmp<T: Num + Into<f64>>(tapped: &[f64], b: &[T]) -> (f64, f64, f64) {
+        tapped.iter().zip(b).fold((0f64, 0f64, 0f64), |(mt, mb, md), (&t, &b)| {
+            let b: f64 = b.into();
+            (mt.max(t.abs()), mb.max(b.abs()), md.max((t - b).abs()))
+        })
+    }
     if batch.elem_count() != tapped.len() {
         return Ok(None);
     }
-    let (mut mt, mut mb, mut md) = (0f64, 0f64, 0f64);
-    scan(batch, &mut |i, b| {
-        let t = tapped[i];
-        mt = mt.max(t.abs());
-        mb = mb.max(b.abs());
-        md = md.max((t - b).abs());
-    })?;
-    Ok(Some((mt, mb, md)))
+    Ok(Some(match (batch.device().is_cpu(), batch.dtype()) {
+        (true, DType::F32) => host(batch, |b: &[f32]| cmp(tapped, b))?,
+        (true, DType::F64) => host(batch, |b: &[f64]| cmp(tapped, b))?,
+        _ => cmp(tapped, &host_f64(batch)?),
+    }))
 }

@@ -63,6 +63,7 @@ pub mod budget;
 mod chain;
 mod chunking;
 mod conv_fast;
+mod conv_op;
 mod cpu_fast;
 mod dense_cross;
 mod engine;

@@ -89,7 +89,7 @@ pub(crate) fn plan<N: Network + ?Sized>(
     n_max: usize,
     out_elems: usize,
 ) -> Result<Plan> {
-    let probe = run_pass_keep(net, &x.narrow(0, 0, 1)?, &t.narrow(0, 0, 1)?, loss, true)?;
+    let probe = run_pass_keep(net, &x.narrow(0, 0, 1)?, &t.narrow(0, 0, 1)?, loss)?;
     let buffers: HashSet<TensorId> = probe.tape.buffers.iter().copied().collect();
     let params: Vec<(String, Var)> = net
         .parameters()

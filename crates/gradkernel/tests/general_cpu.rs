@@ -1,5 +1,6 @@
 //! The general engine's CPU fast paths (per-example gradients of linear, conv and norm records
-//! written into one buffer; Gram blocks by fixed `stiff_gemm` stripes) against its candle-op path
+//! written into one buffer; Gram blocks by fixed `stiff_gemm` stripes; the chunk passes' conv op)
+//! against its candle-op path
 //! (`cpu_fast_path = false`, the one CUDA runs) and the one-backward-per-example oracle, and the
 //! same bits at 1, 2 and 3 threads across several chunks.
 
@@ -21,12 +22,14 @@ const COS_TOL_F64: f64 = 1e-10;
 /// f64 fast path against the candle path: the same products, summed in another order.
 const REL_TOL_PATHS: f64 = 1e-12;
 
-/// A stride-2 conv, batch norm, a linear layer over the 16 positions, layer norm, mean pooling and
-/// a head: every record kind of the fast path (conv, channel norm, positional linear, trailing
-/// norm, plain linear).
+/// A stride-2 conv, batch norm, a dilated conv (whose input gradient goes through the CPU conv
+/// op's backward), a linear layer over the 16 positions, layer norm, mean pooling and a head:
+/// every record kind of the fast path (conv, channel norm, positional linear, trailing norm,
+/// plain linear).
 struct Net {
     conv: nn::Conv2d,
     bn: nn::BatchNorm,
+    dil: nn::Conv2d,
     mix: nn::Linear,
     ln: nn::LayerNorm,
     head: nn::Linear,
@@ -35,6 +38,7 @@ struct Net {
 impl Module for Net {
     fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
         let h = nn::relu(&self.bn.forward(&self.conv.forward(x)?)?)?; // (n, 4, 4, 4)
+        let h = nn::relu(&self.dil.forward(&h)?)?; // same size
         let tokens = h.flatten_from(2)?.transpose(1, 2)?; // (n, 16, 4)
         let t = nn::gelu(&self.ln.forward(&self.mix.forward(&tokens)?)?)?; // (n, 16, 6)
         self.head.forward(&t.mean(1)?)
@@ -49,6 +53,7 @@ fn net(dtype: DType, seed: u64) -> (Net, VarMap) {
     let net = Net {
         conv: nn::conv2d(2, 4, 3, cfg, vb.pp("conv")).unwrap(),
         bn: nn::batch_norm(4, 1e-5, vb.pp("bn")).unwrap(),
+        dil: nn::conv2d(4, 4, 3, Conv2dConfig { padding: 2, dilation: 2, ..Default::default() }, vb.pp("dil")).unwrap(),
         mix: nn::linear(4, 6, vb.pp("mix")).unwrap(),
         ln: nn::layer_norm(6, 1e-5, vb.pp("ln")).unwrap(),
         head: nn::linear(6, 3, vb.pp("head")).unwrap(),
