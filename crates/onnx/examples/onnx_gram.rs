@@ -2,7 +2,9 @@
 //! with peak RSS, CPU seconds and the route of every layer; optionally dumps `ours_gram.safetensors`
 //! for the peer comparison (`benches/peers/run-onnx-gram.sh`).
 //!
-//! `onnx_gram --onnx M.onnx --inputs X.safetensors [--reps R] [--dump DIR] [--budget-mb B] [--f64]`
+//! `onnx_gram --onnx M.onnx --inputs X.safetensors [--reps R] [--dump DIR] [--budget-mb B] [--f64]
+//! [--compare GRAM.safetensors]` (`--compare`: the largest difference from a reference `gram`, in
+//! cosine units `|k_ij - r_ij| / sqrt(r_ii r_jj)`)
 
 #[path = "../../gradkernel/examples/bench_util/mod.rs"]
 #[allow(dead_code)]
@@ -62,6 +64,20 @@ fn main() -> anyhow::Result<()> {
     );
     for r in &g.routes {
         println!("  route {:<28} {:?} {:?}", r.name, r.form, r.params);
+    }
+    if let Some(f) = get("--compare") {
+        let r = candle::safetensors::load(&f, &Device::Cpu)?;
+        let r =
+            r.get("gram").ok_or_else(|| anyhow::anyhow!("no `gram` in {f}"))?.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        let k = g.k.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        anyhow::ensure!(r.len() == k.len(), "{f}: {} rows, ours {}", r.len(), k.len());
+        let mut worst = 0f64;
+        for i in 0..k.len() {
+            for j in 0..k.len() {
+                worst = worst.max((k[i][j] - r[i][j]).abs() / (r[i][i] * r[j][j]).sqrt());
+            }
+        }
+        println!("max difference from {f}: {worst:.2e} cosine units");
     }
     if let Some(d) = get("--dump") {
         let out = PathBuf::from(d).join("ours_gram.safetensors");
