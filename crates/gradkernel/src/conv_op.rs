@@ -1,10 +1,11 @@
 //! The tapped convolution's CPU op for the general engine's chunk passes: `im2col` + one
-//! single-threaded `stiff_gemm` per example forward, and a backward that returns only the input
+//! single-threaded `stiff_gemm` per block of examples forward, and a backward that returns only the input
 //! gradient (`Wᵀ δ` folded back onto the image). candle's own conv backward also computes the
 //! kernel gradient, which a chunk pass never reads (each example's comes from its record), and
 //! its CPU `conv_transpose2d` is a direct loop; on resnet18 the two took about a third of the
 //! pass. The planning pass keeps candle's conv: it compares tapped gradients with autograd's
-//! kernel gradient. Examples are the parallel tasks, so the bits do not depend on the threads.
+//! kernel gradient. Fixed blocks of examples are the parallel tasks, so the bits do not depend
+//! on the threads.
 
 use candle::{CpuStorage, CustomOp1, Layout, Shape, Tensor};
 use rayon::prelude::*;
@@ -84,17 +85,30 @@ impl ConvInput {
         Ok(Geo { c, h, w, co: self.w.dim(0)?, win: self.win, ho, wo })
     }
 
+    /// Each task takes [`BLOCK`] examples side by side, so the weights stream once per block
+    /// (a late layer with a 1x1 map is otherwise one matrix-vector product per example).
     fn fwd<T: Num>(&self, x: &[T], n: usize, g: Geo) -> candle::Result<Vec<T>> {
-        let (f, s, co) = (g.f(), g.s(), g.co);
+        let (f, s, co, img) = (g.f(), g.s(), g.co, g.c * g.h * g.w);
         let mut out = vec![T::ZERO; n * co * s];
         host(&self.w, |w: &[T]| {
-            out.par_chunks_mut(co * s).enumerate().for_each(|(e, z)| {
-                let xe = &x[e * g.c * g.h * g.w..(e + 1) * g.c * g.h * g.w];
-                let mut u = vec![T::ZERO; f * s];
-                g.each(|r, j, i| u[r * s + j] = xe[i]);
-                let dst = MatMut::row_major(z, co, s);
-                stiff_gemm::matmul(dst, None, MatRef::row_major(w, co, f), MatRef::row_major(&u, f, s), T::ONE, NONE)
+            out.par_chunks_mut(BLOCK * co * s).enumerate().for_each(|(bi, zb)| {
+                let (e0, m) = (bi * BLOCK, zb.len() / (co * s));
+                // U: (F, m*S), example k in columns k*S..(k+1)*S.
+                let ld = m * s;
+                let mut u = vec![T::ZERO; f * ld];
+                for k in 0..m {
+                    let xe = &x[(e0 + k) * img..(e0 + k + 1) * img];
+                    g.each(|r, j, i| u[r * ld + k * s + j] = xe[i]);
+                }
+                let mut z = vec![T::ZERO; co * ld];
+                let dst = MatMut::row_major(&mut z, co, ld);
+                stiff_gemm::matmul(dst, None, MatRef::row_major(w, co, f), MatRef::row_major(&u, f, ld), T::ONE, NONE)
                     .expect(SHAPES);
+                for (k, ze) in zb.chunks_mut(co * s).enumerate() {
+                    for (o, zr) in ze.chunks_mut(s).enumerate() {
+                        zr.copy_from_slice(&z[o * ld + k * s..o * ld + (k + 1) * s]);
+                    }
+                }
             })
         })
         .map_err(msg)?;
@@ -106,13 +120,24 @@ impl ConvInput {
         let mut gx = vec![T::ZERO; n * img];
         host(gz, |gz: &[T]| {
             host(&self.w, |w: &[T]| {
-                gx.par_chunks_mut(img).enumerate().for_each(|(e, gxe)| {
-                    // dU = Wᵀ dZ: (F, C_out) . (C_out, S), then folded onto the image.
-                    let mut gu = vec![T::ZERO; f * s];
-                    let rhs = MatRef::row_major(&gz[e * co * s..(e + 1) * co * s], co, s);
-                    let dst = MatMut::row_major(&mut gu, f, s);
-                    stiff_gemm::matmul(dst, None, MatRef::row_major(w, co, f).t(), rhs, T::ONE, NONE).expect(SHAPES);
-                    g.each(|r, j, i| gxe[i] += gu[r * s + j]);
+                gx.par_chunks_mut(BLOCK * img).enumerate().for_each(|(bi, gxb)| {
+                    let (e0, m) = (bi * BLOCK, gxb.len() / img);
+                    let ld = m * s;
+                    // dZ side by side: (C_out, m*S).
+                    let mut dz = vec![T::ZERO; co * ld];
+                    for k in 0..m {
+                        let ge = &gz[(e0 + k) * co * s..(e0 + k + 1) * co * s];
+                        for (o, gr) in ge.chunks(s).enumerate() {
+                            dz[o * ld + k * s..o * ld + (k + 1) * s].copy_from_slice(gr);
+                        }
+                    }
+                    // dU = Wᵀ dZ: (F, C_out) . (C_out, m*S), then folded onto each image.
+                    let mut gu = vec![T::ZERO; f * ld];
+                    let (lhs, rhs) = (MatRef::row_major(w, co, f).t(), MatRef::row_major(&dz, co, ld));
+                    stiff_gemm::matmul(MatMut::row_major(&mut gu, f, ld), None, lhs, rhs, T::ONE, NONE).expect(SHAPES);
+                    for (k, gxe) in gxb.chunks_mut(img).enumerate() {
+                        g.each(|r, j, i| gxe[i] += gu[r * ld + k * s + j]);
+                    }
                 })
             })
         })
@@ -122,6 +147,8 @@ impl ConvInput {
     }
 }
 
+/// Examples per task.
+const BLOCK: usize = 8;
 const NONE: Parallelism = Parallelism::None;
 const SHAPES: &str = "internal shape invariant of the conv op";
 
