@@ -7,6 +7,7 @@ use candle::{Tensor, TensorId};
 use stiff_models::ops::unfold;
 
 use crate::error::{GradKernelError, Result};
+use crate::general_cpu::{gram_block_cpu, sum_blocks_cpu, unit_mat_cpu};
 use crate::loss::Loss;
 use crate::network::Network;
 use crate::pass::{record_grads, run_pass, Pass};
@@ -112,6 +113,9 @@ pub(crate) fn fallback_grads<N: Network + ?Sized>(
 /// Per-example gradients of every parameter of `unit` from a pass, summed over the unit's calls:
 /// `(n, P_unit)`, columns in the unit's parameter order.
 pub(crate) fn unit_mat(plan: &Plan, unit: &Unit, pass: &Pass) -> Result<Tensor> {
+    if let Some(g) = unit_mat_cpu(plan, unit, pass)? {
+        return Ok(g);
+    }
     let mut by_var: HashMap<TensorId, Vec<Tensor>> = HashMap::new();
     for &ri in &unit.records {
         for (id, g) in record_grads(&pass.tape.records[ri], &pass.deltas[ri], plan.acc)? {
@@ -142,7 +146,7 @@ pub(crate) fn chunk_factors<N: Network + ?Sized>(
     t: &Tensor,
     loss: &Loss,
 ) -> Result<(Vec<Factor>, Vec<f64>)> {
-    let pass = run_pass(net, x, t, loss)?;
+    let pass = run_pass(net, x, t, loss, plan.cpu)?;
     let names: Vec<&str> = pass.tape.records.iter().map(|r| r.name.as_str()).collect();
     if names != plan.record_names.iter().map(String::as_str).collect::<Vec<_>>() {
         return Err(GradKernelError::Unsupported(format!(
@@ -198,7 +202,26 @@ pub(crate) fn chunks(n: usize, c: usize) -> Vec<(usize, usize)> {
     (0..n).step_by(c).map(|s| (s, c.min(n - s))).collect()
 }
 
-pub(crate) fn block_sum(fa: &[Factor], fb: &[Factor], plan: &Plan, keep: bool) -> Result<(Tensor, Vec<Tensor>)> {
+/// Every unit's Gram block between two chunks and their sum (and the blocks, with `keep`);
+/// `diag`: `fa` and `fb` are the same chunk, whose block is read on and above the diagonal only.
+pub(crate) fn block_sum(
+    fa: &[Factor],
+    fb: &[Factor],
+    plan: &Plan,
+    keep: bool,
+    diag: bool,
+) -> Result<(Tensor, Vec<Tensor>)> {
+    if plan.cpu && !fa.is_empty() {
+        let mut parts = Vec::with_capacity(fa.len());
+        for (a, b) in fa.iter().zip(fb) {
+            parts.push(match (a, b) {
+                (Factor::Mat { g }, Factor::Mat { g: g2 }) => gram_block_cpu(g, g2, diag)?,
+                _ => a.block(b, plan.ghost_rows)?,
+            });
+        }
+        let total = sum_blocks_cpu(&parts)?;
+        return Ok((total, if keep { parts } else { Vec::new() }));
+    }
     let mut parts = Vec::with_capacity(fa.len());
     for (a, b) in fa.iter().zip(fb) {
         parts.push(a.block(b, plan.ghost_rows)?);

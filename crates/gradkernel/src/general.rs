@@ -107,8 +107,8 @@ pub(crate) fn gram_general<N: Network + ?Sized>(
                 owned_col = factors(sj, lj)?.0;
                 &owned_col
             };
-            let (total, parts) = block_sum(fa, fb, &plan, opts.per_layer)?;
             let diag = bi == bj;
+            let (total, parts) = block_sum(fa, fb, &plan, opts.per_layer, diag)?;
             k.put(&total, si, sj, n, true, diag)?;
             for (p, m) in parts.iter().zip(per.iter_mut()) {
                 m.put(p, si, sj, n, true, diag)?;
@@ -183,7 +183,7 @@ pub(crate) fn cross_gram_general<N: Network + ?Sized>(
                 owned = fac(&b, sj, lj)?.0;
                 &owned
             };
-            let (total, parts) = block_sum(&fa, fb, &plan, opts.per_layer)?;
+            let (total, parts) = block_sum(&fa, fb, &plan, opts.per_layer, false)?;
             k.put(&total, si, sj, m, false, false)?;
             for (p, h) in parts.iter().zip(per.iter_mut()) {
                 h.put(p, si, sj, m, false, false)?;

@@ -20,18 +20,24 @@ pub(crate) struct Pass {
     pub grads: Option<candle::backprop::GradStore>,
 }
 
-pub(crate) fn run_pass<N: Network + ?Sized>(net: &N, x: &Tensor, t: &Tensor, loss: &Loss) -> Result<Pass> {
-    run_pass_keep(net, x, t, loss, false)
-}
-
-pub(crate) fn run_pass_keep<N: Network + ?Sized>(
+/// A chunk pass; `own_conv`: tapped convs may run [`crate::conv_op`] (the CPU path).
+pub(crate) fn run_pass<N: Network + ?Sized>(
     net: &N,
     x: &Tensor,
     t: &Tensor,
     loss: &Loss,
-    keep: bool,
+    own_conv: bool,
 ) -> Result<Pass> {
-    let rec = Recording::start();
+    run(net, x, t, loss, false, own_conv)
+}
+
+/// The planning pass: keeps the backward's gradients, candle's convs throughout.
+pub(crate) fn run_pass_keep<N: Network + ?Sized>(net: &N, x: &Tensor, t: &Tensor, loss: &Loss) -> Result<Pass> {
+    run(net, x, t, loss, true, false)
+}
+
+fn run<N: Network + ?Sized>(net: &N, x: &Tensor, t: &Tensor, loss: &Loss, keep: bool, own_conv: bool) -> Result<Pass> {
+    let rec = Recording::start(own_conv);
     let out = net.forward(x)?;
     let tape = rec.finish();
     let l = loss.per_example(&out, t)?;

@@ -54,6 +54,9 @@ pub(crate) struct Tape {
     pub records: Vec<Record>,
     /// Tensors the tapped layers declared to be buffers (batch norm running statistics).
     pub buffers: Vec<TensorId>,
+    /// A chunk pass: tapped convs may run [`crate::conv_op`] (no kernel gradient); the planning
+    /// pass needs autograd's kernel gradients and leaves this off.
+    pub own_conv: bool,
 }
 
 thread_local! {
@@ -68,8 +71,9 @@ pub(crate) struct Recording {
 }
 
 impl Recording {
-    pub fn start() -> Self {
-        let previous = TAPE.with(|t| t.borrow_mut().replace(Tape::default()));
+    /// Starts recording; `own_conv` for a chunk pass (see [`Tape::own_conv`]).
+    pub fn start(own_conv: bool) -> Self {
+        let previous = TAPE.with(|t| t.borrow_mut().replace(Tape { own_conv, ..Tape::default() }));
         Self { previous, done: false }
     }
 
@@ -95,6 +99,11 @@ pub(crate) fn suspended<T>(f: impl FnOnce() -> T) -> T {
     let out = f();
     TAPE.with(|t| *t.borrow_mut() = saved);
     out
+}
+
+/// Whether a chunk pass is recording on this thread (see [`Tape::own_conv`]).
+pub(crate) fn own_conv() -> bool {
+    TAPE.with(|t| t.borrow().as_ref().is_some_and(|t| t.own_conv))
 }
 
 /// Whether a recording is active on this thread.

@@ -2,7 +2,9 @@
 //! with peak RSS, CPU seconds and the route of every layer; optionally dumps `ours_gram.safetensors`
 //! for the peer comparison (`benches/peers/run-onnx-gram.sh`).
 //!
-//! `onnx_gram --onnx M.onnx --inputs X.safetensors [--reps R] [--dump DIR] [--budget-mb B] [--f64]`
+//! `onnx_gram --onnx M.onnx --inputs X.safetensors [--reps R] [--dump DIR] [--budget-mb B] [--f64]
+//! [--compare GRAM.safetensors]` (`--compare`: the largest difference from a reference `gram`, in
+//! cosine units `|k_ij - r_ij| / sqrt(r_ii r_jj)`)
 
 #[path = "../../gradkernel/examples/bench_util/mod.rs"]
 #[allow(dead_code)]
@@ -16,6 +18,13 @@ use stiff_gradkernel::{gram, GramOptions};
 use stiff_onnx::{OnnxNet, OnnxOptions};
 
 fn main() -> anyhow::Result<()> {
+    // candle splits large elementwise ops over its own pool of spinning threads; on a loaded
+    // machine the main thread's spin-waits cost more CPU than the split saves (resnet18, N = 64:
+    // 2.3 vs 1.2 CPU s). Gemms and convolutions still use RAYON_NUM_THREADS. Set before any
+    // candle call (the pool starts on first use); an explicit CANDLE_NUM_THREADS wins.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let args: Vec<String> = std::env::args().collect();
     let get = |k: &str| args.iter().position(|a| a == k).and_then(|i| args.get(i + 1)).cloned();
     let onnx = PathBuf::from(get("--onnx").ok_or_else(|| anyhow::anyhow!("--onnx FILE"))?);
@@ -44,14 +53,31 @@ fn main() -> anyhow::Result<()> {
     }
     let g = last.expect("one repetition");
     println!(
-        "ours: {} N={} params={} load {load_s:.2}s gram best {best:.2}s wall, {best_cpu:.2} CPU s, peak RSS {:.0} MiB",
+        "ours: {} N={} params={} load {load_s:.2}s gram best {best:.2}s wall, {best_cpu:.2} CPU s, peak RSS {:.0} MiB \
+         (RAYON_NUM_THREADS={}, CANDLE_NUM_THREADS={})",
         onnx.display(),
         x.dim(0)?,
         net.parameter_info().iter().map(|p| p.shape.iter().product::<usize>()).sum::<usize>(),
-        bench_util::vm_hwm_mib()
+        bench_util::vm_hwm_mib(),
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "-".into()),
+        std::env::var("CANDLE_NUM_THREADS").unwrap_or_else(|_| "-".into()),
     );
     for r in &g.routes {
         println!("  route {:<28} {:?} {:?}", r.name, r.form, r.params);
+    }
+    if let Some(f) = get("--compare") {
+        let r = candle::safetensors::load(&f, &Device::Cpu)?;
+        let r =
+            r.get("gram").ok_or_else(|| anyhow::anyhow!("no `gram` in {f}"))?.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        let k = g.k.to_dtype(DType::F64)?.to_vec2::<f64>()?;
+        anyhow::ensure!(r.len() == k.len(), "{f}: {} rows, ours {}", r.len(), k.len());
+        let mut worst = 0f64;
+        for i in 0..k.len() {
+            for j in 0..k.len() {
+                worst = worst.max((k[i][j] - r[i][j]).abs() / (r[i][i] * r[j][j]).sqrt());
+            }
+        }
+        println!("max difference from {f}: {worst:.2e} cosine units");
     }
     if let Some(d) = get("--dump") {
         let out = PathBuf::from(d).join("ours_gram.safetensors");
