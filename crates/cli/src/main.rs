@@ -87,6 +87,13 @@ fn main() -> ExitCode {
         // Read by rayon and candle when their thread pools start (nothing has started yet).
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
+    // candle splits large element-wise ops over a pool of its own whose workers spin while they
+    // wait; on a few shared cores that spinning cost the general engine 1.5-2.5x (resnet18 Gram:
+    // 2.0 vs 0.75 CPU s). Its matrix products and convolutions use the rayon threads above either
+    // way, and element-wise results do not depend on the split. `CANDLE_NUM_THREADS` overrides.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -106,7 +106,8 @@ fn unit_mat_t<T: Num>(plan: &Plan, unit: &Unit, pass: &Pass) -> Result<Option<Te
     }
     let mut out = vec![T::ZERO; n * p];
     match &r.kind {
-        RecKind::Linear => {
+        RecKind::Linear | RecKind::LinearT => {
+            let held_in_out = matches!(r.kind, RecKind::LinearT);
             let (i, o) = (a.dim(a.rank() - 1)?, d.dim(d.rank() - 1)?);
             if i == 0 || o == 0 {
                 return Ok(None);
@@ -120,9 +121,15 @@ fn unit_mat_t<T: Num>(plan: &Plan, unit: &Unit, pass: &Pass) -> Result<Option<Te
                     per_example(&mut out, p, |e, row| {
                         let (ae, de) = (&av[e * s * i..(e + 1) * s * i], &dv[e * s * o..(e + 1) * s * o]);
                         if let Some(w) = w_at {
-                            // gW_e = D_eᵀ A_e: (o, s) . (s, i)
-                            let dst = MatMut::row_major(&mut row[w..w + o * i], o, i);
-                            gemm(dst, MatRef::row_major(de, s, o).t(), MatRef::row_major(ae, s, i));
+                            if held_in_out {
+                                // gW_e = A_eᵀ D_e: (i, s) . (s, o), the weight's (in, out) layout
+                                let dst = MatMut::row_major(&mut row[w..w + i * o], i, o);
+                                gemm(dst, MatRef::row_major(ae, s, i).t(), MatRef::row_major(de, s, o));
+                            } else {
+                                // gW_e = D_eᵀ A_e: (o, s) . (s, i)
+                                let dst = MatMut::row_major(&mut row[w..w + o * i], o, i);
+                                gemm(dst, MatRef::row_major(de, s, o).t(), MatRef::row_major(ae, s, i));
+                            }
                         }
                         if let Some(b) = b_at {
                             let gb = &mut row[b..b + o];
