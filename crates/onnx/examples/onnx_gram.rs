@@ -44,11 +44,13 @@ fn main() -> anyhow::Result<()> {
     }
     let (mut best, mut best_cpu) = (f64::INFINITY, f64::INFINITY);
     let mut last = None;
-    for _ in 0..reps.max(1) {
+    for rep in 0..reps.max(1) {
         let (w, c) = (Instant::now(), bench_util::cpu_seconds());
         let g = gram(&net, &x, &y, &opts)?;
-        best = best.min(w.elapsed().as_secs_f64());
-        best_cpu = best_cpu.min(bench_util::cpu_seconds() - c);
+        let (ws, cs) = (w.elapsed().as_secs_f64(), bench_util::cpu_seconds() - c);
+        println!("  rep {rep}: {ws:.2} s wall, {cs:.2} CPU s");
+        best = best.min(ws);
+        best_cpu = best_cpu.min(cs);
         last = Some(g);
     }
     let g = last.expect("one repetition");
