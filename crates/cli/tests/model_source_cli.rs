@@ -119,7 +119,8 @@ fn measure_gives_the_presets_numbers_for_a_spec_that_is_the_preset() {
 #[test]
 fn cross_gives_the_presets_numbers_for_a_spec_that_is_the_preset() {
     let f = fixture();
-    let base = ["cross", "--dataset", "mnist", "--rows", "20", "--cols", "test:30", "--quiet", "--preprocess", PREPROCESS];
+    let base =
+        ["cross", "--dataset", "mnist", "--rows", "20", "--cols", "test:30", "--quiet", "--preprocess", PREPROCESS];
     let (a, b) = (f.root.join("preset"), f.root.join("spec"));
     let data = ("--data-dir", f.root.as_path());
     ok(&stiff(&[&base[..], &["--preset", "cnn4"]].concat(), &[data, ("--weights", &f.weights), ("--out", &a)]));
@@ -138,7 +139,13 @@ fn cross_gives_the_presets_numbers_for_a_spec_that_is_the_preset() {
     // The class count can only repeat the network's.
     let o = stiff(
         &[&base[..], &["--num-classes", "7"]].concat(),
-        &[data, ("--spec", &f.spec), ("--key-map", &f.key_map), ("--weights", &f.weights), ("--out", &f.root.join("c"))],
+        &[
+            data,
+            ("--spec", &f.spec),
+            ("--key-map", &f.key_map),
+            ("--weights", &f.weights),
+            ("--out", &f.root.join("c")),
+        ],
     );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--num-classes 7 contradicts") && err.contains("10"), "{err}");
@@ -179,12 +186,10 @@ fn gram_gives_the_presets_numbers_for_a_spec_that_is_the_preset() {
     assert_eq!(roles(&sb).get("spec"), Some(&1));
     assert_eq!(roles(&sb).get("key_map"), Some(&1));
     // --key-map without --spec is refused, beside --preset too.
-    let o = stiff(&[&base[..], &["--preset", "cnn4"]].concat(), &[
-        data,
-        ("--weights", &f.weights),
-        ("--key-map", &f.key_map),
-        ("--out", &f.root.join("c")),
-    ]);
+    let o = stiff(
+        &[&base[..], &["--preset", "cnn4"]].concat(),
+        &[data, ("--weights", &f.weights), ("--key-map", &f.key_map), ("--out", &f.root.join("c"))],
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("--key-map") && err.contains("--spec"), "{err}");
 }
