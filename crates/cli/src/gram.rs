@@ -223,7 +223,7 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         eprintln!("stiff gram: {fallback} of {} units via the exact fallback (slow)", r.routes.len());
     }
     let parts = r.per_layer.iter().map(|(name, t)| (format!("K.{name}"), t.clone())).collect();
-    let (field, meta_key, arch) = model.architecture()?;
+    let (field, meta_key, arch) = model.architecture();
     let meta = HashMap::from([(meta_key.to_string(), arch.clone()), ("source".to_string(), ex.source.clone())]);
     let mut details = serde_json::json!({
         "options": opts,
@@ -232,7 +232,7 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
         "chunk": r.chunk,
         "budget": budget_record(&args, held, budget),
     });
-    details[field] = serde_json::from_str(&arch)?;
+    details[*field] = serde_json::from_str(arch)?;
     let mean_loss = r.loss_per_example.iter().sum::<f64>() / n as f64;
     let c = Computed { k: &r.k, parts, meta, num_classes: model.num_classes, details, seconds: r.seconds, mean_loss };
     publish(&args, ex, weights_record, &model, c)

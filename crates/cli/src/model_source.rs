@@ -4,9 +4,14 @@
 //!
 //! Sources: a preset (`--preset`), a `ModelConfig` JSON (`--config`), the configuration stored
 //! in the checkpoint (neither), any `nn.Sequential` (`--spec`, with `--key-map`), or any ONNX
-//! graph (`--onnx`, with optional `--weights` state dict and `--trainable`). Each is one variant
-//! of [`Net`]; a new source is one more variant, one more arm in [`Source::of`] / [`load`] and one
-//! in each `match` on [`Net`] below.
+//! graph (`--onnx`, with an optional `--weights` state dict and `--trainable`).
+//!
+//! Adding a source: its flag in [`ModelArgs`]; a `Source` variant with its
+//! arms in `Source::of` and `ModelArgs::source_flag`; one arm in [`load`] that builds a `Built`
+//! (network, class count, input size, fingerprint, what the reports record); a [`Net`] variant
+//! with its arm in `Net::network`; and, for `measure`, an arm in `LoadedModel::subject` (a
+//! `stiff_experiments::measure::Subject` for it, or a refusal). Nothing else changes: `gram`,
+//! `measure` and `cross` only see [`LoadedModel`].
 //!
 //! Checks every source gets: the weights are finite floats (NaN/inf and integer tensors are
 //! refused naming the file and key, by the stiff-models loaders), and the class count is the
@@ -162,33 +167,13 @@ pub enum Net {
     Onnx(Box<OnnxNet>),
 }
 
-impl Network for Net {
-    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+impl Net {
+    /// The variant's network (the one `match` the [`Network`] impl needs).
+    fn network(&self) -> &dyn Network {
         match self {
-            Net::Preset(m) => Network::forward(m, x),
-            Net::Spec(model) => Network::forward(model, x),
-            Net::Onnx(g) => Network::forward(&**g, x),
-        }
-    }
-    fn parameters(&self) -> Vec<(String, Var)> {
-        match self {
-            Net::Preset(m) => m.parameters(),
-            Net::Spec(model) => model.parameters(),
-            Net::Onnx(g) => g.parameters(),
-        }
-    }
-    fn prepare(&self, x: &Tensor) -> stiff_gradkernel::Result<Tensor> {
-        match self {
-            Net::Preset(m) => Network::prepare(m, x),
-            Net::Spec(model) => Network::prepare(model, x),
-            Net::Onnx(g) => Network::prepare(&**g, x),
-        }
-    }
-    fn chain(&self) -> Option<Vec<Layer>> {
-        match self {
-            Net::Preset(m) => m.chain(),
-            Net::Spec(model) => model.chain(),
-            Net::Onnx(g) => g.chain(),
+            Net::Preset(m) => m,
+            Net::Spec(m) => m,
+            Net::Onnx(g) => &**g,
         }
     }
 }
@@ -202,6 +187,33 @@ impl Represented for Net {
             _ => Err(candle::Error::Msg("presets and specs are measured through their own subjects".into())),
         }
     }
+}
+
+impl Network for Net {
+    fn forward(&self, x: &Tensor) -> candle::Result<Tensor> {
+        self.network().forward(x)
+    }
+    fn parameters(&self) -> Vec<(String, Var)> {
+        self.network().parameters()
+    }
+    fn prepare(&self, x: &Tensor) -> stiff_gradkernel::Result<Tensor> {
+        self.network().prepare(x)
+    }
+    fn chain(&self) -> Option<Vec<Layer>> {
+        self.network().chain()
+    }
+}
+
+/// What one source's arm of [`load`] builds.
+struct Built {
+    net: Net,
+    num_classes: usize,
+    input_numel: usize,
+    id: ModelId,
+    /// `(stiffness.json field, gram.safetensors metadata key, architecture JSON)`.
+    architecture: (&'static str, &'static str, String),
+    /// `measurement.json`'s `model`, without `files`.
+    record: serde_json::Value,
 }
 
 /// A loaded network and what every subcommand needs to know about it.
@@ -220,33 +232,29 @@ pub struct LoadedModel {
     pub files: Vec<(&'static str, PathBuf)>,
     /// The flag that named the network (`--spec FILE`, `--preset fc6`, ...), for messages.
     pub source: String,
+    architecture: (&'static str, &'static str, String),
+    record: serde_json::Value,
 }
 
 impl LoadedModel {
     /// What `measurement.json` records as `model`: `{"kind": "preset", "config": ...}` or
-    /// `{"kind": "spec", "spec": ..., "files": [...]}`.
+    /// `{"kind": "spec", "spec": ...}`, with `files`: the model files read besides the weights.
     pub fn record(&self) -> anyhow::Result<serde_json::Value> {
         let mut files = Vec::new();
         for (role, p) in &self.files {
             let bytes = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
             files.push(serde_json::json!({ "role": role, "path": p, "sha256": stiff_data::sha256_hex(&bytes) }));
         }
-        Ok(match &self.net {
-            Net::Preset(m) => serde_json::json!({ "kind": "preset", "config": m.config(), "files": files }),
-            Net::Spec(model) => serde_json::json!({ "kind": "spec", "spec": model.spec(), "files": files }),
-            Net::Onnx(g) => serde_json::json!({ "kind": "onnx", "onnx": onnx_summary(g), "files": files }),
-        })
+        let mut r = self.record.clone();
+        r["files"] = files.into();
+        Ok(r)
     }
 
     /// The architecture as `stiffness.json` holds it (field `model`: the config, or `spec`: the
     /// layer list) and as `gram.safetensors` metadata (key `stiff.config` or `stiff.spec`, the
     /// JSON text): `(field, metadata key, JSON text)`.
-    pub fn architecture(&self) -> anyhow::Result<(&'static str, &'static str, String)> {
-        Ok(match &self.net {
-            Net::Preset(m) => ("model", stiff_models::io::CONFIG_METADATA_KEY, serde_json::to_string(m.config())?),
-            Net::Spec(model) => ("spec", "stiff.spec", serde_json::to_string(model.spec())?),
-            Net::Onnx(g) => ("onnx", "stiff.onnx", serde_json::to_string(&onnx_summary(g))?),
-        })
+    pub fn architecture(&self) -> &(&'static str, &'static str, String) {
+        &self.architecture
     }
 
     /// The measurement subject with `loss` (presets are measured with cross-entropy).
@@ -280,14 +288,14 @@ impl LoadedModel {
 }
 
 /// What the records say about an ONNX network: the graph file, its opset, the content
-/// fingerprint and the parameters with their shapes.
-fn onnx_summary(g: &OnnxNet) -> serde_json::Value {
+/// fingerprint, the input shape, the class count and the parameters with their shapes.
+fn onnx_summary(g: &OnnxNet, fingerprint: &str) -> serde_json::Value {
     let params: Vec<serde_json::Value> =
         g.parameter_info().iter().map(|p| serde_json::json!({ "name": p.name, "shape": p.shape })).collect();
     serde_json::json!({
         "file": g.graph().path,
         "opset": g.graph().opset,
-        "fingerprint": g.fingerprint().unwrap_or_default(),
+        "fingerprint": fingerprint,
         "input": g.input_shape(),
         "outputs": g.num_outputs(),
         "parameters": params,
@@ -321,40 +329,34 @@ pub(crate) fn output_bias_key(arch: &stiff_models::ArchSpec) -> String {
 /// Builds the network `args` name with its `--weights`, and checks it.
 pub fn load(args: &ModelArgs, cx: &LoadContext<'_>) -> anyhow::Result<LoadedModel> {
     args.check_flags()?;
+    let w = args.weights()?;
     let source = args.source_flag();
     let mut files = Vec::new();
-    if let Source::Onnx(path) = Source::of(args) {
-        files.push(("onnx", path.to_path_buf()));
-        if let Some(w) = &args.weights {
-            files.push(("weights", w.clone()));
+    // One arm per source; everything after the match is the same for all of them.
+    let built = match Source::of(args) {
+        Source::Onnx(path) => {
+            files.push(("onnx", path.to_path_buf()));
+            if let Some(w) = &args.weights {
+                files.push(("weights", w.clone()));
+            }
+            let opts = OnnxOptions {
+                dtype: cx.dtype,
+                device: cx.device.clone(),
+                trainable: args.trainable.clone().map(Trainable::Matching).unwrap_or_default(),
+                weights: args.weights.clone(),
+            };
+            let g = OnnxNet::load(path, &opts).with_context(|| format!("--onnx {}", path.display()))?;
+            let fingerprint = g.fingerprint()?;
+            let summary = onnx_summary(&g, &fingerprint);
+            Built {
+                num_classes: g.num_outputs(),
+                input_numel: g.input_shape().iter().product(),
+                id: ModelId { description: format!("{} (onnx, {fingerprint})", path.display()), fingerprint },
+                architecture: ("onnx", "stiff.onnx", serde_json::to_string(&summary)?),
+                record: serde_json::json!({ "kind": "onnx", "onnx": summary }),
+                net: Net::Onnx(Box::new(g)),
+            }
         }
-        let opts = OnnxOptions {
-            dtype: cx.dtype,
-            device: cx.device.clone(),
-            trainable: args.trainable.clone().map(Trainable::Matching).unwrap_or_default(),
-            weights: args.weights.clone(),
-        };
-        let g = OnnxNet::load(path, &opts).with_context(|| format!("--onnx {}", path.display()))?;
-        let k = g.num_outputs();
-        agree(args, &source, k)?;
-        let fingerprint = g.fingerprint()?;
-        let id = ModelId { description: format!("{} (onnx, {fingerprint})", path.display()), fingerprint };
-        let param_bytes = g.parameter_info().iter().map(|p| p.shape.iter().product::<usize>()).sum::<usize>() as u64
-            * cx.dtype.size_in_bytes() as u64;
-        let input_numel = g.input_shape().iter().product();
-        return Ok(LoadedModel {
-            net: Net::Onnx(Box::new(g)),
-            num_classes: k,
-            id,
-            param_bytes,
-            input_numel,
-            files,
-            source,
-        });
-    }
-    let w = args.weights()?;
-    let (net, id) = match Source::of(args) {
-        Source::Onnx(_) => unreachable!("handled above"),
         Source::Spec(spec_path) => {
             let spec =
                 ModelSpec::from_json_file(spec_path).with_context(|| format!("--spec {}", spec_path.display()))?;
@@ -368,8 +370,15 @@ pub fn load(args: &ModelArgs, cx: &LoadContext<'_>) -> anyhow::Result<LoadedMode
             };
             let model = SpecModel::load(&spec, w, &keys, cx.dtype, cx.device)
                 .with_context(|| format!("--weights {} for --spec {}", w.display(), spec_path.display()))?;
-            let id = stiff_cross::model_id(w, &serde_json::to_string(&(&spec, &keys))?)?;
-            (Net::Spec(model), id)
+            let spec_json = serde_json::to_string(&spec)?;
+            Built {
+                num_classes: spec.num_outputs()?,
+                input_numel: spec.input.iter().product(),
+                id: stiff_cross::model_id(w, &serde_json::to_string(&(&spec, &keys))?)?,
+                architecture: ("spec", "stiff.spec", spec_json),
+                record: serde_json::json!({ "kind": "spec", "spec": spec }),
+                net: Net::Spec(model),
+            }
         }
         Source::Preset(p) => {
             let from_head = checkpoint_classes(w, p)?;
@@ -379,49 +388,47 @@ pub fn load(args: &ModelArgs, cx: &LoadContext<'_>) -> anyhow::Result<LoadedMode
             let k = args.num_classes.or(from_head).or(cx.dataset_classes).or(cx.label_classes).ok_or_else(|| {
                 anyhow!("cannot tell the class count of --weights {}: give --num-classes", w.display())
             })?;
-            let cfg = ModelConfig::preset(p, cx.input, k);
-            preset_net(w, &cfg, cx)?
+            preset_net(w, Some(&ModelConfig::preset(p, cx.input, k)), cx)?
         }
         Source::Config(c) => {
             let text = std::fs::read_to_string(c).with_context(|| format!("reading --config {}", c.display()))?;
             let cfg: ModelConfig = serde_json::from_str(&text)
                 .with_context(|| format!("--config {}: not a model configuration", c.display()))?;
             files.push(("config", c.to_path_buf()));
-            agree(args, &format!("--config {}", c.display()), cfg.num_classes)?;
-            preset_net(w, &cfg, cx)?
+            preset_net(w, Some(&cfg), cx)?
         }
-        Source::Stored => {
-            let model = match Model::load(w, cx.dtype, cx.device) {
-                Err(e @ stiff_models::ModelError::NoConfig { .. }) => {
-                    return Err(anyhow::Error::new(e)
-                        .context("pass --preset, --config or --spec to say which architecture the weights are for"))
-                }
-                other => other.with_context(|| format!("loading --weights {}", w.display()))?,
-            };
-            let k = model.config().num_classes;
-            agree(args, &format!("--weights {} (stored configuration)", w.display()), k)?;
-            let id = stiff_cross::model_id(w, &serde_json::to_string(model.config())?)?;
-            (Net::Preset(model), id)
-        }
+        Source::Stored => preset_net(w, None, cx)?,
     };
-    let (num_classes, param_bytes, input_numel) = match &net {
-        Net::Preset(m) => {
-            (m.config().num_classes, (m.num_params() * m.dtype().size_in_bytes()) as u64, m.config().input.numel())
-        }
-        Net::Onnx(_) => unreachable!("returned above"),
-        Net::Spec(model) => {
-            let outputs = model.spec().num_outputs()?;
-            agree(args, &source, outputs)?;
-            (outputs, (model.num_params() * model.dtype().size_in_bytes()) as u64, model.spec().input.iter().product())
-        }
-    };
-    Ok(LoadedModel { net, num_classes, id, param_bytes, input_numel, files, source })
+    // The class count is the network's output width; --num-classes may only repeat it.
+    agree(args, &source, built.num_classes)?;
+    let param_bytes =
+        built.net.parameters().iter().map(|(_, v)| (v.elem_count() * v.dtype().size_in_bytes()) as u64).sum();
+    let Built { net, num_classes, input_numel, id, architecture, record } = built;
+    Ok(LoadedModel { net, num_classes, id, param_bytes, input_numel, files, source, architecture, record })
 }
 
-/// A stiff-models network of configuration `cfg` with the `--weights`.
-fn preset_net(w: &Path, cfg: &ModelConfig, cx: &LoadContext<'_>) -> anyhow::Result<(Net, ModelId)> {
-    let model = Model::load_with_config(w, cfg, cx.dtype, cx.device)
-        .with_context(|| format!("loading --weights {}", w.display()))?;
-    let id = stiff_cross::model_id(w, &serde_json::to_string(model.config())?)?;
-    Ok((Net::Preset(model), id))
+/// A stiff-models network with the `--weights`: of configuration `cfg`, or (`None`) of the one
+/// stored in the checkpoint.
+fn preset_net(w: &Path, cfg: Option<&ModelConfig>, cx: &LoadContext<'_>) -> anyhow::Result<Built> {
+    let model = match cfg {
+        Some(cfg) => Model::load_with_config(w, cfg, cx.dtype, cx.device),
+        None => match Model::load(w, cx.dtype, cx.device) {
+            Err(e @ stiff_models::ModelError::NoConfig { .. }) => {
+                return Err(anyhow::Error::new(e)
+                    .context("pass --preset, --config or --spec to say which architecture the weights are for"))
+            }
+            other => other,
+        },
+    }
+    .with_context(|| format!("loading --weights {}", w.display()))?;
+    let config = model.config();
+    let config_json = serde_json::to_string(config)?;
+    Ok(Built {
+        num_classes: config.num_classes,
+        input_numel: config.input.numel(),
+        id: stiff_cross::model_id(w, &config_json)?,
+        architecture: ("model", stiff_models::io::CONFIG_METADATA_KEY, config_json),
+        record: serde_json::json!({ "kind": "preset", "config": config }),
+        net: Net::Preset(model),
+    })
 }

@@ -77,6 +77,30 @@ fn choose_positional(r: &Record, out_dims: &[usize], n: usize) -> LayerForm {
     }
 }
 
+/// Elements one example holds for record `r` (output `d`) while its chunk's pass runs: what the
+/// forward graph keeps, the backward's gradients and the kernels' temporaries, as if all were
+/// alive at once. Counting input and output four times and the patches twice (as before) sized
+/// cnn4's chunks for 0.94 MB per example where 1.63 MB were allocated (`tests/live_memory.rs`),
+/// and `stiff gram --budget-mb 512` peaked far over its budget.
+/// * The input twice: the value the graph keeps and its gradient.
+/// * The output ten times: pre-activation, plus bias, the zero probe, plus probe and activation
+///   (kept by the graph), at the backward's peak their gradients and the zeroed buffers candle's
+///   `Add` backward sums into, and the delta the tape keeps.
+/// * A conv's unfolded patches `(F, S)` four times: the forward convolution's im2col, autograd's
+///   for the kernel gradient (the kernel is a `Var`), and the unfold with its transposed copy for
+///   the per-example gemm; they dwarf the input when channels are many (cnn4's conv.1: 144 x 196).
+fn pass_elems(r: &Record, d: &Tensor) -> usize {
+    let unfold = match &r.kind {
+        RecKind::Conv { win } => {
+            let f = r.input.dim(1).unwrap_or(1) * win.kernel.0 * win.kernel.1;
+            let s: usize = d.dims()[2..].iter().product();
+            f * s
+        }
+        _ => 0,
+    };
+    2 * r.input.elem_count() + 10 * d.elem_count() + 4 * unfold
+}
+
 /// Finds units on a 1-example probe pass and sizes the chunks from the memory budget.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn plan<N: Network + ?Sized>(
@@ -195,22 +219,7 @@ pub(crate) fn plan<N: Network + ?Sized>(
     }
     // Memory: bytes per example of the pass and of each unit's factor.
     let ae = acc.size_in_bytes();
-    // Per record: input, delta and autograd's copies of both; a conv's unfolded patches
-    // `(F, S)` twice (the unfold and its transposed copy for the per-example gemm), which dwarf
-    // its input when channels are many (cnn4's conv.1: 288 x 196 per example).
-    let unfold_pe = |r: &Record, d: &Tensor| match &r.kind {
-        RecKind::Conv { win } => {
-            let f = r.input.dim(1).unwrap_or(1) * win.kernel.0 * win.kernel.1;
-            let s: usize = d.dims()[2..].iter().product();
-            2 * f * s
-        }
-        _ => 0,
-    };
-    let pass_pe: usize = records
-        .iter()
-        .zip(&probe.deltas)
-        .map(|(r, d)| ((r.input.elem_count() + d.elem_count()) * 4 + unfold_pe(r, d)) * ae)
-        .sum::<usize>()
+    let pass_pe: usize = records.iter().zip(&probe.deltas).map(|(r, d)| pass_elems(r, d) * ae).sum::<usize>()
         + x.narrow(0, 0, 1)?.elem_count() * ae * 2;
     let numel = |v: &[usize]| v.iter().map(|&i| params[i].1.elem_count()).sum::<usize>();
     let mut factor_pe = 0usize;
