@@ -89,7 +89,8 @@ fn return_large_frees_to_the_system() {
     const M_MMAP_THRESHOLD: c_int = -3;
     // SAFETY: `mallopt` only changes allocator tuning; it is called before any thread starts.
     unsafe {
-        mallopt(M_MMAP_THRESHOLD, 1 << 20);
+        let t: c_int = std::env::var("XT").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
+        if t > 0 { mallopt(M_MMAP_THRESHOLD, t); }
     }
 }
 
