@@ -72,33 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// Keeps freed buffers from staying in the process: glibc's malloc raises its mmap threshold to
-/// the size of every large block freed (up to 32 MiB), after which the kernels' per-chunk
-/// temporaries (a few MiB each) come from heap arenas that fragment and are not given back. At
-/// `gram --preset cnn4 --dataset mnist --subset 8000 --budget-mb 512` that retained memory put the
-/// peak RSS far over the budget. A fixed threshold maps every block of 1 MiB or more on its own
-/// and returns it to the system when freed.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-#[allow(unsafe_code)]
-fn return_large_frees_to_the_system() {
-    use std::os::raw::c_int;
-    extern "C" {
-        fn mallopt(param: c_int, value: c_int) -> c_int;
-    }
-    /// glibc's `M_MMAP_THRESHOLD` (malloc.h); setting it turns the dynamic adjustment off.
-    const M_MMAP_THRESHOLD: c_int = -3;
-    // SAFETY: `mallopt` only changes allocator tuning; it is called before any thread starts.
-    unsafe {
-        let t: c_int = std::env::var("XT").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 20);
-        if t > 0 { mallopt(M_MMAP_THRESHOLD, t); }
-    }
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn return_large_frees_to_the_system() {}
-
 fn main() -> ExitCode {
-    return_large_frees_to_the_system();
     // An ordinary user error is a message, not a backtrace dump: anyhow captures a backtrace when
     // RUST_BACKTRACE=1 unless RUST_LIB_BACKTRACE says otherwise (panics keep theirs).
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
