@@ -8,8 +8,6 @@ use candle::{DType, Device, Tensor};
 use serde::Serialize;
 use stiff_models::InputShape;
 
-use crate::gram::GramArgs;
-
 /// Preprocessing applied to the examples before the Gram (recorded in `stiffness.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
@@ -117,12 +115,22 @@ pub(crate) fn load_inputs(path: &Path, preprocess: InputPreprocess) -> anyhow::R
     })
 }
 
+/// Where and how to draw a class-balanced subset of a dataset's test split.
+pub(crate) struct SubsetDraw<'a> {
+    /// Dataset directory (`--data-dir`).
+    pub data_dir: Option<&'a std::path::Path>,
+    /// Examples (a multiple of the class count).
+    pub subset: usize,
+    /// Seed of the draw.
+    pub seed: u64,
+}
+
 pub(crate) fn load_dataset(
-    args: &GramArgs,
+    args: &SubsetDraw<'_>,
     name: stiff_data::DatasetName,
     preprocess: InputPreprocess,
 ) -> anyhow::Result<Examples> {
-    let ds = stiff_data::load(name, args.data_dir.as_deref()).with_context(|| format!("loading dataset {name}"))?;
+    let ds = stiff_data::load(name, args.data_dir).with_context(|| format!("loading dataset {name}"))?;
     let k = ds.num_classes();
     if args.subset == 0 || args.subset % k != 0 {
         bail!("--subset {}: must be a positive multiple of the {k} classes of {name} (class-balanced)", args.subset);

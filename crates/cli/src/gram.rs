@@ -15,7 +15,7 @@ use clap::builder::{PossibleValuesParser, TypedValueParser};
 use stiff_gradkernel::budget::{BudgetError, GramRequest, ModelSizes};
 use stiff_gradkernel::{GramOptions, Method, Network};
 
-use crate::examples::{input_shape, load_dataset, load_inputs, record, Examples, FileRecord};
+use crate::examples::{input_shape, load_dataset, load_inputs, record, Examples, FileRecord, SubsetDraw};
 use crate::memory;
 use crate::model_source::{self, LoadContext, LoadedModel, ModelArgs};
 
@@ -166,7 +166,10 @@ pub fn run(args: GramArgs) -> anyhow::Result<()> {
     let pre = args.model.preprocess_for(args.inputs.is_none());
     let ex = match (&args.inputs, args.dataset) {
         (Some(p), _) => load_inputs(p, pre)?,
-        (None, Some(d)) => load_dataset(&args, d, pre)?,
+        (None, Some(d)) => {
+            let draw = SubsetDraw { data_dir: args.data_dir.as_deref(), subset: args.subset, seed: args.seed };
+            load_dataset(&draw, d, pre)?
+        }
         (None, None) => bail!("give --inputs FILE or --dataset NAME"),
     };
     let dtype = if args.f64 { DType::F64 } else { DType::F32 };

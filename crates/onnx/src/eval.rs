@@ -2,36 +2,18 @@
 //! shape arithmetic on the host. Activations and pooling use the project's gradient conventions
 //! (`relu'(0) = 0`, max pooling's gradient to the first maximum of a window).
 
-use std::collections::HashSet;
-
-use candle::{DType, Device, Tensor, TensorId};
+use candle::Tensor;
 use stiff_models::ops::{self as mops, Window};
 
 use crate::attrs;
-use crate::graph::{HostData, HostTensor, Node};
+use crate::graph::Node;
+use crate::node_ctx::{host, input, msg, Ctx};
 use crate::ops::{pads2, pair};
 use crate::shape_ops;
 use crate::value::{host_binary, Value};
 
-/// Device and dtype of float values.
-pub(crate) struct Ctx<'a> {
-    pub dtype: DType,
-    pub dev: &'a Device,
-    /// Tensor ids of the trainable parameters (a constant bias is added outside the tap).
-    pub params: &'a HashSet<TensorId>,
-}
-
-pub(crate) fn msg(n: &Node, problem: impl std::fmt::Display) -> candle::Error {
-    candle::Error::Msg(format!("node `{}` ({}): {problem}", n.name, n.op))
-}
-
 fn mwrap(n: &Node, e: stiff_models::ModelError) -> candle::Error {
     msg(n, e)
-}
-
-/// The `i`-th input, which must be present.
-pub(crate) fn input<'v>(n: &Node, ins: &'v [Option<Value>], i: usize) -> candle::Result<&'v Value> {
-    ins.get(i).and_then(Option::as_ref).ok_or_else(|| msg(n, format!("input {i} is missing")))
 }
 
 fn t(n: &Node, ins: &[Option<Value>], i: usize, c: &Ctx) -> candle::Result<Tensor> {
@@ -220,20 +202,6 @@ pub(crate) fn eval(n: &Node, rec: &str, ins: &[Option<Value>], c: &Ctx) -> candl
         }
         "ReduceMean" | "ReduceSum" => reduce(n, ins, c),
         _ => shape_ops::eval(n, ins, c),
-    }
-}
-
-/// A value as a host tensor (device floats are copied back: small shape values only).
-pub(crate) fn host(n: &Node, v: &Value) -> candle::Result<HostTensor> {
-    match v {
-        Value::H(h) => Ok(h.clone()),
-        Value::F(t) => {
-            if t.elem_count() > 1 << 16 {
-                return Err(msg(n, "a large activation is used as a shape or index"));
-            }
-            let data = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
-            Ok(HostTensor { dims: t.dims().to_vec(), data: HostData::Float(data) })
-        }
     }
 }
 

@@ -33,6 +33,7 @@ mod error;
 mod eval;
 mod graph;
 mod net;
+mod node_ctx;
 pub mod ops;
 mod params;
 pub mod proto;

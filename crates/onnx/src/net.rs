@@ -12,8 +12,9 @@ use stiff_gradkernel::Network;
 
 use crate::attrs;
 use crate::error::{OnnxError, Result};
-use crate::eval::{self, Ctx};
+use crate::eval;
 use crate::graph::Graph;
+use crate::node_ctx::{self, Ctx};
 use crate::params::{initializer_behind, producers, trainable_parameters, Trainable};
 use crate::value::{host_to_tensor, Value};
 use crate::weights::{apply_weights, check_finite};
@@ -228,7 +229,7 @@ impl OnnxNet {
                         .collect();
                     for (i, v) in n.inputs.iter().zip(&ins) {
                         if !i.is_empty() && v.is_none() {
-                            return Err(eval::msg(n, format!("input `{i}` is not computed before this node")));
+                            return Err(node_ctx::msg(n, format!("input `{i}` is not computed before this node")));
                         }
                     }
                     if let (Some(cap), "Conv") = (capture.as_deref_mut(), n.op.as_str()) {
@@ -243,7 +244,7 @@ impl OnnxNet {
                 }
                 Step::Linear { node, rec, x, w, in_out, b, out } => {
                     let n = &self.graph.nodes[*node];
-                    let xv = env.get(x.as_str()).ok_or_else(|| eval::msg(n, format!("input `{x}` missing")))?;
+                    let xv = env.get(x.as_str()).ok_or_else(|| node_ctx::msg(n, format!("input `{x}` missing")))?;
                     let xt = xv.tensor(self.dtype, &self.device)?;
                     if let Some(cap) = capture.as_deref_mut() {
                         cap.push(xt.clone());

@@ -5,8 +5,8 @@
 use candle::Tensor;
 
 use crate::attrs;
-use crate::eval::{host, input, msg, Ctx};
 use crate::graph::{HostData, HostTensor, Node};
+use crate::node_ctx::{host, input, msg, Ctx};
 use crate::value::{host_binary, ints, Value};
 
 fn take_host<T: Clone>(v: &[T], dims: &[usize], axis: usize, idx: &[usize]) -> (Vec<T>, Vec<usize>) {
