@@ -14,6 +14,9 @@ use crate::sweep::fmt_lr;
 use crate::training::TrainSpec;
 use crate::{ExperimentError, Result};
 
+/// Name of the figure folder and of the `reproduce` target.
+pub const FIGURE: &str = "spherical";
+
 /// The whole experiment (recorded in `config.json`). Defaults: [`SphericalConfig::new`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SphericalConfig {

@@ -35,16 +35,13 @@ use std::path::Path;
 
 use indicatif::ProgressBar;
 
-pub use config::{SphRunSpec, SphericalConfig};
+pub use config::{SphRunSpec, SphericalConfig, FIGURE};
 pub use run::{distance_to_angle, label_agreement_curve, run_one, SphEnd, SphRunRecord, RECORD_VERSION};
 
 use crate::options::{OptimizerKind, ReproduceOptions};
 use crate::pipeline::{FigureInfo, Pipeline};
 use crate::store::{read_json, write_json, RunStore};
 use crate::Result;
-
-/// Name of the figure folder and of the `reproduce` target.
-pub const FIGURE: &str = "spherical";
 
 /// The spherical-harmonics pipeline.
 #[derive(Debug, Clone, Copy)]

@@ -4,9 +4,9 @@
 use std::f64::consts::PI;
 use std::fmt::Write as _;
 
+use super::config::{SphericalConfig, FIGURE};
 use super::model::{cells_of, deg, DomainCell, LengthScaleFit, LrTrend, METHODS};
 use super::run::{SphEnd, SphRunRecord};
-use super::{SphericalConfig, FIGURE};
 use crate::stats::SeedMean;
 
 fn fmt_opt(v: Option<f64>, digits: usize) -> String {

@@ -2,7 +2,8 @@
 
 use candle::Tensor;
 
-use super::{LayerSpec, SpecModel};
+use super::layer::LayerSpec;
+use super::model::SpecModel;
 use crate::ops;
 use crate::{ModelError, Result};
 

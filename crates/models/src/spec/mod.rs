@@ -17,25 +17,13 @@
 
 mod forward;
 mod layer;
+mod model;
 mod preset;
 mod shapes;
 mod weights;
 
-use std::collections::HashMap;
-
-use candle::{Tensor, Var};
-
 pub use forward::{channel_shape, layer_norm_hat};
 pub use layer::{LayerSpec, Shape1, Size2};
+pub use model::SpecModel;
 pub use shapes::{ModelSpec, ParamSpec, TensorRole};
 pub use weights::{read_weights, KeyMap};
-
-/// A model built from a [`ModelSpec`]: parameters as `Var`s in `state_dict()` order, buffers as
-/// tensors. Its [`SpecModel::forward`] is a plain candle forward (no taps), eval mode.
-#[derive(Debug, Clone)]
-pub struct SpecModel {
-    spec: ModelSpec,
-    /// `(key, var)` of every parameter, in `state_dict()` order.
-    params: Vec<(String, Var)>,
-    buffers: HashMap<String, Tensor>,
-}

@@ -2,7 +2,10 @@
 
 use std::collections::HashMap;
 
-use super::{KeyMap, LayerSpec, ModelSpec, Size2, SpecModel};
+use super::layer::{LayerSpec, Size2};
+use super::model::SpecModel;
+use super::shapes::ModelSpec;
+use super::weights::KeyMap;
 use crate::Result;
 
 impl crate::ModelConfig {

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::LayerSpec;
+use super::layer::LayerSpec;
 use crate::{ModelError, Result};
 
 /// Whether a named tensor of a layer is trained (a parameter) or a buffer.

@@ -8,7 +8,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{ModelSpec, SpecModel, TensorRole};
+use super::model::SpecModel;
+use super::shapes::{ModelSpec, TensorRole};
 use crate::error::SpecKeyError;
 use crate::{ModelError, Result};
 

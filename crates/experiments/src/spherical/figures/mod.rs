@@ -8,10 +8,10 @@ pub mod plot;
 use std::f64::consts::PI;
 use std::path::Path;
 
+use super::config::{SphericalConfig, FIGURE};
 use super::model::{cells_of, DomainCell, LengthScaleFit, LrTrend, METHODS};
 use super::run::{distance_to_angle, SphEnd, SphRunRecord};
 use super::summary;
-use super::{SphericalConfig, FIGURE};
 use crate::measure::{crossing_distance, crossing_note};
 use crate::stats::{slope, spearman};
 use crate::store::{write_atomic, write_json};

@@ -5,9 +5,9 @@ use std::path::Path;
 use stiff_analysis::Crossing;
 use stiff_plot::{line_figure, LineFigure, Panel, Series};
 
+use super::super::config::{SphericalConfig, FIGURE};
 use super::super::model::{deg, DomainCell, METHODS};
 use super::super::run::{distance_to_angle, SphRunRecord};
-use super::super::{SphericalConfig, FIGURE};
 use crate::Result;
 
 #[allow(clippy::too_many_arguments)]
