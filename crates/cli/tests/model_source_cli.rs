@@ -4,7 +4,7 @@
 //! The two runs share the weights file and the examples, so they differ only in the loader path.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use candle::{DType, Device};
@@ -26,6 +26,19 @@ struct Fixture {
     weights: std::path::PathBuf,
     spec: std::path::PathBuf,
     key_map: std::path::PathBuf,
+}
+
+impl Fixture {
+    /// Runs `base` once with `--preset cnn4` and once with the same checkpoint read as `--spec`
+    /// + `--key-map`, into `root/preset` and `root/spec` (both must succeed).
+    fn preset_and_spec(&self, base: &[&str]) -> (PathBuf, PathBuf) {
+        let (a, b) = (self.root.join("preset"), self.root.join("spec"));
+        let data = ("--data-dir", self.root.as_path());
+        ok(&stiff(&[base, &["--preset", "cnn4"]].concat(), &[data, ("--weights", &self.weights), ("--out", &a)]));
+        let spec = [("--spec", self.spec.as_path()), ("--key-map", &self.key_map), ("--weights", &self.weights)];
+        ok(&stiff(base, &[&[data][..], &spec[..], &[("--out", b.as_path())][..]].concat()));
+        (a, b)
+    }
 }
 
 /// A cnn4 checkpoint for MNIST (seeded init), its spec and the key map from its keys to the spec's,
@@ -91,13 +104,8 @@ fn assert_same(path: &str, a: &serde_json::Value, b: &serde_json::Value) {
 fn measure_gives_the_presets_numbers_for_a_spec_that_is_the_preset() {
     let f = fixture();
     let base = ["measure", "--dataset", "mnist", "--subset", "40", "--bootstrap", "0", "--preprocess", PREPROCESS];
-    let (a, b) = (f.root.join("preset"), f.root.join("spec"));
+    let (a, b) = f.preset_and_spec(&base);
     let data = ("--data-dir", f.root.as_path());
-    ok(&stiff(&[&base[..], &["--preset", "cnn4"]].concat(), &[data, ("--weights", &f.weights), ("--out", &a)]));
-    ok(&stiff(
-        &base,
-        &[data, ("--spec", &f.spec), ("--key-map", &f.key_map), ("--weights", &f.weights), ("--out", &b)],
-    ));
     let (ra, rb) = (read_json(&a.join("measurement.json")), read_json(&b.join("measurement.json")));
     assert_eq!((ra["model"]["kind"].as_str(), rb["model"]["kind"].as_str()), (Some("preset"), Some("spec")));
     let pre = serde_json::json!({"kind": "mean-std", "mean": 0.2, "std": 0.4});
@@ -121,13 +129,8 @@ fn cross_gives_the_presets_numbers_for_a_spec_that_is_the_preset() {
     let f = fixture();
     let base =
         ["cross", "--dataset", "mnist", "--rows", "20", "--cols", "test:30", "--quiet", "--preprocess", PREPROCESS];
-    let (a, b) = (f.root.join("preset"), f.root.join("spec"));
+    let (a, b) = f.preset_and_spec(&base);
     let data = ("--data-dir", f.root.as_path());
-    ok(&stiff(&[&base[..], &["--preset", "cnn4"]].concat(), &[data, ("--weights", &f.weights), ("--out", &a)]));
-    ok(&stiff(
-        &base,
-        &[data, ("--spec", &f.spec), ("--key-map", &f.key_map), ("--weights", &f.weights), ("--out", &b)],
-    ));
     let (ja, jb) = (read_json(&a.join("cross.json")), read_json(&b.join("cross.json")));
     assert_eq!(ja["pairs"], 600);
     for key in ["class_sign", "class_cosine", "pairs"] {
@@ -155,13 +158,8 @@ fn cross_gives_the_presets_numbers_for_a_spec_that_is_the_preset() {
 fn gram_gives_the_presets_numbers_for_a_spec_that_is_the_preset() {
     let f = fixture();
     let base = ["gram", "--dataset", "mnist", "--subset", "20", "--preprocess", PREPROCESS];
-    let (a, b) = (f.root.join("preset"), f.root.join("spec"));
+    let (a, b) = f.preset_and_spec(&base);
     let data = ("--data-dir", f.root.as_path());
-    ok(&stiff(&[&base[..], &["--preset", "cnn4"]].concat(), &[data, ("--weights", &f.weights), ("--out", &a)]));
-    ok(&stiff(
-        &base,
-        &[data, ("--spec", &f.spec), ("--key-map", &f.key_map), ("--weights", &f.weights), ("--out", &b)],
-    ));
     let k = |d: &Path| {
         let t = candle::safetensors::load(d.join("gram.safetensors"), &Device::Cpu).unwrap();
         t["K"].to_dtype(DType::F64).unwrap().to_vec2::<f64>().unwrap()
