@@ -8,6 +8,7 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 use prost::Message;
+use sha2::Digest;
 
 use crate::error::{OnnxError, Result};
 use crate::proto;
@@ -112,6 +113,8 @@ pub struct Graph {
     pub initializers: BTreeMap<String, HostTensor>,
     /// Initializer names in file order (the parameter order).
     pub initializer_order: Vec<String>,
+    /// SHA-256 of the model file's bytes (external data is covered by the initializers' values).
+    pub file_sha256: [u8; 32],
 }
 
 impl Graph {
@@ -120,6 +123,7 @@ impl Graph {
         let bytes = std::fs::read(path).map_err(|source| OnnxError::Io { path: path.into(), source })?;
         let model = proto::ModelProto::decode(bytes.as_slice())
             .map_err(|e| OnnxError::Decode { path: path.into(), problem: e.to_string() })?;
+        let file_sha256: [u8; 32] = sha2::Sha256::digest(&bytes).into();
         drop(bytes);
         let bad = |problem: String| OnnxError::Model { path: path.into(), problem };
         let opset = model
@@ -202,6 +206,7 @@ impl Graph {
             output: output.name.clone(),
             initializers,
             initializer_order,
+            file_sha256,
         })
     }
 }
@@ -233,10 +238,9 @@ impl ExternalFiles {
             self.open.insert(location.into(), (f, size));
         }
         let (f, size) = self.open.get_mut(location).expect("inserted above");
-        let end = offset.checked_add(len).filter(|&e| e <= *size).ok_or_else(|| {
-            err(full.clone(), format!("bytes {offset}..{offset}+{len} lie outside the file ({size} bytes)"))
-        })?;
-        let _ = end;
+        if offset.checked_add(len).is_none_or(|end| end > *size) {
+            return Err(err(full, format!("bytes {offset}..{offset}+{len} lie outside the file ({size} bytes)")));
+        }
         let mut buf = vec![0u8; len as usize];
         f.seek(SeekFrom::Start(offset))
             .and_then(|_| f.read_exact(&mut buf))

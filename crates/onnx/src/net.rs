@@ -62,7 +62,10 @@ pub struct OnnxNet {
     graph: Graph,
     params: Vec<(String, Var)>,
     info: Vec<ParamInfo>,
-    consts: HashMap<String, Value>,
+    /// Every initializer's value by name (parameters as their `Var`s' tensors).
+    fixed: HashMap<String, Value>,
+    /// Tensor ids of the parameters (a constant bias stays off the tape).
+    param_ids: HashSet<TensorId>,
     steps: Vec<Step>,
     dtype: DType,
     device: Device,
@@ -105,14 +108,15 @@ impl OnnxNet {
             params.push((name.clone(), Var::from_tensor(&host_to_tensor(h, dtype, &device)?)?));
             info.push(ParamInfo { name: name.clone(), shape: h.dims.clone() });
         }
-        let pset: HashSet<&String> = names.iter().collect();
-        let mut consts = HashMap::new();
+        let mut fixed: HashMap<String, Value> =
+            params.iter().map(|(k, v)| (k.clone(), Value::F(v.as_tensor().clone()))).collect();
         for (k, h) in &graph.initializers {
-            if !pset.contains(k) {
+            if !fixed.contains_key(k) {
                 let v = if h.is_float() { Value::F(host_to_tensor(h, dtype, &device)?) } else { Value::H(h.clone()) };
-                consts.insert(k.clone(), v);
+                fixed.insert(k.clone(), v);
             }
         }
+        let param_ids = params.iter().map(|(_, v)| v.as_tensor().id()).collect();
         let input_dims: Vec<usize> = graph
             .input
             .1
@@ -126,7 +130,8 @@ impl OnnxNet {
                 })
             })
             .collect::<Result<_>>()?;
-        let mut net = OnnxNet { graph, params, info, consts, steps, dtype, device, input_dims, num_outputs: 0 };
+        let mut net =
+            OnnxNet { graph, params, info, fixed, param_ids, steps, dtype, device, input_dims, num_outputs: 0 };
         // A dry run on two zero examples: shapes, attribute values and the output width, checked
         // before the caller's real work.
         let mut shape = vec![2];
@@ -178,15 +183,13 @@ impl OnnxNet {
         reps.iter().map(|t| t.flatten_from(1).map(|t| t.detach())).collect()
     }
 
-    /// SHA-256 (hex) of what determines the network's function: the model file's bytes and every
-    /// initializer's name, shape and values as loaded (external data and `--weights` included),
-    /// and the parameter names. Resumable jobs compare it, not paths.
-    pub fn fingerprint(&self) -> Result<String> {
+    /// SHA-256 (hex) of what determines the network's function: the model file's bytes (hashed
+    /// when it was read) and every initializer's name, shape and values as loaded (external data
+    /// and `--weights` included), and the parameter names. Resumable jobs compare it, not paths.
+    pub fn fingerprint(&self) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
-        let bytes = std::fs::read(&self.graph.path)
-            .map_err(|source| OnnxError::Io { path: self.graph.path.clone(), source })?;
-        h.update(&bytes);
+        h.update(self.graph.file_sha256);
         for name in &self.graph.initializer_order {
             let t = &self.graph.initializers[name];
             h.update(name.as_bytes());
@@ -200,7 +203,7 @@ impl OnnxNet {
             h.update(p.name.as_bytes());
             h.update([0u8]);
         }
-        Ok(hex::encode(h.finalize()))
+        hex::encode(h.finalize())
     }
 
     fn run(&self, x: &Tensor) -> candle::Result<Tensor> {
@@ -208,25 +211,17 @@ impl OnnxNet {
     }
 
     fn run_capture(&self, x: &Tensor, mut capture: Option<&mut Vec<Tensor>>) -> candle::Result<Tensor> {
-        let ids: HashSet<TensorId> = self.params.iter().map(|(_, v)| v.as_tensor().id()).collect();
-        let c = Ctx { dtype: self.dtype, dev: &self.device, params: &ids };
+        let c = Ctx { dtype: self.dtype, dev: &self.device, params: &self.param_ids };
+        // Values computed in this pass; initializers are read from `fixed`.
         let mut env: HashMap<&str, Value> = HashMap::new();
         env.insert(self.graph.input.0.as_str(), Value::F(x.clone()));
-        for (name, v) in &self.params {
-            env.insert(name.as_str(), Value::F(v.as_tensor().clone()));
-        }
-        for (k, v) in &self.consts {
-            env.insert(k.as_str(), v.clone());
-        }
+        let get = |env: &HashMap<&str, Value>, name: &str| env.get(name).or_else(|| self.fixed.get(name)).cloned();
         for s in &self.steps {
             match s {
                 Step::Eval { node, rec } => {
                     let n = &self.graph.nodes[*node];
-                    let ins: Vec<Option<Value>> = n
-                        .inputs
-                        .iter()
-                        .map(|i| if i.is_empty() { None } else { env.get(i.as_str()).cloned() })
-                        .collect();
+                    let ins: Vec<Option<Value>> =
+                        n.inputs.iter().map(|i| if i.is_empty() { None } else { get(&env, i) }).collect();
                     for (i, v) in n.inputs.iter().zip(&ins) {
                         if !i.is_empty() && v.is_none() {
                             return Err(node_ctx::msg(n, format!("input `{i}` is not computed before this node")));
@@ -244,7 +239,7 @@ impl OnnxNet {
                 }
                 Step::Linear { node, rec, x, w, in_out, b, out } => {
                     let n = &self.graph.nodes[*node];
-                    let xv = env.get(x.as_str()).ok_or_else(|| node_ctx::msg(n, format!("input `{x}` missing")))?;
+                    let xv = get(&env, x).ok_or_else(|| node_ctx::msg(n, format!("input `{x}` missing")))?;
                     let xt = xv.tensor(self.dtype, &self.device)?;
                     if let Some(cap) = capture.as_deref_mut() {
                         cap.push(xt.clone());
@@ -260,7 +255,7 @@ impl OnnxNet {
                 }
             }
         }
-        match env.remove(self.graph.output.as_str()) {
+        match env.remove(self.graph.output.as_str()).or_else(|| self.fixed.get(&self.graph.output).cloned()) {
             Some(v) => v.tensor(self.dtype, &self.device),
             None => Err(candle::Error::Msg(format!("the graph output `{}` was not computed", self.graph.output))),
         }
@@ -278,8 +273,9 @@ fn plan_steps(g: &Graph, params: &[String]) -> Vec<Step> {
             consumers.entry(v.as_str()).or_default().push(i);
         }
     }
-    // Dense candidates: (node, param, weight held (in, out), bias param).
-    let mut cands: Vec<(usize, usize, bool, Option<usize>)> = Vec::new();
+    // Dense layers with a parameter weight, a Gemm's bias or a following bias Add fused in.
+    let mut linear: HashMap<usize, Step> = HashMap::new();
+    let mut fused_adds: HashSet<usize> = HashSet::new();
     for (i, n) in g.nodes.iter().enumerate() {
         let (gemm, mm) = (n.op == "Gemm", n.op == "MatMul");
         if !(gemm || mm) || n.inputs.len() < 2 {
@@ -309,7 +305,8 @@ fn plan_steps(g: &Graph, params: &[String]) -> Vec<Step> {
         let b_is_out_in = trans_b != via_transpose;
         let out_dim = g.initializers[&params[p]].dims[if b_is_out_in { 0 } else { 1 }];
         let bias_ok = |name: &str| index.get(name).copied().filter(|&bi| g.initializers[&params[bi]].dims == [out_dim]);
-        let bias = if gemm {
+        let mut out = n.outputs[0].clone();
+        let b = if gemm {
             match n.inputs.get(2).filter(|s| !s.is_empty()) {
                 Some(c) => match bias_ok(c) {
                     Some(bi) => Some(bi),
@@ -318,34 +315,26 @@ fn plan_steps(g: &Graph, params: &[String]) -> Vec<Step> {
                 None => None,
             }
         } else {
-            None
-        };
-        cands.push((i, p, !b_is_out_in, bias));
-    }
-    let mut linear: HashMap<usize, Step> = HashMap::new();
-    let mut fused_adds: HashSet<usize> = HashSet::new();
-    for &(i, p, tr, bias) in &cands {
-        let n = &g.nodes[i];
-        let mut out = n.outputs[0].clone();
-        let mut b = bias;
-        if n.op == "MatMul" && out != g.output {
-            if let Some([a]) = consumers.get(out.as_str()).map(Vec::as_slice) {
-                let add = &g.nodes[*a];
-                let out_dim = g.initializers[&params[p]].dims[if tr { 1 } else { 0 }];
-                let other = add.inputs.iter().find(|v| **v != out);
-                if add.op == "Add" && add.inputs.len() == 2 {
-                    if let Some(bi) = other.and_then(|o| index.get(o.as_str()).copied()) {
-                        if g.initializers[&params[bi]].dims == [out_dim] {
-                            b = Some(bi);
-                            out = add.outputs[0].clone();
-                            fused_adds.insert(*a);
-                        }
+            // A MatMul whose only consumer adds a bias vector: the Add is part of the layer.
+            let add = match consumers.get(out.as_str()).map(Vec::as_slice) {
+                Some([a]) if out != g.output => Some((*a, &g.nodes[*a])),
+                _ => None,
+            };
+            match add.filter(|(_, add)| add.op == "Add" && add.inputs.len() == 2) {
+                Some((a, add)) => {
+                    let bi = add.inputs.iter().find(|v| **v != out).and_then(|o| bias_ok(o));
+                    if bi.is_some() {
+                        out = add.outputs[0].clone();
+                        fused_adds.insert(a);
                     }
+                    bi
                 }
+                None => None,
             }
-        }
-        let rec = stem(&params[p]);
-        linear.insert(i, Step::Linear { node: i, rec, x: n.inputs[0].clone(), w: p, in_out: tr, b, out });
+        };
+        let step =
+            Step::Linear { node: i, rec: stem(&params[p]), x: n.inputs[0].clone(), w: p, in_out: !b_is_out_in, b, out };
+        linear.insert(i, step);
     }
     // Steps in graph order, then keep only those the output needs.
     let mut steps = Vec::new();

@@ -72,30 +72,66 @@ pub(crate) fn host_binary(
 ) -> Option<HostTensor> {
     let dims = broadcast_shape(&a.dims, &b.dims)?;
     let n: usize = dims.iter().product();
-    let idx = |t: &HostTensor, flat: usize| -> usize {
-        // Index of `flat` (in `dims`) in a broadcast operand.
-        let mut rem = flat;
-        let mut off = 0;
-        let mut stride = 1;
-        let r = dims.len();
-        let mut coords = vec![0; r];
-        for d in (0..r).rev() {
-            coords[d] = rem % dims[d];
-            rem /= dims[d];
-        }
+    // Each operand's strides in the broadcast shape (0 along a broadcast dimension).
+    let strides = |t: &HostTensor| -> Vec<usize> {
+        let mut st = vec![0; dims.len()];
+        let mut step = 1;
         for (k, &sz) in t.dims.iter().enumerate().rev() {
-            let c = coords[r - t.dims.len() + k];
-            off += if sz == 1 { 0 } else { c * stride };
-            stride *= sz;
+            st[dims.len() - t.dims.len() + k] = if sz == 1 { 0 } else { step };
+            step *= sz;
         }
-        off
+        st
+    };
+    let (sa, sb) = (strides(a), strides(b));
+    let offsets = |flat: usize| -> (usize, usize) {
+        let (mut rem, mut oa, mut ob) = (flat, 0, 0);
+        for d in (0..dims.len()).rev() {
+            let c = rem % dims[d];
+            rem /= dims[d];
+            oa += c * sa[d];
+            ob += c * sb[d];
+        }
+        (oa, ob)
     };
     let data = match (&a.data, &b.data) {
-        (HostData::Int(x), HostData::Int(y)) => HostData::Int((0..n).map(|i| f(x[idx(a, i)], y[idx(b, i)])).collect()),
+        (HostData::Int(x), HostData::Int(y)) => HostData::Int(
+            (0..n)
+                .map(|i| {
+                    let (oa, ob) = offsets(i);
+                    f(x[oa], y[ob])
+                })
+                .collect(),
+        ),
         _ => {
             let (x, y) = (a.floats(), b.floats());
-            HostData::Float((0..n).map(|i| g(x[idx(a, i)], y[idx(b, i)])).collect())
+            HostData::Float(
+                (0..n)
+                    .map(|i| {
+                        let (oa, ob) = offsets(i);
+                        g(x[oa], y[ob])
+                    })
+                    .collect(),
+            )
         }
     };
     Some(HostTensor { dims, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ops_broadcast_like_numpy() {
+        let a = HostTensor { dims: vec![2, 1], data: HostData::Int(vec![10, 20]) };
+        let b = HostTensor { dims: vec![3], data: HostData::Int(vec![1, 2, 3]) };
+        let r = host_binary(&a, &b, |x, y| x + y, |x, y| x + y).unwrap();
+        assert_eq!(r.dims, [2, 3]);
+        assert_eq!(r.data, HostData::Int(vec![11, 12, 13, 21, 22, 23]));
+        let s = HostTensor { dims: vec![], data: HostData::Float(vec![0.5]) };
+        let r = host_binary(&b, &s, |x, y| x * y, |x, y| x * y).unwrap();
+        assert_eq!(r.data, HostData::Float(vec![0.5, 1.0, 1.5]));
+        assert!(host_binary(&b, &HostTensor { dims: vec![2], data: HostData::Int(vec![1, 2]) }, |x, _| x, |x, _| x)
+            .is_none());
+    }
 }

@@ -82,10 +82,6 @@ fn check_against_torch(name: &str) -> Vec<(String, LayerForm)> {
     opts.per_layer = true;
     let g = gram(&net, &r.x, &r.y, &opts).unwrap();
     let (err, flips) = cosine_error(&g.k, &r.gram, &r.gram);
-    eprintln!(
-        "{name}: K vs torch.func {err:.2e} cosine units, {flips} flips; routes {:?}",
-        g.routes.iter().map(|r| (&r.name, r.form)).collect::<Vec<_>>()
-    );
     assert!(
         err < COS_TOL_F64 && flips == 0,
         "{name}: K differs from torch.func by {err:.3e} cosine units, {flips} sign flips"
